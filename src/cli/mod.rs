@@ -1,0 +1,145 @@
+//! The command line: one file per subcommand, one [`Command`] enum that dispatches, and one
+//! error type with a kind that decides the exit code and hints for the person.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod init;
+mod new_task;
+mod schema;
+mod validate;
+
+/// gaffer runs AI coding builders from a git state repository.
+///
+/// Git commits are the API: tasks, questions, answers and approvals are YAML files in a
+/// state repository; the reconciler acts on commits and records what happened as commits.
+#[derive(Debug, Parser)]
+#[command(name = "gaffer", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// gaffer's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a state repository working tree: every file parses, names are valid,
+    /// answers match their questions. Exit 0 when valid, 1 when not, 2 on usage errors.
+    Validate(validate::ValidateArgs),
+    /// Write the JSON Schemas of every state file kind (generated from the types).
+    Schema(schema::SchemaArgs),
+    /// Create a new state repository: a bare git repo with a first commit.
+    Init(init::InitArgs),
+    /// Create things in a state repository.
+    #[command(subcommand)]
+    New(NewCommand),
+}
+
+/// `gaffer new ...`.
+#[derive(Debug, Subcommand)]
+pub enum NewCommand {
+    /// Commit a new task.yaml to a state repository.
+    Task(new_task::NewTaskArgs),
+}
+
+/// What kind of failure a command had; decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The person asked for something invalid (exit 1).
+    User,
+    /// The command line itself was wrong (exit 2).
+    Usage,
+    /// Something broke that the person could not have caused (exit 1, says so).
+    Internal,
+}
+
+/// An error shown to the person running the CLI.
+#[derive(Debug)]
+pub struct CliError {
+    /// The kind, for the exit code.
+    pub kind: ErrorKind,
+    /// One line saying what went wrong.
+    pub message: String,
+    /// Suggestions for what to do next.
+    pub hints: Vec<String>,
+}
+
+impl CliError {
+    /// A user error.
+    pub fn user(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::User,
+            message: message.into(),
+            hints: Vec::new(),
+        }
+    }
+
+    /// A usage error.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Usage,
+            message: message.into(),
+            hints: Vec::new(),
+        }
+    }
+
+    /// An internal error.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Internal,
+            message: message.into(),
+            hints: Vec::new(),
+        }
+    }
+
+    /// Adds a hint.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hints.push(hint.into());
+        self
+    }
+}
+
+impl From<crate::git::GitError> for CliError {
+    fn from(e: crate::git::GitError) -> Self {
+        CliError::internal(e.to_string())
+    }
+}
+
+impl From<crate::names::NameError> for CliError {
+    fn from(e: crate::names::NameError) -> Self {
+        CliError::user(e.to_string())
+    }
+}
+
+/// What a successful command asks the process to exit with.
+pub type CmdResult = Result<ExitCode, CliError>;
+
+/// Parses the command line, runs the command and returns the exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => validate::cmd_validate(args),
+        Command::Schema(args) => schema::cmd_schema(args),
+        Command::Init(args) => init::cmd_init(args),
+        Command::New(NewCommand::Task(args)) => new_task::cmd_new_task(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let prefix = match e.kind {
+                ErrorKind::Internal => "internal error",
+                _ => "error",
+            };
+            eprintln!("{prefix}: {}", e.message);
+            for h in &e.hints {
+                eprintln!("hint: {h}");
+            }
+            match e.kind {
+                ErrorKind::Usage => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            }
+        }
+    }
+}

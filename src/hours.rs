@@ -1,0 +1,1320 @@
+//! Business hours arithmetic.
+//!
+//! When a builder asks the developer a question, the question's deadline is
+//! not counted in wall-clock time: a question asked late on a Friday with a
+//! two hour timeout should not expire over the weekend. Deadlines are counted
+//! in *business hours* of the developer's time zone: only time inside the
+//! daily opening window, on working days that are not holidays, counts.
+//!
+//! This module holds the configuration types ([`BusinessHours`], [`Weekday`],
+//! [`ClockTime`], [`HumanDuration`]), the arithmetic itself ([`deadline`]) and
+//! an injectable [`Clock`] so that tests can control "now".
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
+
+use jiff::civil::{Date, Time};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// How many consecutive calendar days without any business time
+/// [`deadline`] tolerates before it gives up (about ten years).
+pub const MAX_IDLE_DAYS: u32 = 3660;
+
+/// The regular expression a [`ClockTime`] string must match.
+const CLOCK_TIME_PATTERN: &str = "^([01][0-9]|2[0-3]):[0-5][0-9]$";
+
+/// The regular expression a [`HumanDuration`] string must match.
+const HUMAN_DURATION_PATTERN: &str = "^([0-9]+[dhms])+$";
+
+/// The accepted form of a [`HumanDuration`], quoted in error messages.
+const HUMAN_DURATION_FORM: &str = "one or more <number><unit> groups with units d, h, m or s, \
+     such as \"2h\", \"90m\", \"1h30m\", \"45s\" or \"14d\"";
+
+/// When the developer is available: the time zone, the working days, the
+/// daily opening window and the holidays.
+///
+/// Every field has a default, so a partial map (or an empty one) is accepted;
+/// unknown fields are rejected. Call [`BusinessHours::validate`] after
+/// deserializing to check the time zone and the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessHours {
+    /// IANA time zone name in which the hours below are read, e.g.
+    /// `Europe/London`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// The working days of the week.
+    #[serde(default = "default_days")]
+    pub days: Vec<Weekday>,
+    /// Local time of day at which business hours start (inclusive).
+    #[serde(default = "default_start")]
+    pub start: ClockTime,
+    /// Local time of day at which business hours end (exclusive).
+    #[serde(default = "default_end")]
+    pub end: ClockTime,
+    /// Dates (`YYYY-MM-DD`, in the time zone above) that are not working
+    /// days even if they fall on one of `days`.
+    #[serde(default)]
+    #[schemars(schema_with = "holidays_schema")]
+    pub holidays: Vec<Date>,
+}
+
+/// Serde default for [`BusinessHours::timezone`].
+fn default_timezone() -> String {
+    "Europe/London".to_owned()
+}
+
+/// Serde default for [`BusinessHours::days`].
+fn default_days() -> Vec<Weekday> {
+    vec![
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+    ]
+}
+
+/// Serde default for [`BusinessHours::start`].
+fn default_start() -> ClockTime {
+    ClockTime(Time::constant(9, 0, 0, 0))
+}
+
+/// Serde default for [`BusinessHours::end`].
+fn default_end() -> ClockTime {
+    ClockTime(Time::constant(17, 0, 0, 0))
+}
+
+/// JSON schema of [`BusinessHours::holidays`]: jiff's `Date` has no
+/// `JsonSchema` impl, and it is written as a `YYYY-MM-DD` string.
+fn holidays_schema(_generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": {
+            "type": "string",
+            "format": "date",
+            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+        }
+    })
+}
+
+impl Default for BusinessHours {
+    /// Europe/London, Monday to Friday, 09:00 to 17:00, no holidays.
+    fn default() -> Self {
+        Self {
+            timezone: default_timezone(),
+            days: default_days(),
+            start: default_start(),
+            end: default_end(),
+            holidays: Vec::new(),
+        }
+    }
+}
+
+impl BusinessHours {
+    /// Checks that the time zone is a known IANA zone, that there is at
+    /// least one working day and that `start` is before `end`.
+    pub fn validate(&self) -> Result<(), HoursError> {
+        self.checked_time_zone().map(|_| ())
+    }
+
+    /// Looks up [`BusinessHours::timezone`] in the time zone database.
+    ///
+    /// This only checks the time zone; see [`BusinessHours::validate`] for
+    /// the full check.
+    pub fn time_zone(&self) -> Result<TimeZone, HoursError> {
+        TimeZone::get(&self.timezone).map_err(|source| HoursError::UnknownTimeZone {
+            name: self.timezone.clone(),
+            source,
+        })
+    }
+
+    /// Whether `date` is a working day: one of [`BusinessHours::days`] and
+    /// not one of [`BusinessHours::holidays`].
+    pub fn is_business_day(&self, date: Date) -> bool {
+        self.days
+            .iter()
+            .any(|day| jiff::civil::Weekday::from(*day) == date.weekday())
+            && !self.holidays.contains(&date)
+    }
+
+    /// Validates everything and returns the resolved time zone.
+    fn checked_time_zone(&self) -> Result<TimeZone, HoursError> {
+        let tz = self.time_zone()?;
+        if self.days.is_empty() {
+            return Err(HoursError::NoWorkingDays);
+        }
+        if self.start >= self.end {
+            return Err(HoursError::EmptyWindow {
+                start: self.start,
+                end: self.end,
+            });
+        }
+        Ok(tz)
+    }
+}
+
+/// A day of the week, written in lowercase as `mon` to `sun`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    /// Monday.
+    Mon,
+    /// Tuesday.
+    Tue,
+    /// Wednesday.
+    Wed,
+    /// Thursday.
+    Thu,
+    /// Friday.
+    Fri,
+    /// Saturday.
+    Sat,
+    /// Sunday.
+    Sun,
+}
+
+impl JsonSchema for Weekday {
+    fn schema_name() -> Cow<'static, str> {
+        "Weekday".into()
+    }
+
+    /// A plain string enum (the derive would make a `oneOf` out of the
+    /// variants' doc comments).
+    fn json_schema(_generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            "description": "A day of the week."
+        })
+    }
+}
+
+impl From<Weekday> for jiff::civil::Weekday {
+    fn from(day: Weekday) -> Self {
+        match day {
+            Weekday::Mon => Self::Monday,
+            Weekday::Tue => Self::Tuesday,
+            Weekday::Wed => Self::Wednesday,
+            Weekday::Thu => Self::Thursday,
+            Weekday::Fri => Self::Friday,
+            Weekday::Sat => Self::Saturday,
+            Weekday::Sun => Self::Sunday,
+        }
+    }
+}
+
+impl From<jiff::civil::Weekday> for Weekday {
+    fn from(day: jiff::civil::Weekday) -> Self {
+        match day {
+            jiff::civil::Weekday::Monday => Self::Mon,
+            jiff::civil::Weekday::Tuesday => Self::Tue,
+            jiff::civil::Weekday::Wednesday => Self::Wed,
+            jiff::civil::Weekday::Thursday => Self::Thu,
+            jiff::civil::Weekday::Friday => Self::Fri,
+            jiff::civil::Weekday::Saturday => Self::Sat,
+            jiff::civil::Weekday::Sunday => Self::Sun,
+        }
+    }
+}
+
+/// A time of day with minute precision, written as `"HH:MM"` (24 hour
+/// clock, `00:00` to `23:59`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClockTime(Time);
+
+impl ClockTime {
+    /// The time `hour:minute`; fails unless `0 <= hour < 24` and
+    /// `0 <= minute < 60`.
+    pub fn new(hour: i8, minute: i8) -> Result<Self, HoursError> {
+        Time::new(hour, minute, 0, 0)
+            .map(Self)
+            .map_err(|_| HoursError::InvalidClockTime(format!("{hour:02}:{minute:02}")))
+    }
+
+    /// The time of day as a jiff civil time (seconds are always zero).
+    pub fn time(self) -> Time {
+        self.0
+    }
+
+    /// The hour, `0..=23`.
+    pub fn hour(self) -> i8 {
+        self.0.hour()
+    }
+
+    /// The minute, `0..=59`.
+    pub fn minute(self) -> i8 {
+        self.0.minute()
+    }
+}
+
+impl From<ClockTime> for Time {
+    fn from(clock: ClockTime) -> Self {
+        clock.0
+    }
+}
+
+impl fmt::Display for ClockTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.0.hour(), self.0.minute())
+    }
+}
+
+impl FromStr for ClockTime {
+    type Err = HoursError;
+
+    /// Parses exactly `HH:MM`.
+    fn from_str(s: &str) -> Result<Self, HoursError> {
+        let bad = || HoursError::InvalidClockTime(s.to_owned());
+        let b = s.as_bytes();
+        let two_digits = |hi: u8, lo: u8| -> Option<i8> {
+            (hi.is_ascii_digit() && lo.is_ascii_digit())
+                .then(|| ((hi - b'0') * 10 + (lo - b'0')) as i8)
+        };
+        let [h1, h2, b':', m1, m2] = *b else {
+            return Err(bad());
+        };
+        let hour = two_digits(h1, h2).ok_or_else(bad)?;
+        let minute = two_digits(m1, m2).ok_or_else(bad)?;
+        Time::new(hour, minute, 0, 0).map(Self).map_err(|_| bad())
+    }
+}
+
+impl Serialize for ClockTime {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClockTime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Visitor accepting only strings.
+        struct ClockTimeVisitor;
+
+        impl Visitor<'_> for ClockTimeVisitor {
+            type Value = ClockTime;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a time of day \"HH:MM\"")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ClockTime, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_str(ClockTimeVisitor)
+    }
+}
+
+impl JsonSchema for ClockTime {
+    fn schema_name() -> Cow<'static, str> {
+        "ClockTime".into()
+    }
+
+    fn json_schema(_generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": CLOCK_TIME_PATTERN,
+            "description": "A time of day, \"HH:MM\" on a 24 hour clock."
+        })
+    }
+}
+
+/// A positive duration written compactly, like `2h`, `90m`, `1h30m`, `45s`
+/// or `14d`.
+///
+/// The form is one or more `<digits><unit>` groups without spaces, with
+/// units `d` (24 hours), `h`, `m` and `s`; the groups are added up and the
+/// total must be greater than zero. It is written back in canonical form,
+/// largest unit first (`5400s` becomes `1h30m`, `48h` becomes `2d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HumanDuration(pub(crate) SignedDuration);
+
+impl HumanDuration {
+    /// Wraps `duration`, which must be positive and a whole number of
+    /// seconds.
+    pub fn new(duration: SignedDuration) -> Result<Self, HoursError> {
+        let reason = if duration.is_negative() || duration.is_zero() {
+            "it must be greater than zero"
+        } else if duration.subsec_nanos() != 0 {
+            "it must be a whole number of seconds"
+        } else {
+            return Ok(Self(duration));
+        };
+        Err(HoursError::InvalidDuration {
+            input: signed(&duration),
+            reason,
+        })
+    }
+
+    /// The duration as a jiff signed duration (always positive).
+    pub fn get(self) -> SignedDuration {
+        self.0
+    }
+}
+
+impl From<HumanDuration> for SignedDuration {
+    fn from(duration: HumanDuration) -> Self {
+        duration.0
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut secs = self.0.as_secs();
+        if secs == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+            let count = secs / size;
+            if count != 0 {
+                write!(f, "{count}{unit}")?;
+            }
+            secs %= size;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = HoursError;
+
+    fn from_str(s: &str) -> Result<Self, HoursError> {
+        let bad = |reason: &'static str| HoursError::InvalidDuration {
+            input: s.to_owned(),
+            reason,
+        };
+        if s.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        let bytes = s.as_bytes();
+        let mut total: i64 = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            let digits_start = i;
+            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == digits_start {
+                return Err(bad("each group must start with a number"));
+            }
+            let size: i64 = match bytes.get(i) {
+                None => return Err(bad("the last number has no unit")),
+                Some(b'd') => 86_400,
+                Some(b'h') => 3_600,
+                Some(b'm') => 60,
+                Some(b's') => 1,
+                Some(_) => return Err(bad("units must be d, h, m or s")),
+            };
+            let too_large = || bad("it is too large");
+            let count: i64 = s[digits_start..i].parse().map_err(|_| too_large())?;
+            total = count
+                .checked_mul(size)
+                .and_then(|secs| total.checked_add(secs))
+                .ok_or_else(too_large)?;
+            i += 1;
+        }
+        if total == 0 {
+            return Err(bad("it must be greater than zero"));
+        }
+        Ok(Self(SignedDuration::from_secs(total)))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Visitor accepting only strings.
+        struct HumanDurationVisitor;
+
+        impl Visitor<'_> for HumanDurationVisitor {
+            type Value = HumanDuration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a duration string: {HUMAN_DURATION_FORM}")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_str(HumanDurationVisitor)
+    }
+}
+
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "HumanDuration".into()
+    }
+
+    fn json_schema(_generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": HUMAN_DURATION_PATTERN,
+            "description": "A positive duration: one or more <number><unit> groups with units d (24 hours), h, m or s, e.g. \"2h\", \"90m\", \"1h30m\", \"14d\"."
+        })
+    }
+}
+
+/// Errors from business hours configuration and arithmetic.
+#[derive(Debug, thiserror::Error)]
+pub enum HoursError {
+    /// The time zone name is not in the time zone database.
+    #[error("unknown time zone {name:?} (expected an IANA name such as \"Europe/London\")")]
+    UnknownTimeZone {
+        /// The name as configured.
+        name: String,
+        /// Why jiff rejected it.
+        #[source]
+        source: jiff::Error,
+    },
+    /// `days` is empty.
+    #[error("business hours have no working days")]
+    NoWorkingDays,
+    /// `start` is not before `end`.
+    #[error("business hours start {start} must be before end {end}")]
+    EmptyWindow {
+        /// The configured start.
+        start: ClockTime,
+        /// The configured end.
+        end: ClockTime,
+    },
+    /// A string is not a valid [`ClockTime`].
+    #[error("expected a time of day \"HH:MM\", got {0:?}")]
+    InvalidClockTime(String),
+    /// A string is not a valid [`HumanDuration`].
+    #[error("invalid duration {input:?}: {reason}; expected {HUMAN_DURATION_FORM}")]
+    InvalidDuration {
+        /// The rejected input.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// [`deadline`] was given a negative duration.
+    #[error("business time duration must not be negative, got {}", signed(.0))]
+    NegativeDuration(SignedDuration),
+    /// [`deadline`] found no business time for [`MAX_IDLE_DAYS`] days.
+    #[error("no business time in the {days} days from {from}")]
+    NoBusinessTime {
+        /// The first day without business time.
+        from: Date,
+        /// How many days were searched.
+        days: u32,
+    },
+    /// The deadline would fall outside the range of dates jiff supports.
+    #[error("deadline falls outside the supported range of dates")]
+    OutOfRange,
+}
+
+/// Formats `duration` like `-2h` (jiff's `{:#}` would say `2h ago`).
+fn signed(duration: &SignedDuration) -> String {
+    jiff::fmt::friendly::SpanPrinter::new()
+        .direction(jiff::fmt::friendly::Direction::Sign)
+        .duration_to_string(duration)
+}
+
+/// The instant at which `duration` of business time has elapsed since
+/// `start`.
+///
+/// Only time inside each working day's window `[hours.start, hours.end)`,
+/// on days in `hours.days` that are not holidays, counts, all read in
+/// `hours.timezone`. A `start` outside business hours begins counting at the
+/// next opening; a zero `duration` returns that next business instant (or
+/// `start` itself when it is inside business hours).
+///
+/// Each day's window is the real time between its opening and closing
+/// instants, so a daylight saving change inside a window shortens or
+/// lengthens it. Local times that fall in a gap or a fold are resolved the
+/// way jiff does by default ("compatible": a time in a gap is moved forward
+/// by the gap's length, a time in a fold takes the earlier instant).
+///
+/// Fails if `hours` is invalid (see [`BusinessHours::validate`]), if
+/// `duration` is negative, if no business time is found in
+/// [`MAX_IDLE_DAYS`] consecutive days, or if the result is out of range.
+pub fn deadline(
+    start: Timestamp,
+    duration: SignedDuration,
+    hours: &BusinessHours,
+) -> Result<Timestamp, HoursError> {
+    let tz = hours.checked_time_zone()?;
+    if duration.is_negative() {
+        return Err(HoursError::NegativeDuration(duration));
+    }
+    let open = hours.start.time();
+    let close = hours.end.time();
+    let mut remaining = duration;
+    let mut date = tz.to_datetime(start).date();
+    let mut idle_since = date;
+    let mut idle_days: u32 = 0;
+    loop {
+        if hours.is_business_day(date) {
+            let local = |time: Time| {
+                tz.to_timestamp(date.to_datetime(time))
+                    .map_err(|_| HoursError::OutOfRange)
+            };
+            let window_start = local(open)?.max(start);
+            let window_end = local(close)?;
+            if window_start < window_end {
+                let available = window_end.duration_since(window_start);
+                if remaining <= available {
+                    return window_start
+                        .checked_add(remaining)
+                        .map_err(|_| HoursError::OutOfRange);
+                }
+                remaining -= available;
+                idle_days = 0;
+                date = date.tomorrow().map_err(|_| HoursError::OutOfRange)?;
+                idle_since = date;
+                continue;
+            }
+        }
+        idle_days += 1;
+        if idle_days >= MAX_IDLE_DAYS {
+            return Err(HoursError::NoBusinessTime {
+                from: idle_since,
+                days: idle_days,
+            });
+        }
+        date = date.tomorrow().map_err(|_| HoursError::OutOfRange)?;
+    }
+}
+
+/// A source of the current instant, injected so that tests can control
+/// time.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The real system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that only moves when told to, for tests.
+#[derive(Debug)]
+pub struct ManualClock {
+    /// The instant [`Clock::now`] returns.
+    now: Mutex<Timestamp>,
+}
+
+impl ManualClock {
+    /// A clock stopped at `now`.
+    pub fn new(now: Timestamp) -> Self {
+        Self {
+            now: Mutex::new(now),
+        }
+    }
+
+    /// Moves the clock to `now` (backwards is allowed).
+    pub fn set(&self, now: Timestamp) {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = now;
+    }
+
+    /// Moves the clock by `by` (which may be negative).
+    ///
+    /// # Panics
+    ///
+    /// If the result is outside the range of instants jiff supports.
+    pub fn advance(&self, by: SignedDuration) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        *now = now
+            .checked_add(by)
+            .expect("manual clock advanced out of range");
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which business hours a table case uses.
+    #[derive(Debug, Clone, Copy)]
+    enum Hours {
+        /// The default: Europe/London, mon..fri, 09:00-17:00.
+        Office,
+        /// Office hours with 2026-12-25 and 2026-12-28 as holidays.
+        Christmas,
+        /// Europe/London, every day, 00:00-06:00 (contains the DST changes).
+        Night,
+        /// Europe/London, every day, 01:30-03:00 (opens inside the March
+        /// gap and inside the October fold).
+        Gap,
+    }
+
+    impl Hours {
+        fn get(self) -> BusinessHours {
+            let every_day = vec![
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+                Weekday::Sat,
+                Weekday::Sun,
+            ];
+            match self {
+                Hours::Office => BusinessHours::default(),
+                Hours::Christmas => BusinessHours {
+                    holidays: vec![
+                        jiff::civil::date(2026, 12, 25),
+                        jiff::civil::date(2026, 12, 28),
+                    ],
+                    ..BusinessHours::default()
+                },
+                Hours::Night => BusinessHours {
+                    days: every_day,
+                    start: ClockTime::new(0, 0).expect("valid time"),
+                    end: ClockTime::new(6, 0).expect("valid time"),
+                    ..BusinessHours::default()
+                },
+                Hours::Gap => BusinessHours {
+                    days: every_day,
+                    start: ClockTime::new(1, 30).expect("valid time"),
+                    end: ClockTime::new(3, 0).expect("valid time"),
+                    ..BusinessHours::default()
+                },
+            }
+        }
+    }
+
+    /// One row of the deadline table.
+    struct Case {
+        name: &'static str,
+        hours: Hours,
+        /// RFC 3339 / RFC 9557 instant.
+        start: &'static str,
+        /// A [`HumanDuration`] string, or "0s" for zero.
+        duration: &'static str,
+        /// The expected deadline, zoned in Europe/London.
+        expected: &'static str,
+    }
+
+    const CASES: &[Case] = &[
+        Case {
+            name: "inside hours, same day",
+            hours: Hours::Office,
+            start: "2026-11-25T10:00:00+00:00[Europe/London]", // Wednesday
+            duration: "2h",
+            expected: "2026-11-25T12:00:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "ends exactly at closing",
+            hours: Hours::Office,
+            start: "2026-11-25T15:00:00Z",
+            duration: "2h",
+            expected: "2026-11-25T17:00:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "friday 16:30 plus 2h is monday 10:30",
+            hours: Hours::Office,
+            start: "2026-11-27T16:30:00+00:00[Europe/London]",
+            duration: "2h",
+            expected: "2026-11-30T10:30:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "start before opening",
+            hours: Hours::Office,
+            start: "2026-11-25T07:15:00Z",
+            duration: "90m",
+            expected: "2026-11-25T10:30:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "start after closing",
+            hours: Hours::Office,
+            start: "2026-11-25T18:00:00Z",
+            duration: "1h30m",
+            expected: "2026-11-26T10:30:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "start just before midnight after closing",
+            hours: Hours::Office,
+            start: "2026-11-25T23:59:59Z",
+            duration: "1h",
+            expected: "2026-11-26T10:00:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "start on saturday",
+            hours: Hours::Office,
+            start: "2026-11-28T12:00:00Z",
+            duration: "45s",
+            expected: "2026-11-30T09:00:45+00:00[Europe/London]",
+        },
+        Case {
+            name: "across christmas holidays",
+            hours: Hours::Christmas,
+            start: "2026-12-24T16:00:00Z", // Thursday
+            duration: "2h",
+            expected: "2026-12-29T10:00:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "start on a holiday",
+            hours: Hours::Christmas,
+            start: "2026-12-25T10:00:00Z",
+            duration: "30m",
+            expected: "2026-12-29T09:30:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "multi-day 20h",
+            hours: Hours::Office,
+            start: "2026-11-23T09:00:00Z", // Monday
+            duration: "20h",
+            expected: "2026-11-25T13:00:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "14d is 42 business days of 8h",
+            hours: Hours::Office,
+            start: "2026-11-02T09:00:00Z", // Monday
+            duration: "14d",
+            expected: "2026-12-29T17:00:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "across the march 2027 change to bst",
+            hours: Hours::Office,
+            start: "2027-03-26T16:00:00+00:00[Europe/London]", // Friday
+            duration: "2h",
+            expected: "2027-03-29T10:00:00+01:00[Europe/London]",
+        },
+        Case {
+            name: "across the october 2026 change to gmt",
+            hours: Hours::Office,
+            start: "2026-10-23T16:00:00+01:00[Europe/London]", // Friday
+            duration: "2h",
+            expected: "2026-10-26T10:00:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "march 2027 window 00:00-06:00 is 5 real hours (inside)",
+            hours: Hours::Night,
+            start: "2027-03-28T00:00:00Z",
+            duration: "4h",
+            expected: "2027-03-28T05:00:00+01:00[Europe/London]",
+        },
+        Case {
+            name: "march 2027 window 00:00-06:00 is 5 real hours (all of it)",
+            hours: Hours::Night,
+            start: "2027-03-28T00:00:00Z",
+            duration: "5h",
+            expected: "2027-03-28T06:00:00+01:00[Europe/London]",
+        },
+        Case {
+            name: "march 2027 window 00:00-06:00 is 5 real hours (spills over)",
+            hours: Hours::Night,
+            start: "2027-03-28T00:00:00Z",
+            duration: "6h",
+            expected: "2027-03-29T01:00:00+01:00[Europe/London]",
+        },
+        Case {
+            name: "october 2026 window 00:00-06:00 is 7 real hours",
+            hours: Hours::Night,
+            start: "2026-10-25T00:00:00+01:00[Europe/London]",
+            duration: "7h",
+            expected: "2026-10-25T06:00:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "october 2026 window counts the repeated hour",
+            hours: Hours::Night,
+            start: "2026-10-25T00:00:00+01:00[Europe/London]",
+            duration: "2h30m",
+            expected: "2026-10-25T01:30:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "window opening in the march gap opens at 02:30 bst",
+            hours: Hours::Gap,
+            start: "2027-03-28T00:00:00Z",
+            duration: "40m",
+            expected: "2027-03-29T01:40:00+01:00[Europe/London]",
+        },
+        Case {
+            name: "window opening in the october fold opens at the first 01:30",
+            hours: Hours::Gap,
+            start: "2026-10-25T00:00:00Z", // 01:00 BST
+            duration: "1h",
+            expected: "2026-10-25T01:30:00+00:00[Europe/London]",
+        },
+        Case {
+            name: "zero duration inside hours is start",
+            hours: Hours::Office,
+            start: "2026-11-25T11:22:33.5Z",
+            duration: "0s",
+            expected: "2026-11-25T11:22:33.5+00:00[Europe/London]",
+        },
+        Case {
+            name: "zero duration at friday closing is monday opening",
+            hours: Hours::Office,
+            start: "2026-11-27T17:00:00Z",
+            duration: "0s",
+            expected: "2026-11-30T09:00:00+00:00[Europe/London]",
+        },
+    ];
+
+    #[test]
+    fn deadline_table() {
+        let mut failures = Vec::new();
+        for case in CASES {
+            let start: Timestamp = case.start.parse().expect(case.start);
+            let duration = if case.duration == "0s" {
+                SignedDuration::ZERO
+            } else {
+                case.duration
+                    .parse::<HumanDuration>()
+                    .expect(case.duration)
+                    .get()
+            };
+            let got = deadline(start, duration, &case.hours.get())
+                .expect(case.name)
+                .in_tz("Europe/London")
+                .expect("known zone")
+                .to_string();
+            if got != case.expected {
+                failures.push(format!(
+                    "{}: expected {}, got {got}",
+                    case.name, case.expected
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn deadline_in_other_time_zone() {
+        let hours = BusinessHours {
+            timezone: "America/New_York".to_owned(),
+            ..BusinessHours::default()
+        };
+        // Friday 2026-11-27 16:30 in New York is 21:30Z.
+        let start: Timestamp = "2026-11-27T21:30:00Z".parse().expect("timestamp");
+        let got = deadline(start, SignedDuration::from_hours(2), &hours).expect("deadline");
+        assert_eq!(got.to_string(), "2026-11-30T15:30:00Z");
+    }
+
+    #[test]
+    fn deadline_rejects_negative_duration() {
+        let start: Timestamp = "2026-11-25T10:00:00Z".parse().expect("timestamp");
+        let err = deadline(
+            start,
+            SignedDuration::from_hours(-2),
+            &BusinessHours::default(),
+        )
+        .expect_err("negative");
+        assert_eq!(
+            err.to_string(),
+            "business time duration must not be negative, got -2h"
+        );
+    }
+
+    #[test]
+    fn deadline_gives_up_without_business_time() {
+        // Every working day is a holiday for the next 3660 days.
+        let first = jiff::civil::date(2026, 11, 30); // Monday
+        let hours = BusinessHours {
+            days: vec![Weekday::Mon],
+            holidays: (0..600)
+                .map(|week| {
+                    first
+                        .checked_add(SignedDuration::from_hours(24 * 7 * week))
+                        .expect("date")
+                })
+                .collect(),
+            ..BusinessHours::default()
+        };
+        let start: Timestamp = "2026-11-27T10:00:00Z".parse().expect("timestamp");
+        let err = deadline(start, SignedDuration::from_hours(1), &hours).expect_err("no time");
+        assert_eq!(
+            err.to_string(),
+            "no business time in the 3660 days from 2026-11-27"
+        );
+    }
+
+    #[test]
+    fn deadline_validates_hours() {
+        let start: Timestamp = "2026-11-25T10:00:00Z".parse().expect("timestamp");
+        let hours = BusinessHours {
+            days: Vec::new(),
+            ..BusinessHours::default()
+        };
+        let err = deadline(start, SignedDuration::from_hours(1), &hours).expect_err("no days");
+        assert!(matches!(err, HoursError::NoWorkingDays), "{err:?}");
+    }
+
+    #[test]
+    fn validate_accepts_default() {
+        BusinessHours::default()
+            .validate()
+            .expect("default is valid");
+    }
+
+    #[test]
+    fn validate_rejects_unknown_time_zone() {
+        let hours = BusinessHours {
+            timezone: "Europe/Atlantis".to_owned(),
+            ..BusinessHours::default()
+        };
+        let err = hours.validate().expect_err("unknown zone");
+        assert_eq!(
+            err.to_string(),
+            "unknown time zone \"Europe/Atlantis\" (expected an IANA name such as \"Europe/London\")"
+        );
+    }
+
+    #[test]
+    fn validate_rejects_start_not_before_end() {
+        for (start, end) in [((17, 0), (9, 0)), ((9, 0), (9, 0))] {
+            let hours = BusinessHours {
+                start: ClockTime::new(start.0, start.1).expect("time"),
+                end: ClockTime::new(end.0, end.1).expect("time"),
+                ..BusinessHours::default()
+            };
+            let err = hours.validate().expect_err("empty window");
+            let expected = format!(
+                "business hours start {:02}:{:02} must be before end {:02}:{:02}",
+                start.0, start.1, end.0, end.1
+            );
+            assert_eq!(err.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn validate_rejects_no_days() {
+        let hours = BusinessHours {
+            days: Vec::new(),
+            ..BusinessHours::default()
+        };
+        let err = hours.validate().expect_err("no days");
+        assert_eq!(err.to_string(), "business hours have no working days");
+    }
+
+    #[test]
+    fn human_duration_round_trips() {
+        let cases = [
+            ("2h", "2h", 7_200),
+            ("90m", "1h30m", 5_400),
+            ("1h30m", "1h30m", 5_400),
+            ("5400s", "1h30m", 5_400),
+            ("45s", "45s", 45),
+            ("14d", "14d", 14 * 86_400),
+            ("48h", "2d", 2 * 86_400),
+            ("1d1h1m1s", "1d1h1m1s", 90_061),
+            ("30m1h", "1h30m", 5_400),
+            ("0h5m", "5m", 300),
+            ("007m", "7m", 420),
+        ];
+        for (input, canonical, secs) in cases {
+            let parsed: HumanDuration = input.parse().expect(input);
+            assert_eq!(parsed.get(), SignedDuration::from_secs(secs), "{input}");
+            assert_eq!(parsed.to_string(), canonical, "{input}");
+            let again: HumanDuration = canonical.parse().expect(canonical);
+            assert_eq!(again, parsed, "{input}");
+        }
+    }
+
+    #[test]
+    fn human_duration_errors() {
+        let form = "one or more <number><unit> groups with units d, h, m or s, \
+                    such as \"2h\", \"90m\", \"1h30m\", \"45s\" or \"14d\"";
+        let cases = [
+            ("", "it is empty"),
+            ("2", "the last number has no unit"),
+            ("1h30", "the last number has no unit"),
+            ("h", "each group must start with a number"),
+            ("-2h", "each group must start with a number"),
+            ("2 h", "units must be d, h, m or s"),
+            (" 2h", "each group must start with a number"),
+            ("2w", "units must be d, h, m or s"),
+            ("1.5h", "units must be d, h, m or s"),
+            ("2H", "units must be d, h, m or s"),
+            ("2hé", "each group must start with a number"),
+            ("0h", "it must be greater than zero"),
+            ("0d0s", "it must be greater than zero"),
+            ("99999999999999999999s", "it is too large"),
+            ("9999999999999999d", "it is too large"),
+        ];
+        for (input, reason) in cases {
+            let err = input.parse::<HumanDuration>().expect_err(input);
+            assert_eq!(
+                err.to_string(),
+                format!("invalid duration {input:?}: {reason}; expected {form}"),
+            );
+        }
+    }
+
+    #[test]
+    fn human_duration_new() {
+        let ok = HumanDuration::new(SignedDuration::from_mins(90)).expect("positive");
+        assert_eq!(ok.to_string(), "1h30m");
+        let err = HumanDuration::new(SignedDuration::ZERO).expect_err("zero");
+        assert!(
+            err.to_string()
+                .starts_with("invalid duration \"0s\": it must be greater than zero;"),
+            "{err}"
+        );
+        let err = HumanDuration::new(SignedDuration::from_hours(-2)).expect_err("negative");
+        assert!(
+            err.to_string()
+                .starts_with("invalid duration \"-2h\": it must be greater than zero;"),
+            "{err}"
+        );
+        let err = HumanDuration::new(SignedDuration::from_millis(1500)).expect_err("subsec");
+        assert!(
+            err.to_string()
+                .starts_with("invalid duration \"1s 500ms\": it must be a whole number"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn human_duration_serde() {
+        let d: HumanDuration = serde_json::from_str("\"1h30m\"").expect("json");
+        assert_eq!(d.get(), SignedDuration::from_secs(5_400));
+        assert_eq!(serde_json::to_string(&d).expect("json"), "\"1h30m\"");
+        let err = serde_json::from_str::<HumanDuration>("90").expect_err("number");
+        assert!(
+            err.to_string()
+                .starts_with("invalid type: integer `90`, expected a duration string"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<HumanDuration>("\"2 hours\"").expect_err("bad");
+        assert!(
+            err.to_string()
+                .starts_with("invalid duration \"2 hours\": units must be d, h, m or s;"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn clock_time_parse_and_display() {
+        for (input, h, m) in [("00:00", 0, 0), ("09:05", 9, 5), ("23:59", 23, 59)] {
+            let t: ClockTime = input.parse().expect(input);
+            assert_eq!((t.hour(), t.minute()), (h, m));
+            assert_eq!(t.to_string(), input);
+        }
+    }
+
+    #[test]
+    fn clock_time_errors() {
+        for input in [
+            "9am",
+            "9:00",
+            "09:0",
+            "24:00",
+            "23:60",
+            "09:00:00",
+            "",
+            " 9:00",
+            "0900",
+            "09-00",
+            "-1:00",
+            "+9:00",
+            "٠٩:٠٠",
+        ] {
+            let err = input.parse::<ClockTime>().expect_err(input);
+            assert_eq!(
+                err.to_string(),
+                format!("expected a time of day \"HH:MM\", got {input:?}")
+            );
+        }
+        assert_eq!(
+            "9am".parse::<ClockTime>().expect_err("9am").to_string(),
+            r#"expected a time of day "HH:MM", got "9am""#
+        );
+        assert!(ClockTime::new(24, 0).is_err());
+        assert!(ClockTime::new(-1, 0).is_err());
+    }
+
+    #[test]
+    fn clock_time_serde() {
+        let t: ClockTime = serde_json::from_str("\"08:30\"").expect("json");
+        assert_eq!(serde_json::to_string(&t).expect("json"), "\"08:30\"");
+        let err = serde_json::from_str::<ClockTime>("\"9am\"").expect_err("9am");
+        assert!(
+            err.to_string()
+                .starts_with(r#"expected a time of day "HH:MM", got "9am""#),
+            "{err}"
+        );
+        let err = serde_json::from_str::<ClockTime>("900").expect_err("number");
+        assert!(
+            err.to_string()
+                .starts_with(r#"invalid type: integer `900`, expected a time of day "HH:MM""#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn business_hours_yaml() {
+        let yaml = "timezone: America/New_York\n\
+                    days: [mon, wed]\n\
+                    start: 08:30\n\
+                    end: \"16:00\"\n\
+                    holidays: [\"2026-12-25\", 2027-01-01]\n";
+        let hours: BusinessHours = serde_saphyr::from_str(yaml).expect("yaml");
+        assert_eq!(
+            hours,
+            BusinessHours {
+                timezone: "America/New_York".to_owned(),
+                days: vec![Weekday::Mon, Weekday::Wed],
+                start: ClockTime::new(8, 30).expect("time"),
+                end: ClockTime::new(16, 0).expect("time"),
+                holidays: vec![
+                    jiff::civil::date(2026, 12, 25),
+                    jiff::civil::date(2027, 1, 1)
+                ],
+            }
+        );
+        hours.validate().expect("valid");
+    }
+
+    #[test]
+    fn business_hours_partial_and_empty_maps_use_defaults() {
+        let hours: BusinessHours = serde_saphyr::from_str("end: \"18:00\"\n").expect("yaml");
+        assert_eq!(
+            hours,
+            BusinessHours {
+                end: ClockTime::new(18, 0).expect("time"),
+                ..BusinessHours::default()
+            }
+        );
+        let hours: BusinessHours = serde_json::from_str("{}").expect("json");
+        assert_eq!(hours, BusinessHours::default());
+    }
+
+    #[test]
+    fn business_hours_rejects_unknown_fields_and_bad_values() {
+        let err = serde_json::from_str::<BusinessHours>(r#"{"timezone":"UTC","lunch":"12:00"}"#)
+            .expect_err("unknown field");
+        assert!(err.to_string().contains("unknown field `lunch`"), "{err}");
+        let err = serde_json::from_str::<BusinessHours>(r#"{"start":"9am"}"#).expect_err("9am");
+        assert!(
+            err.to_string()
+                .contains(r#"expected a time of day "HH:MM", got "9am""#),
+            "{err}"
+        );
+        let err =
+            serde_json::from_str::<BusinessHours>(r#"{"days":["monday"]}"#).expect_err("monday");
+        assert!(
+            err.to_string().contains("unknown variant `monday`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn business_hours_serializes_as_strings() {
+        let hours = Hours::Christmas.get();
+        let json = serde_json::to_value(&hours).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "timezone": "Europe/London",
+                "days": ["mon", "tue", "wed", "thu", "fri"],
+                "start": "09:00",
+                "end": "17:00",
+                "holidays": ["2026-12-25", "2026-12-28"],
+            })
+        );
+        let back: BusinessHours = serde_json::from_value(json).expect("json");
+        assert_eq!(back, hours);
+    }
+
+    #[test]
+    fn json_schema_describes_strings() {
+        let schema = serde_json::to_value(schemars::schema_for!(BusinessHours)).expect("json");
+        let defs = &schema["$defs"];
+        assert_eq!(defs["ClockTime"]["pattern"], CLOCK_TIME_PATTERN);
+        let all = [
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+            Weekday::Sat,
+            Weekday::Sun,
+        ];
+        assert_eq!(
+            defs["Weekday"]["enum"],
+            serde_json::to_value(all).expect("json")
+        );
+        assert_eq!(
+            defs["Weekday"]["enum"],
+            serde_json::json!(["mon", "tue", "wed", "thu", "fri", "sat", "sun"])
+        );
+        let props = &schema["properties"];
+        assert_eq!(props["holidays"]["items"]["format"], "date");
+        assert_eq!(props["start"]["default"], "09:00");
+        assert_eq!(schema["additionalProperties"], false);
+        let duration = serde_json::to_value(schemars::schema_for!(HumanDuration)).expect("json");
+        assert_eq!(duration["pattern"], HUMAN_DURATION_PATTERN);
+        assert_eq!(duration["type"], "string");
+    }
+
+    #[test]
+    fn weekday_converts_to_jiff() {
+        let all = [
+            (Weekday::Mon, jiff::civil::Weekday::Monday),
+            (Weekday::Tue, jiff::civil::Weekday::Tuesday),
+            (Weekday::Wed, jiff::civil::Weekday::Wednesday),
+            (Weekday::Thu, jiff::civil::Weekday::Thursday),
+            (Weekday::Fri, jiff::civil::Weekday::Friday),
+            (Weekday::Sat, jiff::civil::Weekday::Saturday),
+            (Weekday::Sun, jiff::civil::Weekday::Sunday),
+        ];
+        for (ours, theirs) in all {
+            assert_eq!(jiff::civil::Weekday::from(ours), theirs);
+            assert_eq!(Weekday::from(theirs), ours);
+        }
+        // The dates the deadline table relies on.
+        assert_eq!(
+            jiff::civil::date(2026, 11, 27).weekday(),
+            jiff::civil::Weekday::Friday
+        );
+        assert_eq!(
+            jiff::civil::date(2027, 3, 26).weekday(),
+            jiff::civil::Weekday::Friday
+        );
+        assert_eq!(
+            jiff::civil::date(2026, 10, 23).weekday(),
+            jiff::civil::Weekday::Friday
+        );
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let t0: Timestamp = "2026-11-27T16:30:00Z".parse().expect("timestamp");
+        let clock = ManualClock::new(t0);
+        assert_eq!(clock.now(), t0);
+        clock.advance(SignedDuration::from_mins(90));
+        assert_eq!(clock.now().to_string(), "2026-11-27T18:00:00Z");
+        clock.set(t0);
+        assert_eq!(clock.now(), t0);
+        let dyn_clock: &dyn Clock = &clock;
+        assert_eq!(dyn_clock.now(), t0);
+    }
+
+    #[test]
+    fn system_clock_is_recent() {
+        let now = SystemClock.now();
+        let floor: Timestamp = "2024-01-01T00:00:00Z".parse().expect("timestamp");
+        assert!(now > floor, "{now}");
+    }
+}

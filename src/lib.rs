@@ -1,0 +1,13 @@
+//! gaffer: a GitOps reconciler that runs AI coding builders for one developer across many
+//! projects. Git commits are the API: a state repository of YAML files is the single source
+//! of truth, the reconciler turns commits into actions and writes results back as commits.
+//!
+//! This crate is the library; `main.rs` only hands the command line to [`cli::run`].
+
+pub mod cli;
+pub mod git;
+pub mod hours;
+pub mod names;
+pub mod schema;
+pub mod state;
+pub mod validate;

@@ -1,0 +1,472 @@
+//! Spec files: what people and the Slack bot write to ask for work.
+//!
+//! `gaffer.yaml`, `project.yaml`, `task.yaml`, `answers/<qid>.yaml` and
+//! `approvals/<id>.yaml`. The reconciler only reads these. Unknown fields are errors so a
+//! typo never silently does nothing.
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::hours::{BusinessHours, HumanDuration};
+use crate::names::{Project, RepoName};
+use crate::state::yaml::Located;
+
+/// `gaffer.yaml`: settings for every project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Lab domain; the lab host of a project is `{project}.builder.<domain>`.
+    pub domain: String,
+    /// Working hours in which question deadlines are counted.
+    #[serde(default)]
+    pub business_hours: BusinessHours,
+    /// How questions from builders are handled.
+    #[serde(default)]
+    pub questions: QuestionPolicy,
+    /// Progress reporting.
+    #[serde(default)]
+    pub progress: ProgressPolicy,
+    /// Concurrency limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Who may answer, approve and start work.
+    #[serde(default)]
+    pub authors: Authors,
+}
+
+impl Settings {
+    /// The lab host of a project: `{project}.builder.<domain>`.
+    pub fn lab_host(&self, project: &Project) -> String {
+        format!("{project}.builder.{}", self.domain)
+    }
+}
+
+/// What happens while a question waits for a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionPolicy {
+    /// Business-hours time after which the recommended option is applied.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// What is decided at the deadline.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+    /// Whether the builder goes on at once with the recommended option.
+    #[serde(default, rename = "continue")]
+    pub continue_: ContinuePolicy,
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration(jiff::SignedDuration::from_hours(2))
+}
+
+impl Default for QuestionPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: default_timeout(),
+            on_timeout: OnTimeout::default(),
+            continue_: ContinuePolicy::default(),
+        }
+    }
+}
+
+/// Overrides of the question policy for one project or task; unset fields inherit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionOverrides {
+    /// Business-hours timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// What is decided at the deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnTimeout>,
+    /// Whether the builder goes on at once.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_: Option<ContinuePolicy>,
+}
+
+/// The decision applied when a question's deadline passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnTimeout {
+    /// Confirm the recommended option (`decided_by: timeout-default`).
+    #[default]
+    Recommended,
+    /// Keep waiting for a person.
+    Wait,
+}
+
+/// Whether a builder waits for an answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContinuePolicy {
+    /// Go on at once with the recommended option on a provisional branch.
+    #[default]
+    Immediately,
+    /// Wait for an answer or the deadline.
+    AtDeadline,
+}
+
+/// Progress reporting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressPolicy {
+    /// A summary milestone is written when nothing else happened for this long.
+    #[serde(default = "default_summary_every")]
+    pub summary_every: HumanDuration,
+}
+
+fn default_summary_every() -> HumanDuration {
+    HumanDuration(jiff::SignedDuration::from_mins(90))
+}
+
+impl Default for ProgressPolicy {
+    fn default() -> Self {
+        Self {
+            summary_every: default_summary_every(),
+        }
+    }
+}
+
+/// Concurrency limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Tasks of one project that run at once; further tasks wait in `Queued`.
+    #[serde(default = "one")]
+    pub active_tasks_per_project: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            active_tasks_per_project: 1,
+        }
+    }
+}
+
+/// Who may act through the state repository.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Authors {
+    /// Commit author emails whose answers and approvals are accepted.
+    #[serde(default)]
+    pub answers: Vec<String>,
+    /// Slack user ids that may start tasks, answer and approve through the bot.
+    #[serde(default)]
+    pub slack_users: Vec<String>,
+    /// GitHub logins whose approving reviews promote a task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviewers: Vec<String>,
+}
+
+/// `project.yaml`: one project's repos, workspace, agent and lab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSpec {
+    /// The repositories checked out in the project's workspace.
+    pub repos: Vec<RepoSpec>,
+    /// How the workspace is prepared.
+    #[serde(default)]
+    pub workspace: WorkspaceSpec,
+    /// The builder that works on the project's tasks.
+    #[serde(default)]
+    pub agent: AgentSpec,
+    /// Where the builder deploys and tests its work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab: Option<LabSpec>,
+    /// Slack settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackSpec>,
+    /// Question policy overrides for this project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questions: Option<QuestionOverrides>,
+    /// How changes are reviewed and merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeSpec>,
+}
+
+/// One repository of a project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepoSpec {
+    /// Local name: the worktree lives at `repos/<name>`.
+    pub name: Located<RepoName>,
+    /// Clone URL (ssh, https or a local path).
+    pub url: String,
+    /// The branch tasks start from and PRs target.
+    #[serde(default = "default_base")]
+    pub base: String,
+}
+
+fn default_base() -> String {
+    "main".into()
+}
+
+/// How a project's workspace is prepared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSpec {
+    /// `builtin` (mirror clones and worktrees) or `command` (run `run`).
+    #[serde(default)]
+    pub init: WorkspaceInit,
+    /// The command for `init: command`, an argument list rendered from validated names
+    /// (`{{project}}`, `{{category}}`, `{{task}}`, `{{repos}}`); never run through a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+}
+
+/// Workspace preparation mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkspaceInit {
+    /// gaffer makes the worktrees itself.
+    #[default]
+    Builtin,
+    /// The project's own command makes them.
+    Command,
+}
+
+/// The builder that works on a project.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Which runtime drives the work.
+    #[serde(default)]
+    pub runtime: AgentRuntime,
+    /// Model as `provider/model`, e.g. `anthropic/claude-sonnet-4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// OpenCode agent name, e.g. `build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// For `runtime: scripted`: the script file, relative to the project directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// Default reply to permission requests when nobody answers.
+    #[serde(default)]
+    pub permission_default: PermissionReply,
+}
+
+/// Agent runtimes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentRuntime {
+    /// OpenCode server in tmux, driven over HTTP.
+    #[default]
+    Opencode,
+    /// The embedded scripted agent (demo and tests).
+    Scripted,
+}
+
+/// A reply to an OpenCode permission request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PermissionReply {
+    /// Allow this once.
+    #[default]
+    Once,
+    /// Allow from now on.
+    Always,
+    /// Refuse.
+    Reject,
+}
+
+/// Where and how the builder runs what it builds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabSpec {
+    /// The overlay to render, as `<repo>/<path>` inside the workspace.
+    pub overlay: Located<String>,
+    /// The renderer.
+    #[serde(default)]
+    pub tool: LabTool,
+    /// The test command, run in the workspace with `LAB_URL` and `LAB_NAMESPACE` set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    /// A GitHub Actions workflow that builds images, when the project builds any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// Manifest renderers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabTool {
+    /// `kubectl kustomize`.
+    #[default]
+    Kustomize,
+    /// `helm template`.
+    Helm,
+    /// `skaffold render`.
+    Skaffold,
+}
+
+/// Slack settings of a project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSpec {
+    /// Channel name; default `{category}-{project}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+/// Review and merge settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeSpec {
+    /// `github` or `local`.
+    #[serde(default)]
+    pub kind: ForgeKind,
+    /// How approved PRs are merged.
+    #[serde(default)]
+    pub merge_method: MergeMethod,
+}
+
+/// Forges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForgeKind {
+    /// Local bare repositories with change requests recorded by gaffer.
+    #[default]
+    Local,
+    /// GitHub pull requests.
+    Github,
+}
+
+/// Merge methods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MergeMethod {
+    /// A merge commit.
+    #[default]
+    Merge,
+    /// One squashed commit.
+    Squash,
+    /// Rebased commits.
+    Rebase,
+}
+
+/// `task.yaml`: one piece of work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// One line saying what to do.
+    pub title: String,
+    /// The details, as much as the builder needs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Queue order within the project.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Pause the task: the builder is stopped, nothing is lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+    /// Cancel the task: the builder is stopped, worktree and branches are kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
+    /// Raise this number to retry a failed task.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry: u32,
+    /// Question policy overrides for this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questions: Option<QuestionOverrides>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Task priority: higher runs first within a project.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Priority {
+    /// Whenever there is room.
+    Low,
+    /// The default.
+    #[default]
+    Medium,
+    /// Before medium and low.
+    High,
+    /// Before everything else.
+    Urgent,
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "low" => Ok(Self::Low),
+            "medium" => Ok(Self::Medium),
+            "high" => Ok(Self::High),
+            "urgent" => Ok(Self::Urgent),
+            _ => Err(format!(
+                "unknown priority {s:?}; expected low, medium, high or urgent"
+            )),
+        }
+    }
+}
+
+/// `answers/<qid>.yaml`: a person's answer to a question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerSpec {
+    /// The chosen option's label (one of the question's options). Several for `multiple`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice: Option<Located<Choice>>,
+    /// Free text, for questions that allow it (or a note when a choice is also given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Optional note passed to the builder with the choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who answered: an email or a Slack user id (checked against the commit author).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// When the answer was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub at: Option<Timestamp>,
+}
+
+/// One label, or several for questions that allow multiple choices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Choice {
+    /// One option.
+    One(String),
+    /// Several options.
+    Many(Vec<String>),
+}
+
+impl Choice {
+    /// The chosen labels.
+    pub fn labels(&self) -> Vec<&str> {
+        match self {
+            Choice::One(s) => vec![s.as_str()],
+            Choice::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `approvals/<id>.yaml`: approve & promote a task in review.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSpec {
+    /// Who approved: an email or a Slack user id.
+    pub by: String,
+    /// When.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub at: Option<Timestamp>,
+    /// Optional comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}

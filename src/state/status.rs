@@ -1,0 +1,537 @@
+//! Status files: what the reconciler observed and did.
+//!
+//! `status.yaml`, `progress.yaml`, `questions/<qid>.yaml` and `lab/status.yaml` are written
+//! only by the reconciler (kstatus style: `observedCommit`, `phase`, `conditions`), and
+//! `slack.yaml` only by the Slack bot. No two writers share a file, so a rejected push is
+//! always resolved by re-applying the writer's own files on the new head.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::names::{Qid, RepoName, TaskName};
+
+/// The phases of a task, in lifecycle order.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+pub enum Phase {
+    /// Seen, not yet considered.
+    #[default]
+    Pending,
+    /// Waiting for a free builder slot in its project.
+    Queued,
+    /// The workspace and builder are being prepared.
+    Preparing,
+    /// The builder is working.
+    Running,
+    /// The builder asked a question that waits for a person.
+    AwaitingAnswer,
+    /// The work is being deployed to the lab.
+    Deploying,
+    /// Tests run against the lab deployment.
+    Testing,
+    /// Change requests are open for review.
+    InReview,
+    /// Merged. Done.
+    Promoted,
+    /// Stopped with an error; raise `retry` in `task.yaml` to try again.
+    Failed,
+    /// Paused by `suspend: true`.
+    Suspended,
+    /// Cancelled by `cancel: true` or by deleting the task.
+    Cancelled,
+}
+
+impl Phase {
+    /// The phase's name as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Queued => "Queued",
+            Phase::Preparing => "Preparing",
+            Phase::Running => "Running",
+            Phase::AwaitingAnswer => "AwaitingAnswer",
+            Phase::Deploying => "Deploying",
+            Phase::Testing => "Testing",
+            Phase::InReview => "InReview",
+            Phase::Promoted => "Promoted",
+            Phase::Failed => "Failed",
+            Phase::Suspended => "Suspended",
+            Phase::Cancelled => "Cancelled",
+        }
+    }
+
+    /// Whether the task holds one of its project's active slots in this phase.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            Phase::Preparing
+                | Phase::Running
+                | Phase::AwaitingAnswer
+                | Phase::Deploying
+                | Phase::Testing
+                | Phase::InReview
+        )
+    }
+
+    /// Whether nothing more happens without a spec change.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Promoted | Phase::Cancelled)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A kstatus-style condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Condition {
+    /// e.g. `Ready`, `Reconciling`, `Stalled`, `SpecValid`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// One CamelCase word.
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When `status` last changed.
+    #[schemars(with = "String")]
+    pub last_transition_time: Timestamp,
+}
+
+/// A condition's truth value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    /// Holds.
+    True,
+    /// Does not hold.
+    False,
+    /// Not known yet.
+    Unknown,
+}
+
+/// `status.yaml` of a task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaskStatus {
+    /// The state-repo commit this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_commit: Option<String>,
+    /// Where the task is in its lifecycle.
+    pub phase: Phase,
+    /// Why the task is in this phase, one CamelCase word (for `Failed`, the failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Detail for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// kstatus-style conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `retry` value of `task.yaml` last acted on.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub observed_retry: u32,
+    /// Attempts made in the current phase (tests, connector errors).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// The builder driving the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentStatus>,
+    /// Workspace repos and their branches.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub repos: BTreeMap<RepoName, RepoStatus>,
+    /// Links for people (lab URL, PRs, attach command).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
+    /// Ids of external effects already performed, so a restart never repeats one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub effects: BTreeMap<String, String>,
+    /// When the task entered its current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub phase_since: Option<Timestamp>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What gaffer knows about the builder session of a task (never the password).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentStatus {
+    /// `opencode` or `scripted`.
+    pub runtime: String,
+    /// The agent session id (OpenCode session id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The local port of the OpenCode server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The tmux session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmux: Option<String>,
+    /// Ids of prompts already sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts_sent: Vec<String>,
+}
+
+/// One workspace repo of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RepoStatus {
+    /// The task branch, `gaffer/<task>`.
+    pub branch: String,
+    /// The commit the branch started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    /// The latest checkpoint commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_commit: Option<String>,
+    /// The change request (PR) for this repo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<ChangeStatus>,
+}
+
+/// A pull request or local change request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChangeStatus {
+    /// PR number.
+    pub number: u64,
+    /// PR URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `open`, `merged` or `closed`.
+    pub state: String,
+    /// The merge commit, once merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_commit: Option<String>,
+}
+
+/// A link shown to people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// What the link is, e.g. `lab`, `pr:domain-apis`, `attach`.
+    pub name: String,
+    /// The URL or command.
+    pub url: String,
+}
+
+/// `progress.yaml`: the task's milestones, append-only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    /// Milestones in the order they happened.
+    #[serde(default)]
+    pub milestones: Vec<Milestone>,
+}
+
+/// One milestone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Milestone {
+    /// Sequence number, 1-based and gapless; the Slack bot's cursor counts these.
+    pub seq: u32,
+    /// When it happened.
+    #[schemars(with = "String")]
+    pub at: Timestamp,
+    /// What kind of milestone.
+    pub kind: MilestoneKind,
+    /// One line for people.
+    pub text: String,
+    /// The checkpoint commit made for it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// Kinds of milestone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MilestoneKind {
+    /// The phase changed.
+    Phase,
+    /// A todo item was completed.
+    Todo,
+    /// The agent's work was checkpointed.
+    Checkpoint,
+    /// A question was asked or decided.
+    Question,
+    /// A deploy happened.
+    Deploy,
+    /// Tests ran.
+    Test,
+    /// A change request was opened or changed.
+    Review,
+    /// Periodic summary.
+    Summary,
+    /// Something went wrong.
+    Error,
+}
+
+/// `questions/<qid>.yaml`: a question the builder asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Question {
+    /// `question` or `permission`.
+    #[serde(default)]
+    pub kind: QuestionKind,
+    /// The question text.
+    pub text: String,
+    /// A short header (OpenCode's `header`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub header: String,
+    /// The options offered.
+    pub options: Vec<QuestionOption>,
+    /// Whether several options may be chosen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multiple: bool,
+    /// Whether free text is accepted as the answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub custom: bool,
+    /// The recommended option's label.
+    pub recommended: String,
+    /// When it was asked.
+    #[schemars(with = "String")]
+    pub asked_at: Timestamp,
+    /// When the recommended option is applied if nobody answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub deadline: Option<Timestamp>,
+    /// Where the question stands.
+    pub state: QuestionState,
+    /// The OpenCode request id (`que_...` / `per_...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The decision, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// The worktree commits at the question point, per repo.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub point: BTreeMap<RepoName, String>,
+    /// The provisional branch, `gaffer/<task>/q-<qid>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisional_branch: Option<String>,
+    /// Answers that were refused, and why (unauthorized author, unknown option, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+impl Question {
+    /// Whether `label` is one of the options.
+    pub fn has_option(&self, label: &str) -> bool {
+        self.options.iter().any(|o| o.label == label)
+    }
+}
+
+/// Kinds of question.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuestionKind {
+    /// The agent's `question` tool.
+    #[default]
+    Question,
+    /// An OpenCode permission request (once/always/reject).
+    Permission,
+}
+
+/// One option of a question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionOption {
+    /// The exact label, sent back to OpenCode as the answer.
+    pub label: String,
+    /// What choosing it means.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// Where a question stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuestionState {
+    /// Waiting for a person; the builder waits too.
+    Open,
+    /// The builder went on with the recommended option; a person may still answer.
+    Provisional,
+    /// A person answered.
+    Answered,
+    /// The deadline passed and the recommended option was confirmed.
+    Defaulted,
+    /// A person's answer replaced an earlier provisional or default decision.
+    Overridden,
+}
+
+/// A decision on a question, with its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Decision {
+    /// The chosen labels (or the free text).
+    pub choice: Vec<String>,
+    /// `human` or `timeout-default`.
+    pub decided_by: DecidedBy,
+    /// Who: a commit author email or Slack user id (for `human`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// When.
+    #[schemars(with = "String")]
+    pub at: Timestamp,
+    /// The note sent with the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Who made a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecidedBy {
+    /// A person (Slack click, answer file, annotated document).
+    Human,
+    /// The deadline passed.
+    TimeoutDefault,
+}
+
+/// `lab/status.yaml`: a project's lab namespace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabStatus {
+    /// The state-repo commit this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_commit: Option<String>,
+    /// `{category}-{project}-lab`.
+    pub namespace: String,
+    /// When the namespace was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub created_at: Option<Timestamp>,
+    /// Whether the namespace was removed by `gaffer lab cleanup`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// `render-only` or `cluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The last deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_deploy: Option<Deploy>,
+    /// Objects applied by the last deploy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<InventoryItem>,
+    /// URLs of the deployment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// Results of the last test run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestResults>,
+    /// kstatus-style conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One deploy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Deploy {
+    /// The task whose work was deployed.
+    pub task: TaskName,
+    /// The commit of each workspace repo.
+    pub commits: BTreeMap<RepoName, String>,
+    /// When.
+    #[schemars(with = "String")]
+    pub at: Timestamp,
+    /// Whether anything changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_op: bool,
+}
+
+/// One applied object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryItem {
+    /// API group (empty for core).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace (empty for cluster-scoped objects).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Results of a test run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestResults {
+    /// Which suite, e.g. `Integration tests`.
+    pub suite: String,
+    /// Passed cases.
+    pub passed: u32,
+    /// Failed cases.
+    pub failed: u32,
+    /// Skipped cases.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u32,
+    /// The failing cases, by name, with their messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<TestFailure>,
+    /// When the tests ran.
+    #[schemars(with = "String")]
+    pub at: Timestamp,
+}
+
+/// One failing test case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestFailure {
+    /// The case name.
+    pub name: String,
+    /// The failure message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// `slack.yaml`: the Slack bot's own record of a task's thread.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SlackThread {
+    /// Channel id.
+    pub channel_id: String,
+    /// Timestamp of the thread's parent message.
+    pub thread_ts: String,
+    /// The phase the parent message shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_phase: Option<Phase>,
+    /// Milestones posted so far (the highest `seq` posted).
+    #[serde(default)]
+    pub posted_seq: u32,
+    /// Question messages: qid → message ts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub questions: BTreeMap<Qid, String>,
+    /// Other posted messages by key (e.g. `review`), so they are posted once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub posted: BTreeMap<String, String>,
+}

@@ -1,0 +1,8 @@
+//! All integration tests, compiled into one binary (`autotests = false`).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+mod test_cli;
+mod test_schema;
+mod test_validate;

@@ -1,0 +1,205 @@
+//! `gaffer init` and `gaffer new task` against real bare repositories.
+
+use crate::common::{commit_to_bare, gaffer, git, run};
+
+const PROJECT: &str = "repos:\n  - {name: app, url: \"https://example.com/app.git\"}\n";
+
+fn init_state() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.git");
+    let r = run(gaffer(tmp.path())
+        .arg("init")
+        .arg(&state)
+        .args(["--domain", "lab.example.com"]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("created state repository"),
+        "{}",
+        r.stdout
+    );
+    commit_to_bare(
+        &state,
+        "main",
+        &[("projects/ai-dev/api/project.yaml", PROJECT)],
+        "add project",
+    );
+    (tmp, state)
+}
+
+#[test]
+fn init_makes_a_valid_state_repo() {
+    let (tmp, state) = init_state();
+    let files = git(&state, &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(files.lines().any(|l| l == "gaffer.yaml"), "{files}");
+    assert!(files.lines().any(|l| l == "README.md"));
+    assert!(files.lines().any(|l| l == "schema/task.schema.json"));
+    // A checkout of it validates.
+    let work = tmp.path().join("work");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            state.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    let r = run(gaffer(tmp.path()).arg("validate").arg(&work));
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+    // Refuses to overwrite.
+    let r = run(gaffer(tmp.path()).arg("init").arg(&state));
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+}
+
+#[test]
+fn new_task_commits_a_valid_task() {
+    let (tmp, state) = init_state();
+    let r = run(gaffer(tmp.path()).args([
+        "new",
+        "task",
+        "ai-dev/api/jwt-auth",
+        "--title",
+        "Implement JWT authentication",
+        "--description",
+        "Add JWT auth; reject $(rm -rf /) style input as data",
+        "--priority",
+        "high",
+        "--state",
+        state.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, Some(0), "{}{}", r.stdout, r.stderr);
+    let text = git(
+        &state,
+        &["show", "main:projects/ai-dev/api/tasks/jwt-auth/task.yaml"],
+    );
+    let spec: gaffer::state::spec::TaskSpec = gaffer::state::yaml::parse(text.as_bytes()).unwrap();
+    assert_eq!(spec.title, "Implement JWT authentication");
+    assert_eq!(spec.priority, gaffer::state::spec::Priority::High);
+    assert!(spec.description.contains("$(rm -rf /)"));
+    let log = git(&state, &["log", "--format=%s", "main"]);
+    assert_eq!(
+        log.lines().next(),
+        Some("gaffer: new task ai-dev/api/jwt-auth")
+    );
+
+    // The same task again is refused and nothing is committed.
+    let before = git(&state, &["rev-parse", "main"]);
+    let r = run(gaffer(tmp.path()).args([
+        "new",
+        "task",
+        "ai-dev/api/jwt-auth",
+        "--title",
+        "again",
+        "--state",
+        state.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+    assert_eq!(git(&state, &["rev-parse", "main"]), before);
+}
+
+#[test]
+fn new_task_refuses_bad_input() {
+    let (tmp, state) = init_state();
+    let before = git(&state, &["rev-parse", "main"]);
+    let cases: &[(&str, &str)] = &[
+        ("ai-dev/api/../etc", "expected CATEGORY/PROJECT/TASK"),
+        ("ai-dev/api/Bad Name", "invalid task \"Bad Name\""),
+        ("ai-dev/api/x;rm", "contains the character ';'"),
+        ("ai-dev/api", "expected CATEGORY/PROJECT/TASK"),
+        ("ai-dev/nope/task", "project ai-dev/nope does not exist"),
+    ];
+    for (task, want) in cases {
+        let r = run(gaffer(tmp.path()).args([
+            "new",
+            "task",
+            task,
+            "--title",
+            "x",
+            "--state",
+            state.to_str().unwrap(),
+        ]));
+        assert_eq!(r.code, Some(1), "{task}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{task}: {}", r.stderr);
+    }
+    let long = format!("ai-dev/api/{}", "t".repeat(51));
+    let r = run(gaffer(tmp.path()).args([
+        "new",
+        "task",
+        &long,
+        "--title",
+        "x",
+        "--state",
+        state.to_str().unwrap(),
+    ]));
+    assert!(r.stderr.contains("the limit is 50"), "{}", r.stderr);
+    let r = run(gaffer(tmp.path()).args([
+        "new",
+        "task",
+        "ai-dev/api/ok",
+        "--title",
+        " ",
+        "--state",
+        state.to_str().unwrap(),
+    ]));
+    assert!(
+        r.stderr.contains("--title must not be empty"),
+        "{}",
+        r.stderr
+    );
+    let r = run(gaffer(tmp.path()).args([
+        "new",
+        "task",
+        "ai-dev/api/ok",
+        "--title",
+        "x",
+        "--priority",
+        "asap",
+        "--state",
+        state.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert_eq!(
+        git(&state, &["rev-parse", "main"]),
+        before,
+        "nothing committed"
+    );
+}
+
+#[test]
+fn concurrent_new_tasks_all_land() {
+    let (tmp, state) = init_state();
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            gaffer(tmp.path())
+                .args([
+                    "new",
+                    "task",
+                    &format!("ai-dev/api/task-{i}"),
+                    "--title",
+                    &format!("Task {i}"),
+                ])
+                .args(["--state", state.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let files = git(&state, &["ls-tree", "-r", "--name-only", "main"]);
+    for i in 0..6 {
+        assert!(
+            files.contains(&format!("tasks/task-{i}/task.yaml")),
+            "task-{i} lost:\n{files}"
+        );
+    }
+}
