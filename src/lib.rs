@@ -9,5 +9,7 @@ pub mod git;
 pub mod hours;
 pub mod names;
 pub mod schema;
+pub mod server;
 pub mod state;
+pub mod store;
 pub mod validate;

@@ -5,4 +5,5 @@
 mod common;
 mod test_cli;
 mod test_schema;
+mod test_store;
 mod test_validate;

@@ -1,0 +1,144 @@
+//! The daemon's HTTP side: `/healthz`, `/metrics` and webhook receivers.
+//!
+//! [`app`] builds the router without binding a port, so tests drive it in-process. Webhooks
+//! are accepted only with a valid `X-Hub-Signature-256` (HMAC-SHA256 over the raw body,
+//! compared in constant time); a verified GitHub `push` wakes the state syncer at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::store::watch::{Reason, Waker};
+
+/// Counters exported on `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Webhooks accepted.
+    pub webhooks_accepted: AtomicU64,
+    /// Webhooks refused (bad or missing signature).
+    pub webhooks_rejected: AtomicU64,
+}
+
+/// What the HTTP handlers need.
+#[derive(Debug)]
+pub struct ServerState {
+    /// The shared secret configured on the GitHub webhook; None disables webhooks.
+    pub webhook_secret: Option<Vec<u8>>,
+    /// Wakes the state syncer.
+    pub waker: Option<Waker>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router: `GET /healthz`, `GET /metrics`, `POST /webhooks/github`.
+pub fn app(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/webhooks/github", post(github_webhook))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<ServerState>>) -> String {
+    let m = &state.metrics;
+    format!(
+        "# HELP gaffer_webhooks_total Webhooks received, by result.\n\
+         # TYPE gaffer_webhooks_total counter\n\
+         gaffer_webhooks_total{{result=\"accepted\"}} {}\n\
+         gaffer_webhooks_total{{result=\"rejected\"}} {}\n",
+        m.webhooks_accepted.load(Ordering::Relaxed),
+        m.webhooks_rejected.load(Ordering::Relaxed),
+    )
+}
+
+/// Checks a `sha256=<hex>` signature of `body` with `secret`, in constant time.
+pub fn verify_signature(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// Computes the `sha256=<hex>` header value for `body` (for tests and clients).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn github_webhook(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let Some(secret) = &state.webhook_secret else {
+        return (StatusCode::NOT_FOUND, "webhooks are not configured\n");
+    };
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !verify_signature(secret, &body, sig) {
+        state
+            .metrics
+            .webhooks_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::UNAUTHORIZED,
+            "bad or missing X-Hub-Signature-256\n",
+        );
+    }
+    state
+        .metrics
+        .webhooks_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match event {
+        "push" => {
+            if let Some(w) = &state.waker {
+                w.wake(Reason::Webhook);
+            }
+            (StatusCode::ACCEPTED, "checking the state repository\n")
+        }
+        "ping" => (StatusCode::OK, "pong\n"),
+        _ => (StatusCode::ACCEPTED, "ignored\n"),
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM; shared by every server and loop.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
