@@ -5,5 +5,6 @@
 mod common;
 mod test_cli;
 mod test_schema;
+mod test_server;
 mod test_store;
 mod test_validate;

@@ -203,3 +203,60 @@ fn concurrent_new_tasks_all_land() {
         );
     }
 }
+
+/// A bare state repo holding the example state repository.
+fn example_remote(tmp: &std::path::Path) -> std::path::PathBuf {
+    let state = tmp.join("example.git");
+    git(
+        tmp,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            state.to_str().unwrap(),
+        ],
+    );
+    let (files, _) =
+        gaffer::validate::load_dir(&crate::common::root().join("example-state-repo")).unwrap();
+    let owned: Vec<(String, String)> = files
+        .into_iter()
+        .map(|(p, c)| match c {
+            gaffer::state::snapshot::RawContent::Blob(b) => (p, String::from_utf8(b).unwrap()),
+            other => panic!("{p}: {other:?}"),
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    commit_to_bare(&state, "main", &refs, "example");
+    state
+}
+
+#[test]
+fn status_shows_tasks_and_open_questions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = example_remote(tmp.path());
+    let r = run(gaffer(tmp.path()).args(["status", "--state", state.to_str().unwrap()]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    insta::assert_snapshot!(r.stdout);
+    let r = run(gaffer(tmp.path()).args([
+        "status",
+        "--output",
+        "json",
+        "--state",
+        state.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 5);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+    let r = run(gaffer(tmp.path()).args(["status", "--state", "/nonexistent/state.git"]));
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("cannot read /nonexistent/state.git"),
+        "{}",
+        r.stderr
+    );
+}

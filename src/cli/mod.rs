@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod init;
 mod new_task;
 mod schema;
+pub mod status;
 mod validate;
 
 /// gaffer runs AI coding builders from a git state repository.
@@ -32,6 +33,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Create a new state repository: a bare git repo with a first commit.
     Init(init::InitArgs),
+    /// Show every task's phase and the open questions, from the state remote's head.
+    Status(status::StatusArgs),
     /// Create things in a state repository.
     #[command(subcommand)]
     New(NewCommand),
@@ -124,6 +127,7 @@ pub fn run() -> ExitCode {
         Command::Schema(args) => schema::cmd_schema(args),
         Command::Init(args) => init::cmd_init(args),
         Command::New(NewCommand::Task(args)) => new_task::cmd_new_task(args),
+        Command::Status(args) => status::cmd_status(args),
     };
     match result {
         Ok(code) => code,

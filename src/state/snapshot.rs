@@ -5,7 +5,7 @@
 //! so a wake-up costs O(changed files). Every problem is kept with its file and position;
 //! a bad file never stops the valid objects around it from loading.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -100,21 +100,21 @@ pub struct ProjectEntry {
 #[derive(Debug, Clone, Default)]
 pub struct TaskEntry {
     /// `task.yaml`, when present and valid.
-    pub spec: Option<TaskSpec>,
+    pub spec: Option<Box<TaskSpec>>,
     /// Whether `task.yaml` exists at all (valid or not).
     pub spec_present: bool,
     /// `status.yaml`.
-    pub status: Option<TaskStatus>,
+    pub status: Option<Box<TaskStatus>>,
     /// `progress.yaml`.
     pub progress: Option<Progress>,
     /// `slack.yaml`.
-    pub slack: Option<SlackThread>,
+    pub slack: Option<Box<SlackThread>>,
     /// `questions/<qid>.yaml`.
-    pub questions: BTreeMap<Qid, Question>,
+    pub questions: BTreeMap<Qid, Box<Question>>,
     /// `questions/<batch>.md`, raw text.
     pub question_docs: BTreeMap<Id, String>,
     /// `answers/<qid>.yaml`.
-    pub answers: BTreeMap<Qid, AnswerSpec>,
+    pub answers: BTreeMap<Qid, Box<AnswerSpec>>,
     /// `approvals/<id>.yaml`.
     pub approvals: BTreeMap<Id, ApprovalSpec>,
 }
@@ -141,8 +141,9 @@ pub struct Snapshot {
     pub projects: BTreeMap<ProjectRef, ProjectEntry>,
     /// Problems of single files, by path.
     file_problems: BTreeMap<String, Vec<Problem>>,
-    /// Paths of every file seen, with what gaffer made of them.
-    files: BTreeMap<String, Option<StatePath>>,
+    /// Hashes of the paths of every file seen (a set of strings would cost megabytes at
+    /// 10,000 tasks; a 64-bit collision among state files is not a practical concern).
+    files: HashSet<u64>,
 }
 
 impl Snapshot {
@@ -185,50 +186,107 @@ impl Snapshot {
 
     /// Adds or replaces one file. Returns what the path maps to.
     pub fn upsert(&mut self, path: &str, content: &RawContent) -> Option<StatePath> {
-        self.remove(path);
-        let sp = match classify(path) {
-            Ok(Some(sp)) => sp,
-            Ok(None) => {
-                self.files.insert(path.to_string(), None);
-                return None;
-            }
-            Err(p) => {
-                self.files.insert(path.to_string(), None);
-                self.file_problems.insert(path.to_string(), vec![p]);
-                return None;
-            }
-        };
-        self.files.insert(path.to_string(), Some(sp.clone()));
-        let bytes = match content {
-            RawContent::Blob(b) => b,
-            RawContent::Symlink(target) => {
-                self.mark_present(&sp);
-                self.problem(Problem::file(path, symlink_message(path, target)));
-                return Some(sp);
-            }
-            RawContent::Oversize(size) => {
-                self.mark_present(&sp);
-                self.problem(Problem::file(
-                    path,
-                    format!(
-                        "file is {size} bytes; state files are limited to {} bytes",
-                        yaml::MAX_FILE_BYTES
-                    ),
-                ));
-                return Some(sp);
-            }
-        };
-        self.mark_present(&sp);
-        if let Err(p) = self.load(&sp, path, bytes) {
-            self.problem(p);
+        let parsed = parse_file(path, content);
+        let sp = parsed.state_path.clone();
+        self.apply(parsed);
+        sp
+    }
+
+    /// Inserts a file parsed by [`parse_file`] (which may run on another thread),
+    /// replacing any earlier version of it.
+    pub fn apply(&mut self, parsed: ParsedFile) {
+        let ParsedFile {
+            path,
+            state_path,
+            value,
+            problems,
+        } = parsed;
+        self.remove(&path);
+        if !problems.is_empty() {
+            self.file_problems.insert(path.clone(), problems);
         }
-        Some(sp)
+        self.files.insert(path_hash(&path));
+        let Some(sp) = state_path else { return };
+        match sp {
+            StatePath::Settings => {
+                if let Some(Parsed::Settings(v)) = value {
+                    self.settings = Some(*v);
+                }
+            }
+            StatePath::Project(p) => {
+                let pe = self.projects.entry(p).or_default();
+                pe.spec_present = true;
+                if let Some(Parsed::Project(v)) = value {
+                    pe.spec = Some(*v);
+                }
+            }
+            StatePath::LabStatus(p) => {
+                if let Some(Parsed::Lab(v)) = value {
+                    self.projects.entry(p).or_default().lab = Some(*v);
+                }
+            }
+            StatePath::TaskSpec(t) => {
+                let te = self.task_entry(t);
+                te.spec_present = true;
+                if let Some(Parsed::TaskSpec(v)) = value {
+                    te.spec = Some(v);
+                }
+            }
+            StatePath::TaskStatus(t) => {
+                if let Some(Parsed::TaskStatus(v)) = value {
+                    self.task_entry(t).status = Some(v);
+                }
+            }
+            StatePath::Progress(t) => {
+                if let Some(Parsed::Progress(v)) = value {
+                    self.task_entry(t).progress = Some(v);
+                }
+            }
+            StatePath::Slack(t) => {
+                if let Some(Parsed::Slack(v)) = value {
+                    self.task_entry(t).slack = Some(v);
+                }
+            }
+            StatePath::Question(t, q) => {
+                if let Some(Parsed::Question(v)) = value {
+                    self.task_entry(t).questions.insert(q, v);
+                }
+            }
+            StatePath::QuestionDoc(t, d) => {
+                if let Some(Parsed::QuestionDoc(v)) = value {
+                    self.task_entry(t).question_docs.insert(d, v);
+                }
+            }
+            StatePath::Answer(t, q) => {
+                if let Some(Parsed::Answer(v)) = value {
+                    self.task_entry(t).answers.insert(q, v);
+                }
+            }
+            StatePath::Approval(t, a) => {
+                if let Some(Parsed::Approval(v)) = value {
+                    self.task_entry(t).approvals.insert(a, *v);
+                }
+            }
+        }
+    }
+
+    /// The entry of `t`, created when missing; takes `t` by value so no name is cloned.
+    fn task_entry(&mut self, t: TaskRef) -> &mut TaskEntry {
+        self.projects
+            .entry(t.project)
+            .or_default()
+            .tasks
+            .entry(t.task)
+            .or_default()
     }
 
     /// Removes one file (deleted in a commit).
     pub fn remove(&mut self, path: &str) {
         self.file_problems.remove(path);
-        let Some(Some(sp)) = self.files.remove(path) else {
+        if !self.files.remove(&path_hash(path)) {
+            return;
+        }
+        let Ok(Some(sp)) = classify(path) else {
             return;
         };
         match &sp {
@@ -297,113 +355,6 @@ impl Snapshot {
         self.projects.get_mut(&t.project)?.tasks.get_mut(&t.task)
     }
 
-    fn task_mut(&mut self, t: &TaskRef) -> &mut TaskEntry {
-        self.projects
-            .entry(t.project.clone())
-            .or_default()
-            .tasks
-            .entry(t.task.clone())
-            .or_default()
-    }
-
-    fn mark_present(&mut self, sp: &StatePath) {
-        match sp {
-            StatePath::Project(p) => {
-                self.projects.entry(p.clone()).or_default().spec_present = true
-            }
-            StatePath::TaskSpec(t) => self.task_mut(t).spec_present = true,
-            _ => {}
-        }
-    }
-
-    fn problem(&mut self, p: Problem) {
-        self.file_problems
-            .entry(p.path.clone())
-            .or_default()
-            .push(p);
-    }
-
-    fn load(&mut self, sp: &StatePath, path: &str, bytes: &[u8]) -> Result<(), Problem> {
-        let wrap = |e: YamlError| Problem::from_yaml(path, e);
-        match sp {
-            StatePath::Settings => {
-                let s: Settings = yaml::parse(bytes).map_err(wrap)?;
-                let problems = check_settings(path, &s);
-                if !problems.is_empty() {
-                    for p in problems {
-                        self.problem(p);
-                    }
-                    return Ok(());
-                }
-                self.settings = Some(s);
-            }
-            StatePath::Project(p) => {
-                let spec: ProjectSpec = yaml::parse(bytes).map_err(wrap)?;
-                for problem in check_project(path, &spec) {
-                    self.problem(problem);
-                }
-                self.projects.entry(p.clone()).or_default().spec = Some(spec);
-            }
-            StatePath::LabStatus(p) => {
-                let lab: LabStatus = yaml::parse(bytes).map_err(wrap)?;
-                self.projects.entry(p.clone()).or_default().lab = Some(lab);
-            }
-            StatePath::TaskSpec(t) => {
-                let spec: TaskSpec = yaml::parse(bytes).map_err(wrap)?;
-                if spec.title.trim().is_empty() {
-                    return Err(Problem::file(path, "title must not be empty"));
-                }
-                self.task_mut(t).spec = Some(spec);
-            }
-            StatePath::TaskStatus(t) => {
-                self.task_mut(t).status = Some(yaml::parse(bytes).map_err(wrap)?)
-            }
-            StatePath::Progress(t) => {
-                let progress: Progress = yaml::parse(bytes).map_err(wrap)?;
-                for (i, m) in progress.milestones.iter().enumerate() {
-                    if m.seq as usize != i + 1 {
-                        return Err(Problem::file(
-                            path,
-                            format!(
-                                "milestone {} has seq {}; seq numbers must be 1, 2, 3, ... without gaps or duplicates",
-                                i + 1,
-                                m.seq
-                            ),
-                        ));
-                    }
-                }
-                self.task_mut(t).progress = Some(progress);
-            }
-            StatePath::Slack(t) => self.task_mut(t).slack = Some(yaml::parse(bytes).map_err(wrap)?),
-            StatePath::Question(t, q) => {
-                let question: Question = yaml::parse(bytes).map_err(wrap)?;
-                check_question(path, &question)?;
-                self.task_mut(t).questions.insert(q.clone(), question);
-            }
-            StatePath::QuestionDoc(t, d) => {
-                let text = yaml::check_text(bytes).map_err(wrap)?;
-                self.task_mut(t)
-                    .question_docs
-                    .insert(d.clone(), text.to_string());
-            }
-            StatePath::Answer(t, q) => {
-                let answer: AnswerSpec = yaml::parse(bytes).map_err(wrap)?;
-                if answer.choice.is_none() && answer.text.is_none() {
-                    return Err(Problem::file(
-                        path,
-                        "an answer needs a `choice` or a `text`",
-                    ));
-                }
-                self.task_mut(t).answers.insert(q.clone(), answer);
-            }
-            StatePath::Approval(t, a) => {
-                let approval: ApprovalSpec = yaml::parse(bytes).map_err(wrap)?;
-                self.task_mut(t).approvals.insert(a.clone(), approval);
-            }
-        }
-        Ok(())
-    }
-
     /// Problems in single files, in path order.
     pub fn file_problems(&self) -> impl Iterator<Item = &Problem> {
         self.file_problems.values().flatten()
@@ -419,7 +370,7 @@ impl Snapshot {
     pub fn cross_problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         if self.settings.is_none()
-            && !self.files.contains_key("gaffer.yaml")
+            && !self.files.contains(&path_hash("gaffer.yaml"))
             && !self.files.is_empty()
         {
             out.push(Problem::file(
@@ -458,7 +409,12 @@ impl Snapshot {
                     if self.problems_of(&apath).iter().any(|_| true) {
                         continue;
                     }
-                    out.extend(check_answer(&apath, qid, answer, te.questions.get(qid)));
+                    out.extend(check_answer(
+                        &apath,
+                        qid,
+                        answer,
+                        te.questions.get(qid).map(|q| &**q),
+                    ));
                 }
             }
         }
@@ -481,15 +437,39 @@ impl Snapshot {
     }
 
     fn first_path_of(&self, t: &TaskRef) -> String {
-        let prefix = format!(
-            "projects/{}/{}/tasks/{}/",
-            t.project.category, t.project.project, t.task
-        );
-        self.files
-            .range(prefix.clone()..)
-            .next()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .map_or_else(|| format!("{prefix}task.yaml"), |(k, _)| k.clone())
+        let sp = match self.task(t) {
+            Some(te) if te.spec_present => StatePath::TaskSpec(t.clone()),
+            Some(te) => {
+                let first = [
+                    te.status.as_ref().map(|_| StatePath::TaskStatus(t.clone())),
+                    te.progress.as_ref().map(|_| StatePath::Progress(t.clone())),
+                    te.slack.as_ref().map(|_| StatePath::Slack(t.clone())),
+                    te.questions
+                        .keys()
+                        .next()
+                        .map(|q| StatePath::Question(t.clone(), q.clone())),
+                    te.question_docs
+                        .keys()
+                        .next()
+                        .map(|d| StatePath::QuestionDoc(t.clone(), d.clone())),
+                    te.answers
+                        .keys()
+                        .next()
+                        .map(|q| StatePath::Answer(t.clone(), q.clone())),
+                    te.approvals
+                        .keys()
+                        .next()
+                        .map(|a| StatePath::Approval(t.clone(), a.clone())),
+                ];
+                first
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(StatePath::TaskSpec(t.clone()))
+            }
+            None => StatePath::TaskSpec(t.clone()),
+        };
+        sp.to_path()
     }
 
     /// All problems: single files first, then cross-file checks, in path order.
@@ -500,6 +480,169 @@ impl Snapshot {
         all.dedup();
         all
     }
+}
+
+/// A parsed state file, ready for [`Snapshot::apply`].
+#[derive(Debug, Clone)]
+pub enum Parsed {
+    /// `gaffer.yaml`.
+    Settings(Box<Settings>),
+    /// `project.yaml`.
+    Project(Box<ProjectSpec>),
+    /// `lab/status.yaml`.
+    Lab(Box<LabStatus>),
+    /// `task.yaml`.
+    TaskSpec(Box<TaskSpec>),
+    /// `status.yaml`.
+    TaskStatus(Box<TaskStatus>),
+    /// `progress.yaml`.
+    Progress(Progress),
+    /// `slack.yaml`.
+    Slack(Box<SlackThread>),
+    /// `questions/<qid>.yaml`.
+    Question(Box<Question>),
+    /// `questions/<batch>.md`.
+    QuestionDoc(String),
+    /// `answers/<qid>.yaml`.
+    Answer(Box<AnswerSpec>),
+    /// `approvals/<id>.yaml`.
+    Approval(Box<ApprovalSpec>),
+}
+
+/// One file after parsing: what it is, its value when valid, and its problems.
+#[derive(Debug, Clone)]
+pub struct ParsedFile {
+    /// Repository-relative path.
+    pub path: String,
+    /// What the path maps to, when it is a state file.
+    pub state_path: Option<StatePath>,
+    /// The parsed value (None when invalid, or not a state file).
+    pub value: Option<Parsed>,
+    /// Problems of this file alone.
+    pub problems: Vec<Problem>,
+}
+
+/// Parses one file without touching any snapshot, so many files can be parsed in parallel.
+pub fn parse_file(path: &str, content: &RawContent) -> ParsedFile {
+    let mut out = ParsedFile {
+        path: path.to_string(),
+        state_path: None,
+        value: None,
+        problems: Vec::new(),
+    };
+    let sp = match classify(path) {
+        Ok(Some(sp)) => sp,
+        Ok(None) => return out,
+        Err(p) => {
+            out.problems.push(p);
+            return out;
+        }
+    };
+    out.state_path = Some(sp.clone());
+    match content {
+        RawContent::Blob(bytes) => match parse_value(&sp, path, bytes) {
+            Ok((value, problems)) => {
+                out.value = value;
+                out.problems = problems;
+            }
+            Err(p) => out.problems.push(p),
+        },
+        RawContent::Symlink(target) => {
+            out.problems
+                .push(Problem::file(path, symlink_message(path, target)));
+        }
+        RawContent::Oversize(size) => out.problems.push(Problem::file(
+            path,
+            format!(
+                "file is {size} bytes; state files are limited to {} bytes",
+                yaml::MAX_FILE_BYTES
+            ),
+        )),
+    }
+    out
+}
+
+/// Parses a state file's bytes. A hard error drops the value; soft problems keep it.
+fn parse_value(
+    sp: &StatePath,
+    path: &str,
+    bytes: &[u8],
+) -> Result<(Option<Parsed>, Vec<Problem>), Problem> {
+    let wrap = |e: YamlError| Problem::from_yaml(path, e);
+    let one = |v: Parsed| Ok((Some(v), Vec::new()));
+    match sp {
+        StatePath::Settings => {
+            let s: Settings = yaml::parse(bytes).map_err(wrap)?;
+            let problems = check_settings(path, &s);
+            if problems.is_empty() {
+                one(Parsed::Settings(Box::new(s)))
+            } else {
+                Ok((None, problems))
+            }
+        }
+        StatePath::Project(_) => {
+            let spec: ProjectSpec = yaml::parse(bytes).map_err(wrap)?;
+            let problems = check_project(path, &spec);
+            Ok((Some(Parsed::Project(Box::new(spec))), problems))
+        }
+        StatePath::LabStatus(_) => one(Parsed::Lab(Box::new(yaml::parse(bytes).map_err(wrap)?))),
+        StatePath::TaskSpec(_) => {
+            let spec: TaskSpec = yaml::parse(bytes).map_err(wrap)?;
+            if spec.title.trim().is_empty() {
+                return Err(Problem::file(path, "title must not be empty"));
+            }
+            one(Parsed::TaskSpec(Box::new(spec)))
+        }
+        StatePath::TaskStatus(_) => one(Parsed::TaskStatus(Box::new(
+            yaml::parse(bytes).map_err(wrap)?,
+        ))),
+        StatePath::Progress(_) => {
+            let progress: Progress = yaml::parse(bytes).map_err(wrap)?;
+            for (i, m) in progress.milestones.iter().enumerate() {
+                if m.seq as usize != i + 1 {
+                    return Err(Problem::file(
+                        path,
+                        format!(
+                            "milestone {} has seq {}; seq numbers must be 1, 2, 3, ... without gaps or duplicates",
+                            i + 1,
+                            m.seq
+                        ),
+                    ));
+                }
+            }
+            one(Parsed::Progress(progress))
+        }
+        StatePath::Slack(_) => one(Parsed::Slack(Box::new(yaml::parse(bytes).map_err(wrap)?))),
+        StatePath::Question(..) => {
+            let question: Question = yaml::parse(bytes).map_err(wrap)?;
+            check_question(path, &question)?;
+            one(Parsed::Question(Box::new(question)))
+        }
+        StatePath::QuestionDoc(..) => {
+            let text = yaml::check_text(bytes).map_err(wrap)?;
+            one(Parsed::QuestionDoc(text.to_string()))
+        }
+        StatePath::Answer(..) => {
+            let answer: AnswerSpec = yaml::parse(bytes).map_err(wrap)?;
+            if answer.choice.is_none() && answer.text.is_none() {
+                return Err(Problem::file(
+                    path,
+                    "an answer needs a `choice` or a `text`",
+                ));
+            }
+            one(Parsed::Answer(Box::new(answer)))
+        }
+        StatePath::Approval(..) => one(Parsed::Approval(Box::new(
+            yaml::parse(bytes).map_err(wrap)?,
+        ))),
+    }
+}
+
+fn path_hash(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }
 
 fn classify(path: &str) -> Result<Option<StatePath>, Problem> {

@@ -5,7 +5,7 @@ use gix::bstr::ByteSlice;
 use gix::objs::tree::EntryKind;
 
 use super::{GixResultExt, StoreError};
-use crate::state::snapshot::{RawContent, Snapshot};
+use crate::state::snapshot::{ParsedFile, RawContent, Snapshot, parse_file};
 use crate::state::yaml::MAX_FILE_BYTES;
 
 /// One path that differs between two trees, with its new blob (None when deleted).
@@ -49,20 +49,52 @@ pub fn read_entry(
     }
 }
 
-/// Loads every file of `commit` into a new snapshot.
+/// Loads every file of `commit` into a new snapshot. Reading and parsing are spread over
+/// the machine's cores; inserting into the snapshot is sequential.
 pub fn load_full(repo: &gix::Repository, commit: ObjectId) -> Result<Snapshot, StoreError> {
     let tree = repo.find_tree(tree_of(repo, commit)?).gix("find tree")?;
     let mut rec = gix::traverse::tree::Recorder::default();
     tree.traverse().breadthfirst(&mut rec).gix("walk tree")?;
+    let entries: Vec<_> = rec
+        .records
+        .into_iter()
+        .filter(|e| e.mode.kind() != EntryKind::Tree)
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let chunk = entries.len().div_ceil(threads).max(1);
+    let shared = repo.clone().into_sync();
+    let parsed: Vec<Result<Vec<ParsedFile>, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| {
+                let shared = &shared;
+                scope.spawn(move || {
+                    let repo = shared.to_thread_local();
+                    let mut out = Vec::with_capacity(part.len());
+                    for entry in part {
+                        let path = entry.filepath.to_str_lossy();
+                        if let Some(content) = read_entry(&repo, entry.mode.kind(), entry.oid)? {
+                            out.push(parse_file(&path, &content));
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(StoreError::Gix("a loader thread panicked".into())))
+            })
+            .collect()
+    });
     let mut snapshot = Snapshot::default();
-    for entry in rec.records {
-        let kind = entry.mode.kind();
-        if kind == EntryKind::Tree {
-            continue;
-        }
-        let path = entry.filepath.to_str_lossy().into_owned();
-        if let Some(content) = read_entry(repo, kind, entry.oid)? {
-            snapshot.upsert(&path, &content);
+    for part in parsed {
+        for file in part? {
+            snapshot.apply(file);
         }
     }
     Ok(snapshot)

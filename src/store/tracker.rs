@@ -72,6 +72,8 @@ impl Tracker {
         repo: &gix::Repository,
         head: Option<ObjectId>,
     ) -> Result<Wake, StoreError> {
+        // Drop the old snapshot before loading the new one, so both never coexist.
+        self.snapshot = Snapshot::default();
         self.snapshot = match head {
             Some(h) => load_full(repo, h)?,
             None => Snapshot::default(),
@@ -165,19 +167,9 @@ impl Tracker {
         let Some(email) = &self.own_email else {
             return Ok((all(changes), 0));
         };
-        let walk = repo
-            .rev_walk([new])
-            .with_hidden([old])
-            .all()
-            .gix("walk commits")?;
-        let mut commits = Vec::new();
-        for info in walk {
-            let info = info.gix("walk commit")?;
-            commits.push(info.id);
-            if commits.len() > MAX_ATTRIBUTED_COMMITS {
-                return Ok((all(changes), commits.len()));
-            }
-        }
+        let Some(commits) = commits_in_range(repo, old, new)? else {
+            return Ok((all(changes), MAX_ATTRIBUTED_COMMITS));
+        };
         let mut own = Vec::new();
         let mut foreign = Vec::new();
         for id in &commits {
@@ -211,6 +203,48 @@ impl Tracker {
         }
         Ok((keys, commits.len()))
     }
+}
+
+/// The commits in `(old, new]`, newest first, or None when there are too many to attribute.
+/// A linear history (the usual case) is walked by first parents, which touches only the
+/// commits in the range; merges fall back to a full revision walk.
+fn commits_in_range(
+    repo: &gix::Repository,
+    old: ObjectId,
+    new: ObjectId,
+) -> Result<Option<Vec<ObjectId>>, StoreError> {
+    let mut out = Vec::new();
+    let mut cur = new;
+    while cur != old {
+        if out.len() >= MAX_ATTRIBUTED_COMMITS {
+            return Ok(None);
+        }
+        let c = repo.find_commit(cur).gix("find commit")?;
+        let mut parents = c.parent_ids();
+        let first = parents.next().map(|p| p.detach());
+        if parents.next().is_some() {
+            // A merge: let the revision walk work out what is new.
+            let walk = repo
+                .rev_walk([new])
+                .with_hidden([old])
+                .all()
+                .gix("walk commits")?;
+            let mut all = Vec::new();
+            for info in walk {
+                all.push(info.gix("walk commit")?.id);
+                if all.len() > MAX_ATTRIBUTED_COMMITS {
+                    return Ok(None);
+                }
+            }
+            return Ok(Some(all));
+        }
+        out.push(cur);
+        match first {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Whether `ancestor` is reachable from `descendant`.

@@ -1,0 +1,199 @@
+//! `gaffer status --state URL [--output json]`: what every task is doing, from the remote's head.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::{CliError, CmdResult};
+use crate::state::snapshot::Snapshot;
+use crate::state::status::QuestionState;
+use crate::store::{Tracker, Transport};
+
+/// Arguments of `gaffer status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The state repository (local path or URL).
+    #[arg(long, env = "GAFFER_STATE")]
+    pub state: String,
+    /// The branch the state lives on.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = super::validate::Output::Text)]
+    pub output: super::validate::Output,
+}
+
+#[derive(Debug, Serialize)]
+struct TaskRow {
+    task: String,
+    title: String,
+    priority: String,
+    phase: String,
+    reason: Option<String>,
+    since: Option<String>,
+    open_questions: Vec<QuestionRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct QuestionRow {
+    qid: String,
+    state: String,
+    text: String,
+    recommended: String,
+    deadline: Option<String>,
+}
+
+/// Opens `state` for a one-off read: in place when local, else a clone in a temp dir.
+pub(crate) fn open_snapshot(
+    state: &str,
+    branch: &str,
+) -> Result<(Snapshot, Option<tempfile::TempDir>), CliError> {
+    crate::git::Git::check_version()?;
+    let tmp = tempfile::tempdir().map_err(|e| CliError::internal(e.to_string()))?;
+    let transport = Transport::open(state, branch, tmp.path(), false)
+        .map_err(|e| CliError::user(format!("cannot read {state}: {e}")))?;
+    let head = transport
+        .head()
+        .map_err(|e| CliError::user(e.to_string()))?
+        .ok_or_else(|| CliError::user(format!("{state} has no branch {branch}")))?;
+    let mut tracker = Tracker::new(None, None);
+    tracker
+        .resync(&transport.repo(), Some(head))
+        .map_err(|e| CliError::user(e.to_string()))?;
+    Ok((tracker.snapshot().clone(), Some(tmp)))
+}
+
+fn rows(snapshot: &Snapshot) -> Vec<TaskRow> {
+    let tz = snapshot
+        .settings
+        .as_ref()
+        .and_then(|s| s.business_hours.time_zone().ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let fmt = |t: jiff::Timestamp| {
+        t.to_zoned(tz.clone())
+            .strftime("%a %d %b %H:%M %Z")
+            .to_string()
+    };
+    snapshot
+        .tasks()
+        .map(|(t, e)| {
+            let status = e.status.as_ref();
+            TaskRow {
+                task: t.to_string(),
+                title: e
+                    .spec
+                    .as_ref()
+                    .map(|s| s.title.clone())
+                    .unwrap_or_else(|| "(invalid task.yaml)".into()),
+                priority: e
+                    .spec
+                    .as_ref()
+                    .map(|s| format!("{:?}", s.priority).to_lowercase())
+                    .unwrap_or_default(),
+                phase: status.map_or("Pending".into(), |s| s.phase.to_string()),
+                reason: status.and_then(|s| s.reason.clone()),
+                since: status.and_then(|s| s.phase_since).map(fmt),
+                open_questions: e
+                    .questions
+                    .iter()
+                    .filter(|(_, q)| {
+                        matches!(q.state, QuestionState::Open | QuestionState::Provisional)
+                    })
+                    .map(|(qid, q)| QuestionRow {
+                        qid: qid.to_string(),
+                        state: format!("{:?}", q.state).to_lowercase(),
+                        text: q.text.clone(),
+                        recommended: q.recommended.clone(),
+                        deadline: q.deadline.map(fmt),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Runs `gaffer status`.
+pub fn cmd_status(args: StatusArgs) -> CmdResult {
+    let (snapshot, _tmp) = open_snapshot(&args.state, &args.branch)?;
+    let rows = rows(&snapshot);
+    let problems = snapshot.all_problems();
+    if matches!(args.output, super::validate::Output::Json) {
+        let doc = serde_json::json!({ "tasks": rows, "problems": problems });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| CliError::internal(e.to_string()))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render(&rows));
+    if !problems.is_empty() {
+        println!(
+            "\n{} problem{} in the state repository (see `gaffer validate` on a checkout):",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        for p in problems.iter().take(10) {
+            println!("  {p}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(rows: &[TaskRow]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if rows.is_empty() {
+        out.push_str("no tasks yet\n");
+        return out;
+    }
+    let w_task = rows.iter().map(|r| r.task.len()).max().unwrap_or(4).max(4);
+    let w_phase = rows.iter().map(|r| r.phase.len()).max().unwrap_or(5).max(5);
+    let _ = writeln!(
+        out,
+        "{:<w_task$}  {:<w_phase$}  {:<8}  {:<22}  TITLE",
+        "TASK", "PHASE", "PRIORITY", "SINCE"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<w_task$}  {:<w_phase$}  {:<8}  {:<22}  {}",
+            r.task,
+            r.phase,
+            r.priority,
+            r.since.as_deref().unwrap_or("-"),
+            r.title
+        );
+    }
+    let open: Vec<_> = rows
+        .iter()
+        .flat_map(|r| r.open_questions.iter().map(move |q| (r, q)))
+        .collect();
+    if !open.is_empty() {
+        let _ = writeln!(out, "\nOPEN QUESTIONS");
+        for (r, q) in open {
+            let _ = writeln!(
+                out,
+                "{} {} [{}] deadline {} · recommended: {}\n    {}",
+                r.task,
+                q.qid,
+                q.state,
+                q.deadline.as_deref().unwrap_or("none"),
+                q.recommended,
+                q.text
+            );
+        }
+    }
+    out
+}
+
+/// The default data directory: `$XDG_STATE_HOME/gaffer` or `~/.local/state/gaffer`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("gaffer");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/gaffer")
+}
