@@ -4,12 +4,18 @@
 //!
 //! This crate is the library; `main.rs` only hands the command line to [`cli::run`].
 
+pub mod agent;
+pub mod chat;
 pub mod cli;
+pub mod forge;
 pub mod git;
 pub mod hours;
+pub mod lab;
 pub mod names;
+pub mod reconcile;
 pub mod schema;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod validate;
+pub mod workspace;

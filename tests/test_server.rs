@@ -19,6 +19,7 @@ fn state() -> (
         webhook_secret: Some(SECRET.to_vec()),
         waker: Some(waker),
         metrics: Arc::new(Metrics::default()),
+        runtime: None,
     };
     (Arc::new(s), rx)
 }

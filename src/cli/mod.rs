@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod answer;
+mod demo;
 mod init;
 mod new_task;
+mod reconcile;
 mod schema;
 pub mod status;
 mod validate;
@@ -33,6 +36,14 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Create a new state repository: a bare git repo with a first commit.
     Init(init::InitArgs),
+    /// Run the reconciler: act on state-repository commits and record the results.
+    Reconcile(reconcile::ReconcileArgs),
+    /// Run the whole lifecycle once on a throwaway state repo with the embedded connectors.
+    Demo(demo::DemoArgs),
+    /// Answer a builder's question (commits answers/<qid>.yaml).
+    Answer(answer::AnswerArgs),
+    /// Approve & promote a task in review (commits approvals/<id>.yaml).
+    Approve(answer::ApproveArgs),
     /// Show every task's phase and the open questions, from the state remote's head.
     Status(status::StatusArgs),
     /// Create things in a state repository.
@@ -128,6 +139,10 @@ pub fn run() -> ExitCode {
         Command::Init(args) => init::cmd_init(args),
         Command::New(NewCommand::Task(args)) => new_task::cmd_new_task(args),
         Command::Status(args) => status::cmd_status(args),
+        Command::Reconcile(args) => reconcile::cmd_reconcile(args),
+        Command::Demo(args) => demo::cmd_demo(args),
+        Command::Answer(args) => answer::cmd_answer(args),
+        Command::Approve(args) => answer::cmd_approve(args),
     };
     match result {
         Ok(code) => code,

@@ -206,3 +206,31 @@ impl<T: schemars::JsonSchema> schemars::JsonSchema for Located<T> {
         T::json_schema(generator)
     }
 }
+
+/// The largest multi-document stream [`parse_documents`] accepts, in bytes. Rendered
+/// manifests are not state files and may be much bigger, but still bounded.
+pub const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
+
+/// Parses a multi-document YAML stream (e.g. rendered Kubernetes manifests) into one JSON
+/// value per document, with the same hardening as [`parse`] but budgets sized for many
+/// documents. Empty (null) documents are skipped.
+pub fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>, YamlError> {
+    if text.len() > MAX_STREAM_BYTES {
+        return Err(YamlError::new(format!(
+            "stream is {} bytes; rendered manifests are limited to {MAX_STREAM_BYTES} bytes",
+            text.len()
+        )));
+    }
+    let mut opts = options();
+    opts.budget = serde_saphyr::budget! {
+        max_reader_input_bytes: Some(MAX_STREAM_BYTES),
+        max_events: 10_000_000,
+        max_aliases: 100,
+        max_anchors: 100,
+        max_depth: 64,
+        max_documents: 10_000,
+        max_nodes: 5_000_000,
+    };
+    serde_saphyr::from_str_multiple_with_options::<serde_json::Value, Vec<_>>(text, opts)
+        .map_err(convert)
+}

@@ -1,0 +1,149 @@
+//! Agent runtimes: what actually does the coding.
+//!
+//! [`AgentRuntime`] is the connector trait the reconciler drives. Its shape follows OpenCode's
+//! HTTP API (a session per task, prompts sent with a client-chosen id so a resend after a
+//! crash is recognised, events read after a cursor, questions answered by request id), so
+//! the real OpenCode runtime fits behind it. [`scripted::ScriptedAgent`] is the embedded
+//! default used by `gaffer demo`: it plays a YAML script of steps in the task's worktrees.
+
+pub mod scripted;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::names::{RepoName, TaskRef};
+use crate::state::status::QuestionOption;
+
+/// Everything a runtime needs to start working on a task.
+#[derive(Debug, Clone)]
+pub struct SessionRequest {
+    /// The task.
+    pub task: TaskRef,
+    /// The project's workspace directory (`<builders>/{category}-{project}`).
+    pub project_dir: PathBuf,
+    /// Each repo's worktree.
+    pub worktrees: BTreeMap<RepoName, PathBuf>,
+    /// `provider/model`, when configured.
+    pub model: Option<String>,
+    /// The OpenCode agent name, when configured.
+    pub agent: Option<String>,
+    /// For the scripted runtime: the script, as `<repo>/<path>` inside the workspace.
+    pub script: Option<String>,
+}
+
+/// A running (or resumable) session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The session id, recorded in the task's status.
+    pub id: String,
+    /// The local port of the server, when there is one.
+    pub port: Option<u16>,
+    /// The tmux session, when there is one.
+    pub tmux: Option<String>,
+}
+
+/// A question the agent asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AskedQuestion {
+    /// The runtime's request id (OpenCode `que_...`), used to answer.
+    pub request_id: String,
+    /// The question.
+    pub text: String,
+    /// A short header.
+    pub header: String,
+    /// The options; the recommended one is marked "(Recommended)" or comes first.
+    pub options: Vec<QuestionOption>,
+    /// Several options may be chosen.
+    pub multiple: bool,
+    /// Free text is accepted.
+    pub custom: bool,
+}
+
+impl AskedQuestion {
+    /// The recommended option: the one whose label ends in "(Recommended)", else the first.
+    pub fn recommended(&self) -> String {
+        self.options
+            .iter()
+            .find(|o| o.label.trim_end().ends_with("(Recommended)"))
+            .or_else(|| self.options.first())
+            .map(|o| o.label.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Something the agent did, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// A todo item was completed.
+    Todo(String),
+    /// Files were written or edited (a checkpoint is due).
+    Edited(Vec<String>),
+    /// The agent asked a question and waits for the answer.
+    Question(AskedQuestion),
+    /// The agent says the task is done.
+    Finished(String),
+    /// The agent stopped with an error.
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// Whether retrying may help (rate limits, overload).
+        retryable: bool,
+    },
+}
+
+/// Events after a cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Polled {
+    /// New events, oldest first.
+    pub events: Vec<AgentEvent>,
+    /// The cursor after these events; pass it to the next poll.
+    pub cursor: u64,
+    /// Whether the agent is blocked on an unanswered question.
+    pub waiting: bool,
+}
+
+/// Errors of agent runtimes.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The session does not exist (any more).
+    #[error("no agent session {0}")]
+    NoSession(String),
+    /// The script or configuration is wrong.
+    #[error("agent configuration: {0}")]
+    Config(String),
+    /// Talking to the runtime failed.
+    #[error("agent runtime: {0}")]
+    Runtime(String),
+}
+
+/// A coding agent the reconciler drives. Every method is safe to repeat after a crash.
+#[async_trait::async_trait]
+pub trait AgentRuntime: Send + Sync + std::fmt::Debug {
+    /// `opencode` or `scripted`.
+    fn name(&self) -> &'static str;
+
+    /// Finds the session `existing` (recorded in status) or creates one.
+    async fn ensure_session(
+        &self,
+        req: &SessionRequest,
+        existing: Option<&str>,
+    ) -> Result<Session, AgentError>;
+
+    /// Sends a prompt; a second send with the same `prompt_id` does nothing.
+    async fn send(&self, session: &str, prompt_id: &str, text: &str) -> Result<(), AgentError>;
+
+    /// Events after `cursor`.
+    async fn poll(&self, session: &str, cursor: u64) -> Result<Polled, AgentError>;
+
+    /// Answers a question by its request id; answering twice does nothing.
+    async fn answer(
+        &self,
+        session: &str,
+        request_id: &str,
+        choice: &[String],
+        note: Option<&str>,
+    ) -> Result<(), AgentError>;
+
+    /// Stops the session's work (the session itself is kept).
+    async fn stop(&self, session: &str) -> Result<(), AgentError>;
+}

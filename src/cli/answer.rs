@@ -1,0 +1,170 @@
+//! `gaffer answer` and `gaffer approve`: a person's decisions, committed as spec files.
+
+use std::process::ExitCode;
+
+use super::{CliError, CmdResult};
+use crate::names::{Id, Qid, TaskRef};
+use crate::state::StatePath;
+use crate::state::spec::{AnswerSpec, ApprovalSpec, Choice};
+use crate::state::yaml::Located;
+use crate::store::{Identity, StatusWriter, Transport, Update, WriterConfig, WriterRole};
+
+/// Arguments of `gaffer answer`.
+#[derive(Debug, clap::Args)]
+pub struct AnswerArgs {
+    /// The task, CATEGORY/PROJECT/TASK.
+    pub task: String,
+    /// The question id, e.g. q-001.
+    pub qid: String,
+    /// The chosen option's exact label (see `gaffer status`).
+    pub choice: String,
+    /// A note passed to the builder with the answer.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Who answers (default: your git user.email).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// The state repository.
+    #[arg(long, env = "GAFFER_STATE")]
+    pub state: String,
+}
+
+/// Arguments of `gaffer approve`.
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    /// The task, CATEGORY/PROJECT/TASK.
+    pub task: String,
+    /// A comment.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Who approves (default: your git user.email).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// The state repository.
+    #[arg(long, env = "GAFFER_STATE")]
+    pub state: String,
+}
+
+fn person() -> Identity {
+    let g = crate::git::Git::new(".");
+    let name = g
+        .run(["config", "--get", "user.name"])
+        .ok()
+        .filter(|s| !s.is_empty());
+    let email = g
+        .run(["config", "--get", "user.email"])
+        .ok()
+        .filter(|s| !s.is_empty());
+    Identity {
+        name: name.unwrap_or_else(|| "gaffer-cli".into()),
+        email: email.unwrap_or_else(|| "cli@gaffer.invalid".into()),
+    }
+}
+
+/// Commits `updates` as a person and waits until they are on the remote.
+pub(crate) fn commit_as_person(
+    state: &str,
+    identity: Identity,
+    updates: Vec<Update>,
+) -> Result<String, CliError> {
+    let tmp = tempfile::tempdir().map_err(|e| CliError::internal(e.to_string()))?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::internal(e.to_string()))?;
+    rt.block_on(async {
+        let transport = Transport::open(state, "main", tmp.path(), false)
+            .map_err(|e| CliError::user(format!("cannot open {state}: {e}")))?;
+        let mut cfg = WriterConfig::new(WriterRole::Person, identity);
+        cfg.max_attempts = 20;
+        let writer = StatusWriter::spawn(transport, cfg);
+        let id = writer
+            .write(updates)
+            .await
+            .map_err(|e| CliError::user(e.to_string()))?;
+        Ok(id.to_string())
+    })
+}
+
+/// Runs `gaffer answer`.
+pub fn cmd_answer(args: AnswerArgs) -> CmdResult {
+    let task = TaskRef::parse(&args.task)?;
+    let qid = Qid::new(&args.qid)?;
+    let (snapshot, _tmp) = super::status::open_snapshot(&args.state, "main")?;
+    let entry = snapshot
+        .task(&task)
+        .ok_or_else(|| CliError::user(format!("task {task} does not exist in {}", args.state)))?;
+    let question = entry
+        .questions
+        .get(&qid)
+        .ok_or_else(|| CliError::user(format!("task {task} has no question {qid}")))?;
+    if !question.has_option(&args.choice) && !question.custom {
+        let options: Vec<&str> = question.options.iter().map(|o| o.label.as_str()).collect();
+        return Err(CliError::user(format!(
+            "{:?} is not an option of {qid}; the options are: {}",
+            args.choice,
+            options.join(" | ")
+        ))
+        .hint("give the exact label, quoted, e.g. gaffer answer ... \"RS256 (Recommended)\""));
+    }
+    let identity = person();
+    let by = args.by.clone().unwrap_or_else(|| identity.email.clone());
+    let (choice, text) = if question.has_option(&args.choice) {
+        (Some(Located::new(Choice::One(args.choice.clone()))), None)
+    } else {
+        (None, Some(args.choice.clone()))
+    };
+    let answer = AnswerSpec {
+        choice,
+        text,
+        note: args.note.clone(),
+        by: Some(by.clone()),
+        at: Some(jiff::Timestamp::now()),
+    };
+    let body =
+        crate::state::yaml::to_string(&answer).map_err(|e| CliError::internal(e.to_string()))?;
+    let path = StatePath::Answer(task.clone(), qid.clone());
+    let commit = commit_as_person(
+        &args.state,
+        identity,
+        vec![Update::put(
+            path.clone(),
+            body,
+            format!("{task} {qid} answered by {by}"),
+        )],
+    )?;
+    println!("committed {} ({})", path.to_path(), &commit[..12]);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `gaffer approve`.
+pub fn cmd_approve(args: ApproveArgs) -> CmdResult {
+    let task = TaskRef::parse(&args.task)?;
+    let (snapshot, _tmp) = super::status::open_snapshot(&args.state, "main")?;
+    if snapshot.task(&task).and_then(|t| t.spec.as_ref()).is_none() {
+        return Err(CliError::user(format!(
+            "task {task} does not exist in {}",
+            args.state
+        )));
+    }
+    let identity = person();
+    let by = args.by.clone().unwrap_or_else(|| identity.email.clone());
+    let now = jiff::Timestamp::now();
+    let id = Id::new(format!("cli-{}", now.as_second()))?;
+    let approval = ApprovalSpec {
+        by: by.clone(),
+        at: Some(now),
+        note: args.note.clone(),
+    };
+    let body =
+        crate::state::yaml::to_string(&approval).map_err(|e| CliError::internal(e.to_string()))?;
+    let path = StatePath::Approval(task.clone(), id);
+    let commit = commit_as_person(
+        &args.state,
+        identity,
+        vec![Update::put(
+            path.clone(),
+            body,
+            format!("{task} approved by {by}"),
+        )],
+    )?;
+    println!("committed {} ({})", path.to_path(), &commit[..12]);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,14 @@
+"""A tiny web API the demo builder works on."""
+
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello from the lab\n")
+
+
+if __name__ == "__main__":
+    HTTPServer(("", 8080), Handler).serve_forever()

@@ -1,0 +1,109 @@
+//! The lab: deploying what a builder built to its project's namespace and testing it there.
+//!
+//! [`LabDeployer`] is the connector trait; [`render::RenderOnly`] is the embedded default
+//! (`kubectl kustomize` of the project's overlay, recorded but not applied). [`tests`] runs the
+//! project's `lab.test` command and reads its JUnit XML report.
+
+pub mod render;
+pub mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::names::{ProjectRef, RepoName, TaskName};
+use crate::state::status::{InventoryItem, TestResults};
+
+/// What a deploy needs to know.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// The project.
+    pub project: ProjectRef,
+    /// The task whose work is deployed.
+    pub task: TaskName,
+    /// The overlay directory (already resolved inside the workspace and checked to stay in it).
+    pub overlay: PathBuf,
+    /// The lab host, `{project}.builder.<domain>`.
+    pub host: String,
+    /// The commit of each workspace repo being deployed.
+    pub commits: BTreeMap<RepoName, String>,
+    /// Image overrides (`name` → `newName:tag`), when images were built.
+    pub images: BTreeMap<String, String>,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeployOutcome {
+    /// `{category}-{project}-lab`.
+    pub namespace: String,
+    /// `render-only` or `cluster`.
+    pub mode: String,
+    /// Objects rendered (and applied, in cluster mode), sorted.
+    pub inventory: Vec<InventoryItem>,
+    /// The lab URLs (`https://<host>`).
+    pub urls: Vec<String>,
+    /// Whether the render was identical to the previous one (nothing changed).
+    pub no_op: bool,
+    /// A digest of the rendered manifests.
+    pub digest: String,
+}
+
+/// Errors of the lab connectors.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The renderer binary is not installed.
+    #[error(
+        "{tool} is not installed (needed for lab.tool: {tool}); install it or use lab.tool: kustomize"
+    )]
+    ToolMissing {
+        /// The tool.
+        tool: String,
+    },
+    /// Rendering failed.
+    #[error("rendering {overlay} failed: {message}")]
+    Render {
+        /// The overlay.
+        overlay: String,
+        /// What the renderer said.
+        message: String,
+    },
+    /// The test command could not run.
+    #[error("lab test command {command:?} could not run: {message}")]
+    TestCommand {
+        /// The command.
+        command: String,
+        /// Why.
+        message: String,
+    },
+    /// Filesystem trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Deploys a project's work to its lab namespace.
+#[async_trait::async_trait]
+pub trait LabDeployer: Send + Sync + std::fmt::Debug {
+    /// Renders (and, for a cluster deployer, applies) the overlay. Idempotent: deploying the
+    /// same render twice reports `no_op` and changes nothing.
+    async fn deploy(&self, req: &DeployRequest) -> Result<DeployOutcome, LabError>;
+}
+
+/// Runs the project's lab tests.
+#[async_trait::async_trait]
+pub trait TestRunner: Send + Sync + std::fmt::Debug {
+    /// Runs `command` (an argument vector, never a shell string built from task text) in
+    /// `workdir` with `LAB_NAMESPACE` and `LAB_URL` set, and reads `report.xml` (JUnit) when
+    /// the command leaves one in `workdir`.
+    async fn run(
+        &self,
+        command: &[String],
+        workdir: &std::path::Path,
+        namespace: &str,
+        url: &str,
+    ) -> Result<TestResults, LabError>;
+}

@@ -1,0 +1,760 @@
+//! The embedded lab deployer: renders a project's overlay with `kubectl kustomize` and records
+//! the result without applying it.
+//!
+//! It exists so a lab works with no cluster at all (and so `gaffer demo` and the tests exercise
+//! the same rendering a cluster deployer applies). The overlay is never edited: a generated
+//! wrapper kustomization next to the output adds the lab namespace, gaffer's labels, image
+//! overrides and the lab host, and every value in it is serialized, never pasted into text.
+//! The render is idempotent: an identical render is reported as `no_op` and not rewritten.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{DeployOutcome, DeployRequest, LabDeployer, LabError};
+use crate::state::status::InventoryItem;
+use crate::state::yaml;
+
+/// How long one `kubectl kustomize` may take (remote bases can be slow, but never endless).
+const RENDER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The `mode` this deployer reports.
+pub const MODE: &str = "render-only";
+
+/// Renders overlays into `out_dir/<category>-<project>/rendered.yaml` without applying them.
+#[derive(Debug, Clone)]
+pub struct RenderOnly {
+    out_dir: PathBuf,
+    kubectl: PathBuf,
+}
+
+impl RenderOnly {
+    /// A deployer writing under `out_dir`, running `kubectl` from `PATH`.
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            out_dir: out_dir.into(),
+            kubectl: PathBuf::from("kubectl"),
+        }
+    }
+
+    /// Uses another `kubectl` binary (a path, or a name looked up in `PATH`).
+    pub fn with_kubectl(mut self, kubectl: impl Into<PathBuf>) -> Self {
+        self.kubectl = kubectl.into();
+        self
+    }
+
+    /// Runs `kubectl kustomize <dir>` and returns what it printed.
+    async fn kustomize(&self, dir: &Path, overlay: &Path) -> Result<String, LabError> {
+        let render_err = |message: String| LabError::Render {
+            overlay: overlay.display().to_string(),
+            message,
+        };
+        let mut cmd = tokio::process::Command::new(&self.kubectl);
+        cmd.arg("kustomize")
+            .arg(dir)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let out = match tokio::time::timeout(RENDER_TIMEOUT, cmd.output()).await {
+            Err(_) => {
+                return Err(render_err(format!(
+                    "kubectl kustomize did not finish within {} seconds",
+                    RENDER_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LabError::ToolMissing {
+                    tool: "kubectl".into(),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(LabError::Io {
+                    path: self.kubectl.display().to_string(),
+                    source: e,
+                });
+            }
+            Ok(Ok(out)) => out,
+        };
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(render_err(if stderr.is_empty() {
+                format!("kubectl kustomize failed ({})", out.status)
+            } else {
+                stderr
+            }));
+        }
+        String::from_utf8(out.stdout)
+            .map_err(|_| render_err("kubectl kustomize printed output that is not UTF-8".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl LabDeployer for RenderOnly {
+    #[tracing::instrument(skip_all, fields(project = %req.project, task = %req.task))]
+    async fn deploy(&self, req: &DeployRequest) -> Result<DeployOutcome, LabError> {
+        let namespace = req.project.lab_namespace();
+        let project_dir = self.out_dir.join(req.project.builder_name());
+        let wrapper = project_dir.join("wrapper");
+
+        // A fresh wrapper every time, so nothing from an earlier deploy leaks into this one.
+        match tokio::fs::remove_dir_all(&wrapper).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&wrapper, e)),
+            _ => {}
+        }
+        tokio::fs::create_dir_all(&wrapper)
+            .await
+            .map_err(|e| io(&wrapper, e))?;
+
+        // kustomize refuses absolute resource paths, so the overlay is referenced relatively.
+        let overlay = tokio::fs::canonicalize(&req.overlay)
+            .await
+            .map_err(|e| io(&req.overlay, e))?;
+        let wrapper_abs = tokio::fs::canonicalize(&wrapper)
+            .await
+            .map_err(|e| io(&wrapper, e))?;
+        let overlay_rel = relative_path(&wrapper_abs, &overlay);
+        let overlay_rel = overlay_rel
+            .to_str()
+            .ok_or_else(|| LabError::Render {
+                overlay: req.overlay.display().to_string(),
+                message: "the overlay path is not valid UTF-8".into(),
+            })?
+            .to_string();
+
+        let labels = BTreeMap::from([
+            ("app.kubernetes.io/managed-by", "gaffer".to_string()),
+            ("gaffer.dev/category", req.project.category.to_string()),
+            ("gaffer.dev/project", req.project.project.to_string()),
+        ]);
+        let ns_object = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": labels},
+        });
+        write_yaml(&wrapper.join(NAMESPACE_FILE), &ns_object).await?;
+
+        let mut kustomization = Kustomization {
+            api_version: "kustomize.config.k8s.io/v1beta1",
+            kind: "Kustomization",
+            namespace: namespace.clone(),
+            resources: vec![NAMESPACE_FILE.to_string(), overlay_rel],
+            labels: vec![LabelSet {
+                pairs: labels,
+                include_selectors: false,
+            }],
+            images: req
+                .images
+                .iter()
+                .map(|(name, target)| image_override(name, target))
+                .collect(),
+            patches: Vec::new(),
+        };
+        let kustomization_path = wrapper.join("kustomization.yaml");
+        write_yaml(&kustomization_path, &kustomization).await?;
+        let mut rendered = self.kustomize(&wrapper, &req.overlay).await?;
+        let mut docs = parse_render(&rendered, &req.overlay)?;
+
+        // Ingress hosts are only known after a render (how many rules and TLS entries each
+        // Ingress has), so the host patches need a second pass, and only when there is an
+        // Ingress at all.
+        let patches = host_patches(&docs, &req.host)?;
+        if !patches.is_empty() {
+            kustomization.patches = patches;
+            write_yaml(&kustomization_path, &kustomization).await?;
+            rendered = self.kustomize(&wrapper, &req.overlay).await?;
+            docs = parse_render(&rendered, &req.overlay)?;
+        }
+
+        let mut inventory = docs
+            .iter()
+            .enumerate()
+            .map(|(i, doc)| inventory_item(doc, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| LabError::Render {
+                overlay: req.overlay.display().to_string(),
+                message,
+            })?;
+        inventory.sort();
+
+        let digest = hex::encode(Sha256::digest(rendered.as_bytes()));
+        let rendered_path = project_dir.join("rendered.yaml");
+        let no_op = match tokio::fs::read(&rendered_path).await {
+            Ok(previous) => hex::encode(Sha256::digest(&previous)) == digest,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io(&rendered_path, e)),
+        };
+        if !no_op {
+            write_atomically(&rendered_path, rendered.as_bytes()).await?;
+        }
+        tracing::debug!(objects = inventory.len(), no_op, %digest, "rendered lab overlay");
+
+        Ok(DeployOutcome {
+            namespace,
+            mode: MODE.to_string(),
+            inventory,
+            urls: vec![format!("https://{}", req.host)],
+            no_op,
+            digest,
+        })
+    }
+}
+
+/// The generated Namespace object's file name inside the wrapper.
+const NAMESPACE_FILE: &str = "namespace.yaml";
+
+/// The wrapper kustomization, as kustomize reads it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Kustomization {
+    api_version: &'static str,
+    kind: &'static str,
+    namespace: String,
+    resources: Vec<String>,
+    labels: Vec<LabelSet>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    images: Vec<ImageOverride>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    patches: Vec<Patch>,
+}
+
+/// One `labels:` entry.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LabelSet {
+    pairs: BTreeMap<&'static str, String>,
+    include_selectors: bool,
+}
+
+/// One `images:` entry.
+#[derive(Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageOverride {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+}
+
+/// One `patches:` entry: a JSON 6902 patch (as JSON text) and the object it targets.
+#[derive(Debug, Serialize)]
+struct Patch {
+    target: PatchTarget,
+    patch: String,
+}
+
+/// A patch target; kustomize reads `name` as an anchored regular expression.
+#[derive(Debug, Serialize)]
+struct PatchTarget {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    group: String,
+    version: String,
+    kind: String,
+    name: String,
+}
+
+/// Splits an override `newName[:tag]` or `newName@digest` into a kustomize `images:` entry.
+/// A ':' followed by a '/' belongs to a registry port, not a tag.
+fn image_override(name: &str, target: &str) -> ImageOverride {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let (new_name, new_tag, digest) = if let Some((n, d)) = target.split_once('@') {
+        (non_empty(n), None, non_empty(d))
+    } else {
+        match target.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => (non_empty(n), non_empty(t), None),
+            _ => (non_empty(target), None, None),
+        }
+    };
+    ImageOverride {
+        name: name.to_string(),
+        new_name,
+        new_tag,
+        digest,
+    }
+}
+
+/// One JSON patch per rendered Ingress, pointing every rule (and every TLS entry) at `host`.
+fn host_patches(docs: &[Value], host: &str) -> Result<Vec<Patch>, LabError> {
+    let mut patches = Vec::new();
+    for doc in docs {
+        if doc.get("kind").and_then(Value::as_str) != Some("Ingress") {
+            continue;
+        }
+        let count = |ptr: &str| {
+            doc.pointer(ptr)
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        };
+        let mut ops = Vec::new();
+        for i in 0..count("/spec/rules") {
+            ops.push(json!({"op": "add", "path": format!("/spec/rules/{i}/host"), "value": host}));
+        }
+        for i in 0..count("/spec/tls") {
+            ops.push(json!({"op": "add", "path": format!("/spec/tls/{i}/hosts"), "value": [host]}));
+        }
+        if ops.is_empty() {
+            continue;
+        }
+        let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let (group, version) = split_api_version(api_version);
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let patch = serde_json::to_string(&ops).map_err(|e| LabError::Render {
+            overlay: String::new(),
+            message: format!("cannot encode the host patch: {e}"),
+        })?;
+        patches.push(Patch {
+            target: PatchTarget {
+                group: group.to_string(),
+                version: version.to_string(),
+                kind: "Ingress".into(),
+                name: regex_escape(name),
+            },
+            patch,
+        });
+    }
+    Ok(patches)
+}
+
+/// Escapes regular-expression metacharacters (object names may contain '.').
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `apps/v1` → (`apps`, `v1`); `v1` → (``, `v1`).
+fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
+}
+
+/// Parses kubectl's output, turning a parse error into a render error.
+fn parse_render(rendered: &str, overlay: &Path) -> Result<Vec<Value>, LabError> {
+    yaml::parse_documents(rendered).map_err(|e| LabError::Render {
+        overlay: overlay.display().to_string(),
+        message: format!("cannot read the rendered manifests: {e}"),
+    })
+}
+
+/// The inventory entry of rendered document number `index`.
+fn inventory_item(doc: &Value, index: usize) -> Result<InventoryItem, String> {
+    let field = |ptr: &str, what: &str| {
+        doc.pointer(ptr)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("rendered document {} has no {what}", index + 1))
+    };
+    let api_version = field("/apiVersion", "apiVersion")?;
+    let kind = field("/kind", "kind")?;
+    let name = field("/metadata/name", "metadata.name")?;
+    let namespace = field("/metadata/namespace", "").unwrap_or_default();
+    let (group, version) = split_api_version(&api_version);
+    Ok(InventoryItem {
+        group: group.to_string(),
+        version: version.to_string(),
+        kind,
+        namespace,
+        name,
+    })
+}
+
+/// The path of `target` relative to the directory `base` (both absolute and canonical).
+fn relative_path(base: &Path, target: &Path) -> PathBuf {
+    let base: Vec<Component<'_>> = base.components().collect();
+    let target: Vec<Component<'_>> = target.components().collect();
+    let common = base.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..base.len() {
+        out.push("..");
+    }
+    for c in &target[common..] {
+        out.push(c.as_os_str());
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Serializes `value` as YAML into `path`.
+async fn write_yaml<T: Serialize>(path: &Path, value: &T) -> Result<(), LabError> {
+    let text = yaml::to_string(value).map_err(|e| LabError::Render {
+        overlay: path.display().to_string(),
+        message: format!("cannot encode the wrapper kustomization: {e}"),
+    })?;
+    tokio::fs::write(path, text).await.map_err(|e| io(path, e))
+}
+
+/// Writes `bytes` to `path` through a sibling temporary file, so a reader never sees half.
+async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    tokio::fs::write(&tmp, bytes)
+        .await
+        .map_err(|e| io(&tmp, e))?;
+    tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
+}
+
+fn io(path: &Path, source: std::io::Error) -> LabError {
+    LabError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{ProjectRef, TaskName};
+
+    const KUSTOMIZATION: &str = r#"apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - deployment.yaml
+  - service.yaml
+  - ingress.yaml
+configMapGenerator:
+  - name: app-code
+    files:
+      - app.py
+patches:
+  - target:
+      kind: Deployment
+      name: web
+    patch: |-
+      - op: replace
+        path: /spec/replicas
+        value: 2
+images:
+  - name: busybox
+    newTag: "1.36"
+"#;
+
+    const DEPLOYMENT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: app
+          image: shop-app
+          volumeMounts: [{name: code, mountPath: /app}]
+        - name: sidecar
+          image: busybox
+      volumes:
+        - name: code
+          configMap:
+            name: app-code
+"#;
+
+    const SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+    const INGRESS: &str = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web.public
+spec:
+  tls:
+    - hosts: [HOST-PLACEHOLDER]
+      secretName: web-tls
+  rules:
+    - host: HOST-PLACEHOLDER
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend: {service: {name: web, port: {number: 80}}}
+    - host: OTHER-PLACEHOLDER
+      http:
+        paths:
+          - path: /api
+            pathType: Prefix
+            backend: {service: {name: web, port: {number: 80}}}
+"#;
+
+    fn overlay(dir: &Path, app_py: &str) -> PathBuf {
+        let o = dir.join("repos/shop/deploy/lab");
+        std::fs::create_dir_all(&o).unwrap();
+        std::fs::write(o.join("kustomization.yaml"), KUSTOMIZATION).unwrap();
+        std::fs::write(o.join("deployment.yaml"), DEPLOYMENT).unwrap();
+        std::fs::write(o.join("service.yaml"), SERVICE).unwrap();
+        std::fs::write(o.join("ingress.yaml"), INGRESS).unwrap();
+        std::fs::write(o.join("app.py"), app_py).unwrap();
+        o
+    }
+
+    fn request(overlay: PathBuf) -> DeployRequest {
+        DeployRequest {
+            project: ProjectRef::parse("web/shop").unwrap(),
+            task: TaskName::new("add-cart").unwrap(),
+            overlay,
+            host: "shop.builder.example.test".into(),
+            commits: BTreeMap::new(),
+            images: BTreeMap::from([(
+                "shop-app".to_string(),
+                "localhost:5000/shop-app:abc123".to_string(),
+            )]),
+        }
+    }
+
+    fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} rendered"))
+    }
+
+    #[tokio::test]
+    async fn renders_overlay_with_lab_settings_and_is_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ov = overlay(tmp.path(), "print('hello')\n");
+        let out = tmp.path().join("lab");
+        let deployer = RenderOnly::new(&out);
+        let req = request(ov.clone());
+
+        let first = deployer.deploy(&req).await.unwrap();
+        assert_eq!(first.namespace, "web-shop-lab");
+        assert_eq!(first.mode, "render-only");
+        assert_eq!(first.urls, vec!["https://shop.builder.example.test"]);
+        assert!(!first.no_op);
+        assert_eq!(first.digest.len(), 64);
+
+        let kinds: Vec<(&str, &str, &str)> = first
+            .inventory
+            .iter()
+            .map(|i| (i.group.as_str(), i.kind.as_str(), i.namespace.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("", "ConfigMap", "web-shop-lab"),
+                ("", "Namespace", ""),
+                ("", "Service", "web-shop-lab"),
+                ("apps", "Deployment", "web-shop-lab"),
+                ("networking.k8s.io", "Ingress", "web-shop-lab"),
+            ]
+        );
+        let ns = first.inventory.iter().find(|i| i.kind == "Namespace");
+        assert_eq!(ns.unwrap().name, "web-shop-lab");
+        let cm1 = first
+            .inventory
+            .iter()
+            .find(|i| i.kind == "ConfigMap")
+            .unwrap()
+            .name
+            .clone();
+        assert!(cm1.starts_with("app-code-") && cm1.len() > "app-code-".len());
+        let ingress = first
+            .inventory
+            .iter()
+            .find(|i| i.kind == "Ingress")
+            .unwrap();
+        assert_eq!(
+            (ingress.version.as_str(), ingress.name.as_str()),
+            ("v1", "web.public")
+        );
+
+        let text = std::fs::read_to_string(out.join("web-shop/rendered.yaml")).unwrap();
+        assert_eq!(hex::encode(Sha256::digest(text.as_bytes())), first.digest);
+        let docs = yaml::parse_documents(&text).unwrap();
+        for doc in &docs {
+            let labels = &doc["metadata"]["labels"];
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "gaffer");
+            assert_eq!(labels["gaffer.dev/category"], "web");
+            assert_eq!(labels["gaffer.dev/project"], "shop");
+        }
+        let ing = find(&docs, "Ingress");
+        assert_eq!(ing["spec"]["rules"][0]["host"], "shop.builder.example.test");
+        assert_eq!(ing["spec"]["rules"][1]["host"], "shop.builder.example.test");
+        assert_eq!(
+            ing["spec"]["tls"][0]["hosts"],
+            json!(["shop.builder.example.test"])
+        );
+        assert!(!text.contains("PLACEHOLDER"));
+        let dep = find(&docs, "Deployment");
+        assert_eq!(
+            dep["spec"]["replicas"], 2,
+            "the overlay's own patch applies"
+        );
+        // includeSelectors: false leaves selectors alone.
+        assert_eq!(
+            dep["spec"]["selector"]["matchLabels"],
+            json!({"app": "web"})
+        );
+        let containers = &dep["spec"]["template"]["spec"]["containers"];
+        assert_eq!(containers[0]["image"], "localhost:5000/shop-app:abc123");
+        assert_eq!(containers[1]["image"], "busybox:1.36");
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
+            cm1.as_str(),
+            "kustomize rewrote the reference to the hashed name"
+        );
+
+        let second = deployer.deploy(&req).await.unwrap();
+        assert!(second.no_op);
+        assert_eq!(second.digest, first.digest);
+        assert_eq!(second.inventory, first.inventory);
+
+        std::fs::write(ov.join("app.py"), "print('changed')\n").unwrap();
+        let third = deployer.deploy(&req).await.unwrap();
+        assert!(!third.no_op);
+        assert_ne!(third.digest, first.digest);
+        let cm3 = &third
+            .inventory
+            .iter()
+            .find(|i| i.kind == "ConfigMap")
+            .unwrap()
+            .name;
+        assert_ne!(cm3, &cm1);
+        assert!(cm3.starts_with("app-code-"));
+        let text = std::fs::read_to_string(out.join("web-shop/rendered.yaml")).unwrap();
+        assert_eq!(hex::encode(Sha256::digest(text.as_bytes())), third.digest);
+    }
+
+    #[tokio::test]
+    async fn render_without_ingress_needs_no_host_patch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = tmp.path().join("overlay");
+        std::fs::create_dir_all(&o).unwrap();
+        std::fs::write(o.join("kustomization.yaml"), "resources: [service.yaml]\n").unwrap();
+        std::fs::write(o.join("service.yaml"), SERVICE).unwrap();
+        let mut req = request(o);
+        req.images.clear();
+        let outcome = RenderOnly::new(tmp.path().join("out"))
+            .deploy(&req)
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = outcome.inventory.iter().map(|i| i.kind.as_str()).collect();
+        assert_eq!(kinds, vec!["Namespace", "Service"]);
+        let wrapper =
+            std::fs::read_to_string(tmp.path().join("out/web-shop/wrapper/kustomization.yaml"))
+                .unwrap();
+        assert!(!wrapper.contains("patches"));
+    }
+
+    #[tokio::test]
+    async fn broken_overlay_is_a_render_error_with_kubectl_message() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = tmp.path().join("overlay");
+        std::fs::create_dir_all(&o).unwrap();
+        std::fs::write(o.join("kustomization.yaml"), "resources: [missing.yaml]\n").unwrap();
+        let err = RenderOnly::new(tmp.path().join("out"))
+            .deploy(&request(o))
+            .await
+            .unwrap_err();
+        match err {
+            LabError::Render { message, .. } => {
+                assert!(message.contains("missing.yaml"), "{message}");
+                assert_eq!(message, message.trim());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_kubectl_is_tool_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = tmp.path().join("overlay");
+        std::fs::create_dir_all(&o).unwrap();
+        let err = RenderOnly::new(tmp.path().join("out"))
+            .with_kubectl(tmp.path().join("no-such-kubectl"))
+            .deploy(&request(o))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, LabError::ToolMissing { tool } if tool == "kubectl"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn image_overrides_split_on_the_last_colon_outside_the_registry() {
+        let o = image_override("app", "registry.example/app:v2");
+        assert_eq!(
+            (
+                o.new_name.as_deref(),
+                o.new_tag.as_deref(),
+                o.digest.as_deref()
+            ),
+            (Some("registry.example/app"), Some("v2"), None)
+        );
+        let o = image_override("app", "localhost:5000/app");
+        assert_eq!(
+            (o.new_name.as_deref(), o.new_tag.as_deref()),
+            (Some("localhost:5000/app"), None)
+        );
+        let o = image_override("app", "localhost:5000/app@sha256:abcd");
+        assert_eq!(
+            (
+                o.new_name.as_deref(),
+                o.new_tag.as_deref(),
+                o.digest.as_deref()
+            ),
+            (Some("localhost:5000/app"), None, Some("sha256:abcd"))
+        );
+        let o = image_override("app", ":only-tag");
+        assert_eq!((o.new_name, o.new_tag.as_deref()), (None, Some("only-tag")));
+    }
+
+    #[test]
+    fn relative_paths_climb_out_of_the_wrapper() {
+        assert_eq!(
+            relative_path(
+                Path::new("/a/b/out/p/wrapper"),
+                Path::new("/a/b/ws/overlay")
+            ),
+            PathBuf::from("../../../ws/overlay")
+        );
+        assert_eq!(
+            relative_path(Path::new("/a"), Path::new("/a")),
+            PathBuf::from(".")
+        );
+    }
+
+    #[test]
+    fn regex_escape_protects_dots() {
+        assert_eq!(regex_escape("web.public"), "web\\.public");
+    }
+
+    #[test]
+    fn parse_documents_splits_streams_and_skips_empty_documents() {
+        let docs = yaml::parse_documents("a: 1\n---\n---\nkind: B\nlist: [x, y]\n...\n").unwrap();
+        assert_eq!(
+            docs,
+            vec![json!({"a": 1}), json!({"kind": "B", "list": ["x", "y"]})]
+        );
+        assert!(yaml::parse_documents("a: [1\n").is_err());
+        assert!(yaml::parse_documents("a: 1\na: 2\n").is_err());
+    }
+}

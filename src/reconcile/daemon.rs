@@ -1,0 +1,221 @@
+//! Wiring the reconciler together: the state engine, the connectors, the controller loop and
+//! the HTTP server. Used by `gaffer reconcile` and, in-process, by `gaffer demo`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::{Context, ReconcileError, Settings, runtime, task};
+use crate::agent::scripted::ScriptedAgent;
+use crate::chat::{LogNotifier, Notifier};
+use crate::forge::LocalForge;
+use crate::hours::Clock;
+use crate::lab::render::RenderOnly;
+use crate::lab::tests::CommandTestRunner;
+use crate::server::{Metrics, ServerState};
+use crate::state::path::ObjectKey;
+use crate::store::watch::{self, Reason, Syncer};
+use crate::store::{Identity, StatusWriter, Tracker, Transport, WriterConfig, WriterRole};
+use crate::workspace::Workspaces;
+
+/// How to run the reconciler.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The state remote (path or URL).
+    pub state: String,
+    /// Its branch.
+    pub branch: String,
+    /// gaffer's own data (clone, agent sessions, forge records, rendered manifests).
+    pub data_dir: PathBuf,
+    /// Where workspaces go.
+    pub builders: PathBuf,
+    /// Serve `/healthz`, `/metrics` and webhooks here.
+    pub listen: Option<SocketAddr>,
+    /// Secret for GitHub webhooks.
+    pub webhook_secret: Option<Vec<u8>>,
+    /// Poll interval for URL remotes.
+    pub poll: Duration,
+    /// Full resync interval.
+    pub resync: Duration,
+    /// Reconciles at once.
+    pub concurrency: usize,
+    /// Echo notifications to stdout.
+    pub echo: bool,
+    /// Always use a data-dir clone, even for a local remote.
+    pub force_clone: bool,
+}
+
+impl Options {
+    /// Defaults for `state`, with data under `data_dir`.
+    pub fn new(state: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            state: state.into(),
+            branch: "main".into(),
+            builders: data_dir.join("builders"),
+            data_dir,
+            listen: None,
+            webhook_secret: None,
+            poll: Duration::from_secs(10),
+            resync: Duration::from_secs(600),
+            concurrency: 4,
+            echo: false,
+            force_clone: false,
+        }
+    }
+}
+
+/// A running reconciler's shared parts, for callers that watch it (the demo).
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// The state as the reconciler sees it.
+    pub tracker: Arc<RwLock<Tracker>>,
+    /// The state remote.
+    pub transport: Transport,
+}
+
+/// Opens the state and builds the context; returns it with what [`run`] needs.
+pub async fn start(
+    opts: &Options,
+    clock: Arc<dyn Clock>,
+    notifier: Option<Arc<dyn Notifier>>,
+) -> Result<
+    (
+        Arc<Context>,
+        Handles,
+        tokio::sync::mpsc::UnboundedReceiver<(ObjectKey, Duration)>,
+    ),
+    ReconcileError,
+> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .map_err(|e| ReconcileError::Other(format!("{}: {e}", opts.data_dir.display())))?;
+    crate::git::Git::check_version().map_err(|e| ReconcileError::Other(e.to_string()))?;
+    let (state, branch, data, force) = (
+        opts.state.clone(),
+        opts.branch.clone(),
+        opts.data_dir.clone(),
+        opts.force_clone,
+    );
+    let transport =
+        tokio::task::spawn_blocking(move || Transport::open(&state, &branch, &data, force))
+            .await
+            .map_err(|e| ReconcileError::Other(e.to_string()))??;
+    let tracker = Arc::new(RwLock::new(Tracker::new(
+        Some(Identity::reconciler().email),
+        Some(WriterRole::Reconciler.owned()),
+    )));
+    let writer = StatusWriter::spawn(
+        transport.clone(),
+        WriterConfig::new(WriterRole::Reconciler, Identity::reconciler()),
+    );
+    let (scheduler, sched_rx) = runtime::scheduler();
+    let notifier = notifier.unwrap_or_else(|| {
+        Arc::new(LogNotifier::new(
+            Some(opts.data_dir.join("notifications.log")),
+            opts.echo,
+        ))
+    });
+    let ctx = Arc::new(Context {
+        transport: transport.clone(),
+        tracker: tracker.clone(),
+        writer,
+        agent: Arc::new(ScriptedAgent::new(opts.data_dir.join("scripted"))),
+        notifier,
+        forge: Arc::new(LocalForge::new(opts.data_dir.join("forge"))),
+        lab: Arc::new(RenderOnly::new(opts.data_dir.join("lab"))),
+        tests: Arc::new(CommandTestRunner),
+        workspaces: Workspaces::new(&opts.builders),
+        clock,
+        settings: Settings {
+            poll_interval: Duration::from_millis(100),
+            max_test_retries: 2,
+            data_dir: opts.data_dir.clone(),
+        },
+        scheduler,
+    });
+    Ok((ctx, Handles { tracker, transport }, sched_rx))
+}
+
+/// Runs the reconciler until `shutdown` resolves; in-flight reconciles finish first.
+pub async fn run(
+    opts: Options,
+    ctx: Arc<Context>,
+    sched_rx: tokio::sync::mpsc::UnboundedReceiver<(ObjectKey, Duration)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReconcileError> {
+    let transport = ctx.transport.clone();
+    let (waker, wake_rx) = watch::channel();
+    let _watcher = match transport.watch_dir() {
+        Some(dir) => match watch::watch_refs(&dir, waker.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the state repository; polling instead");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut background = Vec::new();
+    if !transport.is_direct() || _watcher.is_none() {
+        background.push(tokio::spawn(watch::poll(
+            transport.clone(),
+            opts.poll,
+            waker.clone(),
+        )));
+    }
+    background.push(tokio::spawn(watch::resync_every(
+        opts.resync,
+        waker.clone(),
+    )));
+    let (wake_tx, mut wakes) = tokio::sync::mpsc::unbounded_channel();
+    background.push(tokio::spawn(
+        Syncer::new(transport.clone(), ctx.tracker.clone()).run(wake_rx, wake_tx),
+    ));
+    let c = ctx.clone();
+    background.push(tokio::spawn(async move {
+        while let Some(wake) = wakes.recv().await {
+            tracing::debug!(keys = wake.keys.len(), full = wake.full, "state changed");
+            c.dispatch(&wake.keys);
+        }
+    }));
+    waker.wake(Reason::Start);
+
+    let stats = Arc::new(runtime::RuntimeStats::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = opts.listen {
+        let state = Arc::new(ServerState {
+            webhook_secret: opts.webhook_secret.clone(),
+            waker: Some(waker.clone()),
+            metrics: Arc::new(Metrics::default()),
+            runtime: Some(stats.clone()),
+        });
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| ReconcileError::Other(format!("cannot listen on {addr}: {e}")))?;
+        tracing::info!(%addr, "serving /healthz, /metrics and /webhooks/github");
+        let mut stop = stop_rx.clone();
+        background.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, crate::server::app(state))
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        }));
+    }
+    let c = ctx.clone();
+    runtime::run(
+        sched_rx,
+        opts.concurrency,
+        stats,
+        move |key| task::reconcile(key, c.clone()),
+        shutdown,
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    for b in background {
+        b.abort();
+    }
+    Ok(())
+}

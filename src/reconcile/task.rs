@@ -1,0 +1,1345 @@
+//! The task lifecycle: `Pending → Queued → Preparing → Running ⇄ AwaitingAnswer → Deploying →
+//! Testing → InReview → Promoted`, with `Failed`, `Suspended` and `Cancelled`.
+//!
+//! Each reconcile reads the task's files from the snapshot, takes the next idempotent step,
+//! and records the result (status, progress milestones, question files) in one commit.
+//! Every external effect is either find-or-create or keyed by an id recorded in status; the
+//! rule for each is in docs/reconciler.md.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::{Action, Context, ReconcileError};
+use crate::agent::{AgentEvent, SessionRequest};
+use crate::chat::Notification;
+use crate::forge::{Change, ChangeRequest};
+use crate::lab::DeployRequest;
+use crate::names::{Qid, RepoName, TaskRef};
+use crate::state::StatePath;
+use crate::state::path::ObjectKey;
+use crate::state::snapshot::Problem;
+use crate::state::spec::{
+    AnswerSpec, ApprovalSpec, ContinuePolicy, OnTimeout, ProjectSpec, Settings, TaskSpec,
+};
+use crate::state::status::{
+    AgentStatus, ChangeStatus, Condition, ConditionStatus, DecidedBy, Decision, Deploy, LabStatus,
+    Link, Milestone, MilestoneKind, Phase, Progress, Question, QuestionState, TaskStatus,
+};
+use crate::store::Update;
+
+/// What the reconcile of one task reads, copied out of the snapshot.
+#[derive(Debug, Clone, Default)]
+struct View {
+    head: Option<String>,
+    settings: Option<Settings>,
+    project: Option<ProjectSpec>,
+    project_present: bool,
+    lab: Option<LabStatus>,
+    exists: bool,
+    spec: Option<TaskSpec>,
+    spec_present: bool,
+    spec_problems: Vec<Problem>,
+    status: Option<TaskStatus>,
+    progress: Progress,
+    questions: BTreeMap<Qid, Question>,
+    answers: BTreeMap<Qid, AnswerSpec>,
+    approvals: Vec<ApprovalSpec>,
+    /// Other tasks of the project: (task, phase, priority, since).
+    siblings: Vec<(
+        TaskRef,
+        Phase,
+        crate::state::spec::Priority,
+        Option<Timestamp>,
+    )>,
+}
+
+impl View {
+    fn load(ctx: &Context, t: &TaskRef) -> Result<Self, ReconcileError> {
+        let tracker = ctx
+            .tracker
+            .read()
+            .map_err(|_| ReconcileError::Other("tracker lock poisoned".into()))?;
+        let snap = tracker.snapshot();
+        let mut v = View {
+            head: tracker.head().map(|h| h.to_string()),
+            settings: snap.settings.clone(),
+            ..View::default()
+        };
+        let Some(pe) = snap.projects.get(&t.project) else {
+            return Ok(v);
+        };
+        v.project = pe.spec.clone();
+        v.project_present = pe.spec_present;
+        v.lab = pe.lab.clone();
+        for (name, te) in &pe.tasks {
+            let tr = TaskRef {
+                project: t.project.clone(),
+                task: name.clone(),
+            };
+            if &tr == t {
+                continue;
+            }
+            let phase = te.status.as_ref().map_or(Phase::Pending, |s| s.phase);
+            let prio = te.spec.as_ref().map(|s| s.priority).unwrap_or_default();
+            let since = te.status.as_ref().and_then(|s| s.phase_since);
+            v.siblings.push((tr, phase, prio, since));
+        }
+        let Some(te) = pe.tasks.get(&t.task) else {
+            return Ok(v);
+        };
+        v.exists = true;
+        v.spec = te.spec.as_deref().cloned();
+        v.spec_present = te.spec_present;
+        v.spec_problems = snap
+            .problems_of(&StatePath::TaskSpec(t.clone()).to_path())
+            .to_vec();
+        v.status = te.status.as_deref().cloned();
+        v.progress = te.progress.clone().unwrap_or_default();
+        v.questions = te
+            .questions
+            .iter()
+            .map(|(k, q)| (k.clone(), (**q).clone()))
+            .collect();
+        v.answers = te
+            .answers
+            .iter()
+            .map(|(k, a)| (k.clone(), (**a).clone()))
+            .collect();
+        v.approvals = te.approvals.values().cloned().collect();
+        Ok(v)
+    }
+}
+
+/// The changes one reconcile makes, committed together.
+struct Plan {
+    t: TaskRef,
+    now: Timestamp,
+    status: TaskStatus,
+    original: Option<TaskStatus>,
+    progress: Progress,
+    first_new_milestone: usize,
+    questions: BTreeMap<Qid, Question>,
+    changed_questions: BTreeSet<Qid>,
+    lab: Option<LabStatus>,
+    summaries: Vec<String>,
+}
+
+impl Plan {
+    fn new(t: &TaskRef, view: &View, now: Timestamp) -> Self {
+        let mut status = view.status.clone().unwrap_or_default();
+        status.observed_commit = view.head.clone();
+        Self {
+            t: t.clone(),
+            now,
+            status,
+            original: view.status.clone(),
+            first_new_milestone: view.progress.milestones.len(),
+            progress: view.progress.clone(),
+            questions: view.questions.clone(),
+            changed_questions: BTreeSet::new(),
+            lab: None,
+            summaries: Vec::new(),
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        self.status.phase
+    }
+
+    fn milestone(&mut self, kind: MilestoneKind, text: impl Into<String>, commit: Option<String>) {
+        let seq = self.progress.milestones.len() as u32 + 1;
+        self.progress.milestones.push(Milestone {
+            seq,
+            at: self.now,
+            kind,
+            text: text.into(),
+            commit,
+        });
+    }
+
+    fn transition(&mut self, to: Phase, reason: &str, message: impl Into<String>) {
+        let from = self.status.phase;
+        let message = message.into();
+        self.status.phase = to;
+        self.status.phase_since = Some(self.now);
+        self.status.reason = Some(reason.to_string());
+        self.status.message = (!message.is_empty()).then(|| message.clone());
+        let ready = match to {
+            Phase::Promoted => ConditionStatus::True,
+            _ => ConditionStatus::False,
+        };
+        set_condition(&mut self.status, "Ready", ready, reason, &message, self.now);
+        let text = if message.is_empty() {
+            format!("{from} → {to}")
+        } else {
+            format!("{from} → {to}: {message}")
+        };
+        self.milestone(MilestoneKind::Phase, text, None);
+        self.summaries.push(format!("{} {from} → {to}", self.t));
+    }
+
+    fn question_changed(&mut self, qid: &Qid, q: Question) {
+        self.questions.insert(qid.clone(), q);
+        self.changed_questions.insert(qid.clone());
+    }
+
+    fn effect(&self, key: &str) -> Option<&str> {
+        self.status.effects.get(key).map(String::as_str)
+    }
+
+    fn set_effect(&mut self, key: &str, value: impl Into<String>) {
+        self.status.effects.insert(key.to_string(), value.into());
+    }
+
+    /// Writes everything that changed in one commit, then tells people.
+    async fn commit(mut self, ctx: &Context) -> Result<(), ReconcileError> {
+        let new_milestones: Vec<Milestone> =
+            self.progress.milestones[self.first_new_milestone..].to_vec();
+        let mut updates = Vec::new();
+        let summary = match (self.summaries.first(), new_milestones.first()) {
+            (Some(s), _) => s.clone(),
+            (None, Some(m)) => format!("{} {}", self.t, m.text),
+            (None, None) => format!("{} status", self.t),
+        };
+        if !new_milestones.is_empty()
+            && let Some(last) = new_milestones.last()
+        {
+            self.set_effect(
+                "notified",
+                last.seq
+                    .saturating_sub(new_milestones.len() as u32)
+                    .to_string(),
+            );
+        }
+        let status_changed = {
+            let mut a = self.original.clone();
+            let mut b = Some(self.status.clone());
+            // observedCommit alone is not worth a commit.
+            if let Some(a) = a.as_mut() {
+                a.observed_commit = None;
+            }
+            if let Some(b) = b.as_mut() {
+                b.observed_commit = None;
+            }
+            a != b
+        };
+        if !status_changed
+            && new_milestones.is_empty()
+            && self.changed_questions.is_empty()
+            && self.lab.is_none()
+        {
+            return Ok(());
+        }
+        updates.push(Update::put(
+            StatePath::TaskStatus(self.t.clone()),
+            yaml(&self.status)?,
+            summary.clone(),
+        ));
+        if !new_milestones.is_empty() {
+            updates.push(Update::put(
+                StatePath::Progress(self.t.clone()),
+                yaml(&self.progress)?,
+                summary.clone(),
+            ));
+        }
+        for qid in &self.changed_questions {
+            if let Some(q) = self.questions.get(qid) {
+                updates.push(Update::put(
+                    StatePath::Question(self.t.clone(), qid.clone()),
+                    yaml(q)?,
+                    format!("{} {qid} {}", self.t, state_word(q.state)),
+                ));
+            }
+        }
+        if let Some(lab) = &self.lab {
+            updates.push(Update::put(
+                StatePath::LabStatus(self.t.project.clone()),
+                yaml(lab)?,
+                summary.clone(),
+            ));
+        }
+        for s in self.summaries.iter().skip(1) {
+            // Extra summaries ride along in the message body via the writer's coalescing.
+            updates.push(Update {
+                path: StatePath::TaskStatus(self.t.clone()),
+                content: Some(yaml(&self.status)?.into_bytes()),
+                summary: s.clone(),
+                create_only: false,
+            });
+        }
+        ctx.writer.write(updates).await?;
+        ctx.refresh().await?;
+        notify(ctx, &self.t, &new_milestones).await?;
+        Ok(())
+    }
+}
+
+fn state_word(s: QuestionState) -> &'static str {
+    match s {
+        QuestionState::Open => "asked",
+        QuestionState::Provisional => "asked (going on with the recommended option)",
+        QuestionState::Answered => "answered",
+        QuestionState::Defaulted => "defaulted",
+        QuestionState::Overridden => "overridden",
+    }
+}
+
+fn yaml<T: serde::Serialize>(v: &T) -> Result<String, ReconcileError> {
+    crate::state::yaml::to_string(v).map_err(|e| ReconcileError::Other(e.to_string()))
+}
+
+fn set_condition(
+    status: &mut TaskStatus,
+    type_: &str,
+    value: ConditionStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = now;
+            }
+            c.status = value;
+            c.reason = reason.to_string();
+            c.message = message.to_string();
+        }
+        None => status.conditions.push(Condition {
+            type_: type_.to_string(),
+            status: value,
+            reason: reason.to_string(),
+            message: message.to_string(),
+            last_transition_time: now,
+        }),
+    }
+}
+
+async fn notify(
+    ctx: &Context,
+    t: &TaskRef,
+    milestones: &[Milestone],
+) -> Result<(), ReconcileError> {
+    for m in milestones {
+        ctx.notifier
+            .notify(&Notification {
+                id: format!("{t}#{}", m.seq),
+                task: t.to_string(),
+                text: m.text.clone(),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Milestones committed but perhaps not delivered (a crash between the two): deliver again;
+/// notifiers deliver each id once.
+async fn catch_up_notifications(
+    ctx: &Context,
+    t: &TaskRef,
+    view: &View,
+) -> Result<(), ReconcileError> {
+    let notified: usize = view
+        .status
+        .as_ref()
+        .and_then(|s| s.effects.get("notified"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let pending: Vec<Milestone> = view
+        .progress
+        .milestones
+        .iter()
+        .skip(notified)
+        .cloned()
+        .collect();
+    notify(ctx, t, &pending).await
+}
+
+/// Reconciles one object; only tasks have work of their own.
+pub async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let ObjectKey::Task(t) = key else {
+        return Ok(Action::await_change());
+    };
+    let view = View::load(&ctx, &t)?;
+    catch_up_notifications(&ctx, &t, &view).await?;
+    let Some(settings) = view.settings.clone() else {
+        return Ok(Action::await_change());
+    };
+    if !view.exists {
+        return Ok(Action::await_change());
+    }
+    let mut plan = Plan::new(&t, &view, ctx.clock.now());
+    let action = step(&ctx, &t, &view, &settings, &mut plan).await?;
+    let left_active =
+        view.status.as_ref().is_some_and(|s| s.phase.is_active()) && !plan.phase().is_active();
+    plan.commit(&ctx).await?;
+    if left_active {
+        // A slot in the project freed up: queued siblings may start.
+        for (s, phase, _, _) in &view.siblings {
+            if *phase == Phase::Queued {
+                ctx.scheduler.now(ObjectKey::Task(s.clone()));
+            }
+        }
+    }
+    Ok(action)
+}
+
+async fn stop_agent(ctx: &Context, plan: &Plan) -> Result<(), ReconcileError> {
+    if let Some(session) = plan
+        .status
+        .agent
+        .as_ref()
+        .and_then(|a| a.session_id.clone())
+    {
+        match ctx.agent.stop(&session).await {
+            Ok(()) | Err(crate::agent::AgentError::NoSession(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn step(
+    ctx: &Context,
+    t: &TaskRef,
+    view: &View,
+    settings: &Settings,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
+    // The task was deleted: stop, keep the worktree and branches.
+    if !view.spec_present {
+        if view.status.is_some() && plan.phase() != Phase::Cancelled {
+            stop_agent(ctx, plan).await?;
+            plan.transition(
+                Phase::Cancelled,
+                "TaskDeleted",
+                "task.yaml was deleted; worktree and branches kept",
+            );
+        }
+        return Ok(Action::await_change());
+    }
+    // An invalid task.yaml: report where, do nothing else.
+    let Some(spec) = view.spec.clone() else {
+        let msg = view
+            .spec_problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        set_condition(
+            &mut plan.status,
+            "SpecValid",
+            ConditionStatus::False,
+            "InvalidSpec",
+            &msg,
+            plan.now,
+        );
+        plan.status.message = Some(msg);
+        plan.status.reason = Some("InvalidSpec".into());
+        return Ok(Action::await_change());
+    };
+    if plan
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "SpecValid" && c.status == ConditionStatus::False)
+    {
+        set_condition(
+            &mut plan.status,
+            "SpecValid",
+            ConditionStatus::True,
+            "Valid",
+            "",
+            plan.now,
+        );
+    }
+    let Some(project) = view.project.clone() else {
+        let msg = if view.project_present {
+            "project.yaml is invalid; see gaffer validate"
+        } else {
+            "the project has no project.yaml"
+        };
+        set_condition(
+            &mut plan.status,
+            "ProjectReady",
+            ConditionStatus::False,
+            "NoProject",
+            msg,
+            plan.now,
+        );
+        return Ok(Action::await_change());
+    };
+
+    if spec.cancel {
+        if plan.phase() != Phase::Cancelled {
+            stop_agent(ctx, plan).await?;
+            plan.transition(
+                Phase::Cancelled,
+                "Cancelled",
+                "cancel: true; worktree and branches kept",
+            );
+        }
+        return Ok(Action::await_change());
+    }
+    if matches!(plan.phase(), Phase::Cancelled | Phase::Promoted) {
+        return Ok(Action::await_change());
+    }
+    if spec.suspend {
+        if plan.phase() != Phase::Suspended {
+            stop_agent(ctx, plan).await?;
+            let from = plan.phase();
+            plan.set_effect("suspendedFrom", from.as_str());
+            plan.transition(Phase::Suspended, "Suspended", "suspend: true");
+        }
+        return Ok(Action::await_change());
+    }
+    if plan.phase() == Phase::Suspended {
+        let back = match plan.effect("suspendedFrom") {
+            Some("Running") | Some("AwaitingAnswer") => Phase::Running,
+            Some("Deploying") => Phase::Deploying,
+            Some("Testing") => Phase::Testing,
+            Some("InReview") => Phase::InReview,
+            _ => Phase::Pending,
+        };
+        if back == Phase::Running
+            && let Some(session) = plan
+                .status
+                .agent
+                .as_ref()
+                .and_then(|a| a.session_id.clone())
+        {
+            let n = plan
+                .status
+                .agent
+                .as_ref()
+                .map_or(0, |a| a.prompts_sent.len());
+            let id = format!("resume-{n}");
+            ctx.agent
+                .send(
+                    &session,
+                    &id,
+                    "You were paused and are resumed now; carry on where you left off.",
+                )
+                .await?;
+            if let Some(a) = plan.status.agent.as_mut() {
+                a.prompts_sent.push(id);
+            }
+        }
+        plan.transition(back, "Resumed", "suspend: false");
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+    if plan.phase() == Phase::Failed {
+        if spec.retry > plan.status.observed_retry {
+            plan.status.observed_retry = spec.retry;
+            plan.status.attempts = 0;
+            let back = match plan.effect("failedIn") {
+                Some("Deploying") => Phase::Deploying,
+                Some("Testing") => Phase::Testing,
+                Some("InReview") => Phase::InReview,
+                Some("Running") | Some("AwaitingAnswer") if plan.status.agent.is_some() => {
+                    Phase::Running
+                }
+                _ => Phase::Preparing,
+            };
+            plan.transition(back, "Retry", format!("retry: {}", spec.retry));
+            return Ok(Action::requeue(Duration::ZERO));
+        }
+        return Ok(Action::await_change());
+    }
+
+    match plan.phase() {
+        Phase::Pending => {
+            plan.transition(Phase::Queued, "Queued", "");
+            Ok(Action::requeue(Duration::ZERO))
+        }
+        Phase::Queued => queued(t, view, settings, &spec, plan),
+        Phase::Preparing => preparing(ctx, t, &spec, &project, plan).await,
+        Phase::Running | Phase::AwaitingAnswer => {
+            running(ctx, t, view, settings, &spec, &project, plan).await
+        }
+        Phase::Deploying => deploying(ctx, t, view, settings, &project, plan).await,
+        Phase::Testing => testing(ctx, t, view, &project, plan).await,
+        Phase::InReview => in_review(ctx, t, view, settings, &spec, &project, plan).await,
+        Phase::Promoted | Phase::Failed | Phase::Suspended | Phase::Cancelled => {
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn queued(
+    t: &TaskRef,
+    view: &View,
+    settings: &Settings,
+    spec: &TaskSpec,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
+    let active = view
+        .siblings
+        .iter()
+        .filter(|(_, p, _, _)| p.is_active())
+        .count();
+    let limit = settings.limits.active_tasks_per_project as usize;
+    if active >= limit {
+        plan.status.message = Some(format!(
+            "waiting for a free slot ({active}/{limit} active in {})",
+            t.project
+        ));
+        plan.status.reason = Some("ProjectBusy".into());
+        return Ok(Action::await_change());
+    }
+    // Priority first, then the order tasks were queued in, then name.
+    let me = (
+        std::cmp::Reverse(spec.priority),
+        plan.status.phase_since,
+        t.task.clone(),
+    );
+    let ahead = view
+        .siblings
+        .iter()
+        .filter(|(_, p, _, _)| *p == Phase::Queued)
+        .filter(|(s, _, prio, since)| (std::cmp::Reverse(*prio), *since, s.task.clone()) < me)
+        .count();
+    if active + ahead >= limit {
+        plan.status.reason = Some("ProjectBusy".into());
+        plan.status.message = Some(format!(
+            "{ahead} task(s) ahead in the queue of {}",
+            t.project
+        ));
+        return Ok(Action::await_change());
+    }
+    plan.transition(Phase::Preparing, "Starting", "");
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+fn task_prompt(
+    t: &TaskRef,
+    spec: &TaskSpec,
+    worktrees: &BTreeMap<RepoName, std::path::PathBuf>,
+    project: &ProjectSpec,
+) -> String {
+    let mut p = format!(
+        "# Task: {}\n\nProject: {}\nBranch: {}\n\n",
+        spec.title,
+        t.project,
+        t.branch()
+    );
+    if !spec.description.is_empty() {
+        p.push_str(&spec.description);
+        p.push_str("\n\n");
+    }
+    p.push_str("## Repositories (git worktrees, already on the branch)\n");
+    for (name, dir) in worktrees {
+        p.push_str(&format!("- {name}: {}\n", dir.display()));
+    }
+    p.push_str(
+        "\n## How to work\n- Keep a todo list and complete items as you go; each completed item is reported.\n\
+         - When you need a decision, ask with the question tool: list the recommended option first and\n  \
+           end its label with \" (Recommended)\". You may be answered at once with the recommended\n  \
+           option and told later if a person chose differently.\n",
+    );
+    if let Some(lab) = &project.lab {
+        p.push_str(&format!(
+            "- Your work is deployed from {} to the lab namespace {}; LAB_NAMESPACE and LAB_URL are set for tests.\n",
+            lab.overlay.value,
+            t.project.lab_namespace()
+        ));
+        if let Some(test) = &lab.test {
+            p.push_str(&format!("- The lab tests run with: {test}\n"));
+        }
+    }
+    p.push_str(
+        "- When the task is complete, say so in one final message summarising what you did.\n",
+    );
+    p
+}
+
+async fn preparing(
+    ctx: &Context,
+    t: &TaskRef,
+    spec: &TaskSpec,
+    project: &ProjectSpec,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
+    let ws = ctx.workspaces.clone();
+    let (tt, pp) = (t.clone(), project.clone());
+    let repos = tokio::task::spawn_blocking(move || ws.prepare(&tt, &pp))
+        .await
+        .map_err(|e| ReconcileError::Other(e.to_string()))??;
+    for (name, rs) in repos {
+        let entry = plan.status.repos.entry(name).or_insert(rs.clone());
+        entry.branch = rs.branch;
+        if entry.base_commit.is_none() {
+            entry.base_commit = rs.base_commit;
+        }
+        entry.head_commit = rs.head_commit;
+    }
+    let worktrees: BTreeMap<RepoName, std::path::PathBuf> = project
+        .repos
+        .iter()
+        .map(|r| {
+            (
+                r.name.value.clone(),
+                ctx.workspaces.repo_dir(t, &r.name.value),
+            )
+        })
+        .collect();
+    let req = SessionRequest {
+        task: t.clone(),
+        project_dir: ctx.workspaces.project_dir(t),
+        worktrees: worktrees.clone(),
+        model: project.agent.model.clone(),
+        agent: project.agent.agent.clone(),
+        script: project.agent.script.clone(),
+    };
+    let existing = plan
+        .status
+        .agent
+        .as_ref()
+        .and_then(|a| a.session_id.clone());
+    let session = ctx.agent.ensure_session(&req, existing.as_deref()).await?;
+    let prompt = task_prompt(t, spec, &worktrees, project);
+    ctx.agent.send(&session.id, "task", &prompt).await?;
+    let mut agent = plan.status.agent.clone().unwrap_or(AgentStatus {
+        runtime: ctx.agent.name().to_string(),
+        session_id: None,
+        port: None,
+        tmux: None,
+        prompts_sent: Vec::new(),
+    });
+    agent.session_id = Some(session.id.clone());
+    agent.port = session.port;
+    agent.tmux = session.tmux.clone();
+    if !agent.prompts_sent.iter().any(|p| p == "task") {
+        agent.prompts_sent.push("task".into());
+    }
+    plan.status.agent = Some(agent);
+    if let Some(tmux) = &session.tmux {
+        upsert_link(
+            &mut plan.status.links,
+            "attach",
+            format!("tmux attach -t {tmux}"),
+        );
+    }
+    plan.transition(
+        Phase::Running,
+        "AgentStarted",
+        format!("workspace ready, session {}", session.id),
+    );
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+fn upsert_link(links: &mut Vec<Link>, name: &str, url: String) {
+    match links.iter_mut().find(|l| l.name == name) {
+        Some(l) => l.url = url,
+        None => links.push(Link {
+            name: name.to_string(),
+            url,
+        }),
+    }
+}
+
+/// The question policy in force: task overrides, then project, then gaffer.yaml.
+fn policy(
+    settings: &Settings,
+    project: &ProjectSpec,
+    spec: &TaskSpec,
+) -> (jiff::SignedDuration, OnTimeout, ContinuePolicy) {
+    let g = &settings.questions;
+    let p = project.questions.clone().unwrap_or_default();
+    let t = spec.questions.clone().unwrap_or_default();
+    let timeout = t.timeout.or(p.timeout).unwrap_or(g.timeout);
+    (
+        timeout.get(),
+        t.on_timeout.or(p.on_timeout).unwrap_or(g.on_timeout),
+        t.continue_.or(p.continue_).unwrap_or(g.continue_),
+    )
+}
+
+fn allowed(settings: &Settings, who: Option<&str>) -> bool {
+    who.is_some_and(|w| {
+        settings.authors.answers.iter().any(|a| a == w)
+            || settings.authors.slack_users.iter().any(|a| a == w)
+    })
+}
+
+async fn running(
+    ctx: &Context,
+    t: &TaskRef,
+    view: &View,
+    settings: &Settings,
+    spec: &TaskSpec,
+    project: &ProjectSpec,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
+    let Some(session) = plan
+        .status
+        .agent
+        .as_ref()
+        .and_then(|a| a.session_id.clone())
+    else {
+        plan.transition(
+            Phase::Preparing,
+            "NoSession",
+            "no agent session recorded; preparing again",
+        );
+        return Ok(Action::requeue(Duration::ZERO));
+    };
+    let (timeout, on_timeout, cont) = policy(settings, project, spec);
+
+    // People's answers.
+    for (qid, answer) in &view.answers {
+        let Some(q) = plan.questions.get(qid).cloned() else {
+            continue;
+        };
+        let choice: Vec<String> = match (&answer.choice, &answer.text) {
+            (Some(c), _) => c.value.labels().into_iter().map(str::to_string).collect(),
+            (None, Some(text)) => vec![text.clone()],
+            (None, None) => continue,
+        };
+        let already = q.decision.as_ref().is_some_and(|d| {
+            d.decided_by == DecidedBy::Human && d.choice == choice && d.note == answer.note
+        });
+        if already {
+            continue;
+        }
+        let mut q = q;
+        if !allowed(settings, answer.by.as_deref()) {
+            let why = format!(
+                "answer by {} ignored: not listed in gaffer.yaml authors",
+                answer.by.as_deref().unwrap_or("an unknown author")
+            );
+            if !q.problems.contains(&why) {
+                q.problems.push(why);
+                plan.question_changed(qid, q);
+            }
+            continue;
+        }
+        let valid = choice.iter().all(|c| q.has_option(c)) || (q.custom && answer.choice.is_none());
+        if !valid {
+            let why = format!(
+                "answer {:?} ignored: not one of the options",
+                choice.join(", ")
+            );
+            if !q.problems.contains(&why) {
+                q.problems.push(why);
+                plan.question_changed(qid, q);
+            }
+            continue;
+        }
+        let overriding = matches!(q.state, QuestionState::Defaulted)
+            || (q.state == QuestionState::Provisional && choice != vec![q.recommended.clone()]);
+        q.state = if overriding {
+            QuestionState::Overridden
+        } else {
+            QuestionState::Answered
+        };
+        q.decision = Some(Decision {
+            choice: choice.clone(),
+            decided_by: DecidedBy::Human,
+            by: answer.by.clone(),
+            at: answer.at.unwrap_or(plan.now),
+            note: answer.note.clone(),
+        });
+        plan.milestone(
+            MilestoneKind::Question,
+            format!(
+                "✅ {qid} answered {} by {}",
+                choice.join(", "),
+                answer.by.as_deref().unwrap_or("?")
+            ),
+            None,
+        );
+        plan.question_changed(qid, q);
+    }
+
+    // Deadlines.
+    let mut next_deadline: Option<Timestamp> = None;
+    for (qid, q) in plan.questions.clone() {
+        if !matches!(q.state, QuestionState::Open | QuestionState::Provisional) {
+            continue;
+        }
+        let Some(deadline) = q.deadline else { continue };
+        if deadline <= plan.now && on_timeout == OnTimeout::Recommended {
+            let mut q = q;
+            q.state = QuestionState::Defaulted;
+            q.decision = Some(Decision {
+                choice: vec![q.recommended.clone()],
+                decided_by: DecidedBy::TimeoutDefault,
+                by: None,
+                at: plan.now,
+                note: None,
+            });
+            plan.milestone(
+                MilestoneKind::Question,
+                format!("⏰ {qid} defaulted to {} at the deadline", q.recommended),
+                None,
+            );
+            plan.question_changed(&qid, q);
+        } else if deadline > plan.now {
+            next_deadline = Some(next_deadline.map_or(deadline, |d: Timestamp| d.min(deadline)));
+        }
+    }
+
+    // Relay decisions (and provisional answers) to the agent, once each.
+    for (qid, q) in plan.questions.clone() {
+        let desired = match (&q.decision, q.state) {
+            (Some(d), _) => Some((d.choice.clone(), d.note.clone())),
+            (None, QuestionState::Provisional) => Some((vec![q.recommended.clone()], None)),
+            _ => None,
+        };
+        let (Some((choice, note)), Some(request)) = (desired, q.request_id.clone()) else {
+            continue;
+        };
+        let key = format!("relayed.{qid}");
+        let value = choice.join("\u{1f}");
+        if plan.effect(&key) != Some(value.as_str()) {
+            ctx.agent
+                .answer(&session, &request, &choice, note.as_deref())
+                .await?;
+            plan.set_effect(&key, value);
+        }
+    }
+
+    // What the agent did since last time.
+    let cursor: u64 = plan
+        .effect("agentCursor")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let polled = ctx.agent.poll(&session, cursor).await?;
+    plan.set_effect("agentCursor", polled.cursor.to_string());
+    let mut finished = None;
+    for event in polled.events {
+        match event {
+            AgentEvent::Todo(text) => {
+                plan.milestone(MilestoneKind::Todo, format!("✔ {text}"), None)
+            }
+            AgentEvent::Edited(files) => {
+                let commits =
+                    checkpoint(ctx, t, project, &format!("edited {}", files.join(", "))).await?;
+                let commit = commits.values().next().cloned();
+                for (repo, head) in &commits {
+                    if let Some(rs) = plan.status.repos.get_mut(repo) {
+                        rs.head_commit = Some(head.clone());
+                    }
+                }
+                plan.milestone(
+                    MilestoneKind::Checkpoint,
+                    format!("📝 edited {}", files.join(", ")),
+                    commit,
+                );
+            }
+            AgentEvent::Question(asked) => {
+                let qid = Qid::new(format!("q-{:03}", plan.questions.len() + 1))
+                    .map_err(|e| ReconcileError::Other(e.to_string()))?;
+                let deadline = crate::hours::deadline(plan.now, timeout, &settings.business_hours)
+                    .map_err(|e| ReconcileError::Other(e.to_string()))?;
+                let state = match cont {
+                    ContinuePolicy::Immediately => QuestionState::Provisional,
+                    ContinuePolicy::AtDeadline => QuestionState::Open,
+                };
+                let q = Question {
+                    kind: Default::default(),
+                    text: asked.text.clone(),
+                    header: asked.header.clone(),
+                    recommended: asked.recommended(),
+                    options: asked.options.clone(),
+                    multiple: asked.multiple,
+                    custom: asked.custom,
+                    asked_at: plan.now,
+                    deadline: Some(deadline),
+                    state,
+                    request_id: Some(asked.request_id.clone()),
+                    decision: None,
+                    point: BTreeMap::new(),
+                    provisional_branch: None,
+                    problems: Vec::new(),
+                };
+                let tz = settings
+                    .business_hours
+                    .time_zone()
+                    .unwrap_or(jiff::tz::TimeZone::UTC);
+                let when = deadline
+                    .to_zoned(tz)
+                    .strftime("%a %d %b %H:%M %Z")
+                    .to_string();
+                let going_on = if state == QuestionState::Provisional {
+                    format!("; going on with {}", q.recommended)
+                } else {
+                    String::new()
+                };
+                plan.milestone(
+                    MilestoneKind::Question,
+                    format!(
+                        "❓ {qid}: {} (recommended: {}; deadline {when}{going_on})",
+                        q.text, q.recommended
+                    ),
+                    None,
+                );
+                next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                plan.question_changed(&qid, q);
+            }
+            AgentEvent::Finished(summary) => finished = Some(summary),
+            AgentEvent::Failed { message, retryable } => {
+                plan.set_effect("failedIn", "Running");
+                if retryable && plan.status.attempts < 3 {
+                    plan.status.attempts += 1;
+                    plan.milestone(
+                        MilestoneKind::Error,
+                        format!("⚠ {message} (retrying)"),
+                        None,
+                    );
+                    let id = format!("retry-{}", plan.status.attempts);
+                    ctx.agent
+                        .send(&session, &id, "The last request failed; please continue.")
+                        .await?;
+                } else {
+                    plan.transition(Phase::Failed, "AgentFailed", message);
+                    return Ok(Action::await_change());
+                }
+            }
+        }
+    }
+    let open = plan
+        .questions
+        .values()
+        .any(|q| q.state == QuestionState::Open);
+    if let Some(summary) = finished {
+        let commits = checkpoint(ctx, t, project, "done").await?;
+        for (repo, head) in &commits {
+            if let Some(rs) = plan.status.repos.get_mut(repo) {
+                rs.head_commit = Some(head.clone());
+            }
+        }
+        plan.milestone(MilestoneKind::Todo, format!("🏁 {summary}"), None);
+        plan.transition(Phase::Deploying, "AgentDone", "");
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+    if open && plan.phase() == Phase::Running {
+        plan.transition(
+            Phase::AwaitingAnswer,
+            "QuestionAsked",
+            "a question waits for a person",
+        );
+    } else if !open && plan.phase() == Phase::AwaitingAnswer {
+        plan.transition(Phase::Running, "Answered", "");
+    }
+    let wait = match next_deadline {
+        Some(d) if polled.waiting || open => {
+            let secs = (d.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
+            Duration::from_millis(secs.min(30_000))
+        }
+        _ if polled.waiting || open => Duration::from_secs(30),
+        _ => ctx.settings.poll_interval,
+    };
+    Ok(Action::requeue(wait))
+}
+
+async fn checkpoint(
+    ctx: &Context,
+    t: &TaskRef,
+    project: &ProjectSpec,
+    message: &str,
+) -> Result<BTreeMap<RepoName, String>, ReconcileError> {
+    let ws = ctx.workspaces.clone();
+    let (tt, pp, m) = (t.clone(), project.clone(), message.to_string());
+    Ok(
+        tokio::task::spawn_blocking(move || ws.checkpoint(&tt, &pp, &m))
+            .await
+            .map_err(|e| ReconcileError::Other(e.to_string()))??,
+    )
+}
+
+async fn deploying(
+    ctx: &Context,
+    t: &TaskRef,
+    view: &View,
+    settings: &Settings,
+    project: &ProjectSpec,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
+    let Some(lab) = &project.lab else {
+        plan.transition(
+            Phase::InReview,
+            "NoLab",
+            "the project has no lab; going to review",
+        );
+        return Ok(Action::requeue(Duration::ZERO));
+    };
+    let overlay = ctx
+        .workspaces
+        .project_dir(t)
+        .join("repos")
+        .join(&lab.overlay.value);
+    let commits: BTreeMap<RepoName, String> = plan
+        .status
+        .repos
+        .iter()
+        .filter_map(|(k, v)| v.head_commit.clone().map(|h| (k.clone(), h)))
+        .collect();
+    let req = DeployRequest {
+        project: t.project.clone(),
+        task: t.task.clone(),
+        overlay,
+        host: settings.lab_host(&t.project.project),
+        commits: commits.clone(),
+        images: BTreeMap::new(),
+    };
+    let out = match ctx.lab.deploy(&req).await {
+        Ok(out) => out,
+        Err(e) => {
+            plan.set_effect("failedIn", "Deploying");
+            plan.transition(Phase::Failed, "DeployFailed", e.to_string());
+            return Ok(Action::await_change());
+        }
+    };
+    let mut lab_status = view.lab.clone().unwrap_or_default();
+    lab_status.observed_commit = view.head.clone();
+    lab_status.namespace = out.namespace.clone();
+    if lab_status.created_at.is_none() {
+        lab_status.created_at = Some(plan.now);
+    }
+    lab_status.mode = Some(out.mode.clone());
+    lab_status.inventory = out.inventory.clone();
+    lab_status.urls = out.urls.clone();
+    lab_status.last_deploy = Some(Deploy {
+        task: t.task.clone(),
+        commits,
+        at: plan.now,
+        no_op: out.no_op,
+    });
+    plan.lab = Some(lab_status);
+    if let Some(url) = out.urls.first() {
+        upsert_link(&mut plan.status.links, "lab", url.clone());
+    }
+    plan.milestone(
+        MilestoneKind::Deploy,
+        format!(
+            "🚀 {} {} objects to {}{}",
+            if out.mode == "render-only" {
+                "rendered"
+            } else {
+                "deployed"
+            },
+            out.inventory.len(),
+            out.namespace,
+            if out.no_op { " (unchanged)" } else { "" }
+        ),
+        None,
+    );
+    if let Some(url) = out.urls.first() {
+        plan.milestone(MilestoneKind::Deploy, format!("🔗 Lab: {url}"), None);
+    }
+    if lab.test.is_some() {
+        plan.transition(Phase::Testing, "Deployed", "");
+    } else {
+        plan.transition(Phase::InReview, "Deployed", "no lab.test configured");
+    }
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+async fn testing(
+    ctx: &Context,
+    t: &TaskRef,
+    view: &View,
+    project: &ProjectSpec,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
+    let Some(test) = project.lab.as_ref().and_then(|l| l.test.clone()) else {
+        plan.transition(Phase::InReview, "NoTests", "");
+        return Ok(Action::requeue(Duration::ZERO));
+    };
+    let argv: Vec<String> = test.split_whitespace().map(str::to_string).collect();
+    let Some(first_repo) = project.repos.first() else {
+        return Err(ReconcileError::Other("project has no repos".into()));
+    };
+    let workdir = ctx.workspaces.repo_dir(t, &first_repo.name.value);
+    let url = plan
+        .status
+        .links
+        .iter()
+        .find(|l| l.name == "lab")
+        .map(|l| l.url.clone())
+        .unwrap_or_default();
+    let results = ctx
+        .tests
+        .run(&argv, &workdir, &t.project.lab_namespace(), &url)
+        .await?;
+    let line = crate::lab::tests::summary_line(&results);
+    let mut lab_status = plan
+        .lab
+        .clone()
+        .or_else(|| view.lab.clone())
+        .unwrap_or_default();
+    lab_status.tests = Some(results.clone());
+    plan.lab = Some(lab_status);
+    plan.milestone(MilestoneKind::Test, line, None);
+    if results.failed == 0 {
+        plan.status.attempts = 0;
+        plan.transition(Phase::InReview, "TestsPassed", "");
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+    plan.status.attempts += 1;
+    if plan.status.attempts > ctx.settings.max_test_retries {
+        plan.set_effect("failedIn", "Testing");
+        plan.transition(
+            Phase::Failed,
+            "TestsFailing",
+            format!(
+                "lab tests still failing after {} attempts",
+                plan.status.attempts
+            ),
+        );
+        return Ok(Action::await_change());
+    }
+    let Some(session) = plan
+        .status
+        .agent
+        .as_ref()
+        .and_then(|a| a.session_id.clone())
+    else {
+        return Err(ReconcileError::Other(
+            "no agent session to send test failures to".into(),
+        ));
+    };
+    let mut text = format!(
+        "The lab tests failed ({} of {}):\n",
+        results.failed,
+        results.passed + results.failed
+    );
+    for f in &results.failures {
+        text.push_str(&format!("- {}: {}\n", f.name, f.message));
+    }
+    text.push_str("Please fix them; the work is deployed and tested again when you are done.\n");
+    let id = format!(
+        "{}tests-{}",
+        crate::agent::scripted::FEEDBACK_PREFIX,
+        plan.status.attempts
+    );
+    ctx.agent.send(&session, &id, &text).await?;
+    if let Some(a) = plan.status.agent.as_mut()
+        && !a.prompts_sent.contains(&id)
+    {
+        a.prompts_sent.push(id);
+    }
+    plan.transition(
+        Phase::Running,
+        "TestsFailed",
+        "test failures sent back to the agent",
+    );
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+async fn in_review(
+    ctx: &Context,
+    t: &TaskRef,
+    view: &View,
+    settings: &Settings,
+    spec: &TaskSpec,
+    project: &ProjectSpec,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
+    // Open (or find) a change per repo with commits beyond its base, in a stable order.
+    let mut repos: Vec<_> = project.repos.iter().collect();
+    repos.sort_by(|a, b| a.name.value.cmp(&b.name.value));
+    for repo in &repos {
+        let name = repo.name.value.clone();
+        let Some(rs) = plan.status.repos.get(&name).cloned() else {
+            continue;
+        };
+        if rs.head_commit.is_none() || rs.head_commit == rs.base_commit || rs.change.is_some() {
+            continue;
+        }
+        let req = ChangeRequest {
+            repo_url: repo.url.clone(),
+            mirror: ctx.workspaces.mirror_dir(&repo.url),
+            head_branch: rs.branch.clone(),
+            base: repo.base.clone(),
+            title: spec.title.clone(),
+            body: format!("{}\n\n{}\n\nTask: {t}", spec.title, spec.description),
+        };
+        let change = ctx.forge.open_change(&req).await?;
+        if let Some(rs) = plan.status.repos.get_mut(&name) {
+            rs.change = Some(ChangeStatus {
+                number: change.number,
+                url: Some(change.url.clone()),
+                state: change.state.clone(),
+                merge_commit: None,
+            });
+        }
+        upsert_link(
+            &mut plan.status.links,
+            &format!("pr:{name}"),
+            change.url.clone(),
+        );
+        plan.milestone(
+            MilestoneKind::Review,
+            format!("🔀 {name}: change #{} opened", change.number),
+            None,
+        );
+    }
+    let approval = view
+        .approvals
+        .iter()
+        .find(|a| allowed(settings, Some(a.by.as_str())));
+    let Some(approval) = approval else {
+        plan.status.reason = Some("AwaitingApproval".into());
+        plan.status.message =
+            Some("waiting for an approval (gaffer approve, Slack or GitHub review)".into());
+        return Ok(Action::await_change());
+    };
+    let approver = approval.by.clone();
+    for repo in &repos {
+        let name = repo.name.value.clone();
+        let Some(rs) = plan.status.repos.get(&name).cloned() else {
+            continue;
+        };
+        let (Some(cs), Some(head)) = (rs.change.clone(), rs.head_commit.clone()) else {
+            continue;
+        };
+        if cs.state == "merged" {
+            continue;
+        }
+        let change = Change {
+            number: cs.number,
+            repo_url: repo.url.clone(),
+            head_branch: rs.branch.clone(),
+            base: repo.base.clone(),
+            title: spec.title.clone(),
+            state: cs.state.clone(),
+            head_sha: head.clone(),
+            merge_commit: None,
+            url: cs.url.clone().unwrap_or_default(),
+        };
+        match ctx.forge.merge(&change, &head).await {
+            Ok(merged) => {
+                if let Some(rs) = plan.status.repos.get_mut(&name)
+                    && let Some(c) = rs.change.as_mut()
+                {
+                    c.state = "merged".into();
+                    c.merge_commit = merged.merge_commit.clone();
+                }
+                plan.milestone(
+                    MilestoneKind::Review,
+                    format!("✅ {name}: change #{} merged", cs.number),
+                    merged.merge_commit.clone(),
+                );
+            }
+            Err(crate::forge::ForgeError::Blocked(why)) => {
+                plan.status.reason = Some("MergeBlocked".into());
+                plan.status.message = Some(why.clone());
+                plan.milestone(
+                    MilestoneKind::Error,
+                    format!("⛔ {name}: merge blocked: {why}"),
+                    None,
+                );
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    plan.transition(Phase::Promoted, "Merged", format!("approved by {approver}"));
+    Ok(Action::await_change())
+}

@@ -1,0 +1,295 @@
+//! Workspaces: where a project's builder works.
+//!
+//! One bare mirror clone per repo URL (`<builders>/.mirrors/`), and one worktree per project
+//! repo at `<builders>/{category}-{project}/repos/<repo>` on branch `gaffer/<task>`, started
+//! from the repo's `base`. Everything is find-or-create, so preparing twice (after a crash)
+//! changes nothing. `workspace.init: command` runs the project's own command instead,
+//! rendered from validated names and run as an argument vector, never through a shell.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use crate::git::{Git, GitError};
+use crate::names::{RepoName, TaskRef};
+use crate::state::spec::{ProjectSpec, RepoSpec, WorkspaceInit};
+use crate::state::status::RepoStatus;
+
+/// Errors while preparing or checkpointing a workspace.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// A git command failed.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The init command failed or could not be rendered.
+    #[error("workspace init command: {0}")]
+    Init(String),
+    /// Filesystem trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkspaceError + '_ {
+    move |source| WorkspaceError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The builders root and the operations on it.
+#[derive(Debug, Clone)]
+pub struct Workspaces {
+    root: PathBuf,
+}
+
+/// The identity of gaffer's checkpoint commits.
+fn as_gaffer(git: Git) -> Git {
+    git.with_env("GIT_AUTHOR_NAME", "gaffer")
+        .with_env("GIT_AUTHOR_EMAIL", "gaffer@localhost")
+        .with_env("GIT_COMMITTER_NAME", "gaffer")
+        .with_env("GIT_COMMITTER_EMAIL", "gaffer@localhost")
+}
+
+impl Workspaces {
+    /// Workspaces under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The builders root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/{category}-{project}`.
+    pub fn project_dir(&self, task: &TaskRef) -> PathBuf {
+        self.root.join(task.project.builder_name())
+    }
+
+    /// `<root>/{category}-{project}/repos/<repo>`.
+    pub fn repo_dir(&self, task: &TaskRef, repo: &RepoName) -> PathBuf {
+        self.project_dir(task).join("repos").join(repo.as_str())
+    }
+
+    /// The mirror clone of `url`.
+    pub fn mirror_dir(&self, url: &str) -> PathBuf {
+        let digest = hex::encode(sha2::Sha256::digest(url.as_bytes()));
+        self.root
+            .join(".mirrors")
+            .join(format!("{}.git", &digest[..16]))
+    }
+
+    /// Fetches (or first clones) the mirror of `repo` and returns it.
+    pub fn mirror(&self, repo: &RepoSpec) -> Result<PathBuf, WorkspaceError> {
+        let dir = self.mirror_dir(&repo.url);
+        if !dir.join("HEAD").is_file() {
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            Git::new(&dir).run(["init", "--quiet", "--bare"])?;
+            Git::new(&dir).run(["remote", "add", "origin", repo.url.as_str()])?;
+            Git::new(&dir).run([
+                "config",
+                "remote.origin.fetch",
+                "+refs/heads/*:refs/remotes/origin/*",
+            ])?;
+        }
+        Git::new(&dir).run(["fetch", "--quiet", "--no-tags", "--prune", "origin"])?;
+        Ok(dir)
+    }
+
+    /// Makes sure every repo of the project has its worktree on `gaffer/<task>`
+    /// (created from `base` the first time) and returns what each repo is at.
+    pub fn prepare(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+    ) -> Result<BTreeMap<RepoName, RepoStatus>, WorkspaceError> {
+        let mut out = BTreeMap::new();
+        let branch = task.branch();
+        for repo in &project.repos {
+            let mirror = self.mirror(repo)?;
+            let dir = self.repo_dir(task, &repo.name.value);
+            let base_ref = format!("refs/remotes/origin/{}", repo.base);
+            let base_commit = Git::new(&mirror).run(["rev-parse", "--verify", &base_ref])?;
+            let has_branch = Git::new(&mirror)
+                .run([
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    &format!("refs/heads/{branch}"),
+                ])
+                .is_ok();
+            if !dir.join(".git").exists() {
+                std::fs::create_dir_all(dir.parent().unwrap_or(&dir)).map_err(io(&dir))?;
+                // A worktree directory left half-made by a crash is pruned first.
+                Git::new(&mirror).run(["worktree", "prune"])?;
+                let d = dir.to_string_lossy().into_owned();
+                if has_branch {
+                    Git::new(&mirror).run(["worktree", "add", "--quiet", &d, &branch])?;
+                } else {
+                    Git::new(&mirror).run([
+                        "worktree",
+                        "add",
+                        "--quiet",
+                        "-b",
+                        &branch,
+                        &d,
+                        &base_commit,
+                    ])?;
+                }
+            } else {
+                let current = Git::new(&dir)
+                    .run(["symbolic-ref", "--quiet", "--short", "HEAD"])
+                    .ok();
+                if current.as_deref() != Some(branch.as_str()) {
+                    // The project's worktree moves to this task's branch (one task at a time).
+                    checkpoint_dir(&dir, "work in progress before switching tasks")?;
+                    if has_branch {
+                        Git::new(&dir).run(["switch", "--quiet", &branch])?;
+                    } else {
+                        Git::new(&dir).run(["switch", "--quiet", "-c", &branch, &base_commit])?;
+                    }
+                }
+            }
+            let head = Git::new(&dir).run(["rev-parse", "HEAD"])?;
+            out.insert(
+                repo.name.value.clone(),
+                RepoStatus {
+                    branch: branch.clone(),
+                    base_commit: Some(base_commit),
+                    head_commit: Some(head),
+                    change: None,
+                },
+            );
+        }
+        if project.workspace.init == WorkspaceInit::Command
+            && let Some(run) = &project.workspace.run
+        {
+            self.run_init(task, project, run)?;
+        }
+        Ok(out)
+    }
+
+    fn run_init(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        run: &str,
+    ) -> Result<(), WorkspaceError> {
+        let argv = render_command(task, project, run)?;
+        let dir = self.project_dir(task);
+        let marker = dir.join(".gaffer-init-done");
+        if marker.exists() {
+            return Ok(());
+        }
+        let out = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| WorkspaceError::Init(format!("cannot run {:?}: {e}", argv[0])))?;
+        if !out.status.success() {
+            return Err(WorkspaceError::Init(format!(
+                "{:?} exited with {}: {}",
+                argv,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        std::fs::write(&marker, "").map_err(io(&marker))?;
+        Ok(())
+    }
+
+    /// Commits everything in the task's worktrees (author "gaffer"), returning the new
+    /// head per repo that changed.
+    pub fn checkpoint(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        message: &str,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
+        let mut out = BTreeMap::new();
+        for repo in &project.repos {
+            let dir = self.repo_dir(task, &repo.name.value);
+            if let Some(head) = checkpoint_dir(&dir, message)? {
+                out.insert(repo.name.value.clone(), head);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The current head of each repo's worktree.
+    pub fn heads(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
+        let mut out = BTreeMap::new();
+        for repo in &project.repos {
+            let dir = self.repo_dir(task, &repo.name.value);
+            out.insert(
+                repo.name.value.clone(),
+                Git::new(&dir).run(["rev-parse", "HEAD"])?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Commits all changes in `dir`; None when there was nothing to commit.
+pub fn checkpoint_dir(dir: &Path, message: &str) -> Result<Option<String>, WorkspaceError> {
+    let g = as_gaffer(Git::new(dir));
+    let status = g.run(["status", "--porcelain", "--untracked-files=all"])?;
+    if status.trim().is_empty() {
+        return Ok(None);
+    }
+    g.run(["add", "--all"])?;
+    g.run([
+        "commit",
+        "--quiet",
+        "--no-verify",
+        "-m",
+        &format!("gaffer: checkpoint: {message}"),
+    ])?;
+    Ok(Some(g.run(["rev-parse", "HEAD"])?))
+}
+
+/// Renders `workspace.run` into an argument vector. The template is split into words first
+/// and each word is rendered on its own, from validated names only, so no value can add,
+/// split or quote arguments.
+pub fn render_command(
+    task: &TaskRef,
+    project: &ProjectSpec,
+    run: &str,
+) -> Result<Vec<String>, WorkspaceError> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let repos: Vec<&str> = project
+        .repos
+        .iter()
+        .map(|r| r.name.value.as_str())
+        .collect();
+    let ctx = minijinja::context! {
+        category => task.project.category.as_str(),
+        project => task.project.project.as_str(),
+        task => task.task.as_str(),
+        repos => repos.join(","),
+    };
+    let mut argv = Vec::new();
+    for word in run.split_whitespace() {
+        let rendered = env
+            .render_str(word, &ctx)
+            .map_err(|e| WorkspaceError::Init(format!("cannot render {word:?}: {e}")))?;
+        argv.push(rendered);
+    }
+    if argv.is_empty() {
+        return Err(WorkspaceError::Init("workspace.run is empty".into()));
+    }
+    Ok(argv)
+}
