@@ -232,7 +232,9 @@ pub fn commit_files(
                 ])?;
             }
             None => {
-                g.run(["update-index", "--force-remove", path.as_str()])?;
+                // Mode 0 removes the entry; unlike --force-remove it needs no work tree.
+                let line = format!("0 {}\t{path}\n", "0".repeat(40));
+                g.run_with_input(["update-index", "--index-info"], line.as_bytes())?;
             }
         }
     }
@@ -260,4 +262,39 @@ pub fn identity_env(git: Git) -> Git {
             .with_env("GIT_COMMITTER_EMAIL", "gaffer@localhost");
     }
     g
+}
+
+/// Removes lock files under `git_dir` (ref locks, `packed-refs.lock`, `index.lock`) older
+/// than `max_age`. Git never removes a stale lock itself, so a process killed while holding
+/// one (kill -9, power loss) would block every later update. Locks are held for
+/// milliseconds, so one older than a few seconds is stale. Returns what was removed.
+pub fn remove_stale_locks(git_dir: &Path, max_age: std::time::Duration) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let mut stack = vec![git_dir.join("refs")];
+    let mut candidates = vec![git_dir.join("packed-refs.lock"), git_dir.join("index.lock")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(_) if p.extension().is_some_and(|x| x == "lock") => candidates.push(p),
+                _ => {}
+            }
+        }
+    }
+    for p in candidates {
+        let old = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= max_age);
+        if old && std::fs::remove_file(&p).is_ok() {
+            tracing::warn!(lock = %p.display(), "removed a stale git lock left by a crashed process");
+            removed.push(p);
+        }
+    }
+    removed
 }

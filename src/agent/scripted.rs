@@ -38,7 +38,8 @@ pub struct Script {
     pub fix: Vec<Step>,
 }
 
-/// One step.
+/// One step. In `write`, `{{answer}}` is the last answer received and `{{task}}` the task name
+/// (in the path too).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Step {
@@ -96,6 +97,9 @@ pub const FEEDBACK_PREFIX: &str = "feedback-";
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SessionState {
     project_dir: PathBuf,
+    /// The task name, for `{{task}}` in written content.
+    #[serde(default)]
+    task: String,
     script: Script,
     /// Prompt ids received, in order; the first is the task, later ones are feedback.
     prompts: Vec<String>,
@@ -207,6 +211,7 @@ impl AgentRuntime for ScriptedAgent {
                 .map_err(|e| AgentError::Config(format!("script {rel}:{e}")))?;
             let state = SessionState {
                 project_dir: req.project_dir.clone(),
+                task: req.task.task.to_string(),
                 script,
                 ..SessionState::default()
             };
@@ -257,6 +262,7 @@ impl AgentRuntime for ScriptedAgent {
         let event = match step {
             Step::Todo(text) => AgentEvent::Todo(text.clone()),
             Step::Write { path, content } => {
+                let path = &path.replace("{{task}}", &state.task);
                 let target = inside(&state.project_dir, path)?;
                 if let Some(dir) = target.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| AgentError::Runtime(e.to_string()))?;
@@ -266,7 +272,9 @@ impl AgentRuntime for ScriptedAgent {
                     .find_map(|j| state.answers.get(&request_id(session, j)))
                     .map(|a| a.join(", "))
                     .unwrap_or_default();
-                let body = content.replace("{{answer}}", &last_answer);
+                let body = content
+                    .replace("{{answer}}", &last_answer)
+                    .replace("{{task}}", &state.task);
                 std::fs::write(&target, body).map_err(|e| AgentError::Runtime(e.to_string()))?;
                 AgentEvent::Edited(vec![path.clone()])
             }

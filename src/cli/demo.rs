@@ -33,9 +33,12 @@ pub struct DemoArgs {
 }
 
 const TASK: &str = "demo/web-api/jwt-auth";
-const PERSON: &str = "you@example.com";
+/// The person the demo plays.
+pub const PERSON: &str = "you@example.com";
 
-fn sample_app() -> Vec<(String, Option<Vec<u8>>)> {
+/// The sample application repository's files (an API, a kustomize overlay, a JUnit test
+/// script and the scripted builder's script).
+pub fn sample_app() -> Vec<(String, Option<Vec<u8>>)> {
     let f = |p: &str, c: &str| (p.to_string(), Some(c.as_bytes().to_vec()));
     vec![
         f("app/main.py", include_str!("templates/demo/app/main.py")),
@@ -70,7 +73,8 @@ fn sample_app() -> Vec<(String, Option<Vec<u8>>)> {
     ]
 }
 
-fn bare_repo_with(
+/// Creates a bare repository at `path` whose `main` holds `files`.
+pub fn bare_repo_with(
     path: &Path,
     files: &[(String, Option<Vec<u8>>)],
     message: &str,
@@ -88,12 +92,13 @@ fn bare_repo_with(
     Ok(())
 }
 
-/// The demo's state repository content.
-fn state_files(app_origin: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+/// The demo's state repository content: settings with round-the-clock business hours and
+/// question `timeout`, and project `demo/web-api` building the app at `app_origin`.
+pub fn state_files(app_origin: &Path, timeout: &str) -> Vec<(String, Option<Vec<u8>>)> {
     let settings = format!(
         "domain: lab.example.com\n\
          business_hours: {{timezone: Europe/London, days: [mon, tue, wed, thu, fri, sat, sun], start: \"00:00\", end: \"23:59\"}}\n\
-         questions: {{timeout: 4s, on_timeout: recommended, continue: at-deadline}}\n\
+         questions: {{timeout: {timeout}, on_timeout: recommended, continue: at-deadline}}\n\
          authors: {{answers: [{PERSON}], slack_users: []}}\n"
     );
     let project = format!(
@@ -154,7 +159,7 @@ pub fn cmd_demo(args: DemoArgs) -> CmdResult {
     bare_repo_with(&origin, &sample_app(), "web-api: a tiny API")?;
     bare_repo_with(
         &state,
-        &state_files(&origin),
+        &state_files(&origin, "4s"),
         "demo: gaffer.yaml and project demo/web-api",
     )?;
     say(

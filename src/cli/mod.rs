@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod answer;
-mod demo;
+pub mod demo;
 mod init;
 mod new_task;
 mod reconcile;

@@ -1037,6 +1037,27 @@ async fn running(
     Ok(Action::requeue(wait))
 }
 
+/// Records each worktree's actual head. A checkpoint made just before a crash is not
+/// reported again when its step is replayed, so status must read the heads, not remember them.
+async fn sync_heads(
+    ctx: &Context,
+    t: &TaskRef,
+    project: &ProjectSpec,
+    plan: &mut Plan,
+) -> Result<(), ReconcileError> {
+    let ws = ctx.workspaces.clone();
+    let (tt, pp) = (t.clone(), project.clone());
+    let heads = tokio::task::spawn_blocking(move || ws.heads(&tt, &pp))
+        .await
+        .map_err(|e| ReconcileError::Other(e.to_string()))??;
+    for (repo, head) in heads {
+        if let Some(rs) = plan.status.repos.get_mut(&repo) {
+            rs.head_commit = Some(head);
+        }
+    }
+    Ok(())
+}
+
 async fn checkpoint(
     ctx: &Context,
     t: &TaskRef,
@@ -1241,6 +1262,7 @@ async fn in_review(
     project: &ProjectSpec,
     plan: &mut Plan,
 ) -> Result<Action, ReconcileError> {
+    sync_heads(ctx, t, project, plan).await?;
     // Open (or find) a change per repo with commits beyond its base, in a stable order.
     let mut repos: Vec<_> = project.repos.iter().collect();
     repos.sort_by(|a, b| a.name.value.cmp(&b.name.value));

@@ -205,7 +205,14 @@ impl Transport {
                 ) {
                     Ok(_) => Ok(Published::Yes),
                     // A lock held by a concurrent push or a moved ref: both mean "retry".
-                    Err(e) => Ok(Published::Rejected(e.to_string())),
+                    // A lock left by a crashed writer is cleared once it is clearly stale.
+                    Err(e) => {
+                        crate::git::remove_stale_locks(
+                            repo.git_dir(),
+                            std::time::Duration::from_secs(2),
+                        );
+                        Ok(Published::Rejected(e.to_string()))
+                    }
                 }
             }
             Kind::Clone { path, .. } => {

@@ -43,6 +43,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkspaceError + '_ {
     }
 }
 
+/// Git locks older than this were left by a crashed process (see
+/// [`crate::git::remove_stale_locks`]).
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The builders root and the operations on it.
 #[derive(Debug, Clone)]
 pub struct Workspaces {
@@ -99,6 +103,7 @@ impl Workspaces {
                 "+refs/heads/*:refs/remotes/origin/*",
             ])?;
         }
+        crate::git::remove_stale_locks(&dir, STALE_LOCK);
         Git::new(&dir).run(["fetch", "--quiet", "--no-tags", "--prune", "origin"])?;
         Ok(dir)
     }
@@ -126,6 +131,10 @@ impl Workspaces {
                 ])
                 .is_ok();
             if !dir.join(".git").exists() {
+                if dir.exists() {
+                    // Left half-made by a crash during `git worktree add`.
+                    std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+                }
                 std::fs::create_dir_all(dir.parent().unwrap_or(&dir)).map_err(io(&dir))?;
                 // A worktree directory left half-made by a crash is pruned first.
                 Git::new(&mirror).run(["worktree", "prune"])?;
@@ -245,6 +254,11 @@ impl Workspaces {
 /// Commits all changes in `dir`; None when there was nothing to commit.
 pub fn checkpoint_dir(dir: &Path, message: &str) -> Result<Option<String>, WorkspaceError> {
     let g = as_gaffer(Git::new(dir));
+    for which in ["--absolute-git-dir", "--git-common-dir"] {
+        if let Ok(git_dir) = Git::new(dir).run(["rev-parse", which]) {
+            crate::git::remove_stale_locks(&dir.join(git_dir), STALE_LOCK);
+        }
+    }
     let status = g.run(["status", "--porcelain", "--untracked-files=all"])?;
     if status.trim().is_empty() {
         return Ok(None);

@@ -69,22 +69,42 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim_end().to_string()
 }
 
-/// Commits `files` on top of `branch` of the bare repo at `repo`, as a person would.
+/// Commits `files` on top of `branch` of the bare repo at `repo`, as a person would; when
+/// someone else moved the branch in between, the commit is rebuilt on the new head.
 pub fn commit_to_bare(repo: &Path, branch: &str, files: &[(&str, &str)], message: &str) -> String {
+    let changes: Vec<(String, Option<Vec<u8>>)> = files
+        .iter()
+        .map(|(p, c)| (p.to_string(), Some(c.as_bytes().to_vec())))
+        .collect();
+    change_bare(repo, branch, &changes, message)
+}
+
+/// Like [`commit_to_bare`], with deletions (`None` content).
+pub fn change_bare(
+    repo: &Path,
+    branch: &str,
+    changes: &[(String, Option<Vec<u8>>)],
+    message: &str,
+) -> String {
     let g = gaffer::git::Git::new(repo)
         .with_env("GIT_AUTHOR_NAME", "Test Person")
         .with_env("GIT_AUTHOR_EMAIL", "person@example.com")
         .with_env("GIT_COMMITTER_NAME", "Test Person")
         .with_env("GIT_COMMITTER_EMAIL", "person@example.com");
-    let parent = g.run(["rev-parse", &format!("refs/heads/{branch}")]).ok();
-    let changes: Vec<(String, Option<Vec<u8>>)> = files
-        .iter()
-        .map(|(p, c)| (p.to_string(), Some(c.as_bytes().to_vec())))
-        .collect();
-    let commit =
-        gaffer::git::commit_files(&g, parent.as_deref(), &changes, message).expect("commit");
-    let old = parent.unwrap_or_default();
-    g.run(["update-ref", &format!("refs/heads/{branch}"), &commit, &old])
-        .expect("update-ref");
-    commit
+    for _ in 0..100 {
+        let parent = g.run(["rev-parse", &format!("refs/heads/{branch}")]).ok();
+        let commit =
+            gaffer::git::commit_files(&g, parent.as_deref(), changes, message).expect("commit");
+        let old = parent.unwrap_or_default();
+        if g.run(["update-ref", &format!("refs/heads/{branch}"), &commit, &old])
+            .is_ok()
+        {
+            return commit;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(fastrand::u64(1..20)));
+    }
+    panic!(
+        "could not update {branch} of {} after 100 tries",
+        repo.display()
+    );
 }

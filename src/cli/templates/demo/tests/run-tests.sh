@@ -1,8 +1,10 @@
 #!/bin/sh
 # The demo's "integration tests": a JUnit report like pytest --junitxml writes.
-# test_token_expiry fails until the builder has fixed it (app/expiry_fix.txt exists).
+# test_token_expiry fails until the builder has fixed it for this task
+# (app/fixed-<task>.txt exists on the task's branch gaffer/<task>).
+task=$(git rev-parse --abbrev-ref HEAD | sed 's#^gaffer/##')
 fail=""
-if [ ! -f app/expiry_fix.txt ]; then
+if [ ! -f "app/fixed-$task.txt" ]; then
   fail='<failure message="token expired after 0s, expected 900s">AssertionError</failure>'
 fi
 cat > report.xml <<XML
