@@ -36,7 +36,7 @@ pub struct ServerState {
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The reconcile runtime's counters, when a reconciler runs in this process.
-    pub runtime: Option<Arc<crate::reconcile::runtime::RuntimeStats>>,
+    pub runtime: Option<Arc<crate::reconcile::metrics::ReconcileMetrics>>,
 }
 
 /// The router: `GET /healthz`, `GET /metrics`, `POST /webhooks/github`.
@@ -52,20 +52,7 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> String {
     let m = &state.metrics;
     let mut out = String::new();
     if let Some(r) = &state.runtime {
-        out.push_str(&format!(
-            "# HELP gaffer_reconciles_total Reconciles finished.\n\
-             # TYPE gaffer_reconciles_total counter\n\
-             gaffer_reconciles_total {}\n\
-             # HELP gaffer_reconcile_errors_total Reconciles that failed.\n\
-             # TYPE gaffer_reconcile_errors_total counter\n\
-             gaffer_reconcile_errors_total {}\n\
-             # HELP gaffer_queue_depth Objects waiting to be reconciled.\n\
-             # TYPE gaffer_queue_depth gauge\n\
-             gaffer_queue_depth {}\n",
-            r.reconciles.load(Ordering::Relaxed),
-            r.errors.load(Ordering::Relaxed),
-            r.queue_depth.load(Ordering::Relaxed),
-        ));
+        out.push_str(&r.render());
     }
     out + &format!(
         "# HELP gaffer_webhooks_total Webhooks received, by result.\n\

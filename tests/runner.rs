@@ -4,6 +4,7 @@
 
 mod common;
 mod test_cli;
+mod test_connectors;
 mod test_reconcile;
 mod test_schema;
 mod test_server;

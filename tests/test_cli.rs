@@ -260,3 +260,95 @@ fn status_shows_tasks_and_open_questions() {
         r.stderr
     );
 }
+
+#[test]
+fn answer_and_approve_commit_spec_files_and_refuse_bad_choices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = example_remote(tmp.path());
+    let s = state.to_str().unwrap();
+    let before = git(&state, &["rev-parse", "main"]);
+    let r = run(gaffer(tmp.path()).args([
+        "answer",
+        "ai-dev/proj-api-service/jwt-auth",
+        "q-001",
+        "ES256",
+        "--state",
+        s,
+    ]));
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains(
+            "\"ES256\" is not an option of q-001; the options are: RS256 (Recommended) | HS256"
+        ),
+        "{}",
+        r.stderr
+    );
+    let r = run(gaffer(tmp.path()).args([
+        "answer",
+        "ai-dev/proj-api-service/jwt-auth",
+        "q-404",
+        "x",
+        "--state",
+        s,
+    ]));
+    assert!(r.stderr.contains("has no question q-404"), "{}", r.stderr);
+    assert_eq!(
+        git(&state, &["rev-parse", "main"]),
+        before,
+        "nothing committed"
+    );
+
+    let r = run(gaffer(tmp.path()).args([
+        "answer",
+        "ai-dev/proj-api-service/jwt-auth",
+        "q-002",
+        "Postgres",
+        "--note",
+        "we run it already",
+        "--by",
+        "you@example.com",
+        "--state",
+        s,
+    ]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let text = git(
+        &state,
+        &[
+            "show",
+            "main:projects/ai-dev/proj-api-service/tasks/jwt-auth/answers/q-002.yaml",
+        ],
+    );
+    let a: gaffer::state::spec::AnswerSpec = gaffer::state::yaml::parse(text.as_bytes()).unwrap();
+    assert_eq!(
+        a.choice.unwrap().value,
+        gaffer::state::spec::Choice::One("Postgres".into())
+    );
+    assert_eq!(a.by.as_deref(), Some("you@example.com"));
+    assert_eq!(a.note.as_deref(), Some("we run it already"));
+
+    let r = run(gaffer(tmp.path()).args([
+        "approve",
+        "ai-dev/proj-api-service/health-endpoint",
+        "--by",
+        "U0123",
+        "--state",
+        s,
+    ]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let files = git(
+        &state,
+        &[
+            "ls-tree",
+            "-r",
+            "--name-only",
+            "main",
+            "projects/ai-dev/proj-api-service/tasks/health-endpoint/approvals",
+        ],
+    );
+    assert_eq!(files.lines().count(), 2, "{files}");
+    // The repository is still valid.
+    let work = tmp.path().join("w");
+    git(tmp.path(), &["clone", "-q", s, work.to_str().unwrap()]);
+    let r = run(gaffer(tmp.path()).arg("validate").arg(&work));
+    assert_eq!(r.code, Some(0), "{}", r.stdout);
+}

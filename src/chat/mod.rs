@@ -5,6 +5,8 @@
 //! id before appending, so a reconciler that crashed after posting and before recording it
 //! never posts twice. The Slack bot is a separate process that reads the state repository.
 
+pub mod webhook;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;

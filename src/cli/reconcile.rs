@@ -37,6 +37,12 @@ pub struct ReconcileArgs {
     /// How often everything is reloaded, in seconds.
     #[arg(long, default_value_t = 600)]
     pub resync_secs: u64,
+    /// Also POST every notification as signed JSON to this http:// URL (n8n and friends).
+    #[arg(long, requires = "notify_webhook_secret_file")]
+    pub notify_webhook: Option<String>,
+    /// A file holding the secret that signs outbound webhooks (X-Gaffer-Signature-256).
+    #[arg(long)]
+    pub notify_webhook_secret_file: Option<PathBuf>,
     /// Print each notification on stdout.
     #[arg(long)]
     pub echo: bool,
@@ -87,6 +93,11 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
         let secret = std::fs::read(f)
             .map_err(|e| CliError::user(format!("cannot read {}: {e}", f.display())))?;
         opts.webhook_secret = Some(secret.trim_ascii().to_vec());
+    }
+    if let (Some(url), Some(f)) = (&args.notify_webhook, &args.notify_webhook_secret_file) {
+        let secret = std::fs::read(f)
+            .map_err(|e| CliError::user(format!("cannot read {}: {e}", f.display())))?;
+        opts.notify_webhook = Some((url.clone(), secret.trim_ascii().to_vec()));
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::internal(e.to_string()))?;
     rt.block_on(async move {

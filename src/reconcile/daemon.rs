@@ -45,6 +45,8 @@ pub struct Options {
     pub echo: bool,
     /// Always use a data-dir clone, even for a local remote.
     pub force_clone: bool,
+    /// Also post every notification to this URL, signed with this secret.
+    pub notify_webhook: Option<(String, Vec<u8>)>,
 }
 
 impl Options {
@@ -63,6 +65,7 @@ impl Options {
             concurrency: 4,
             echo: false,
             force_clone: false,
+            notify_webhook: None,
         }
     }
 }
@@ -134,6 +137,7 @@ pub async fn start(
             data_dir: opts.data_dir.clone(),
         },
         scheduler,
+        metrics: Arc::new(super::metrics::ReconcileMetrics::default()),
     });
     Ok((ctx, Handles { tracker, transport }, sched_rx))
 }
@@ -182,7 +186,7 @@ pub async fn run(
     }));
     waker.wake(Reason::Start);
 
-    let stats = Arc::new(runtime::RuntimeStats::default());
+    let stats = ctx.metrics.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = opts.listen {
         let state = Arc::new(ServerState {
@@ -209,7 +213,16 @@ pub async fn run(
         sched_rx,
         opts.concurrency,
         stats,
-        move |key| task::reconcile(key, c.clone()),
+        move |key| {
+            let c = c.clone();
+            async move {
+                let r = task::reconcile(key, c.clone()).await;
+                if let Err(e) = &r {
+                    c.metrics.error(e.reason());
+                }
+                r
+            }
+        },
         shutdown,
     )
     .await;

@@ -5,6 +5,7 @@
 //! objects. The rule for every external effect is in docs/reconciler.md.
 
 pub mod daemon;
+pub mod metrics;
 pub mod runtime;
 pub mod task;
 
@@ -101,6 +102,8 @@ pub struct Context {
     pub settings: Settings,
     /// Schedules other objects (a finished task wakes its project's queue).
     pub scheduler: runtime::Scheduler,
+    /// Metrics for `/metrics`.
+    pub metrics: Arc<metrics::ReconcileMetrics>,
 }
 
 impl Context {
@@ -135,21 +138,26 @@ impl Context {
         };
         let snap = tracker.snapshot();
         for key in keys {
+            self.metrics.woken(key);
             match key {
                 ObjectKey::Task(_) => self.scheduler.now(key.clone()),
                 ObjectKey::Project(p) => {
                     if let Some(pe) = snap.projects.get(p) {
                         for t in pe.tasks.keys() {
-                            self.scheduler.now(ObjectKey::Task(crate::names::TaskRef {
+                            let k = ObjectKey::Task(crate::names::TaskRef {
                                 project: p.clone(),
                                 task: t.clone(),
-                            }));
+                            });
+                            self.metrics.woken(&k);
+                            self.scheduler.now(k);
                         }
                     }
                 }
                 ObjectKey::Settings => {
                     for (t, _) in snap.tasks() {
-                        self.scheduler.now(ObjectKey::Task(t));
+                        let k = ObjectKey::Task(t);
+                        self.metrics.woken(&k);
+                        self.scheduler.now(k);
                     }
                 }
             }

@@ -58,17 +58,6 @@ impl Scheduler {
     }
 }
 
-/// Counters the runtime keeps.
-#[derive(Debug, Default)]
-pub struct RuntimeStats {
-    /// Reconciles finished.
-    pub reconciles: std::sync::atomic::AtomicU64,
-    /// Reconciles that returned an error.
-    pub errors: std::sync::atomic::AtomicU64,
-    /// Keys waiting.
-    pub queue_depth: std::sync::atomic::AtomicU64,
-}
-
 /// Creates a scheduler and the receiver [`run`] consumes.
 pub fn scheduler() -> (Scheduler, mpsc::UnboundedReceiver<(ObjectKey, Duration)>) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -79,7 +68,7 @@ pub fn scheduler() -> (Scheduler, mpsc::UnboundedReceiver<(ObjectKey, Duration)>
 pub async fn run<F, Fut, E>(
     mut rx: mpsc::UnboundedReceiver<(ObjectKey, Duration)>,
     concurrency: usize,
-    stats: Arc<RuntimeStats>,
+    stats: Arc<super::metrics::ReconcileMetrics>,
     reconcile: F,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -125,7 +114,6 @@ pub async fn run<F, Fut, E>(
                     Ok(Action::Requeue(d)) => { failures.remove(&key); Some(d) }
                     Ok(Action::AwaitChange) => { failures.remove(&key); None }
                     Err(e) => {
-                        stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let n = failures.entry(key.clone()).or_insert(0);
                         *n += 1;
                         let d = backoff(*n - 1);

@@ -271,6 +271,7 @@ impl Plan {
             });
         }
         ctx.writer.write(updates).await?;
+        ctx.metrics.committed(&ObjectKey::Task(self.t.clone()));
         ctx.refresh().await?;
         notify(ctx, &self.t, &new_milestones).await?;
         Ok(())

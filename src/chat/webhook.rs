@@ -1,0 +1,126 @@
+//! Outbound webhook notifications (n8n and friends): one signed JSON POST per milestone.
+//!
+//! The body is `{"id","task","text","at"}`; `X-Gaffer-Event-Id` carries the id and
+//! `X-Gaffer-Signature-256: sha256=<hex>` an HMAC-SHA256 of the body with the shared secret.
+//! Delivered ids are recorded in a local file so a restart does not resend; a crash between
+//! sending and recording can resend once with the same id, which receivers deduplicate.
+//! Plain `http://` only for now (a local n8n); TLS arrives with the Slack and GitHub clients.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::{Notification, Notifier, NotifyError};
+
+/// Posts notifications to a URL.
+#[derive(Debug)]
+pub struct WebhookNotifier {
+    url: hyper::Uri,
+    secret: Vec<u8>,
+    delivered: PathBuf,
+    client: Client<HttpConnector, Full<Bytes>>,
+    lock: Mutex<()>,
+}
+
+impl WebhookNotifier {
+    /// Posts to `url` (http://), signing with `secret`, recording deliveries in `delivered`.
+    pub fn new(url: &str, secret: Vec<u8>, delivered: PathBuf) -> Result<Self, NotifyError> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| NotifyError(format!("webhook URL {url:?}: {e}")))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(NotifyError(format!(
+                "webhook URL {url:?}: only http:// is supported so far (e.g. a local n8n)"
+            )));
+        }
+        Ok(Self {
+            url: uri,
+            secret,
+            delivered,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            lock: Mutex::new(()),
+        })
+    }
+
+    fn was_delivered(&self, id: &str) -> bool {
+        std::fs::read_to_string(&self.delivered)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == id)
+    }
+
+    fn record(&self, id: &str) -> Result<(), NotifyError> {
+        use std::io::Write;
+        let _g = self
+            .lock
+            .lock()
+            .map_err(|_| NotifyError("lock poisoned".into()))?;
+        if let Some(dir) = self.delivered.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| NotifyError(e.to_string()))?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.delivered)
+            .map_err(|e| NotifyError(e.to_string()))?;
+        writeln!(f, "{id}").map_err(|e| NotifyError(e.to_string()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for WebhookNotifier {
+    async fn notify(&self, n: &Notification) -> Result<bool, NotifyError> {
+        if self.was_delivered(&n.id) {
+            return Ok(false);
+        }
+        let body = serde_json::json!({
+            "id": n.id,
+            "task": n.task,
+            "text": n.text,
+            "at": jiff::Timestamp::now().to_string(),
+        })
+        .to_string();
+        let sig = crate::server::sign(&self.secret, body.as_bytes());
+        let req = hyper::Request::post(self.url.clone())
+            .header("content-type", "application/json")
+            .header("x-gaffer-event-id", n.id.as_str())
+            .header("x-gaffer-signature-256", sig)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| NotifyError(e.to_string()))?;
+        let resp =
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.client.request(req))
+                .await
+                .map_err(|_| NotifyError(format!("webhook {} timed out", self.url)))?
+                .map_err(|e| NotifyError(format!("webhook {}: {e}", self.url)))?;
+        let status = resp.status();
+        let _ = resp.into_body().collect().await;
+        if !status.is_success() {
+            return Err(NotifyError(format!(
+                "webhook {} answered {status}",
+                self.url
+            )));
+        }
+        self.record(&n.id)?;
+        Ok(true)
+    }
+}
+
+/// Delivers to several notifiers; a notification counts as delivered when any took it.
+#[derive(Debug)]
+pub struct FanOut(pub Vec<std::sync::Arc<dyn Notifier>>);
+
+#[async_trait::async_trait]
+impl Notifier for FanOut {
+    async fn notify(&self, n: &Notification) -> Result<bool, NotifyError> {
+        let mut delivered = false;
+        for inner in &self.0 {
+            delivered |= inner.notify(n).await?;
+        }
+        Ok(delivered)
+    }
+}

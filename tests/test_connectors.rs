@@ -1,0 +1,222 @@
+//! The embedded connectors on their own: notifiers, the local forge, the scripted agent and
+//! the workspace init command.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use gaffer::agent::scripted::ScriptedAgent;
+use gaffer::agent::{AgentEvent, AgentRuntime, SessionRequest};
+use gaffer::chat::webhook::WebhookNotifier;
+use gaffer::chat::{LogNotifier, Notification, Notifier};
+use gaffer::forge::{ChangeRequest, Forge, ForgeError, LocalForge};
+use gaffer::names::TaskRef;
+
+use crate::common::{commit_to_bare, git};
+
+fn note(id: &str) -> Notification {
+    Notification {
+        id: id.into(),
+        task: "a/b/c".into(),
+        text: format!("milestone {id}"),
+    }
+}
+
+#[tokio::test]
+async fn log_notifier_delivers_each_id_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("n.log");
+    let n = LogNotifier::new(Some(path.clone()), false);
+    assert!(n.notify(&note("a/b/c#1")).await.unwrap());
+    assert!(!n.notify(&note("a/b/c#1")).await.unwrap());
+    // A new process (a restart) still knows.
+    let n2 = LogNotifier::new(Some(path.clone()), false);
+    assert!(!n2.notify(&note("a/b/c#1")).await.unwrap());
+    assert!(n2.notify(&note("a/b/c#2")).await.unwrap());
+    let lines = LogNotifier::read(&path);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        lines[1],
+        ("a/b/c#2".into(), "a/b/c".into(), "milestone a/b/c#2".into())
+    );
+}
+
+#[tokio::test]
+async fn webhook_posts_signed_json_once_per_id() {
+    type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("http://{addr}/hook");
+    let hook = WebhookNotifier::new(&url, b"s3cret".to_vec(), tmp.path().join("d.log")).unwrap();
+    assert!(hook.notify(&note("x#1")).await.unwrap());
+    assert!(
+        !hook.notify(&note("x#1")).await.unwrap(),
+        "second delivery of the same id"
+    );
+    let again = WebhookNotifier::new(&url, b"s3cret".to_vec(), tmp.path().join("d.log")).unwrap();
+    assert!(
+        !again.notify(&note("x#1")).await.unwrap(),
+        "after a restart"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let (headers, body) = &seen[0];
+    assert_eq!(headers["x-gaffer-event-id"], "x#1");
+    let sig = headers["x-gaffer-signature-256"].to_str().unwrap();
+    assert!(gaffer::server::verify_signature(b"s3cret", body, Some(sig)));
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["text"], "milestone x#1");
+    assert!(
+        WebhookNotifier::new("https://n8n.example.com/x", vec![], tmp.path().join("e")).is_err()
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn local_forge_opens_once_merges_once_and_refuses_a_moved_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin.git");
+    git(
+        tmp.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            origin.to_str().unwrap(),
+        ],
+    );
+    commit_to_bare(&origin, "main", &[("README", "hi\n")], "init");
+    // A mirror with a task branch one commit ahead.
+    let mirror = tmp.path().join("mirror.git");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            origin.to_str().unwrap(),
+            mirror.to_str().unwrap(),
+        ],
+    );
+    git(&mirror, &["branch", "gaffer/t", "main"]);
+    commit_to_bare(&mirror, "gaffer/t", &[("new.txt", "work\n")], "work");
+    let forge = LocalForge::new(tmp.path().join("forge"));
+    let req = ChangeRequest {
+        repo_url: origin.display().to_string(),
+        mirror: mirror.clone(),
+        head_branch: "gaffer/t".into(),
+        base: "main".into(),
+        title: "T".into(),
+        body: "B".into(),
+    };
+    let a = forge.open_change(&req).await.unwrap();
+    let b = forge.open_change(&req).await.unwrap();
+    assert_eq!(a.number, b.number, "found, not created twice");
+    assert_eq!(forge.changes().len(), 1);
+    let head = a.head_sha.clone();
+    let err = forge
+        .merge(&a, "0000000000000000000000000000000000000000")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ForgeError::Blocked(_)), "{err}");
+    let m1 = forge.merge(&a, &head).await.unwrap();
+    let m2 = forge.merge(&a, &head).await.unwrap();
+    assert_eq!(m1.merge_commit, m2.merge_commit);
+    assert_eq!(
+        git(&origin, &["rev-list", "--merges", "main"])
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(git(&origin, &["show", "main:new.txt"]), "work");
+}
+
+#[tokio::test]
+async fn scripted_agent_waits_for_answers_and_dedupes_prompts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("proj");
+    std::fs::create_dir_all(project.join("repos/app/.gaffer")).unwrap();
+    std::fs::write(
+        project.join("repos/app/.gaffer/s.yaml"),
+        "steps:\n  - question: {text: Pick, options: [{label: A (Recommended)}, {label: B}]}\n  - write: {path: app/out.txt, content: \"{{answer}} for {{task}}\"}\n  - done: ok\n",
+    )
+    .unwrap();
+    let agent = ScriptedAgent::new(tmp.path().join("state"));
+    let req = SessionRequest {
+        task: TaskRef::parse("a/b/t1").unwrap(),
+        project_dir: project.clone(),
+        worktrees: Default::default(),
+        model: None,
+        agent: None,
+        script: Some("app/.gaffer/s.yaml".into()),
+    };
+    let s = agent.ensure_session(&req, None).await.unwrap();
+    assert_eq!(agent.ensure_session(&req, Some(&s.id)).await.unwrap(), s);
+    agent.send(&s.id, "task", "do it").await.unwrap();
+    agent.send(&s.id, "task", "do it").await.unwrap();
+    let p = agent.poll(&s.id, 0).await.unwrap();
+    let AgentEvent::Question(q) = &p.events[0] else {
+        panic!("{p:?}")
+    };
+    assert_eq!(q.recommended(), "A (Recommended)");
+    // Blocked until answered, however often it is polled.
+    assert!(agent.poll(&s.id, 1).await.unwrap().waiting);
+    assert!(agent.poll(&s.id, 1).await.unwrap().events.is_empty());
+    agent
+        .answer(&s.id, &q.request_id, &["B".into()], None)
+        .await
+        .unwrap();
+    let p = agent.poll(&s.id, 1).await.unwrap();
+    assert_eq!(p.events, [AgentEvent::Edited(vec!["app/out.txt".into()])]);
+    assert_eq!(
+        std::fs::read_to_string(project.join("repos/app/out.txt")).unwrap(),
+        "B for t1"
+    );
+    // Replaying a step (after a crash) changes nothing.
+    assert_eq!(agent.poll(&s.id, 1).await.unwrap(), p);
+    let p = agent.poll(&s.id, 2).await.unwrap();
+    assert_eq!(p.events, [AgentEvent::Finished("ok".into())]);
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join(format!("state/{}.json", s.id))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["prompts"], serde_json::json!(["task"]));
+}
+
+#[test]
+fn init_command_is_an_argument_vector_from_validated_names() {
+    let project: gaffer::state::spec::ProjectSpec = gaffer::state::yaml::parse(
+        b"repos:\n  - {name: domain-apis, url: x}\n  - {name: k8s-lab, url: y}\nworkspace: {init: command, run: \"task builder:init BUILDER_NAME={{project}} REPOS={{repos}}\"}\n",
+    )
+    .unwrap();
+    let t = TaskRef::parse("ai-dev/proj-api-service/jwt-auth").unwrap();
+    let run = project.workspace.run.clone().unwrap();
+    let argv = gaffer::workspace::render_command(&t, &project, &run).unwrap();
+    assert_eq!(
+        argv,
+        [
+            "task",
+            "builder:init",
+            "BUILDER_NAME=proj-api-service",
+            "REPOS=domain-apis,k8s-lab"
+        ]
+    );
+    let err = gaffer::workspace::render_command(&t, &project, "make {{nope}}").unwrap_err();
+    assert!(err.to_string().contains("cannot render"), "{err}");
+}
