@@ -569,3 +569,70 @@ fn gaffer_demo_ends_promoted_and_tells_the_story() {
     );
     insta::assert_snapshot!(story);
 }
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn daemon_serves_health_and_metrics() {
+    let lab = Lab::new("1h");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gaffer"))
+        .args([
+            "reconcile",
+            "--state",
+            lab.state.to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(&lab.data)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _d = Daemon(child);
+    lab.add_task("m", "");
+    wait_until(&lab, 30, "the task waits on its question", |s| {
+        phase(s, "m") == Some(Phase::AwaitingAnswer)
+    });
+    let health = http_get(addr, "/healthz").expect("healthz answers");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let metrics = http_get(addr, "/metrics").unwrap();
+    let reconciles: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gaffer_reconciles_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(reconciles >= 4, "{metrics}");
+    let observed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gaffer_wake_to_commit_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        observed >= 1,
+        "the task commit's wake→commit latency was observed: {metrics}"
+    );
+}
