@@ -703,12 +703,14 @@ async fn preparing(
     let session = ctx.agent.ensure_session(&req, existing.as_deref()).await?;
     let prompt = task_prompt(t, spec, &worktrees, project);
     ctx.agent.send(&session.id, "task", &prompt).await?;
-    let mut agent = plan.status.agent.clone().unwrap_or(AgentStatus {
-        runtime: ctx.agent.name().to_string(),
-        session_id: None,
-        port: None,
-        tmux: None,
-        prompts_sent: Vec::new(),
+    let mut agent = plan.status.agent.clone().unwrap_or_else(|| {
+        Box::new(AgentStatus {
+            runtime: ctx.agent.name().to_string(),
+            session_id: None,
+            port: None,
+            tmux: None,
+            prompts_sent: Vec::new(),
+        })
     });
     agent.session_id = Some(session.id.clone());
     agent.port = session.port;

@@ -593,11 +593,19 @@ fn parse_value(
             }
             one(Parsed::TaskSpec(Box::new(spec)))
         }
-        StatePath::TaskStatus(_) => one(Parsed::TaskStatus(Box::new(
-            yaml::parse(bytes).map_err(wrap)?,
-        ))),
+        StatePath::TaskStatus(_) => {
+            let mut st: TaskStatus = yaml::parse(bytes).map_err(wrap)?;
+            // Deserialized vectors keep spare capacity; at 10,000 tasks that is megabytes.
+            st.conditions.shrink_to_fit();
+            st.links.shrink_to_fit();
+            for a in st.agent.iter_mut() {
+                a.prompts_sent.shrink_to_fit();
+            }
+            one(Parsed::TaskStatus(Box::new(st)))
+        }
         StatePath::Progress(_) => {
-            let progress: Progress = yaml::parse(bytes).map_err(wrap)?;
+            let mut progress: Progress = yaml::parse(bytes).map_err(wrap)?;
+            progress.milestones.shrink_to_fit();
             for (i, m) in progress.milestones.iter().enumerate() {
                 if m.seq as usize != i + 1 {
                     return Err(Problem::file(

@@ -156,7 +156,7 @@ pub struct TaskStatus {
     pub attempts: u32,
     /// The builder driving the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<AgentStatus>,
+    pub agent: Option<Box<AgentStatus>>,
     /// Workspace repos and their branches.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub repos: BTreeMap<RepoName, RepoStatus>,
