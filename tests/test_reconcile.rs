@@ -455,7 +455,9 @@ fn suspend_resume_cancel_and_delete() {
         "Preparing → Running",
         "Running → AwaitingAnswer",
         "AwaitingAnswer → Suspended",
-        "Suspended → Running",
+        "Suspended → Queued",
+        "Queued → Preparing",
+        "Preparing → Running",
         "Running → AwaitingAnswer",
         "AwaitingAnswer → Cancelled",
     ];
@@ -634,5 +636,72 @@ fn daemon_serves_health_and_metrics() {
     assert!(
         observed >= 1,
         "the task commit's wake→commit latency was observed: {metrics}"
+    );
+}
+
+#[test]
+fn failing_tests_fail_the_task_and_retry_goes_back_through_the_queue_with_new_feedback() {
+    let lab = Lab::new("1s");
+    let project = format!(
+        "repos:\n  - {{name: web-api, url: {}, base: main}}\n\
+         agent: {{runtime: scripted, script: web-api/.gaffer/agent-script.yaml}}\n\
+         lab: {{overlay: web-api/deploy, test: \"false\"}}\n",
+        lab.origin().display()
+    );
+    lab.commit(
+        &[("projects/demo/web-api/project.yaml", project.as_str())],
+        "tests that always fail",
+    );
+    lab.add_task("f", "");
+    let _d = lab.daemon();
+    let snap = wait_until(&lab, 60, "Failed", |s| phase(s, "f") == Some(Phase::Failed));
+    let st = snap
+        .task(&TaskRef::parse("demo/web-api/f").unwrap())
+        .unwrap()
+        .status
+        .clone()
+        .unwrap();
+    assert_eq!(st.reason.as_deref(), Some("TestsFailing"));
+    assert_eq!(
+        st.agent.as_ref().unwrap().prompts_sent,
+        ["task", "feedback-tests-1", "feedback-tests-2"],
+        "two rounds of feedback (max_test_retries), then Failed"
+    );
+    lab.add_task("f", "retry: 1\n");
+    let snap = wait_until(&lab, 60, "Failed again after the retry", |s| {
+        let st = s
+            .task(&TaskRef::parse("demo/web-api/f").unwrap())
+            .and_then(|e| e.status.clone());
+        st.is_some_and(|st| st.phase == Phase::Failed && st.observed_retry == 1)
+    });
+    let st = snap
+        .task(&TaskRef::parse("demo/web-api/f").unwrap())
+        .unwrap()
+        .status
+        .clone()
+        .unwrap();
+    assert_eq!(
+        st.agent.as_ref().unwrap().prompts_sent,
+        [
+            "task",
+            "feedback-tests-1",
+            "feedback-tests-2",
+            "feedback-tests-3",
+            "feedback-tests-4"
+        ],
+        "the retry's feedback gets new ids, so the agent really receives it"
+    );
+    let t = lab.transitions("f");
+    let retry_at = t
+        .iter()
+        .position(|x| x == "Failed → Queued")
+        .expect("retry goes through the queue");
+    assert_eq!(
+        &t[retry_at..retry_at + 3],
+        [
+            "Failed → Queued",
+            "Queued → Preparing",
+            "Preparing → Testing"
+        ]
     );
 }

@@ -698,3 +698,27 @@ fn hostile_files_do_not_stop_valid_objects() {
     );
     let _ = Writer::Person;
 }
+
+#[test]
+fn tracker_never_moves_back_to_an_older_head() {
+    // Two readers: one read the head earlier but takes the lock later.
+    let remote = Remote::new();
+    let t = remote.transport(false);
+    let mut tracker = tracker_for(WriterRole::Reconciler);
+    let old = t.head().unwrap();
+    let person = remote.person_clone("person");
+    person_push(
+        &person,
+        &[("projects/ai-dev/api/tasks/a/task.yaml", &task_yaml("A"))],
+        "a",
+    );
+    let new = t.head().unwrap();
+    tracker.resync(&t.repo(), new).unwrap();
+    let wake = tracker.advance(&t.repo(), old).unwrap();
+    assert!(
+        !wake.force_pushed && !wake.full && wake.keys.is_empty(),
+        "{wake:?}"
+    );
+    assert_eq!(tracker.head(), new);
+    assert!(tracker.snapshot().task(&task("a")).is_some());
+}

@@ -40,7 +40,8 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
 pub struct LogNotifier {
     path: Option<PathBuf>,
     echo: bool,
-    lock: Mutex<()>,
+    /// Ids already in the log, read once from the file and kept up to date.
+    delivered: Mutex<Option<std::collections::HashSet<String>>>,
 }
 
 impl LogNotifier {
@@ -49,7 +50,7 @@ impl LogNotifier {
         Self {
             path,
             echo,
-            lock: Mutex::new(()),
+            delivered: Mutex::new(None),
         }
     }
 
@@ -73,14 +74,14 @@ impl LogNotifier {
 #[async_trait::async_trait]
 impl Notifier for LogNotifier {
     async fn notify(&self, n: &Notification) -> Result<bool, NotifyError> {
-        let _guard = self
-            .lock
+        let mut delivered = self
+            .delivered
             .lock()
             .map_err(|_| NotifyError("log lock poisoned".into()))?;
         if let Some(path) = &self.path {
-            let existing = std::fs::read_to_string(path).unwrap_or_default();
-            let key = format!("{}\t", n.id);
-            if existing.lines().any(|l| l.starts_with(&key)) {
+            let ids = delivered
+                .get_or_insert_with(|| Self::read(path).into_iter().map(|(id, _, _)| id).collect());
+            if ids.contains(&n.id) {
                 return Ok(false);
             }
             if let Some(dir) = path.parent() {
@@ -95,6 +96,7 @@ impl Notifier for LogNotifier {
             writeln!(f, "{}\t{}\t{}", n.id, n.task, text)
                 .map_err(|e| NotifyError(e.to_string()))?;
             f.sync_data().map_err(|e| NotifyError(e.to_string()))?;
+            ids.insert(n.id.clone());
         }
         if self.echo {
             println!("[{}] {}", n.task, n.text);

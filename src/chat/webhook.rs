@@ -24,7 +24,8 @@ pub struct WebhookNotifier {
     secret: Vec<u8>,
     delivered: PathBuf,
     client: Client<HttpConnector, Full<Bytes>>,
-    lock: Mutex<()>,
+    /// Delivered ids, read once from `delivered` and kept up to date.
+    seen: Mutex<Option<std::collections::HashSet<String>>>,
 }
 
 impl WebhookNotifier {
@@ -43,23 +44,34 @@ impl WebhookNotifier {
             secret,
             delivered,
             client: Client::builder(TokioExecutor::new()).build_http(),
-            lock: Mutex::new(()),
+            seen: Mutex::new(None),
         })
     }
 
-    fn was_delivered(&self, id: &str) -> bool {
-        std::fs::read_to_string(&self.delivered)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l == id)
+    fn with_seen<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashSet<String>) -> T,
+    ) -> Result<T, NotifyError> {
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| NotifyError("lock poisoned".into()))?;
+        let set = seen.get_or_insert_with(|| {
+            std::fs::read_to_string(&self.delivered)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        });
+        Ok(f(set))
+    }
+
+    fn was_delivered(&self, id: &str) -> Result<bool, NotifyError> {
+        self.with_seen(|s| s.contains(id))
     }
 
     fn record(&self, id: &str) -> Result<(), NotifyError> {
         use std::io::Write;
-        let _g = self
-            .lock
-            .lock()
-            .map_err(|_| NotifyError("lock poisoned".into()))?;
         if let Some(dir) = self.delivered.parent() {
             std::fs::create_dir_all(dir).map_err(|e| NotifyError(e.to_string()))?;
         }
@@ -68,14 +80,17 @@ impl WebhookNotifier {
             .append(true)
             .open(&self.delivered)
             .map_err(|e| NotifyError(e.to_string()))?;
-        writeln!(f, "{id}").map_err(|e| NotifyError(e.to_string()))
+        writeln!(f, "{id}").map_err(|e| NotifyError(e.to_string()))?;
+        self.with_seen(|s| {
+            s.insert(id.to_string());
+        })
     }
 }
 
 #[async_trait::async_trait]
 impl Notifier for WebhookNotifier {
     async fn notify(&self, n: &Notification) -> Result<bool, NotifyError> {
-        if self.was_delivered(&n.id) {
+        if self.was_delivered(&n.id)? {
             return Ok(false);
         }
         let body = serde_json::json!({

@@ -183,7 +183,7 @@ impl Forge for LocalForge {
             .map_err(|_| ForgeError::Storage("lock poisoned".into()))?;
         let mut book = self.load()?;
         if let Some(c) = book.changes.iter_mut().find(|c| {
-            c.repo_url == req.repo_url && c.head_branch == req.head_branch && c.state != "closed"
+            c.repo_url == req.repo_url && c.head_branch == req.head_branch && c.state == "open"
         }) {
             c.head_sha = head;
             let c = c.clone();

@@ -114,12 +114,26 @@ pub async fn start(
         WriterConfig::new(WriterRole::Reconciler, Identity::reconciler()),
     );
     let (scheduler, sched_rx) = runtime::scheduler();
-    let notifier = notifier.unwrap_or_else(|| {
-        Arc::new(LogNotifier::new(
-            Some(opts.data_dir.join("notifications.log")),
-            opts.echo,
-        ))
-    });
+    let notifier = match notifier {
+        Some(n) => n,
+        None => {
+            let log: Arc<dyn Notifier> = Arc::new(LogNotifier::new(
+                Some(opts.data_dir.join("notifications.log")),
+                opts.echo,
+            ));
+            match &opts.notify_webhook {
+                Some((url, secret)) => {
+                    let hook = crate::chat::webhook::WebhookNotifier::new(
+                        url,
+                        secret.clone(),
+                        opts.data_dir.join("webhook-delivered.log"),
+                    )?;
+                    Arc::new(crate::chat::webhook::FanOut(vec![log, Arc::new(hook)]))
+                }
+                None => log,
+            }
+        }
+    };
     let ctx = Arc::new(Context {
         transport: transport.clone(),
         tracker: tracker.clone(),

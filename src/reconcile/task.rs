@@ -42,6 +42,9 @@ struct View {
     spec: Option<TaskSpec>,
     spec_present: bool,
     spec_problems: Vec<Problem>,
+    project_problems: Vec<Problem>,
+    /// A reconciler-owned file of the task does not parse (hand-edited, or too large).
+    owned_file_problems: Vec<Problem>,
     status: Option<TaskStatus>,
     progress: Progress,
     questions: BTreeMap<Qid, Question>,
@@ -72,6 +75,9 @@ impl View {
             return Ok(v);
         };
         v.project = pe.spec.clone();
+        v.project_problems = snap
+            .problems_of(&StatePath::Project(t.project.clone()).to_path())
+            .to_vec();
         v.project_present = pe.spec_present;
         v.lab = pe.lab.clone();
         for (name, te) in &pe.tasks {
@@ -97,6 +103,13 @@ impl View {
             .problems_of(&StatePath::TaskSpec(t.clone()).to_path())
             .to_vec();
         v.status = te.status.as_deref().cloned();
+        for path in [
+            StatePath::TaskStatus(t.clone()),
+            StatePath::Progress(t.clone()),
+        ] {
+            v.owned_file_problems
+                .extend(snap.problems_of(&path.to_path()).iter().cloned());
+        }
         v.progress = te.progress.clone().unwrap_or_default();
         v.questions = te
             .questions
@@ -112,6 +125,9 @@ impl View {
         Ok(v)
     }
 }
+
+/// Milestone texts are cut to this many characters.
+const MAX_MILESTONE_CHARS: usize = 500;
 
 /// The changes one reconcile makes, committed together.
 struct Plan {
@@ -150,12 +166,17 @@ impl Plan {
     }
 
     fn milestone(&mut self, kind: MilestoneKind, text: impl Into<String>, commit: Option<String>) {
+        let mut text: String = text.into();
+        if text.chars().count() > MAX_MILESTONE_CHARS {
+            // Agent-supplied text is untrusted: keep progress.yaml small enough to parse.
+            text = text.chars().take(MAX_MILESTONE_CHARS).collect::<String>() + "…";
+        }
         let seq = self.progress.milestones.len() as u32 + 1;
         self.progress.milestones.push(Milestone {
             seq,
             at: self.now,
             kind,
-            text: text.into(),
+            text,
             commit,
         });
     }
@@ -370,6 +391,18 @@ pub async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Reco
         return Ok(Action::await_change());
     };
     if !view.exists {
+        // The whole task directory is gone: its slot (if it had one) is free.
+        for (s, phase, _, _) in &view.siblings {
+            if *phase == Phase::Queued {
+                ctx.scheduler.now(ObjectKey::Task(s.clone()));
+            }
+        }
+        return Ok(Action::await_change());
+    }
+    if let Some(p) = view.owned_file_problems.first() {
+        // Never overwrite a status or progress file that did not parse: that would lose the
+        // agent cursor or the history. A person has to fix (or delete) it.
+        tracing::error!(task = %t, problem = %p, "a reconciler-owned file is invalid; not acting on this task");
         return Ok(Action::await_change());
     }
     let mut plan = Plan::new(&t, &view, ctx.clock.now());
@@ -457,6 +490,23 @@ async fn step(
             plan.now,
         );
     }
+    if !view.project_problems.is_empty() {
+        let msg = view
+            .project_problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        set_condition(
+            &mut plan.status,
+            "ProjectReady",
+            ConditionStatus::False,
+            "InvalidProject",
+            &msg,
+            plan.now,
+        );
+        return Ok(Action::await_change());
+    }
     let Some(project) = view.project.clone() else {
         let msg = if view.project_present {
             "project.yaml is invalid; see gaffer validate"
@@ -488,7 +538,7 @@ async fn step(
     if matches!(plan.phase(), Phase::Cancelled | Phase::Promoted) {
         return Ok(Action::await_change());
     }
-    if spec.suspend {
+    if spec.suspend && plan.phase() != Phase::Failed {
         if plan.phase() != Phase::Suspended {
             stop_agent(ctx, plan).await?;
             let from = plan.phase();
@@ -499,53 +549,31 @@ async fn step(
     }
     if plan.phase() == Phase::Suspended {
         let back = match plan.effect("suspendedFrom") {
-            Some("Running") | Some("AwaitingAnswer") => Phase::Running,
-            Some("Deploying") => Phase::Deploying,
-            Some("Testing") => Phase::Testing,
-            Some("InReview") => Phase::InReview,
-            _ => Phase::Pending,
+            Some("Running") | Some("AwaitingAnswer") => Some(Phase::Running),
+            Some("Preparing") => Some(Phase::Running),
+            Some("Deploying") => Some(Phase::Deploying),
+            Some("Testing") => Some(Phase::Testing),
+            Some("InReview") => Some(Phase::InReview),
+            _ => None,
         };
-        if back == Phase::Running
-            && let Some(session) = plan
-                .status
-                .agent
-                .as_ref()
-                .and_then(|a| a.session_id.clone())
-        {
-            let n = plan
-                .status
-                .agent
-                .as_ref()
-                .map_or(0, |a| a.prompts_sent.len());
-            let id = format!("resume-{n}");
-            ctx.agent
-                .send(
-                    &session,
-                    &id,
-                    "You were paused and are resumed now; carry on where you left off.",
-                )
-                .await?;
-            if let Some(a) = plan.status.agent.as_mut() {
-                a.prompts_sent.push(id);
-            }
-        }
-        plan.transition(back, "Resumed", "suspend: false");
+        resume_through_queue(plan, back, "Resumed", "suspend: false");
         return Ok(Action::requeue(Duration::ZERO));
     }
     if plan.phase() == Phase::Failed {
         if spec.retry > plan.status.observed_retry {
             plan.status.observed_retry = spec.retry;
             plan.status.attempts = 0;
+            plan.status.effects.remove("testAttempts");
             let back = match plan.effect("failedIn") {
-                Some("Deploying") => Phase::Deploying,
-                Some("Testing") => Phase::Testing,
-                Some("InReview") => Phase::InReview,
+                Some("Deploying") => Some(Phase::Deploying),
+                Some("Testing") => Some(Phase::Testing),
+                Some("InReview") => Some(Phase::InReview),
                 Some("Running") | Some("AwaitingAnswer") if plan.status.agent.is_some() => {
-                    Phase::Running
+                    Some(Phase::Running)
                 }
-                _ => Phase::Preparing,
+                _ => None,
             };
-            plan.transition(back, "Retry", format!("retry: {}", spec.retry));
+            resume_through_queue(plan, back, "Retry", &format!("retry: {}", spec.retry));
             return Ok(Action::requeue(Duration::ZERO));
         }
         return Ok(Action::await_change());
@@ -568,6 +596,18 @@ async fn step(
             Ok(Action::await_change())
         }
     }
+}
+
+/// Goes back to work through the queue: the project's slot limit applies again, and
+/// Preparing switches the shared worktree back to this task's branch before `back` resumes.
+fn resume_through_queue(plan: &mut Plan, back: Option<Phase>, reason: &str, message: &str) {
+    match back {
+        Some(p) => plan.set_effect("resumeTo", p.as_str()),
+        None => {
+            plan.status.effects.remove("resumeTo");
+        }
+    }
+    plan.transition(Phase::Queued, reason, message);
 }
 
 fn queued(
@@ -726,11 +766,46 @@ async fn preparing(
             format!("tmux attach -t {tmux}"),
         );
     }
-    plan.transition(
-        Phase::Running,
-        "AgentStarted",
-        format!("workspace ready, session {}", session.id),
-    );
+    let resume_to = plan.status.effects.remove("resumeTo");
+    match resume_to.as_deref() {
+        Some(to) if to != "Running" => {
+            let to = match to {
+                "Deploying" => Phase::Deploying,
+                "Testing" => Phase::Testing,
+                _ => Phase::InReview,
+            };
+            plan.transition(to, "Resumed", "workspace back on the task's branch");
+        }
+        Some(_) => {
+            let id = format!(
+                "resume-{}",
+                plan.status
+                    .agent
+                    .as_ref()
+                    .map_or(0, |a| a.prompts_sent.len())
+            );
+            ctx.agent
+                .send(
+                    &session.id,
+                    &id,
+                    "You were paused and are resumed now; carry on where you left off.",
+                )
+                .await?;
+            if let Some(a) = plan.status.agent.as_mut() {
+                a.prompts_sent.push(id);
+            }
+            plan.transition(
+                Phase::Running,
+                "Resumed",
+                "workspace back on the task's branch",
+            );
+        }
+        None => plan.transition(
+            Phase::Running,
+            "AgentStarted",
+            format!("workspace ready, session {}", session.id),
+        ),
+    }
     Ok(Action::requeue(Duration::ZERO))
 }
 
@@ -934,7 +1009,15 @@ async fn running(
                     commit,
                 );
             }
-            AgentEvent::Question(asked) => {
+            AgentEvent::Question(mut asked) => {
+                // The agent's question is untrusted input: make it a valid question file
+                // (unique labels; free text when there are no options), or it would be
+                // dropped on re-read and the agent would wait forever.
+                let mut seen = BTreeSet::new();
+                asked.options.retain(|o| seen.insert(o.label.clone()));
+                if asked.options.is_empty() {
+                    asked.custom = true;
+                }
                 let qid = Qid::new(format!("q-{:03}", plan.questions.len() + 1))
                     .map_err(|e| ReconcileError::Other(e.to_string()))?;
                 let deadline = crate::hours::deadline(plan.now, timeout, &settings.business_hours)
@@ -994,10 +1077,18 @@ async fn running(
                         format!("⚠ {message} (retrying)"),
                         None,
                     );
-                    let id = format!("retry-{}", plan.status.attempts);
+                    let sent = plan
+                        .status
+                        .agent
+                        .as_ref()
+                        .map_or(0, |a| a.prompts_sent.len());
+                    let id = format!("retry-{sent}");
                     ctx.agent
                         .send(&session, &id, "The last request failed; please continue.")
                         .await?;
+                    if let Some(a) = plan.status.agent.as_mut() {
+                        a.prompts_sent.push(id);
+                    }
                 } else {
                     plan.transition(Phase::Failed, "AgentFailed", message);
                     return Ok(Action::await_change());
@@ -1201,20 +1292,23 @@ async fn testing(
     plan.lab = Some(lab_status);
     plan.milestone(MilestoneKind::Test, line, None);
     if results.failed == 0 {
-        plan.status.attempts = 0;
+        plan.status.effects.remove("testAttempts");
         plan.transition(Phase::InReview, "TestsPassed", "");
         return Ok(Action::requeue(Duration::ZERO));
     }
-    plan.status.attempts += 1;
-    if plan.status.attempts > ctx.settings.max_test_retries {
+    // Test attempts are counted apart from agent retries, and reset by `retry:`.
+    let attempts: u32 = plan
+        .effect("testAttempts")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        + 1;
+    plan.set_effect("testAttempts", attempts.to_string());
+    if attempts > ctx.settings.max_test_retries {
         plan.set_effect("failedIn", "Testing");
         plan.transition(
             Phase::Failed,
             "TestsFailing",
-            format!(
-                "lab tests still failing after {} attempts",
-                plan.status.attempts
-            ),
+            format!("lab tests still failing after {attempts} attempts"),
         );
         return Ok(Action::await_change());
     }
@@ -1237,11 +1331,14 @@ async fn testing(
         text.push_str(&format!("- {}: {}\n", f.name, f.message));
     }
     text.push_str("Please fix them; the work is deployed and tested again when you are done.\n");
-    let id = format!(
-        "{}tests-{}",
-        crate::agent::scripted::FEEDBACK_PREFIX,
-        plan.status.attempts
-    );
+    // Unique for the session (a retry must not reuse an id the runtime already saw) and
+    // stable when this step is replayed after a crash.
+    let sent = plan
+        .status
+        .agent
+        .as_ref()
+        .map_or(0, |a| a.prompts_sent.len());
+    let id = format!("{}tests-{sent}", crate::agent::scripted::FEEDBACK_PREFIX);
     ctx.agent.send(&session, &id, &text).await?;
     if let Some(a) = plan.status.agent.as_mut()
         && !a.prompts_sent.contains(&id)

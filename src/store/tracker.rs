@@ -114,6 +114,14 @@ impl Tracker {
         let (Some(old), Some(new)) = (self.head, new_head) else {
             return self.resync(repo, new_head);
         };
+        if is_ancestor(repo, new, old)? {
+            // A reader that fetched earlier than another but locked later: the head it read
+            // is already contained in ours. Never move backwards.
+            return Ok(Wake {
+                head: self.head,
+                ..Wake::default()
+            });
+        }
         if !is_ancestor(repo, old, new)? {
             let mut wake = self.resync(repo, new_head)?;
             wake.force_pushed = true;
