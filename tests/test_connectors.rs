@@ -145,6 +145,13 @@ async fn local_forge_opens_once_merges_once_and_refuses_a_moved_head() {
         1
     );
     assert_eq!(git(&origin, &["show", "main:new.txt"]), "work");
+    // Opening again after the merge (a crash before it was recorded) finds the same change.
+    assert_eq!(forge.open_change(&req).await.unwrap().number, a.number);
+    // New work on the same branch name is a new change.
+    commit_to_bare(&mirror, "gaffer/t", &[("more.txt", "more\n")], "more");
+    let c = forge.open_change(&req).await.unwrap();
+    assert_ne!(c.number, a.number);
+    assert_eq!(c.state, "open");
 }
 
 #[tokio::test]

@@ -183,7 +183,12 @@ impl Forge for LocalForge {
             .map_err(|_| ForgeError::Storage("lock poisoned".into()))?;
         let mut book = self.load()?;
         if let Some(c) = book.changes.iter_mut().find(|c| {
-            c.repo_url == req.repo_url && c.head_branch == req.head_branch && c.state == "open"
+            c.repo_url == req.repo_url
+                && c.head_branch == req.head_branch
+                // An open change is updated; a merged one is the same change only if it
+                // merged exactly this head (a crash after merging, before recording it).
+                // New work on a reused branch name gets a new change.
+                && (c.state == "open" || (c.state == "merged" && c.head_sha == head))
         }) {
             c.head_sha = head;
             let c = c.clone();
