@@ -299,6 +299,25 @@ impl Plan {
     }
 }
 
+fn join_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Sets condition `type_` back to True when it was False (the problem went away).
+fn clear_condition(status: &mut TaskStatus, type_: &str, now: Timestamp) {
+    if status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == ConditionStatus::False)
+    {
+        set_condition(status, type_, ConditionStatus::True, "Valid", "", now);
+    }
+}
+
 fn state_word(s: QuestionState) -> &'static str {
     match s {
         QuestionState::Open => "asked",
@@ -457,12 +476,7 @@ async fn step(
     }
     // An invalid task.yaml: report where, do nothing else.
     let Some(spec) = view.spec.clone() else {
-        let msg = view
-            .spec_problems
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let msg = join_problems(&view.spec_problems);
         set_condition(
             &mut plan.status,
             "SpecValid",
@@ -475,28 +489,9 @@ async fn step(
         plan.status.reason = Some("InvalidSpec".into());
         return Ok(Action::await_change());
     };
-    if plan
-        .status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "SpecValid" && c.status == ConditionStatus::False)
-    {
-        set_condition(
-            &mut plan.status,
-            "SpecValid",
-            ConditionStatus::True,
-            "Valid",
-            "",
-            plan.now,
-        );
-    }
+    clear_condition(&mut plan.status, "SpecValid", plan.now);
     if !view.project_problems.is_empty() {
-        let msg = view
-            .project_problems
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let msg = join_problems(&view.project_problems);
         set_condition(
             &mut plan.status,
             "ProjectReady",
@@ -523,6 +518,7 @@ async fn step(
         );
         return Ok(Action::await_change());
     };
+    clear_condition(&mut plan.status, "ProjectReady", plan.now);
 
     if spec.cancel {
         if plan.phase() != Phase::Cancelled {

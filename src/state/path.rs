@@ -199,11 +199,9 @@ impl StatePath {
         }
     }
 
-    /// The object whose reconcile a change to this file wakes.
-    pub fn object(&self) -> ObjectKey {
+    /// The task a file belongs to, if it is a task file.
+    pub fn task(&self) -> Option<&TaskRef> {
         match self {
-            StatePath::Settings => ObjectKey::Settings,
-            StatePath::Project(p) | StatePath::LabStatus(p) => ObjectKey::Project(p.clone()),
             StatePath::TaskSpec(t)
             | StatePath::TaskStatus(t)
             | StatePath::Progress(t)
@@ -211,7 +209,19 @@ impl StatePath {
             | StatePath::Question(t, _)
             | StatePath::QuestionDoc(t, _)
             | StatePath::Answer(t, _)
-            | StatePath::Approval(t, _) => ObjectKey::Task(t.clone()),
+            | StatePath::Approval(t, _) => Some(t),
+            StatePath::Settings | StatePath::Project(_) | StatePath::LabStatus(_) => None,
+        }
+    }
+
+    /// The object whose reconcile a change to this file wakes.
+    pub fn object(&self) -> ObjectKey {
+        match (self, self.task()) {
+            (_, Some(t)) => ObjectKey::Task(t.clone()),
+            (StatePath::Project(p) | StatePath::LabStatus(p), None) => {
+                ObjectKey::Project(p.clone())
+            }
+            _ => ObjectKey::Settings,
         }
     }
 }

@@ -665,17 +665,7 @@ fn classify(path: &str) -> Result<Option<StatePath>, Problem> {
 }
 
 fn task_of(sp: &StatePath) -> Option<&TaskRef> {
-    match sp {
-        StatePath::TaskSpec(t)
-        | StatePath::TaskStatus(t)
-        | StatePath::Progress(t)
-        | StatePath::Slack(t)
-        | StatePath::Question(t, _)
-        | StatePath::QuestionDoc(t, _)
-        | StatePath::Answer(t, _)
-        | StatePath::Approval(t, _) => Some(t),
-        _ => None,
-    }
+    sp.task()
 }
 
 fn symlink_message(path: &str, target: &str) -> String {
