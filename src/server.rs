@@ -50,18 +50,27 @@ pub fn app(state: Arc<ServerState>) -> Router {
 
 async fn metrics(State(state): State<Arc<ServerState>>) -> String {
     let m = &state.metrics;
-    let mut out = String::new();
-    if let Some(r) = &state.runtime {
-        out.push_str(&r.render());
+    let mut out = state
+        .runtime
+        .as_ref()
+        .map(|r| r.render())
+        .unwrap_or_default();
+    crate::reconcile::metrics::header(
+        &mut out,
+        "gaffer_webhooks_total",
+        "counter",
+        "Webhooks received, by result.",
+    );
+    for (result, n) in [
+        ("accepted", &m.webhooks_accepted),
+        ("rejected", &m.webhooks_rejected),
+    ] {
+        out.push_str(&format!(
+            "gaffer_webhooks_total{{result=\"{result}\"}} {}\n",
+            n.load(Ordering::Relaxed)
+        ));
     }
-    out + &format!(
-        "# HELP gaffer_webhooks_total Webhooks received, by result.\n\
-         # TYPE gaffer_webhooks_total counter\n\
-         gaffer_webhooks_total{{result=\"accepted\"}} {}\n\
-         gaffer_webhooks_total{{result=\"rejected\"}} {}\n",
-        m.webhooks_accepted.load(Ordering::Relaxed),
-        m.webhooks_rejected.load(Ordering::Relaxed),
-    )
+    out
 }
 
 /// Checks a `sha256=<hex>` signature of `body` with `secret`, in constant time.

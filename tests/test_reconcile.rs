@@ -84,6 +84,11 @@ impl Lab {
     }
 
     fn daemon(&self) -> Daemon {
+        self.daemon_with(&[])
+    }
+
+    /// `gaffer reconcile` on this lab, with `extra` arguments, logging to daemon.log.
+    fn daemon_with(&self, extra: &[&str]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -95,6 +100,7 @@ impl Lab {
             .arg(&self.data)
             .arg("--builders")
             .arg(&self.builders)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .stdin(Stdio::null())
@@ -164,6 +170,14 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The status of `demo/web-api/<task>`, which must exist.
+fn status(snap: &Snapshot, task: &str) -> gaffer::state::status::TaskStatus {
+    let t = TaskRef::parse(&format!("demo/web-api/{task}")).unwrap();
+    snap.task(&t)
+        .and_then(|e| e.status.as_deref().cloned())
+        .expect("task has a status")
 }
 
 fn phase(snap: &Snapshot, task: &str) -> Option<Phase> {
@@ -393,12 +407,7 @@ fn second_task_of_a_project_waits_in_queued_and_projects_run_in_parallel() {
                     == Some(Phase::AwaitingAnswer)
         },
     );
-    let second = snap
-        .task(&TaskRef::parse("demo/web-api/second").unwrap())
-        .unwrap()
-        .status
-        .clone()
-        .unwrap();
+    let second = status(&snap, "second");
     assert_eq!(second.phase, Phase::Queued);
     assert_eq!(second.reason.as_deref(), Some("ProjectBusy"));
     // Cancelling the first frees the slot.
@@ -436,12 +445,7 @@ fn suspend_resume_cancel_and_delete() {
     let snap = wait_until(&lab, 30, "Cancelled", |s| {
         phase(s, "s") == Some(Phase::Cancelled)
     });
-    let st = snap
-        .task(&TaskRef::parse("demo/web-api/s").unwrap())
-        .unwrap()
-        .status
-        .clone()
-        .unwrap();
+    let st = status(&snap, "s");
     assert_eq!(st.reason.as_deref(), Some("Cancelled"));
     let wt = lab.builders.join("demo-web-api/repos/web-api");
     assert!(wt.is_dir(), "worktree kept");
@@ -477,12 +481,7 @@ fn suspend_resume_cancel_and_delete() {
     let snap = wait_until(&lab, 30, "d cancelled", |s| {
         phase(s, "d") == Some(Phase::Cancelled)
     });
-    let st = snap
-        .task(&TaskRef::parse("demo/web-api/d").unwrap())
-        .unwrap()
-        .status
-        .clone()
-        .unwrap();
+    let st = status(&snap, "d");
     assert_eq!(st.reason.as_deref(), Some("TaskDeleted"));
 }
 
@@ -501,12 +500,7 @@ fn invalid_task_yaml_gets_a_located_error_and_nothing_else() {
         s.task(&TaskRef::parse("demo/web-api/bad").unwrap())
             .is_some_and(|e| e.status.is_some())
     });
-    let st = snap
-        .task(&TaskRef::parse("demo/web-api/bad").unwrap())
-        .unwrap()
-        .status
-        .clone()
-        .unwrap();
+    let st = status(&snap, "bad");
     assert_eq!(st.phase, Phase::Pending);
     let cond = st
         .conditions
@@ -595,23 +589,7 @@ fn daemon_serves_health_and_metrics() {
         .unwrap()
         .port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gaffer"))
-        .args([
-            "reconcile",
-            "--state",
-            lab.state.to_str().unwrap(),
-            "--listen",
-            &addr.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(&lab.data)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _d = Daemon(child);
+    let _d = lab.daemon_with(&["--listen", &addr.to_string()]);
     lab.add_task("m", "");
     wait_until(&lab, 30, "the task waits on its question", |s| {
         phase(s, "m") == Some(Phase::AwaitingAnswer)
@@ -655,12 +633,7 @@ fn failing_tests_fail_the_task_and_retry_goes_back_through_the_queue_with_new_fe
     lab.add_task("f", "");
     let _d = lab.daemon();
     let snap = wait_until(&lab, 60, "Failed", |s| phase(s, "f") == Some(Phase::Failed));
-    let st = snap
-        .task(&TaskRef::parse("demo/web-api/f").unwrap())
-        .unwrap()
-        .status
-        .clone()
-        .unwrap();
+    let st = status(&snap, "f");
     assert_eq!(st.reason.as_deref(), Some("TestsFailing"));
     assert_eq!(
         st.agent.as_ref().unwrap().prompts_sent,
@@ -674,12 +647,7 @@ fn failing_tests_fail_the_task_and_retry_goes_back_through_the_queue_with_new_fe
             .and_then(|e| e.status.clone());
         st.is_some_and(|st| st.phase == Phase::Failed && st.observed_retry == 1)
     });
-    let st = snap
-        .task(&TaskRef::parse("demo/web-api/f").unwrap())
-        .unwrap()
-        .status
-        .clone()
-        .unwrap();
+    let st = status(&snap, "f");
     assert_eq!(
         st.agent.as_ref().unwrap().prompts_sent,
         [

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use gaffer::names::TaskRef;
-use gaffer::state::path::{ObjectKey, StatePath, Writer};
+use gaffer::state::path::{ObjectKey, StatePath};
 use gaffer::store::watch::{self, Reason, Syncer};
 use gaffer::store::{Identity, StatusWriter, Tracker, Transport, Update, WriterConfig, WriterRole};
 
@@ -696,7 +696,6 @@ fn hostile_files_do_not_stop_valid_objects() {
             .iter()
             .any(|p| p.contains("dup/task.yaml:2:1: duplicate mapping key"))
     );
-    let _ = Writer::Person;
 }
 
 #[test]
@@ -721,4 +720,32 @@ fn tracker_never_moves_back_to_an_older_head() {
     );
     assert_eq!(tracker.head(), new);
     assert!(tracker.snapshot().task(&task("a")).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_only_never_overwrites() {
+    let remote = Remote::new();
+    let person = remote.person_clone("person");
+    person_push(
+        &person,
+        &[(
+            "projects/ai-dev/api/tasks/a/task.yaml",
+            &task_yaml("theirs"),
+        )],
+        "a",
+    );
+    let head = remote.head();
+    let w = writer(remote.transport(false), WriterRole::Person);
+    let mut u = Update::put(
+        StatePath::TaskSpec(task("a")),
+        task_yaml("mine"),
+        "new task a",
+    );
+    u.create_only = true;
+    let id = w.write(vec![u]).await.unwrap();
+    assert_eq!(id.to_string(), head, "nothing committed");
+    assert_eq!(
+        remote.show("projects/ai-dev/api/tasks/a/task.yaml"),
+        "title: theirs"
+    );
 }

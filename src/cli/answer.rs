@@ -2,12 +2,13 @@
 
 use std::process::ExitCode;
 
+use super::person::PersonArgs;
 use super::{CliError, CmdResult};
 use crate::names::{Id, Qid, TaskRef};
 use crate::state::StatePath;
 use crate::state::spec::{AnswerSpec, ApprovalSpec, Choice};
 use crate::state::yaml::Located;
-use crate::store::{Identity, StatusWriter, Transport, Update, WriterConfig, WriterRole};
+use crate::store::Update;
 
 /// Arguments of `gaffer answer`.
 #[derive(Debug, clap::Args)]
@@ -21,12 +22,9 @@ pub struct AnswerArgs {
     /// A note passed to the builder with the answer.
     #[arg(long)]
     pub note: Option<String>,
-    /// Who answers (default: your git user.email).
-    #[arg(long)]
-    pub by: Option<String>,
-    /// The state repository.
-    #[arg(long, env = "GAFFER_STATE")]
-    pub state: String,
+    /// Who, where.
+    #[command(flatten)]
+    pub person: PersonArgs,
 }
 
 /// Arguments of `gaffer approve`.
@@ -37,60 +35,22 @@ pub struct ApproveArgs {
     /// A comment.
     #[arg(long)]
     pub note: Option<String>,
-    /// Who approves (default: your git user.email).
-    #[arg(long)]
-    pub by: Option<String>,
-    /// The state repository.
-    #[arg(long, env = "GAFFER_STATE")]
-    pub state: String,
-}
-
-fn person() -> Identity {
-    let g = crate::git::Git::new(".");
-    let name = g
-        .run(["config", "--get", "user.name"])
-        .ok()
-        .filter(|s| !s.is_empty());
-    let email = g
-        .run(["config", "--get", "user.email"])
-        .ok()
-        .filter(|s| !s.is_empty());
-    Identity {
-        name: name.unwrap_or_else(|| "gaffer-cli".into()),
-        email: email.unwrap_or_else(|| "cli@gaffer.invalid".into()),
-    }
-}
-
-/// Commits `updates` as a person and waits until they are on the remote.
-pub(crate) fn commit_as_person(
-    state: &str,
-    identity: Identity,
-    updates: Vec<Update>,
-) -> Result<String, CliError> {
-    let tmp = tempfile::tempdir().map_err(|e| CliError::internal(e.to_string()))?;
-    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::internal(e.to_string()))?;
-    rt.block_on(async {
-        let transport = Transport::open(state, "main", tmp.path(), false)
-            .map_err(|e| CliError::user(format!("cannot open {state}: {e}")))?;
-        let mut cfg = WriterConfig::new(WriterRole::Person, identity);
-        cfg.max_attempts = 20;
-        let writer = StatusWriter::spawn(transport, cfg);
-        let id = writer
-            .write(updates)
-            .await
-            .map_err(|e| CliError::user(e.to_string()))?;
-        Ok(id.to_string())
-    })
+    /// Who, where.
+    #[command(flatten)]
+    pub person: PersonArgs,
 }
 
 /// Runs `gaffer answer`.
 pub fn cmd_answer(args: AnswerArgs) -> CmdResult {
     let task = TaskRef::parse(&args.task)?;
     let qid = Qid::new(&args.qid)?;
-    let (snapshot, _tmp) = super::status::open_snapshot(&args.state, "main")?;
-    let entry = snapshot
-        .task(&task)
-        .ok_or_else(|| CliError::user(format!("task {task} does not exist in {}", args.state)))?;
+    let (snapshot, _tmp) = super::status::open_snapshot(&args.person.state, &args.person.branch)?;
+    let entry = snapshot.task(&task).ok_or_else(|| {
+        CliError::user(format!(
+            "task {task} does not exist in {}",
+            args.person.state
+        ))
+    })?;
     let question = entry
         .questions
         .get(&qid)
@@ -104,8 +64,7 @@ pub fn cmd_answer(args: AnswerArgs) -> CmdResult {
         ))
         .hint("give the exact label, quoted, e.g. gaffer answer ... \"RS256 (Recommended)\""));
     }
-    let identity = person();
-    let by = args.by.clone().unwrap_or_else(|| identity.email.clone());
+    let (identity, by) = args.person.who();
     let (choice, text) = if question.has_option(&args.choice) {
         (Some(Located::new(Choice::One(args.choice.clone()))), None)
     } else {
@@ -121,8 +80,7 @@ pub fn cmd_answer(args: AnswerArgs) -> CmdResult {
     let body =
         crate::state::yaml::to_string(&answer).map_err(|e| CliError::internal(e.to_string()))?;
     let path = StatePath::Answer(task.clone(), qid.clone());
-    let commit = commit_as_person(
-        &args.state,
+    let commit = args.person.commit(
         identity,
         vec![Update::put(
             path.clone(),
@@ -137,15 +95,14 @@ pub fn cmd_answer(args: AnswerArgs) -> CmdResult {
 /// Runs `gaffer approve`.
 pub fn cmd_approve(args: ApproveArgs) -> CmdResult {
     let task = TaskRef::parse(&args.task)?;
-    let (snapshot, _tmp) = super::status::open_snapshot(&args.state, "main")?;
+    let (snapshot, _tmp) = super::status::open_snapshot(&args.person.state, &args.person.branch)?;
     if snapshot.task(&task).and_then(|t| t.spec.as_ref()).is_none() {
         return Err(CliError::user(format!(
             "task {task} does not exist in {}",
-            args.state
+            args.person.state
         )));
     }
-    let identity = person();
-    let by = args.by.clone().unwrap_or_else(|| identity.email.clone());
+    let (identity, by) = args.person.who();
     let now = jiff::Timestamp::now();
     let id = Id::new(format!("cli-{}", now.as_second()))?;
     let approval = ApprovalSpec {
@@ -156,8 +113,7 @@ pub fn cmd_approve(args: ApproveArgs) -> CmdResult {
     let body =
         crate::state::yaml::to_string(&approval).map_err(|e| CliError::internal(e.to_string()))?;
     let path = StatePath::Approval(task.clone(), id);
-    let commit = commit_as_person(
-        &args.state,
+    let commit = args.person.commit(
         identity,
         vec![Update::put(
             path.clone(),

@@ -280,16 +280,8 @@ async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Re
                 by: Some(PERSON.into()),
                 at: Some(jiff::Timestamp::now()),
             };
-            let body = crate::state::yaml::to_string(&answer)
-                .map_err(|e| CliError::internal(e.to_string()))?;
-            person
-                .write(vec![Update::put(
-                    StatePath::Answer(task.clone(), qid),
-                    body,
-                    format!("{task} q-001 answered"),
-                )])
-                .await
-                .map_err(|e| CliError::internal(e.to_string()))?;
+            let path = StatePath::Answer(task.clone(), qid);
+            put(&person, path, &answer, format!("{task} q-001 answered")).await?;
             say(
                 start,
                 "person",
@@ -304,17 +296,9 @@ async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Re
                 at: Some(jiff::Timestamp::now()),
                 note: Some("Approve & Promote".into()),
             };
-            let body = crate::state::yaml::to_string(&approval)
-                .map_err(|e| CliError::internal(e.to_string()))?;
             let id = Id::new("demo-approval").map_err(|e| CliError::internal(e.to_string()))?;
-            person
-                .write(vec![Update::put(
-                    StatePath::Approval(task.clone(), id),
-                    body,
-                    format!("{task} approved"),
-                )])
-                .await
-                .map_err(|e| CliError::internal(e.to_string()))?;
+            let path = StatePath::Approval(task.clone(), id);
+            put(&person, path, &approval, format!("{task} approved")).await?;
             say(
                 start,
                 "person",
@@ -326,6 +310,22 @@ async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Re
     let _ = stop_tx.send(());
     let _ = reconciler.await;
     result
+}
+
+/// Commits one spec file as the demo's person and waits until it is on the remote.
+async fn put<T: serde::Serialize>(
+    person: &StatusWriter,
+    path: StatePath,
+    value: &T,
+    summary: String,
+) -> Result<(), CliError> {
+    let body =
+        crate::state::yaml::to_string(value).map_err(|e| CliError::internal(e.to_string()))?;
+    person
+        .write(vec![Update::put(path, body, summary)])
+        .await
+        .map_err(|e| CliError::internal(e.to_string()))?;
+    Ok(())
 }
 
 /// Prints each notification with the elapsed time, and records it like the log notifier.

@@ -9,6 +9,7 @@ mod answer;
 pub mod demo;
 mod init;
 mod new_task;
+mod person;
 mod reconcile;
 mod schema;
 pub mod status;

@@ -2,12 +2,12 @@
 
 use std::process::ExitCode;
 
+use super::person::PersonArgs;
 use super::{CliError, CmdResult};
-use crate::git::{self, Git};
 use crate::names::TaskRef;
 use crate::state::StatePath;
-use crate::state::snapshot::{RawContent, Snapshot};
 use crate::state::spec::{Priority, TaskSpec};
+use crate::store::Update;
 
 /// Arguments of `gaffer new task`.
 #[derive(Debug, clap::Args)]
@@ -23,16 +23,10 @@ pub struct NewTaskArgs {
     /// low, medium, high or urgent.
     #[arg(long, default_value = "medium")]
     pub priority: Priority,
-    /// The state repository (a path or URL that `git` can fetch from and push to).
-    #[arg(long, env = "GAFFER_STATE")]
-    pub state: String,
-    /// The branch the state lives on.
-    #[arg(long, default_value = "main")]
-    pub branch: String,
+    /// Who, where.
+    #[command(flatten)]
+    pub person: PersonArgs,
 }
-
-/// How many times a rejected push is retried (someone else pushed in between).
-const PUSH_ATTEMPTS: u32 = 20;
 
 /// Runs `gaffer new task`.
 pub fn cmd_new_task(args: NewTaskArgs) -> CmdResult {
@@ -40,7 +34,6 @@ pub fn cmd_new_task(args: NewTaskArgs) -> CmdResult {
     if args.title.trim().is_empty() {
         return Err(CliError::user("--title must not be empty"));
     }
-    Git::check_version()?;
     let spec = TaskSpec {
         title: args.title.trim().to_string(),
         description: args.description.clone(),
@@ -54,76 +47,43 @@ pub fn cmd_new_task(args: NewTaskArgs) -> CmdResult {
         crate::state::yaml::to_string(&spec).map_err(|e| CliError::internal(e.to_string()))?;
     let text =
         format!("# yaml-language-server: $schema=../../../../../schema/task.schema.json\n{body}");
-    let task_path = StatePath::TaskSpec(task.clone()).to_path();
-    let project_path = StatePath::Project(task.project.clone()).to_path();
-
-    let tmp = tempfile::tempdir().map_err(|e| CliError::internal(e.to_string()))?;
-    let g = Git::new(tmp.path());
-    g.run(["init", "--quiet", "--bare"])?;
-    let g = git::identity_env(g);
-    let remote_ref = format!("refs/heads/{}", args.branch);
-    for attempt in 1..=PUSH_ATTEMPTS {
-        g.run([
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            &args.state,
-            &format!("+{remote_ref}:refs/gaffer/base"),
-        ])
-        .map_err(|e| {
-            CliError::user(format!(
-                "cannot fetch branch {} of {}: {e}",
-                args.branch, args.state
-            ))
-            .hint("is --state a state repository made by `gaffer init`?")
-        })?;
-        let base = g.run(["rev-parse", "refs/gaffer/base"])?;
-        if g.run(["cat-file", "-e", &format!("{base}:{project_path}")])
-            .is_err()
-        {
-            return Err(CliError::user(format!(
-                "project {} does not exist in {} (no {project_path})",
-                task.project, args.state
-            )));
-        }
-        if g.run(["cat-file", "-e", &format!("{base}:{task_path}")])
-            .is_ok()
-        {
-            return Err(CliError::user(format!("task {task} already exists ({task_path})"))
-                .hint("choose another task name; existing tasks are changed by editing their task.yaml"));
-        }
-        let snapshot = Snapshot::from_files([(
-            task_path.clone(),
-            RawContent::Blob(text.clone().into_bytes()),
-        )]);
-        if let Some(p) = snapshot.problems_of(&task_path).first() {
-            return Err(CliError::user(format!("the task would be invalid: {p}")));
-        }
-        let message = format!("gaffer: new task {task}\n\n{}", spec.title);
-        let commit = git::commit_files(
-            &g,
-            Some(&base),
-            &[(task_path.clone(), Some(text.clone().into_bytes()))],
-            &message,
-        )?;
-        match g.push(&args.state, &commit, &remote_ref)? {
-            git::PushOutcome::Pushed => {
-                println!("committed {task_path}");
-                println!("  {} on {} of {}", &commit[..12], args.branch, args.state);
-                return Ok(ExitCode::SUCCESS);
-            }
-            git::PushOutcome::Rejected(why) => {
-                eprintln!(
-                    "push rejected ({why}); fetching and retrying ({attempt}/{PUSH_ATTEMPTS})"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(
-                    20 * u64::from(attempt) + u64::from(std::process::id() % 17),
-                ));
-            }
-        }
+    let path = StatePath::TaskSpec(task.clone());
+    let p = &args.person;
+    let (snapshot, _tmp) = super::status::open_snapshot(&p.state, &p.branch)
+        .map_err(|e| e.hint("is --state a state repository made by `gaffer init`?"))?;
+    if snapshot
+        .projects
+        .get(&task.project)
+        .is_none_or(|pe| !pe.spec_present)
+    {
+        return Err(CliError::user(format!(
+            "project {} does not exist in {} (no {})",
+            task.project,
+            p.state,
+            StatePath::Project(task.project.clone()).to_path()
+        )));
     }
-    Err(CliError::user(format!(
-        "push to {} was rejected {PUSH_ATTEMPTS} times; the state repository is very busy",
-        args.state
-    )))
+    if snapshot.task(&task).is_some_and(|e| e.spec_present) {
+        return Err(already_exists(&task, &path));
+    }
+    // Someone may create the same task between the check and the commit: create_only
+    // never overwrites it, and the commit reports it.
+    let (identity, _) = p.who();
+    let mut update = Update::put(path.clone(), text, format!("new task {task}"));
+    update.create_only = true;
+    let commit = p.commit(identity, vec![update]).map_err(|e| {
+        if e.message.ends_with("already exists") {
+            already_exists(&task, &path)
+        } else {
+            e
+        }
+    })?;
+    println!("committed {}", path.to_path());
+    println!("  {} on {} of {}", &commit[..12], p.branch, p.state);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn already_exists(task: &TaskRef, path: &StatePath) -> CliError {
+    CliError::user(format!("task {task} already exists ({})", path.to_path()))
+        .hint("choose another task name; existing tasks are changed by editing their task.yaml")
 }

@@ -64,18 +64,23 @@ impl ReconcileMetrics {
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP gaffer_reconciles_total Reconciles finished.");
-        let _ = writeln!(out, "# TYPE gaffer_reconciles_total counter");
+        header(
+            &mut out,
+            "gaffer_reconciles_total",
+            "counter",
+            "Reconciles finished.",
+        );
         let _ = writeln!(
             out,
             "gaffer_reconciles_total {}",
             self.reconciles.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP gaffer_reconcile_errors_total Failed reconciles, by reason."
+        header(
+            &mut out,
+            "gaffer_reconcile_errors_total",
+            "counter",
+            "Failed reconciles, by reason.",
         );
-        let _ = writeln!(out, "# TYPE gaffer_reconcile_errors_total counter");
         if let Ok(e) = self.errors.lock() {
             for (reason, n) in e.iter() {
                 let _ = writeln!(
@@ -84,39 +89,40 @@ impl ReconcileMetrics {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP gaffer_queue_depth Objects waiting to be reconciled."
+        header(
+            &mut out,
+            "gaffer_queue_depth",
+            "gauge",
+            "Objects waiting to be reconciled.",
         );
-        let _ = writeln!(out, "# TYPE gaffer_queue_depth gauge");
         let _ = writeln!(
             out,
             "gaffer_queue_depth {}",
             self.queue_depth.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP gaffer_wake_to_commit_seconds From someone else's commit waking an object to the reconciler's first commit for it."
+        let name = "gaffer_wake_to_commit_seconds";
+        header(
+            &mut out,
+            name,
+            "histogram",
+            "From someone else's commit waking an object to the reconciler's first commit for it.",
         );
-        let _ = writeln!(out, "# TYPE gaffer_wake_to_commit_seconds histogram");
         if let Ok(h) = self.latency.lock() {
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "gaffer_wake_to_commit_seconds_bucket{{le=\"{b}\"}} {}",
-                    h.counts[i]
-                );
+                let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", h.counts[i]);
             }
-            let _ = writeln!(
-                out,
-                "gaffer_wake_to_commit_seconds_bucket{{le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(out, "gaffer_wake_to_commit_seconds_sum {}", h.sum);
-            let _ = writeln!(out, "gaffer_wake_to_commit_seconds_count {}", h.count);
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum {}", h.sum);
+            let _ = writeln!(out, "{name}_count {}", h.count);
         }
         out
     }
+}
+
+/// Writes the `# HELP` and `# TYPE` lines of a Prometheus metric.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 #[cfg(test)]

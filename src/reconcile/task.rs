@@ -220,20 +220,17 @@ impl Plan {
         let new_milestones: Vec<Milestone> =
             self.progress.milestones[self.first_new_milestone..].to_vec();
         let mut updates = Vec::new();
-        let summary = match (self.summaries.first(), new_milestones.first()) {
-            (Some(s), _) => s.clone(),
-            (None, Some(m)) => format!("{} {}", self.t, m.text),
-            (None, None) => format!("{} status", self.t),
+        // The commit message names the transition, or else the first new milestone.
+        let summary = match (self.summaries.is_empty(), new_milestones.first()) {
+            (false, _) => self.summaries.join("; "),
+            (true, Some(m)) => format!("{} {}", self.t, m.text),
+            (true, None) => format!("{} status", self.t),
         };
-        if !new_milestones.is_empty()
-            && let Some(last) = new_milestones.last()
-        {
-            self.set_effect(
-                "notified",
-                last.seq
-                    .saturating_sub(new_milestones.len() as u32)
-                    .to_string(),
-            );
+        if !new_milestones.is_empty() {
+            // Milestones before this commit's were offered to the notifiers by the
+            // catch-up at the start of this reconcile; this commit's are offered below.
+            let notified = self.first_new_milestone.to_string();
+            self.set_effect("notified", notified);
         }
         let status_changed = {
             let mut a = self.original.clone();
@@ -282,21 +279,25 @@ impl Plan {
                 summary.clone(),
             ));
         }
-        for s in self.summaries.iter().skip(1) {
-            // Extra summaries ride along in the message body via the writer's coalescing.
-            updates.push(Update {
-                path: StatePath::TaskStatus(self.t.clone()),
-                content: Some(yaml(&self.status)?.into_bytes()),
-                summary: s.clone(),
-                create_only: false,
-            });
-        }
         ctx.writer.write(updates).await?;
         ctx.metrics.committed(&ObjectKey::Task(self.t.clone()));
         ctx.refresh().await?;
         notify(ctx, &self.t, &new_milestones).await?;
         Ok(())
     }
+}
+
+/// Records why the task cannot go on (condition `type_` False) and waits for a change.
+fn blocked(plan: &mut Plan, type_: &str, reason: &str, message: &str) -> Action {
+    set_condition(
+        &mut plan.status,
+        type_,
+        ConditionStatus::False,
+        reason,
+        message,
+        plan.now,
+    );
+    Action::await_change()
 }
 
 fn join_problems(problems: &[Problem]) -> String {
@@ -477,30 +478,14 @@ async fn step(
     // An invalid task.yaml: report where, do nothing else.
     let Some(spec) = view.spec.clone() else {
         let msg = join_problems(&view.spec_problems);
-        set_condition(
-            &mut plan.status,
-            "SpecValid",
-            ConditionStatus::False,
-            "InvalidSpec",
-            &msg,
-            plan.now,
-        );
-        plan.status.message = Some(msg);
+        plan.status.message = Some(msg.clone());
         plan.status.reason = Some("InvalidSpec".into());
-        return Ok(Action::await_change());
+        return Ok(blocked(plan, "SpecValid", "InvalidSpec", &msg));
     };
     clear_condition(&mut plan.status, "SpecValid", plan.now);
     if !view.project_problems.is_empty() {
         let msg = join_problems(&view.project_problems);
-        set_condition(
-            &mut plan.status,
-            "ProjectReady",
-            ConditionStatus::False,
-            "InvalidProject",
-            &msg,
-            plan.now,
-        );
-        return Ok(Action::await_change());
+        return Ok(blocked(plan, "ProjectReady", "InvalidProject", &msg));
     }
     let Some(project) = view.project.clone() else {
         let msg = if view.project_present {
@@ -508,15 +493,7 @@ async fn step(
         } else {
             "the project has no project.yaml"
         };
-        set_condition(
-            &mut plan.status,
-            "ProjectReady",
-            ConditionStatus::False,
-            "NoProject",
-            msg,
-            plan.now,
-        );
-        return Ok(Action::await_change());
+        return Ok(blocked(plan, "ProjectReady", "NoProject", msg));
     };
     clear_condition(&mut plan.status, "ProjectReady", plan.now);
 

@@ -23,6 +23,27 @@ pub fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId, Sto
     Ok(c.tree_id().gix("commit tree")?.detach())
 }
 
+/// The bytes of `path` in `commit`, if it is a file there.
+pub fn read_file(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    path: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let tree = repo.find_tree(tree_of(repo, commit)?).gix("find tree")?;
+    let Some(entry) = tree.lookup_entry_by_path(path).gix("look up path")? else {
+        return Ok(None);
+    };
+    if !entry.mode().is_blob() {
+        return Ok(None);
+    }
+    Ok(Some(
+        repo.find_blob(entry.object_id())
+            .gix("read blob")?
+            .data
+            .clone(),
+    ))
+}
+
 /// Reads one entry into [`RawContent`], without reading blobs over the size limit.
 pub fn read_entry(
     repo: &gix::Repository,
