@@ -165,8 +165,11 @@ async fn scripted_agent_waits_for_answers_and_dedupes_prompts() {
     )
     .unwrap();
     let agent = ScriptedAgent::new(tmp.path().join("state"));
+    let t = TaskRef::parse("a/b/t1").unwrap();
     let req = SessionRequest {
-        task: TaskRef::parse("a/b/t1").unwrap(),
+        task: t.clone(),
+        title: "t1".into(),
+        permissions: Vec::new(),
         project_dir: project.clone(),
         worktrees: Default::default(),
         model: None,
@@ -175,29 +178,38 @@ async fn scripted_agent_waits_for_answers_and_dedupes_prompts() {
     };
     let s = agent.ensure_session(&req, None).await.unwrap();
     assert_eq!(agent.ensure_session(&req, Some(&s.id)).await.unwrap(), s);
-    agent.send(&s.id, "task", "do it").await.unwrap();
-    agent.send(&s.id, "task", "do it").await.unwrap();
-    let p = agent.poll(&s.id, 0).await.unwrap();
+    agent.send(&t, &s.id, "task", "do it").await.unwrap();
+    agent.send(&t, &s.id, "task", "do it").await.unwrap();
+    let p = agent.poll(&t, &s.id, 0).await.unwrap();
     let AgentEvent::Question(q) = &p.events[0] else {
         panic!("{p:?}")
     };
     assert_eq!(q.recommended(), "A (Recommended)");
     // Blocked until answered, however often it is polled.
-    assert!(agent.poll(&s.id, 1).await.unwrap().waiting);
-    assert!(agent.poll(&s.id, 1).await.unwrap().events.is_empty());
+    assert!(agent.poll(&t, &s.id, 1).await.unwrap().waiting);
+    assert!(agent.poll(&t, &s.id, 1).await.unwrap().events.is_empty());
     agent
-        .answer(&s.id, &q.request_id, &["B".into()], None)
+        .answer(
+            &t,
+            &s.id,
+            &gaffer::agent::Reply {
+                request_id: &q.request_id,
+                question: &q.text,
+                choice: &["B".into()],
+                note: None,
+            },
+        )
         .await
         .unwrap();
-    let p = agent.poll(&s.id, 1).await.unwrap();
+    let p = agent.poll(&t, &s.id, 1).await.unwrap();
     assert_eq!(p.events, [AgentEvent::Edited(vec!["app/out.txt".into()])]);
     assert_eq!(
         std::fs::read_to_string(project.join("repos/app/out.txt")).unwrap(),
         "B for t1"
     );
     // Replaying a step (after a crash) changes nothing.
-    assert_eq!(agent.poll(&s.id, 1).await.unwrap(), p);
-    let p = agent.poll(&s.id, 2).await.unwrap();
+    assert_eq!(agent.poll(&t, &s.id, 1).await.unwrap(), p);
+    let p = agent.poll(&t, &s.id, 2).await.unwrap();
     assert_eq!(p.events, [AgentEvent::Finished("ok".into())]);
     let state: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(tmp.path().join(format!("state/{}.json", s.id))).unwrap(),

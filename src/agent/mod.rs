@@ -6,10 +6,12 @@
 //! the real OpenCode runtime fits behind it. [`scripted::ScriptedAgent`] is the embedded
 //! default used by `gaffer demo`: it plays a YAML script of steps in the task's worktrees.
 
+pub mod opencode;
 pub mod scripted;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::names::{RepoName, TaskRef};
 use crate::state::status::QuestionOption;
@@ -19,6 +21,10 @@ use crate::state::status::QuestionOption;
 pub struct SessionRequest {
     /// The task.
     pub task: TaskRef,
+    /// The task's title.
+    pub title: String,
+    /// Permission rules for the session (OpenCode's ruleset), from `project.yaml`.
+    pub permissions: Vec<crate::state::spec::PermissionRule>,
     /// The project's workspace directory (`<builders>/{category}-{project}`).
     pub project_dir: PathBuf,
     /// Each repo's worktree.
@@ -42,9 +48,21 @@ pub struct Session {
     pub tmux: Option<String>,
 }
 
+/// What kind of request the agent made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AskKind {
+    /// A question (OpenCode's `question` tool).
+    #[default]
+    Question,
+    /// A permission request (OpenCode's `permission.asked`): options once/always/reject.
+    Permission,
+}
+
 /// A question the agent asked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AskedQuestion {
+    /// Question or permission.
+    pub kind: AskKind,
     /// The runtime's request id (OpenCode `que_...`), used to answer.
     pub request_id: String,
     /// The question.
@@ -82,6 +100,8 @@ pub enum AgentEvent {
     Question(AskedQuestion),
     /// The agent says the task is done.
     Finished(String),
+    /// The agent ended its turn without saying the task is done (its last text).
+    TurnEnded(String),
     /// The agent stopped with an error.
     Failed {
         /// What went wrong.
@@ -100,6 +120,23 @@ pub struct Polled {
     pub cursor: u64,
     /// Whether the agent is blocked on an unanswered question.
     pub waiting: bool,
+    /// The runtime restarted under a turn that was in progress (the id of the interrupted
+    /// message): the agent needs a prompt saying so to carry on.
+    pub interrupted: Option<String>,
+}
+
+/// A decision to hand to the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply<'a> {
+    /// The runtime's request id, as reported in [`AskedQuestion::request_id`].
+    pub request_id: &'a str,
+    /// The question's text (used when the runtime forgot the request and the answer has to
+    /// go as a prompt).
+    pub question: &'a str,
+    /// The chosen labels (or the free text).
+    pub choice: &'a [String],
+    /// A person's note.
+    pub note: Option<&'a str>,
 }
 
 /// Errors of agent runtimes.
@@ -117,10 +154,19 @@ pub enum AgentError {
 }
 
 /// A coding agent the reconciler drives. Every method is safe to repeat after a crash.
+///
+/// Methods after [`AgentRuntime::ensure_session`] name the task as well as the session id,
+/// so a runtime that keeps one server per project finds it again after gaffer restarts.
 #[async_trait::async_trait]
 pub trait AgentRuntime: Send + Sync + std::fmt::Debug {
     /// `opencode` or `scripted`.
     fn name(&self) -> &'static str;
+
+    /// Whether the runtime wakes tasks itself when something happens (so the reconciler only
+    /// polls as a safety net).
+    fn wakes(&self) -> bool {
+        false
+    }
 
     /// Finds the session `existing` (recorded in status) or creates one.
     async fn ensure_session(
@@ -130,20 +176,71 @@ pub trait AgentRuntime: Send + Sync + std::fmt::Debug {
     ) -> Result<Session, AgentError>;
 
     /// Sends a prompt; a second send with the same `prompt_id` does nothing.
-    async fn send(&self, session: &str, prompt_id: &str, text: &str) -> Result<(), AgentError>;
+    async fn send(
+        &self,
+        task: &TaskRef,
+        session: &str,
+        prompt_id: &str,
+        text: &str,
+    ) -> Result<(), AgentError>;
 
     /// Events after `cursor`.
-    async fn poll(&self, session: &str, cursor: u64) -> Result<Polled, AgentError>;
+    async fn poll(&self, task: &TaskRef, session: &str, cursor: u64) -> Result<Polled, AgentError>;
 
     /// Answers a question by its request id; answering twice does nothing.
     async fn answer(
         &self,
+        task: &TaskRef,
         session: &str,
-        request_id: &str,
-        choice: &[String],
-        note: Option<&str>,
+        reply: &Reply<'_>,
     ) -> Result<(), AgentError>;
 
+    /// A few lines on where the work stands (todos done/left, the agent's latest text), for
+    /// the periodic summary milestone.
+    async fn summary(&self, _task: &TaskRef, _session: &str) -> Result<String, AgentError> {
+        Ok(String::new())
+    }
+
     /// Stops the session's work (the session itself is kept).
-    async fn stop(&self, session: &str) -> Result<(), AgentError>;
+    async fn stop(&self, task: &TaskRef, session: &str) -> Result<(), AgentError>;
+}
+
+/// The runtimes a reconciler has; a project picks one with `agent.runtime`, and a task keeps
+/// the one its session was made with (recorded in its status).
+#[derive(Debug, Clone)]
+pub struct Agents {
+    /// The embedded scripted agent.
+    pub scripted: Arc<dyn AgentRuntime>,
+    /// OpenCode, when configured.
+    pub opencode: Option<Arc<dyn AgentRuntime>>,
+}
+
+impl Agents {
+    /// The runtime called `name` (`opencode` or `scripted`).
+    pub fn by_name(&self, name: &str) -> Result<&Arc<dyn AgentRuntime>, AgentError> {
+        match name {
+            "scripted" => Ok(&self.scripted),
+            "opencode" => self.opencode.as_ref().ok_or_else(|| {
+                AgentError::Config(
+                    "the project uses runtime: opencode, but no OpenCode binary was found: install \
+                     opencode-ai (npm install -g opencode-ai@1.18.33) or pass --opencode PATH"
+                        .into(),
+                )
+            }),
+            other => Err(AgentError::Config(format!(
+                "unknown agent runtime {other:?}"
+            ))),
+        }
+    }
+
+    /// The runtime a project asks for.
+    pub fn for_spec(
+        &self,
+        kind: crate::state::spec::AgentRuntime,
+    ) -> Result<&Arc<dyn AgentRuntime>, AgentError> {
+        self.by_name(match kind {
+            crate::state::spec::AgentRuntime::Opencode => "opencode",
+            crate::state::spec::AgentRuntime::Scripted => "scripted",
+        })
+    }
 }

@@ -24,7 +24,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{AgentError, AgentEvent, AgentRuntime, AskedQuestion, Polled, Session, SessionRequest};
+use super::{
+    AgentError, AgentEvent, AgentRuntime, AskKind, AskedQuestion, Polled, Reply, Session,
+    SessionRequest,
+};
+use crate::names::TaskRef;
 use crate::state::status::QuestionOption;
 
 /// A script.
@@ -224,7 +228,13 @@ impl AgentRuntime for ScriptedAgent {
         })
     }
 
-    async fn send(&self, session: &str, prompt_id: &str, _text: &str) -> Result<(), AgentError> {
+    async fn send(
+        &self,
+        _task: &TaskRef,
+        session: &str,
+        prompt_id: &str,
+        _text: &str,
+    ) -> Result<(), AgentError> {
         let mut state = self.load(session)?;
         if !state.prompts.iter().any(|p| p == prompt_id) {
             state.prompts.push(prompt_id.to_string());
@@ -234,13 +244,19 @@ impl AgentRuntime for ScriptedAgent {
         Ok(())
     }
 
-    async fn poll(&self, session: &str, cursor: u64) -> Result<Polled, AgentError> {
+    async fn poll(
+        &self,
+        _task: &TaskRef,
+        session: &str,
+        cursor: u64,
+    ) -> Result<Polled, AgentError> {
         let state = self.load(session)?;
         let steps = timeline(&state);
         let idle = Polled {
             events: Vec::new(),
             cursor,
             waiting: false,
+            interrupted: None,
         };
         if state.stopped || state.prompts.is_empty() {
             return Ok(idle);
@@ -284,6 +300,7 @@ impl AgentRuntime for ScriptedAgent {
                 options,
                 custom,
             } => AgentEvent::Question(AskedQuestion {
+                kind: AskKind::Question,
                 request_id: request_id(session, i),
                 text: text.clone(),
                 header: header.clone(),
@@ -307,27 +324,27 @@ impl AgentRuntime for ScriptedAgent {
             events: vec![event],
             cursor: cursor + 1,
             waiting: false,
+            interrupted: None,
         })
     }
 
     async fn answer(
         &self,
+        _task: &TaskRef,
         session: &str,
-        request_id: &str,
-        choice: &[String],
-        _note: Option<&str>,
+        reply: &Reply<'_>,
     ) -> Result<(), AgentError> {
         let mut state = self.load(session)?;
-        if state.answers.get(request_id).map(Vec::as_slice) != Some(choice) {
+        if state.answers.get(reply.request_id).map(Vec::as_slice) != Some(reply.choice) {
             state
                 .answers
-                .insert(request_id.to_string(), choice.to_vec());
+                .insert(reply.request_id.to_string(), reply.choice.to_vec());
             self.save(session, &state)?;
         }
         Ok(())
     }
 
-    async fn stop(&self, session: &str) -> Result<(), AgentError> {
+    async fn stop(&self, _task: &TaskRef, session: &str) -> Result<(), AgentError> {
         let mut state = self.load(session)?;
         if !state.stopped {
             state.stopped = true;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod answer;
+mod builders;
 pub mod demo;
 mod init;
 mod new_task;
@@ -47,9 +48,16 @@ pub enum Command {
     Approve(answer::ApproveArgs),
     /// Show every task's phase and the open questions, from the state remote's head.
     Status(status::StatusArgs),
+    /// List the OpenCode builders (one per project): tmux target, port, sessions, state and
+    /// the last event seen.
+    Builders(builders::BuildersArgs),
     /// Create things in a state repository.
     #[command(subcommand)]
     New(NewCommand),
+    /// Run a program with the environment in a file (how builders get their password without
+    /// it appearing on a command line).
+    #[command(hide = true)]
+    ExecEnv(builders::ExecEnvArgs),
 }
 
 /// `gaffer new ...`.
@@ -144,6 +152,8 @@ pub fn run() -> ExitCode {
         Command::Demo(args) => demo::cmd_demo(args),
         Command::Answer(args) => answer::cmd_answer(args),
         Command::Approve(args) => answer::cmd_approve(args),
+        Command::Builders(args) => builders::cmd_builders(args),
+        Command::ExecEnv(args) => builders::cmd_exec_env(args),
     };
     match result {
         Ok(code) => code,

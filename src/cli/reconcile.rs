@@ -49,6 +49,83 @@ pub struct ReconcileArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The `opencode` binary for `runtime: opencode` projects (default: `opencode` on PATH;
+    /// gaffer is tested with opencode-ai 1.18.33).
+    #[arg(long, env = "GAFFER_OPENCODE")]
+    pub opencode: Option<PathBuf>,
+    /// Run builders on this tmux socket instead of your default tmux server.
+    #[arg(long, env = "GAFFER_TMUX_SOCKET")]
+    pub tmux_socket: Option<PathBuf>,
+    /// Extra environment for OpenCode processes, KEY=VALUE (repeatable).
+    #[arg(long = "opencode-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub opencode_env: Vec<(String, String)>,
+    /// How long an OpenCode server may take to start, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub opencode_start_secs: u64,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("{k:?} is not an environment variable name"));
+    }
+    if v.contains('\n') {
+        return Err("values cannot contain newlines".into());
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// `name` found on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The OpenCode options from the command line, or `None` when no binary is found.
+pub fn opencode_options(
+    binary: Option<PathBuf>,
+    tmux_socket: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    start: Duration,
+) -> Result<Option<daemon::OpenCodeOptions>, CliError> {
+    let binary = match binary {
+        Some(b) if b.is_file() => b,
+        Some(b) => {
+            return Err(CliError::user(format!(
+                "--opencode {}: no such file",
+                b.display()
+            )));
+        }
+        None => match which("opencode") {
+            Some(b) => b,
+            None => {
+                tracing::warn!(
+                    "no opencode on PATH: projects with runtime: opencode will report an error \
+                     (npm install -g opencode-ai@1.18.33, or pass --opencode)"
+                );
+                return Ok(None);
+            }
+        },
+    };
+    if which("tmux").is_none() {
+        return Err(CliError::user(
+            "tmux is not installed; OpenCode builders run in tmux",
+        ));
+    }
+    let launcher = std::env::current_exe()
+        .map_err(|e| CliError::internal(format!("cannot find gaffer's own executable: {e}")))?;
+    Ok(Some(daemon::OpenCodeOptions {
+        binary,
+        launcher,
+        tmux_socket,
+        env,
+        start_timeout: start,
+    }))
 }
 
 /// Log formats.
@@ -99,6 +176,12 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
             .map_err(|e| CliError::user(format!("cannot read {}: {e}", f.display())))?;
         opts.notify_webhook = Some((url.clone(), secret.trim_ascii().to_vec()));
     }
+    opts.opencode = opencode_options(
+        args.opencode.clone(),
+        args.tmux_socket.clone(),
+        args.opencode_env.clone(),
+        Duration::from_secs(args.opencode_start_secs.max(1)),
+    )?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::internal(e.to_string()))?;
     rt.block_on(async move {
         let (ctx, _handles, rx) = daemon::start(&opts, Arc::new(crate::hours::SystemClock), None)

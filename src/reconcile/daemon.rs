@@ -8,6 +8,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::{Context, ReconcileError, Settings, runtime, task};
+use crate::agent::Agents;
+use crate::agent::opencode::OpenCode;
+use crate::agent::opencode::tmux::Tmux;
 use crate::agent::scripted::ScriptedAgent;
 use crate::chat::{LogNotifier, Notifier};
 use crate::forge::LocalForge;
@@ -47,6 +50,24 @@ pub struct Options {
     pub force_clone: bool,
     /// Also post every notification to this URL, signed with this secret.
     pub notify_webhook: Option<(String, Vec<u8>)>,
+    /// How to run OpenCode builders; `None` leaves `runtime: opencode` projects blocked with
+    /// an error saying so.
+    pub opencode: Option<OpenCodeOptions>,
+}
+
+/// How to run OpenCode builders.
+#[derive(Debug, Clone)]
+pub struct OpenCodeOptions {
+    /// The `opencode` binary.
+    pub binary: PathBuf,
+    /// gaffer's executable (`gaffer exec-env` starts OpenCode with its password).
+    pub launcher: PathBuf,
+    /// The tmux socket; `None` is the user's default server (so `tmux attach` just works).
+    pub tmux_socket: Option<PathBuf>,
+    /// Extra environment for OpenCode processes.
+    pub env: Vec<(String, String)>,
+    /// How long a server may take to start.
+    pub start_timeout: Duration,
 }
 
 impl Options {
@@ -66,6 +87,7 @@ impl Options {
             echo: false,
             force_clone: false,
             notify_webhook: None,
+            opencode: None,
         }
     }
 }
@@ -138,7 +160,27 @@ pub async fn start(
         transport: transport.clone(),
         tracker: tracker.clone(),
         writer,
-        agent: Arc::new(ScriptedAgent::new(opts.data_dir.join("scripted"))),
+        agents: Agents {
+            scripted: Arc::new(ScriptedAgent::new(opts.data_dir.join("scripted"))),
+            opencode: opts.opencode.as_ref().map(|o| {
+                let wake = scheduler.clone();
+                let rt: Arc<dyn crate::agent::AgentRuntime> = Arc::new(OpenCode::new(
+                    crate::agent::opencode::Config {
+                        binary: o.binary.clone(),
+                        launcher: o.launcher.clone(),
+                        state_dir: opts.data_dir.join("opencode"),
+                        tmux: Tmux::new(o.tmux_socket.clone()),
+                        env: o.env.clone(),
+                        start_timeout: o.start_timeout,
+                    },
+                    &opts.builders,
+                    Some(Arc::new(move |t: &crate::names::TaskRef| {
+                        wake.now(ObjectKey::Task(t.clone()))
+                    })),
+                ));
+                rt
+            }),
+        },
         notifier,
         forge: Arc::new(LocalForge::new(opts.data_dir.join("forge"))),
         lab: Arc::new(RenderOnly::new(opts.data_dir.join("lab"))),

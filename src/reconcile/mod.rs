@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::agent::AgentRuntime;
+use crate::agent::Agents;
 use crate::chat::Notifier;
 use crate::forge::Forge;
 use crate::hours::Clock;
@@ -84,8 +84,8 @@ pub struct Context {
     pub tracker: Arc<RwLock<Tracker>>,
     /// The reconciler's status writer.
     pub writer: StatusWriter,
-    /// The coding agent.
-    pub agent: Arc<dyn AgentRuntime>,
+    /// The coding agents.
+    pub agents: Agents,
     /// Chat notifications.
     pub notifier: Arc<dyn Notifier>,
     /// Review and merge.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{Action, Context, ReconcileError};
-use crate::agent::{AgentEvent, SessionRequest};
+use crate::agent::{AgentEvent, AskKind, SessionRequest};
 use crate::chat::Notification;
 use crate::forge::{Change, ChangeRequest};
 use crate::lab::DeployRequest;
@@ -22,11 +22,13 @@ use crate::state::StatePath;
 use crate::state::path::ObjectKey;
 use crate::state::snapshot::Problem;
 use crate::state::spec::{
-    AnswerSpec, ApprovalSpec, ContinuePolicy, OnTimeout, ProjectSpec, Settings, TaskSpec,
+    AnswerSpec, ApprovalSpec, ContinuePolicy, OnTimeout, PermissionReply, ProjectSpec, Settings,
+    TaskSpec,
 };
 use crate::state::status::{
     AgentStatus, ChangeStatus, Condition, ConditionStatus, DecidedBy, Decision, Deploy, LabStatus,
-    Link, Milestone, MilestoneKind, Phase, Progress, Question, QuestionState, TaskStatus,
+    Link, Milestone, MilestoneKind, Phase, Progress, Question, QuestionKind, QuestionState,
+    TaskStatus,
 };
 use crate::store::Update;
 
@@ -441,14 +443,19 @@ pub async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Reco
     Ok(action)
 }
 
-async fn stop_agent(ctx: &Context, plan: &Plan) -> Result<(), ReconcileError> {
+async fn stop_agent(ctx: &Context, t: &TaskRef, plan: &Plan) -> Result<(), ReconcileError> {
     if let Some(session) = plan
         .status
         .agent
         .as_ref()
         .and_then(|a| a.session_id.clone())
     {
-        match ctx.agent.stop(&session).await {
+        let runtime = plan
+            .status
+            .agent
+            .as_ref()
+            .map_or("", |a| a.runtime.as_str());
+        match ctx.agents.by_name(runtime)?.stop(t, &session).await {
             Ok(()) | Err(crate::agent::AgentError::NoSession(_)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -466,7 +473,7 @@ async fn step(
     // The task was deleted: stop, keep the worktree and branches.
     if !view.spec_present {
         if view.status.is_some() && plan.phase() != Phase::Cancelled {
-            stop_agent(ctx, plan).await?;
+            stop_agent(ctx, t, plan).await?;
             plan.transition(
                 Phase::Cancelled,
                 "TaskDeleted",
@@ -499,7 +506,7 @@ async fn step(
 
     if spec.cancel {
         if plan.phase() != Phase::Cancelled {
-            stop_agent(ctx, plan).await?;
+            stop_agent(ctx, t, plan).await?;
             plan.transition(
                 Phase::Cancelled,
                 "Cancelled",
@@ -513,7 +520,7 @@ async fn step(
     }
     if spec.suspend && plan.phase() != Phase::Failed {
         if plan.phase() != Phase::Suspended {
-            stop_agent(ctx, plan).await?;
+            stop_agent(ctx, t, plan).await?;
             let from = plan.phase();
             plan.set_effect("suspendedFrom", from.as_str());
             plan.transition(Phase::Suspended, "Suspended", "suspend: true");
@@ -664,9 +671,11 @@ fn task_prompt(
             p.push_str(&format!("- The lab tests run with: {test}\n"));
         }
     }
-    p.push_str(
-        "- When the task is complete, say so in one final message summarising what you did.\n",
-    );
+    p.push_str(&format!(
+        "- When the task is complete, end with a final message whose last line is\n  \
+         `{} <one-line summary of what you did>`. Do not write that line before the work is done.\n",
+        crate::agent::opencode::history::DONE_MARKER
+    ));
     p
 }
 
@@ -702,6 +711,8 @@ async fn preparing(
         .collect();
     let req = SessionRequest {
         task: t.clone(),
+        title: spec.title.clone(),
+        permissions: project.agent.permissions.clone(),
         project_dir: ctx.workspaces.project_dir(t),
         worktrees: worktrees.clone(),
         model: project.agent.model.clone(),
@@ -713,12 +724,13 @@ async fn preparing(
         .agent
         .as_ref()
         .and_then(|a| a.session_id.clone());
-    let session = ctx.agent.ensure_session(&req, existing.as_deref()).await?;
+    let agent_rt = ctx.agents.for_spec(project.agent.runtime)?;
+    let session = agent_rt.ensure_session(&req, existing.as_deref()).await?;
     let prompt = task_prompt(t, spec, &worktrees, project);
-    ctx.agent.send(&session.id, "task", &prompt).await?;
+    agent_rt.send(t, &session.id, "task", &prompt).await?;
     let mut agent = plan.status.agent.clone().unwrap_or_else(|| {
         Box::new(AgentStatus {
-            runtime: ctx.agent.name().to_string(),
+            runtime: agent_rt.name().to_string(),
             session_id: None,
             port: None,
             tmux: None,
@@ -757,8 +769,9 @@ async fn preparing(
                     .as_ref()
                     .map_or(0, |a| a.prompts_sent.len())
             );
-            ctx.agent
+            agent_rt
                 .send(
+                    t,
                     &session.id,
                     &id,
                     "You were paused and are resumed now; carry on where you left off.",
@@ -780,6 +793,18 @@ async fn preparing(
         ),
     }
     Ok(Action::requeue(Duration::ZERO))
+}
+
+/// Nudges a stopped agent gets before the task fails.
+const MAX_NUDGES: u32 = 2;
+
+fn first_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .collect();
+    lines.join(" / ")
 }
 
 fn upsert_link(links: &mut Vec<Link>, name: &str, url: String) {
@@ -839,6 +864,12 @@ async fn running(
         return Ok(Action::requeue(Duration::ZERO));
     };
     let (timeout, on_timeout, cont) = policy(settings, project, spec);
+    let runtime = plan
+        .status
+        .agent
+        .as_ref()
+        .map_or(String::new(), |a| a.runtime.clone());
+    let agent = ctx.agents.by_name(&runtime)?.clone();
 
     // People's answers.
     for (qid, answer) in &view.answers {
@@ -947,9 +978,13 @@ async fn running(
         let key = format!("relayed.{qid}");
         let value = choice.join("\u{1f}");
         if plan.effect(&key) != Some(value.as_str()) {
-            ctx.agent
-                .answer(&session, &request, &choice, note.as_deref())
-                .await?;
+            let reply = crate::agent::Reply {
+                request_id: &request,
+                question: &q.text,
+                choice: &choice,
+                note: note.as_deref(),
+            };
+            agent.answer(t, &session, &reply).await?;
             plan.set_effect(&key, value);
         }
     }
@@ -959,10 +994,43 @@ async fn running(
         .effect("agentCursor")
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let polled = ctx.agent.poll(&session, cursor).await?;
+    let polled = agent.poll(t, &session, cursor).await?;
     plan.set_effect("agentCursor", polled.cursor.to_string());
+    if let Some(cut) = &polled.interrupted {
+        // The runtime restarted under a turn: the agent needs to be told to carry on.
+        let id = format!("resume-{cut}");
+        if !plan
+            .status
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.prompts_sent.contains(&id))
+        {
+            agent
+                .send(
+                    t,
+                    &session,
+                    &id,
+                    "The OpenCode server was restarted and your last turn was cut off. Check the \
+                     state of the files you were working on and carry on with the task.",
+                )
+                .await?;
+            if let Some(a) = plan.status.agent.as_mut() {
+                a.prompts_sent.push(id);
+            }
+            plan.milestone(
+                MilestoneKind::Error,
+                "⚠ the agent's server restarted mid-turn; resumed the session",
+                None,
+            );
+        }
+    }
     let mut finished = None;
+    let mut turn_ended = None;
     for event in polled.events {
+        if !matches!(event, AgentEvent::TurnEnded(_)) {
+            // Only a turn that ended last (nothing after it yet) needs a nudge.
+            turn_ended = None;
+        }
         match event {
             AgentEvent::Todo(text) => {
                 plan.milestone(MilestoneKind::Todo, format!("✔ {text}"), None)
@@ -983,6 +1051,18 @@ async fn running(
                 );
             }
             AgentEvent::Question(mut asked) => {
+                if asked.kind == AskKind::Permission {
+                    // Permission requests recommend the project's default reply.
+                    let default = match project.agent.permission_default {
+                        PermissionReply::Once => "once",
+                        PermissionReply::Always => "always",
+                        PermissionReply::Reject => "reject",
+                    };
+                    if let Some(i) = asked.options.iter().position(|o| o.label == default) {
+                        let o = asked.options.remove(i);
+                        asked.options.insert(0, o);
+                    }
+                }
                 // The agent's question is untrusted input: make it a valid question file
                 // (unique labels; free text when there are no options), or it would be
                 // dropped on re-read and the agent would wait forever.
@@ -1000,7 +1080,10 @@ async fn running(
                     ContinuePolicy::AtDeadline => QuestionState::Open,
                 };
                 let q = Question {
-                    kind: Default::default(),
+                    kind: match asked.kind {
+                        AskKind::Question => QuestionKind::Question,
+                        AskKind::Permission => QuestionKind::Permission,
+                    },
                     text: asked.text.clone(),
                     header: asked.header.clone(),
                     recommended: asked.recommended(),
@@ -1041,6 +1124,7 @@ async fn running(
                 plan.question_changed(&qid, q);
             }
             AgentEvent::Finished(summary) => finished = Some(summary),
+            AgentEvent::TurnEnded(text) => turn_ended = Some(text),
             AgentEvent::Failed { message, retryable } => {
                 plan.set_effect("failedIn", "Running");
                 if retryable && plan.status.attempts < 3 {
@@ -1056,8 +1140,13 @@ async fn running(
                         .as_ref()
                         .map_or(0, |a| a.prompts_sent.len());
                     let id = format!("retry-{sent}");
-                    ctx.agent
-                        .send(&session, &id, "The last request failed; please continue.")
+                    agent
+                        .send(
+                            t,
+                            &session,
+                            &id,
+                            "The last request failed; please continue.",
+                        )
                         .await?;
                     if let Some(a) = plan.status.agent.as_mut() {
                         a.prompts_sent.push(id);
@@ -1073,6 +1162,60 @@ async fn running(
         .questions
         .values()
         .any(|q| q.state == QuestionState::Open);
+    if finished.is_none()
+        && let Some(text) = turn_ended
+        && !polled.waiting
+        && !open
+    {
+        // The agent stopped without saying it is done: checkpoint, show what it said, and
+        // nudge it (twice at most) before giving up.
+        let commits = checkpoint(ctx, t, project, "turn ended").await?;
+        for (repo, head) in &commits {
+            if let Some(rs) = plan.status.repos.get_mut(repo) {
+                rs.head_commit = Some(head.clone());
+            }
+        }
+        plan.milestone(
+            if commits.is_empty() {
+                MilestoneKind::Summary
+            } else {
+                MilestoneKind::Checkpoint
+            },
+            format!("💬 turn ended: {}", first_lines(&text, 3)),
+            commits.values().next().cloned(),
+        );
+        let nudges: u32 = plan
+            .effect("nudges")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if nudges >= MAX_NUDGES {
+            plan.set_effect("failedIn", "Running");
+            plan.transition(
+                Phase::Failed,
+                "AgentStopped",
+                "the agent stopped without reporting the task done; edit the task (retry: N) \
+                 to resume it",
+            );
+            return Ok(Action::await_change());
+        }
+        let id = format!("nudge-{}", polled.cursor);
+        agent
+            .send(
+                t,
+                &session,
+                &id,
+                "You ended your turn without reporting the task complete. If it is complete, reply \
+                 with a final message whose last line is `DONE: <one-line summary>`. If you need a \
+                 decision, ask with the question tool. Otherwise carry on with the task.",
+            )
+            .await?;
+        plan.set_effect("nudges", (nudges + 1).to_string());
+        if let Some(a) = plan.status.agent.as_mut()
+            && !a.prompts_sent.contains(&id)
+        {
+            a.prompts_sent.push(id);
+        }
+    }
     if let Some(summary) = finished {
         let commits = checkpoint(ctx, t, project, "done").await?;
         for (repo, head) in &commits {
@@ -1093,14 +1236,58 @@ async fn running(
     } else if !open && plan.phase() == Phase::AwaitingAnswer {
         plan.transition(Phase::Running, "Answered", "");
     }
-    let wait = match next_deadline {
+    // Nothing significant for a while: say where the work stands.
+    let every = settings.progress.summary_every.get();
+    let quiet_since = plan
+        .progress
+        .milestones
+        .last()
+        .map_or(plan.status.phase_since.unwrap_or(plan.now), |m| m.at);
+    let due = quiet_since.checked_add(every).unwrap_or(plan.now);
+    if plan.phase() == Phase::Running && !polled.waiting && due <= plan.now {
+        let mut text = agent.summary(t, &session).await?;
+        let bases: BTreeMap<RepoName, String> = plan
+            .status
+            .repos
+            .iter()
+            .filter_map(|(r, s)| s.base_commit.clone().map(|b| (r.clone(), b)))
+            .collect();
+        let ws = ctx.workspaces.clone();
+        let (tt, pp) = (t.clone(), project.clone());
+        let files = tokio::task::spawn_blocking(move || ws.changed_files(&tt, &pp, &bases))
+            .await
+            .map_err(|e| ReconcileError::Other(e.to_string()))??;
+        let shown: Vec<&str> = files.iter().take(8).map(String::as_str).collect();
+        let more = files.len().saturating_sub(shown.len());
+        let files = match (files.len(), more) {
+            (0, _) => "no files changed yet".to_string(),
+            (_, 0) => format!("files changed: {}", shown.join(", ")),
+            _ => format!("files changed: {} and {more} more", shown.join(", ")),
+        };
+        text = if text.is_empty() {
+            files
+        } else {
+            format!("{files}; {text}")
+        };
+        plan.milestone(MilestoneKind::Summary, format!("🧾 {text}"), None);
+    }
+    let next_summary = due
+        .checked_add(every)
+        .ok()
+        .filter(|_| due <= plan.now)
+        .unwrap_or(due);
+    let mut wait = match next_deadline {
         Some(d) if polled.waiting || open => {
             let secs = (d.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
             Duration::from_millis(secs.min(30_000))
         }
         _ if polled.waiting || open => Duration::from_secs(30),
+        // A runtime that wakes the task itself is polled only as a safety net.
+        _ if agent.wakes() => Duration::from_secs(30),
         _ => ctx.settings.poll_interval,
     };
+    let until_summary = (next_summary.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
+    wait = wait.min(Duration::from_millis(until_summary.max(1000)));
     Ok(Action::requeue(wait))
 }
 
@@ -1312,7 +1499,15 @@ async fn testing(
         .as_ref()
         .map_or(0, |a| a.prompts_sent.len());
     let id = format!("{}tests-{sent}", crate::agent::scripted::FEEDBACK_PREFIX);
-    ctx.agent.send(&session, &id, &text).await?;
+    let runtime = plan
+        .status
+        .agent
+        .as_ref()
+        .map_or(String::new(), |a| a.runtime.clone());
+    ctx.agents
+        .by_name(&runtime)?
+        .send(t, &session, &id, &text)
+        .await?;
     if let Some(a) = plan.status.agent.as_mut()
         && !a.prompts_sent.contains(&id)
     {

@@ -251,6 +251,39 @@ pub struct AgentSpec {
     /// Default reply to permission requests when nobody answers.
     #[serde(default)]
     pub permission_default: PermissionReply,
+    /// Permission rules for the project's OpenCode sessions, in order (OpenCode's ruleset:
+    /// the last matching rule wins); the user's own OpenCode config applies otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<PermissionRule>,
+}
+
+/// One OpenCode permission rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionRule {
+    /// The permission (`edit`, `bash`, `webfetch`, `external_directory`, … or `*`).
+    pub permission: String,
+    /// What it applies to (a command or path pattern); `*` for everything.
+    #[serde(default = "any_pattern")]
+    pub pattern: String,
+    /// What OpenCode does.
+    pub action: PermissionAction,
+}
+
+fn any_pattern() -> String {
+    "*".into()
+}
+
+/// What OpenCode does when a permission rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PermissionAction {
+    /// Go ahead.
+    Allow,
+    /// Ask (gaffer turns the request into a question).
+    Ask,
+    /// Refuse.
+    Deny,
 }
 
 /// Agent runtimes.

@@ -233,6 +233,33 @@ impl Workspaces {
         Ok(out)
     }
 
+    /// Files that differ from `base` (per repo, the commit the task started from), including
+    /// uncommitted work.
+    pub fn changed_files(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        bases: &BTreeMap<RepoName, String>,
+    ) -> Result<Vec<String>, WorkspaceError> {
+        let mut out = Vec::new();
+        for repo in &project.repos {
+            let Some(base) = bases.get(&repo.name.value) else {
+                continue;
+            };
+            let dir = self.repo_dir(task, &repo.name.value);
+            let names = Git::new(&dir).run(["diff", "--name-only", base.as_str(), "--"])?;
+            let untracked = Git::new(&dir).run(["ls-files", "--others", "--exclude-standard"])?;
+            for f in names.lines().chain(untracked.lines()) {
+                if !f.is_empty() {
+                    out.push(format!("{}/{f}", repo.name.value));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// The current head of each repo's worktree.
     pub fn heads(
         &self,

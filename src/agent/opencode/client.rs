@@ -1,0 +1,393 @@
+//! A small client for OpenCode's HTTP API (the endpoints DESIGN.md lists), over hyper.
+//!
+//! Every route needs HTTP Basic auth (user `opencode`, the builder's password). Requests time
+//! out; the event stream (`GET /event`) is a long-lived SSE body with TCP keepalive, since
+//! OpenCode sends no heartbeats while idle.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::history::{Message, PendingPermission, PendingQuestion};
+use crate::agent::AgentError;
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client for one OpenCode server.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    auth: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password stays out of logs.
+        f.debug_struct("Client").field("base", &self.base).finish()
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers (the server is down or starting).
+    #[error("cannot reach {0}")]
+    Unreachable(String),
+    /// The server answered with an error status.
+    #[error("{method} {path}: HTTP {status}: {body}")]
+    Status {
+        /// Method.
+        method: &'static str,
+        /// Path.
+        path: String,
+        /// Status code.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// The body was not what the API promises.
+    #[error("{path}: unexpected response: {message}")]
+    Decode {
+        /// Path.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The status code, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl From<ClientError> for AgentError {
+    fn from(e: ClientError) -> Self {
+        AgentError::Runtime(format!("opencode: {e}"))
+    }
+}
+
+/// `GET /global/health`.
+#[derive(Debug, Deserialize)]
+pub struct Health {
+    /// Always true when it answers.
+    pub healthy: bool,
+    /// The server's version.
+    pub version: String,
+}
+
+impl Client {
+    /// A client for `http://127.0.0.1:<port>` with the builder's password.
+    pub fn new(port: u16, password: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_keepalive(Some(Duration::from_secs(30)));
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("opencode:{password}"));
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            auth: format!("Basic {token}"),
+            http: HyperClient::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<hyper::Request<Full<Bytes>>, ClientError> {
+        let bytes = match body {
+            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Decode {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?),
+            None => Bytes::new(),
+        };
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", &self.auth)
+            .header("accept", "application/json");
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        b.body(Full::new(bytes)).map_err(|e| ClientError::Decode {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    async fn call(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Bytes, ClientError> {
+        let req = self.request(method, path, body)?;
+        let fut = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|_| ClientError::Unreachable(self.base.clone()))?;
+            let status = resp.status().as_u16();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| ClientError::Unreachable(self.base.clone()))?
+                .to_bytes();
+            if !(200..300).contains(&status) {
+                let text = String::from_utf8_lossy(&bytes);
+                return Err(ClientError::Status {
+                    method,
+                    path: path.to_string(),
+                    status,
+                    body: text.chars().take(300).collect(),
+                });
+            }
+            Ok(bytes)
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, fut)
+            .await
+            .map_err(|_| ClientError::Unreachable(self.base.clone()))?
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, ClientError> {
+        let bytes = self.call(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `GET /global/health`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.json("GET", "/global/health", None).await
+    }
+
+    /// `POST /session`: returns the new session's id.
+    pub async fn create_session(&self, body: &Value) -> Result<String, ClientError> {
+        #[derive(Deserialize)]
+        struct Created {
+            id: String,
+        }
+        let c: Created = self.json("POST", "/session", Some(body)).await?;
+        Ok(c.id)
+    }
+
+    /// `GET /session/{id}`: whether the session exists.
+    pub async fn session_exists(&self, id: &str) -> Result<bool, ClientError> {
+        match self.call("GET", &format!("/session/{id}"), None).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.status(), Some(404) | Some(400)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /session/{id}/message`: the whole history, oldest first.
+    pub async fn messages(&self, id: &str) -> Result<Vec<Message>, ClientError> {
+        self.json("GET", &format!("/session/{id}/message"), None)
+            .await
+    }
+
+    /// `GET /session/status`: the sessions that are not idle, by id (`busy`, `retry`).
+    pub async fn statuses(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, SessionStatus>, ClientError> {
+        self.json("GET", "/session/status", None).await
+    }
+
+    /// `GET /question`: pending questions.
+    pub async fn questions(&self) -> Result<Vec<PendingQuestion>, ClientError> {
+        self.json("GET", "/question", None).await
+    }
+
+    /// `GET /permission`: pending permission requests.
+    pub async fn permissions(&self) -> Result<Vec<PendingPermission>, ClientError> {
+        self.json("GET", "/permission", None).await
+    }
+
+    /// `GET /session/{id}/todo`.
+    pub async fn todos(&self, id: &str) -> Result<Vec<super::history::Todo>, ClientError> {
+        self.json("GET", &format!("/session/{id}/todo"), None).await
+    }
+
+    /// `POST /session/{id}/prompt_async` with a client-chosen message id.
+    pub async fn prompt(&self, id: &str, body: &Value) -> Result<(), ClientError> {
+        self.call("POST", &format!("/session/{id}/prompt_async"), Some(body))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /session/{id}/abort`.
+    pub async fn abort(&self, id: &str) -> Result<(), ClientError> {
+        self.call("POST", &format!("/session/{id}/abort"), None)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /question/{id}/reply`.
+    pub async fn reply_question(
+        &self,
+        request: &str,
+        answers: &[Vec<String>],
+    ) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "answers": answers });
+        self.call("POST", &format!("/question/{request}/reply"), Some(&body))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /permission/{id}/reply`.
+    pub async fn reply_permission(&self, request: &str, reply: &str) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "reply": reply });
+        self.call("POST", &format!("/permission/{request}/reply"), Some(&body))
+            .await
+            .map(drop)
+    }
+
+    /// Opens `GET /event` and returns the response body to read frames from.
+    pub async fn events(&self) -> Result<EventStream, ClientError> {
+        let mut req = self.request("GET", "/event", None)?;
+        req.headers_mut().insert(
+            "accept",
+            hyper::header::HeaderValue::from_static("text/event-stream"),
+        );
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(req))
+            .await
+            .map_err(|_| ClientError::Unreachable(self.base.clone()))?
+            .map_err(|_| ClientError::Unreachable(self.base.clone()))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(ClientError::Status {
+                method: "GET",
+                path: "/event".into(),
+                status,
+                body: String::new(),
+            });
+        }
+        Ok(EventStream {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
+    }
+}
+
+/// A session's status in `GET /session/status`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct SessionStatus {
+    /// `idle`, `busy` or `retry`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// For `retry`: why.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// For `retry`: which attempt.
+    #[serde(default)]
+    pub attempt: Option<u64>,
+}
+
+/// The SSE body of `GET /event`.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event's JSON (`data:` lines of one frame), or `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(end) = find_frame_end(&self.buf) {
+                let frame: Vec<u8> = self.buf.drain(..end.1).collect();
+                let data = frame_data(&frame[..end.0]);
+                if let Some(data) = data
+                    && let Ok(v) = serde_json::from_str::<Value>(&data)
+                {
+                    return Some(v);
+                }
+                continue;
+            }
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buf.extend_from_slice(&data);
+            }
+        }
+    }
+}
+
+/// The end of the first SSE frame in `buf`: (end of its text, end including the blank line).
+fn find_frame_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = buf
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The joined `data:` lines of one SSE frame.
+fn frame_data(frame: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(frame);
+    let mut data: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("data:") {
+            let rest = rest.strip_prefix(' ').unwrap_or(rest);
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(rest);
+                }
+                None => data = Some(rest.to_string()),
+            }
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_frames_split_on_blank_lines_and_join_data_lines() {
+        let buf = b"event: x\ndata: {\"a\":\ndata: 1}\n\ndata: 2\r\n\r\n";
+        let (end, next) = find_frame_end(buf).unwrap();
+        assert_eq!(frame_data(&buf[..end]).unwrap(), "{\"a\":\n1}");
+        let rest = &buf[next..];
+        let (end, _) = find_frame_end(rest).unwrap();
+        assert_eq!(frame_data(&rest[..end]).unwrap(), "2");
+        assert_eq!(find_frame_end(b"data: partial\n"), None);
+    }
+}

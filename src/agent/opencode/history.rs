@@ -1,0 +1,836 @@
+//! What the agent did, derived from OpenCode's durable session history.
+//!
+//! gaffer does not keep its own log of OpenCode events: the session's messages
+//! (`GET /session/{id}/message`, stored by OpenCode in SQLite) are the record, and the events
+//! the reconciler sees are a pure function of that history plus the live state (pending
+//! questions and permissions, whether the session is busy). Each event has a *position* in the
+//! history, `(message, part, sub)` packed into a `u64`; the reconciler's cursor is the position
+//! of the last event it recorded. So after gaffer restarts (or the event stream had a gap, or
+//! OpenCode restarted) the same history gives the same events at the same positions, and
+//! nothing is reported twice or lost.
+//!
+//! Derivation stops at the first part that is still in progress (a running tool call, an
+//! unfinished message): nothing after it can have happened yet, and the cursor never passes
+//! something that may still produce an event.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::agent::{AgentEvent, AskKind, AskedQuestion};
+use crate::state::status::QuestionOption;
+
+/// One message with its parts, as `GET /session/{id}/message` returns it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    /// The message.
+    pub info: Info,
+    /// Its parts, in order.
+    #[serde(default)]
+    pub parts: Vec<Part>,
+}
+
+/// A message's header.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Info {
+    /// `msg_…`, ascending in time.
+    pub id: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    /// When it was created and (assistant) completed, in ms since the epoch.
+    #[serde(default)]
+    pub time: Times,
+    /// An assistant message's error.
+    #[serde(default)]
+    pub error: Option<Value>,
+    /// Why an assistant message ended (`stop`, `tool-calls`, `length`, …).
+    #[serde(default)]
+    pub finish: Option<String>,
+}
+
+/// Message times.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Times {
+    /// Created, ms.
+    #[serde(default)]
+    pub created: i64,
+    /// Completed, ms.
+    #[serde(default)]
+    pub completed: Option<i64>,
+}
+
+/// A message part.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Part {
+    /// `text`, `tool`, `reasoning`, `step-start`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Text parts.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Tool parts: the tool's name.
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// Tool parts: the call id.
+    #[serde(rename = "callID", default)]
+    pub call_id: Option<String>,
+    /// Tool parts: the call's state.
+    #[serde(default)]
+    pub state: Option<ToolState>,
+    /// Text added by OpenCode itself rather than the model.
+    #[serde(default)]
+    pub synthetic: Option<bool>,
+}
+
+/// A tool call's state.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolState {
+    /// `pending`, `running`, `completed` or `error`.
+    pub status: String,
+    /// The call's arguments.
+    #[serde(default)]
+    pub input: Value,
+    /// For `error`.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Which tool call a request belongs to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ToolRef {
+    /// The message.
+    #[serde(rename = "messageID")]
+    pub message_id: String,
+    /// The call.
+    #[serde(rename = "callID")]
+    pub call_id: String,
+}
+
+/// A pending question request (`GET /question`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PendingQuestion {
+    /// `que_…`.
+    pub id: String,
+    /// The session.
+    #[serde(rename = "sessionID")]
+    pub session_id: String,
+    /// The questions.
+    pub questions: Vec<QuestionInfo>,
+    /// The tool call that asked.
+    #[serde(default)]
+    pub tool: Option<ToolRef>,
+}
+
+/// One question of a request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuestionInfo {
+    /// The question.
+    pub question: String,
+    /// A short header.
+    #[serde(default)]
+    pub header: String,
+    /// The options.
+    #[serde(default)]
+    pub options: Vec<OptionInfo>,
+    /// Several may be chosen.
+    #[serde(default)]
+    pub multiple: bool,
+    /// Free text allowed (OpenCode's default is yes).
+    #[serde(default)]
+    pub custom: Option<bool>,
+}
+
+/// An option.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OptionInfo {
+    /// The label (the reply must repeat it exactly).
+    pub label: String,
+    /// What it means.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A pending permission request (`GET /permission`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PendingPermission {
+    /// `per_…`.
+    pub id: String,
+    /// The session.
+    #[serde(rename = "sessionID")]
+    pub session_id: String,
+    /// What is asked for (`bash`, `edit`, `external_directory`, …).
+    pub permission: String,
+    /// The patterns (commands, paths).
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// The tool call that needs it.
+    #[serde(default)]
+    pub tool: Option<ToolRef>,
+}
+
+/// A todo item (`GET /session/{id}/todo`, `todowrite`'s input).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Todo {
+    /// What.
+    pub content: String,
+    /// `pending`, `in_progress`, `completed`, `cancelled`.
+    #[serde(default)]
+    pub status: String,
+}
+
+/// The live state next to the history.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// The session is working (`busy` or `retry` in `GET /session/status`).
+    pub busy: bool,
+    /// When the current server process started (ms): older unfinished messages are dead.
+    pub server_started_ms: i64,
+    /// This session's pending questions.
+    pub questions: Vec<PendingQuestion>,
+    /// This session's pending permission requests.
+    pub permissions: Vec<PendingPermission>,
+}
+
+/// What the history says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Derived {
+    /// Every event so far, with its position.
+    pub events: Vec<(u64, AgentEvent)>,
+    /// A question or permission request waits for an answer.
+    pub waiting: bool,
+    /// The message a server restart cut off, if the session is stuck on it.
+    pub interrupted: Option<String>,
+    /// The agent's latest text.
+    pub latest_text: String,
+}
+
+/// Request ids for questions OpenCode no longer holds start with this (the answer goes as a
+/// prompt).
+pub const LOST_PREFIX: &str = "lost-";
+
+/// Sub-positions: requests (questions, permissions) first, then what a finished part did.
+const SUB_DONE: u64 = 16;
+/// The part index used for a message's end.
+const END_PART: u64 = 0xFFFE;
+
+fn position(message: usize, part: u64, sub: u64) -> u64 {
+    ((message as u64 + 1) << 24) | ((part + 1).min(0xFFFF) << 8) | sub.min(0xFF)
+}
+
+/// The marker the task prompt asks the agent to put in its final message.
+pub const DONE_MARKER: &str = "DONE:";
+
+/// The summary after the done marker, if the text reports completion.
+pub fn done_summary(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let l = l.trim().trim_start_matches(['*', '#', '`', ' ']);
+        l.strip_prefix(DONE_MARKER)
+            .map(|rest| rest.trim().trim_end_matches(['*', '`']).trim().to_string())
+    })
+}
+
+/// Derives every event of `history` (see the module docs).
+pub fn derive(history: &[Message], live: &Live) -> Derived {
+    let mut out = Derived::default();
+    let mut todos_done: BTreeSet<String> = BTreeSet::new();
+    for (mi, m) in history.iter().enumerate() {
+        if m.info.role != "assistant" {
+            continue;
+        }
+        let complete = m.info.time.completed.is_some() || m.info.error.is_some();
+        // An unfinished message nothing is working on any more: the server restarted under it,
+        // the session is idle, or a later answer replaced it.
+        let dead = !complete
+            && (m.info.time.created < live.server_started_ms
+                || !live.busy
+                || history[mi + 1..].iter().any(|n| n.info.role == "assistant"));
+        let mut turn_text = String::new();
+        for (pi, part) in m.parts.iter().enumerate() {
+            let pi = pi as u64;
+            match part.kind.as_str() {
+                "text" => {
+                    if let Some(t) = &part.text
+                        && !part.synthetic.unwrap_or(false)
+                        && !t.trim().is_empty()
+                    {
+                        turn_text = t.clone();
+                        out.latest_text = t.clone();
+                    }
+                }
+                "tool" => {
+                    let Some(state) = &part.state else { continue };
+                    let tool = part.tool.as_deref().unwrap_or("");
+                    let call = part.call_id.as_deref().unwrap_or("");
+                    match state.status.as_str() {
+                        "completed" => {
+                            let mut sub = SUB_DONE;
+                            for e in finished_tool(tool, &state.input, &mut todos_done) {
+                                out.events.push((position(mi, pi, sub), e));
+                                sub += 1;
+                            }
+                        }
+                        "error" => {}
+                        _ => {
+                            // Pending or running.
+                            let asks = asks_for(tool, call, &state.input, live, dead);
+                            if !asks.is_empty() {
+                                out.waiting = !dead;
+                                for (sub, e) in asks.into_iter().enumerate() {
+                                    out.events.push((
+                                        position(mi, pi, sub as u64),
+                                        AgentEvent::Question(e),
+                                    ));
+                                }
+                            }
+                            if !dead {
+                                return out;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !complete {
+            if dead {
+                continue;
+            }
+            return out;
+        }
+        let end = position(mi, END_PART, 0);
+        if let Some(err) = &m.info.error {
+            let name = err.get("name").and_then(Value::as_str).unwrap_or("Error");
+            if name == "MessageAbortedError" {
+                continue;
+            }
+            let data = err.get("data");
+            let message = data
+                .and_then(|d| d.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or(name)
+                .to_string();
+            let retryable = data
+                .and_then(|d| d.get("isRetryable"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            out.events.push((
+                end,
+                AgentEvent::Failed {
+                    message: format!("{name}: {message}"),
+                    retryable,
+                },
+            ));
+            continue;
+        }
+        if m.info.finish.as_deref() == Some("tool-calls") {
+            continue;
+        }
+        let event = match done_summary(&turn_text) {
+            Some(summary) => AgentEvent::Finished(if summary.is_empty() {
+                first_line(&turn_text)
+            } else {
+                summary
+            }),
+            None => AgentEvent::TurnEnded(turn_text.clone()),
+        };
+        out.events.push((end, event));
+    }
+    out.interrupted = interrupted(history, live);
+    out
+}
+
+/// The last message, when a server restart cut it off and the session sits idle.
+fn interrupted(history: &[Message], live: &Live) -> Option<String> {
+    let m = history.last()?;
+    let unfinished = match m.info.role.as_str() {
+        "user" => true,
+        _ => m.info.time.completed.is_none() && m.info.error.is_none(),
+    };
+    (unfinished && !live.busy && m.info.time.created < live.server_started_ms)
+        .then(|| m.info.id.clone())
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// Events of a finished tool call.
+fn finished_tool(tool: &str, input: &Value, todos_done: &mut BTreeSet<String>) -> Vec<AgentEvent> {
+    match tool {
+        "todowrite" => {
+            let todos: Vec<Todo> = input
+                .get("todos")
+                .cloned()
+                .and_then(|t| serde_json::from_value(t).ok())
+                .unwrap_or_default();
+            todos
+                .into_iter()
+                .filter(|t| t.status == "completed" && todos_done.insert(t.content.clone()))
+                .map(|t| AgentEvent::Todo(t.content))
+                .collect()
+        }
+        "write" | "edit" | "multiedit" => {
+            let path = input
+                .get("filePath")
+                .and_then(Value::as_str)
+                .unwrap_or("a file");
+            vec![AgentEvent::Edited(vec![path.to_string()])]
+        }
+        "patch" | "apply_patch" => vec![AgentEvent::Edited(vec!["a patch".to_string()])],
+        _ => Vec::new(),
+    }
+}
+
+/// The requests a running tool call waits on.
+fn asks_for(tool: &str, call: &str, input: &Value, live: &Live, dead: bool) -> Vec<AskedQuestion> {
+    let mine = |t: &Option<ToolRef>| t.as_ref().is_some_and(|t| t.call_id == call);
+    if let Some(p) = live.permissions.iter().find(|p| mine(&p.tool)) {
+        let what = if p.patterns.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", p.patterns.join(", "))
+        };
+        return vec![AskedQuestion {
+            kind: AskKind::Permission,
+            request_id: p.id.clone(),
+            text: format!(
+                "The agent asks for permission to use {}{what}",
+                p.permission
+            ),
+            header: format!("Permission: {}", p.permission)
+                .chars()
+                .take(30)
+                .collect(),
+            options: [
+                ("once", "Allow this time"),
+                ("always", "Allow from now on in this session"),
+                ("reject", "Refuse"),
+            ]
+            .into_iter()
+            .map(|(l, d)| QuestionOption {
+                label: l.into(),
+                description: d.into(),
+            })
+            .collect(),
+            multiple: false,
+            custom: false,
+        }];
+    }
+    if tool != "question" {
+        return Vec::new();
+    }
+    if let Some(q) = live.questions.iter().find(|q| mine(&q.tool)) {
+        let n = q.questions.len();
+        return q
+            .questions
+            .iter()
+            .enumerate()
+            .map(|(i, info)| {
+                let id = if n > 1 {
+                    format!("{}#{i}", q.id)
+                } else {
+                    q.id.clone()
+                };
+                asked(id, info)
+            })
+            .collect();
+    }
+    if !dead {
+        return Vec::new();
+    }
+    // The server restarted while the question was pending: OpenCode forgot it, but the
+    // question is in the history, and the answer can still reach the agent as a prompt.
+    let infos: Vec<QuestionInfo> = input
+        .get("questions")
+        .cloned()
+        .and_then(|q| serde_json::from_value(q).ok())
+        .unwrap_or_default();
+    let n = infos.len();
+    infos
+        .iter()
+        .enumerate()
+        .map(|(i, info)| {
+            let id = if n > 1 {
+                format!("{LOST_PREFIX}{call}#{i}")
+            } else {
+                format!("{LOST_PREFIX}{call}")
+            };
+            asked(id, info)
+        })
+        .collect()
+}
+
+fn asked(request_id: String, info: &QuestionInfo) -> AskedQuestion {
+    AskedQuestion {
+        kind: AskKind::Question,
+        request_id,
+        text: info.question.clone(),
+        header: info.header.clone(),
+        options: info
+            .options
+            .iter()
+            .map(|o| QuestionOption {
+                label: o.label.clone(),
+                description: o.description.clone(),
+            })
+            .collect(),
+        multiple: info.multiple,
+        custom: info.custom.unwrap_or(true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(v: Value) -> Message {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn user(id: &str, created: i64) -> Message {
+        msg(
+            json!({"info": {"id": id, "role": "user", "time": {"created": created}}, "parts": [
+            {"type": "text", "text": "do it"}]}),
+        )
+    }
+
+    fn tool(tool: &str, call: &str, status: &str, input: Value) -> Value {
+        json!({"type": "tool", "tool": tool, "callID": call, "state": {"status": status, "input": input}})
+    }
+
+    fn assistant(
+        id: &str,
+        created: i64,
+        completed: Option<i64>,
+        finish: &str,
+        parts: Vec<Value>,
+    ) -> Message {
+        let mut time = json!({"created": created});
+        if let Some(c) = completed {
+            time["completed"] = json!(c);
+        }
+        msg(
+            json!({"info": {"id": id, "role": "assistant", "time": time, "finish": finish}, "parts": parts}),
+        )
+    }
+
+    fn todos(items: &[(&str, &str)]) -> Value {
+        json!({"todos": items.iter().map(|(c, s)| json!({"content": c, "status": s, "priority": "high"})).collect::<Vec<_>>()})
+    }
+
+    fn live_busy() -> Live {
+        Live {
+            busy: true,
+            server_started_ms: 1,
+            ..Live::default()
+        }
+    }
+
+    #[test]
+    fn a_whole_turn_gives_todos_edits_and_done_once_each() {
+        let h = vec![
+            user("msg_1", 10),
+            assistant(
+                "msg_2",
+                11,
+                Some(12),
+                "tool-calls",
+                vec![
+                    tool(
+                        "todowrite",
+                        "c1",
+                        "completed",
+                        todos(&[("plan", "completed"), ("code", "pending")]),
+                    ),
+                    tool(
+                        "write",
+                        "c2",
+                        "completed",
+                        json!({"filePath": "repos/app/x.py", "content": ""}),
+                    ),
+                ],
+            ),
+            assistant(
+                "msg_3",
+                13,
+                Some(14),
+                "tool-calls",
+                vec![tool(
+                    "todowrite",
+                    "c3",
+                    "completed",
+                    todos(&[("plan", "completed"), ("code", "completed")]),
+                )],
+            ),
+            assistant(
+                "msg_4",
+                15,
+                Some(16),
+                "stop",
+                vec![json!({"type": "text", "text": "All good.\nDONE: wrote x.py"})],
+            ),
+        ];
+        let d = derive(&h, &Live::default());
+        let events: Vec<_> = d.events.iter().map(|(_, e)| e.clone()).collect();
+        assert_eq!(
+            events,
+            vec![
+                AgentEvent::Todo("plan".into()),
+                AgentEvent::Edited(vec!["repos/app/x.py".into()]),
+                AgentEvent::Todo("code".into()),
+                AgentEvent::Finished("wrote x.py".into()),
+            ]
+        );
+        // Positions strictly increase, so a cursor splits them cleanly.
+        assert!(d.events.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(d.interrupted, None);
+        assert!(!d.waiting);
+    }
+
+    #[test]
+    fn a_turn_without_the_marker_ends_without_finishing() {
+        let h = vec![
+            user("msg_1", 10),
+            assistant(
+                "msg_2",
+                11,
+                Some(12),
+                "stop",
+                vec![json!({"type": "text", "text": "Shall I go on?"})],
+            ),
+        ];
+        let d = derive(&h, &Live::default());
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(
+            d.events[0].1,
+            AgentEvent::TurnEnded("Shall I go on?".into())
+        );
+    }
+
+    #[test]
+    fn derivation_stops_at_a_running_call_and_resumes_at_the_same_positions() {
+        let running = vec![
+            user("msg_1", 10),
+            assistant(
+                "msg_2",
+                11,
+                None,
+                "",
+                vec![
+                    tool("write", "c1", "completed", json!({"filePath": "a"})),
+                    tool("bash", "c2", "running", json!({"command": "make"})),
+                    tool("write", "c3", "completed", json!({"filePath": "b"})),
+                ],
+            ),
+        ];
+        let d1 = derive(&running, &live_busy());
+        assert_eq!(
+            d1.events.len(),
+            1,
+            "nothing after a running call: {:?}",
+            d1.events
+        );
+        let mut done = running.clone();
+        done[1].parts[1].state.as_mut().unwrap().status = "completed".into();
+        done[1].info.time.completed = Some(20);
+        done[1].info.finish = Some("tool-calls".into());
+        let d2 = derive(&done, &live_busy());
+        assert_eq!(d2.events.len(), 2);
+        assert_eq!(d1.events[0], d2.events[0]);
+        assert!(d2.events[1].0 > d1.events[0].0);
+    }
+
+    #[test]
+    fn a_pending_question_is_asked_and_blocks() {
+        let h = vec![
+            user("msg_1", 10),
+            assistant(
+                "msg_2",
+                11,
+                None,
+                "",
+                vec![tool("question", "c9", "running", json!({}))],
+            ),
+        ];
+        let mut live = live_busy();
+        let d = derive(&h, &live);
+        assert!(
+            d.events.is_empty(),
+            "the request is not registered yet: wait"
+        );
+        live.questions.push(serde_json::from_value(json!({
+            "id": "que_1", "sessionID": "ses_1",
+            "questions": [{"question": "Which db?", "header": "DB", "options": [
+                {"label": "Postgres (Recommended)", "description": "x"}, {"label": "SQLite", "description": "y"}]}],
+            "tool": {"messageID": "msg_2", "callID": "c9"}})).unwrap());
+        let d = derive(&h, &live);
+        assert!(d.waiting);
+        let AgentEvent::Question(q) = &d.events[0].1 else {
+            panic!("{:?}", d.events)
+        };
+        assert_eq!(q.request_id, "que_1");
+        assert_eq!(q.recommended(), "Postgres (Recommended)");
+        assert!(q.custom, "OpenCode allows free text unless told otherwise");
+    }
+
+    #[test]
+    fn a_question_lost_in_a_restart_is_still_asked_and_the_turn_is_interrupted() {
+        let h = vec![
+            user("msg_1", 10),
+            assistant(
+                "msg_2",
+                11,
+                None,
+                "",
+                vec![tool(
+                    "question",
+                    "c9",
+                    "running",
+                    json!({
+                "questions": [{"question": "Which db?", "header": "DB", "options": [{"label": "A", "description": ""}]}]}),
+                )],
+            ),
+        ];
+        let live = Live {
+            busy: false,
+            server_started_ms: 100,
+            ..Live::default()
+        };
+        let d = derive(&h, &live);
+        let AgentEvent::Question(q) = &d.events[0].1 else {
+            panic!("{:?}", d.events)
+        };
+        assert_eq!(q.request_id, "lost-c9");
+        assert!(!d.waiting, "nothing on the server waits for it");
+        assert_eq!(d.interrupted.as_deref(), Some("msg_2"));
+    }
+
+    #[test]
+    fn a_restart_interrupts_an_unfinished_turn_but_not_a_new_prompt() {
+        let h = vec![
+            user("msg_1", 10),
+            assistant(
+                "msg_2",
+                11,
+                None,
+                "",
+                vec![tool("write", "c1", "completed", json!({"filePath": "a"}))],
+            ),
+        ];
+        let restarted = Live {
+            busy: false,
+            server_started_ms: 50,
+            ..Live::default()
+        };
+        let d = derive(&h, &restarted);
+        assert_eq!(d.interrupted.as_deref(), Some("msg_2"));
+        assert_eq!(
+            d.events.len(),
+            1,
+            "what finished before the crash still counts"
+        );
+        // The resume prompt comes after the restart: not interrupted, and the dead message
+        // does not block what follows.
+        let mut h2 = h.clone();
+        h2.push(user("msg_3", 60));
+        h2.push(assistant(
+            "msg_4",
+            61,
+            Some(62),
+            "stop",
+            vec![json!({"type": "text", "text": "DONE: ok"})],
+        ));
+        let d2 = derive(&h2, &restarted);
+        assert_eq!(d2.interrupted, None);
+        assert_eq!(
+            d2.events.last().unwrap().1,
+            AgentEvent::Finished("ok".into())
+        );
+        // A prompt just sent to a live server is not an interruption.
+        let fresh = vec![user("msg_1", 10)];
+        assert_eq!(
+            derive(
+                &fresh,
+                &Live {
+                    busy: false,
+                    server_started_ms: 5,
+                    ..Live::default()
+                }
+            )
+            .interrupted,
+            None
+        );
+    }
+
+    #[test]
+    fn errors_fail_with_retryability_and_aborts_are_quiet() {
+        let mut m = assistant("msg_2", 11, Some(12), "", vec![]);
+        m.info.error = Some(
+            json!({"name": "APIError", "data": {"message": "overloaded", "isRetryable": true}}),
+        );
+        let d = derive(&[user("msg_1", 10), m.clone()], &Live::default());
+        assert_eq!(
+            d.events[0].1,
+            AgentEvent::Failed {
+                message: "APIError: overloaded".into(),
+                retryable: true
+            }
+        );
+        m.info.error = Some(json!({"name": "MessageAbortedError", "data": {"message": "aborted"}}));
+        assert!(
+            derive(&[user("msg_1", 10), m], &Live::default())
+                .events
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_permission_request_becomes_a_permission_question() {
+        let h = vec![
+            user("msg_1", 10),
+            assistant(
+                "msg_2",
+                11,
+                None,
+                "",
+                vec![tool(
+                    "bash",
+                    "c1",
+                    "running",
+                    json!({"command": "rm -rf x"}),
+                )],
+            ),
+        ];
+        let mut live = live_busy();
+        live.permissions.push(
+            serde_json::from_value(json!({
+            "id": "per_1", "sessionID": "ses_1", "permission": "bash", "patterns": ["rm -rf x"],
+            "metadata": {}, "always": [], "tool": {"messageID": "msg_2", "callID": "c1"}}))
+            .unwrap(),
+        );
+        let d = derive(&h, &live);
+        let AgentEvent::Question(q) = &d.events[0].1 else {
+            panic!()
+        };
+        assert_eq!(q.kind, AskKind::Permission);
+        assert_eq!(q.request_id, "per_1");
+        assert_eq!(q.options.len(), 3);
+        assert!(d.waiting);
+    }
+
+    #[test]
+    fn done_marker_is_found_in_markdown() {
+        assert_eq!(
+            done_summary("ok\n**DONE: shipped it**").as_deref(),
+            Some("shipped it")
+        );
+        assert_eq!(done_summary("DONE:").as_deref(), Some(""));
+        assert_eq!(done_summary("not done yet"), None);
+    }
+}
