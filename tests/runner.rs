@@ -5,6 +5,7 @@
 mod common;
 mod test_cli;
 mod test_connectors;
+mod test_opencode;
 mod test_reconcile;
 mod test_schema;
 mod test_server;

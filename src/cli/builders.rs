@@ -52,7 +52,10 @@ pub fn cmd_builders(args: BuildersArgs) -> CmdResult {
             let up = tmux.has_session(&r.tmux).await.unwrap_or(false);
             let client = OpenCode::client_for(&state_dir, r);
             let health = match (&client, up) {
-                (Some(c), true) => c.health().await.ok(),
+                (Some(c), true) => c
+                    .health_within(std::time::Duration::from_secs(3))
+                    .await
+                    .ok(),
                 _ => None,
             };
             let statuses = match (&client, &health) {

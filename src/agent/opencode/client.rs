@@ -191,6 +191,14 @@ impl Client {
         self.json("GET", "/global/health", None).await
     }
 
+    /// `GET /global/health`, giving up after `limit`: a server that is still starting accepts
+    /// connections but may never answer the ones it accepted that early.
+    pub async fn health_within(&self, limit: Duration) -> Result<Health, ClientError> {
+        tokio::time::timeout(limit, self.health())
+            .await
+            .map_err(|_| ClientError::Unreachable(self.base.clone()))?
+    }
+
     /// `POST /session`: returns the new session's id.
     pub async fn create_session(&self, body: &Value) -> Result<String, ClientError> {
         #[derive(Deserialize)]

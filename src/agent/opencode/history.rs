@@ -264,10 +264,9 @@ pub fn derive(history: &[Message], live: &Live) -> Derived {
                     let call = part.call_id.as_deref().unwrap_or("");
                     match state.status.as_str() {
                         "completed" => {
-                            let mut sub = SUB_DONE;
-                            for e in finished_tool(tool, &state.input, &mut todos_done) {
+                            let done = finished_tool(tool, &state.input, &mut todos_done);
+                            for (sub, e) in (SUB_DONE..).zip(done) {
                                 out.events.push((position(mi, pi, sub), e));
-                                sub += 1;
                             }
                         }
                         "error" => {}
@@ -343,9 +342,17 @@ pub fn derive(history: &[Message], live: &Live) -> Derived {
 /// The last message, when a server restart cut it off and the session sits idle.
 fn interrupted(history: &[Message], live: &Live) -> Option<String> {
     let m = history.last()?;
+    let aborted = m
+        .info
+        .error
+        .as_ref()
+        .and_then(|e| e.get("name"))
+        .and_then(Value::as_str)
+        == Some("MessageAbortedError");
     let unfinished = match m.info.role.as_str() {
         "user" => true,
-        _ => m.info.time.completed.is_none() && m.info.error.is_none(),
+        // An abort older than the server is the restart's doing, not a person's.
+        _ => (m.info.time.completed.is_none() && m.info.error.is_none()) || aborted,
     };
     (unfinished && !live.busy && m.info.time.created < live.server_started_ms)
         .then(|| m.info.id.clone())

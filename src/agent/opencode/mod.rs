@@ -194,7 +194,7 @@ impl OpenCode {
         let name = project.builder_name();
         let client = Client::new(b.record.port, &b.password);
         if b.record.port != 0 {
-            match client.health().await {
+            match client.health_within(Duration::from_secs(5)).await {
                 Ok(h) if h.healthy => {
                     if b.record.stopped {
                         b.record.stopped = false;
@@ -254,7 +254,7 @@ impl OpenCode {
         let client = Client::new(port, &b.password);
         let deadline = tokio::time::Instant::now() + self.cfg.start_timeout;
         loop {
-            if let Ok(h) = client.health().await
+            if let Ok(h) = client.health_within(Duration::from_secs(1)).await
                 && h.healthy
             {
                 break;
@@ -666,7 +666,7 @@ impl AgentRuntime for OpenCode {
         let b = self.builder(&task.project)?;
         let mut b = b.lock().await;
         let client = Client::new(b.record.port, &b.password);
-        if b.record.port == 0 || client.health().await.is_err() {
+        if b.record.port == 0 || client.health_within(Duration::from_secs(5)).await.is_err() {
             return Ok(());
         }
         match client.abort(session).await {
