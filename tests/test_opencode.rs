@@ -41,6 +41,11 @@ impl Lab {
     /// A state repo with `projects` (names under `demo/`), each building its own copy of the
     /// sample app with `runtime: opencode`.
     fn new(projects: &[&str]) -> Self {
+        Self::with_settings(projects, "")
+    }
+
+    /// Like [`Lab::new`], with `extra` lines appended to gaffer.yaml.
+    fn with_settings(projects: &[&str], extra: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let llm = Llm::start();
         let world = World::new(&llm);
@@ -48,6 +53,9 @@ impl Lab {
         bare_repo_with(&first, &sample_app(), "web-api").unwrap();
         let mut files = state_files(&first, "1h");
         files.retain(|(p, _)| p == "gaffer.yaml");
+        if let Some(settings) = files[0].1.as_mut() {
+            settings.extend_from_slice(extra.as_bytes());
+        }
         for name in projects {
             let origin = tmp.path().join(format!("origins/{name}.git"));
             if !origin.exists() {
@@ -213,7 +221,7 @@ fn fix_steps(task: &str) -> Vec<Step> {
                     ("Fix token expiry", "in_progress"),
                 ]),
             )],
-            hold: false,
+            ..Step::default()
         },
         Step::tool(
             "write",
@@ -489,4 +497,105 @@ fn gaffer_killed_mid_turn_adopts_the_running_builder_and_repeats_nothing() {
     }
     let st = status_of(&snap, "demo/web-api/delta").unwrap();
     assert_eq!(st.agent.unwrap().prompts_sent, ["task"]);
+}
+
+#[test]
+fn a_quiet_turn_gets_a_summary_and_cancel_aborts_it_and_stops_the_builder() {
+    let lab = Lab::with_settings(&["web-api"], "progress: {summary_every: 2s}\n");
+    let key = "Token fix cancel";
+    let mut steps = fix_steps("eps");
+    steps[1].hold = true;
+    lab.add_task("web-api", "eps", key, steps);
+    let _d = lab.daemon();
+    // Summaries come every 2s of quiet; wait for one after the first todo.
+    let snap = lab.wait_until(120, "a summary after the first todo", |s| {
+        milestones(s, "demo/web-api/eps")
+            .iter()
+            .any(|(k, t, _)| *k == MilestoneKind::Summary && t.contains("todos 1 done"))
+    });
+    let ms = milestones(&snap, "demo/web-api/eps");
+    let (_, summary, _) = ms
+        .iter()
+        .rfind(|(k, _, _)| *k == MilestoneKind::Summary)
+        .unwrap();
+    assert!(summary.contains("no files changed yet"), "{summary}");
+    assert!(summary.contains("todos 1 done, 1 left"), "{summary}");
+    assert!(summary.contains("latest: I will plan first."), "{summary}");
+    assert!(
+        lab.world
+            .pane_pid("gaffer-demo-web-api", "server")
+            .is_some()
+    );
+
+    commit_to_bare(
+        &lab.state,
+        "main",
+        &[(
+            "projects/demo/web-api/tasks/eps/task.yaml",
+            "title: Token fix cancel\ncancel: true\n",
+        )],
+        "cancel",
+    );
+    lab.wait_until(60, "the task cancelled", |s| {
+        phase_of(s, "demo/web-api/eps") == Some(Phase::Cancelled)
+    });
+    let (up, _) = lab
+        .world
+        .tmux(&["has-session", "-t", "=gaffer-demo-web-api"]);
+    assert!(!up, "the builder's tmux session is gone");
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lab.data.join("opencode/demo-web-api.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["stopped"], json!(true));
+    // The cut-off step was never answered and nothing came after it.
+    assert_eq!(step_counts(&lab.llm, key), BTreeMap::from([(0, 1), (1, 1)]));
+}
+
+#[test]
+fn a_model_error_fails_the_task_with_the_reason_and_retry_resumes_the_session() {
+    let lab = Lab::new(&["web-api"]);
+    let key = "Token fix error";
+    let mut steps = fix_steps("zeta");
+    steps[1] = steps[1].clone().failing_once(400);
+    lab.add_task("web-api", "zeta", key, steps);
+    let _d = lab.daemon();
+    let snap = lab.wait_until(120, "the task failed", |s| {
+        phase_of(s, "demo/web-api/zeta") == Some(Phase::Failed)
+    });
+    let st = status_of(&snap, "demo/web-api/zeta").unwrap();
+    assert_eq!(st.reason.as_deref(), Some("AgentFailed"));
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("scripted failure"),
+        "{:?}",
+        st.message
+    );
+    let session = st.agent.as_ref().unwrap().session_id.clone();
+
+    commit_to_bare(
+        &lab.state,
+        "main",
+        &[(
+            "projects/demo/web-api/tasks/zeta/task.yaml",
+            "title: Token fix error\nretry: 1\n",
+        )],
+        "retry",
+    );
+    let snap = lab.wait_until(180, "the task promoted", |s| {
+        phase_of(s, "demo/web-api/zeta") == Some(Phase::Promoted)
+    });
+    let st = status_of(&snap, "demo/web-api/zeta").unwrap();
+    assert_eq!(
+        st.agent.unwrap().session_id,
+        session,
+        "the same session, resumed"
+    );
+    assert_eq!(
+        step_counts(&lab.llm, key),
+        BTreeMap::from([(0, 1), (1, 2), (2, 1), (3, 1)])
+    );
+    assert_eq!(user_messages_with(&lab.llm, key, "# Task: "), 1);
 }

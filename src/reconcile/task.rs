@@ -795,6 +795,9 @@ async fn preparing(
     Ok(Action::requeue(Duration::ZERO))
 }
 
+/// The pause before the first retry after a transient agent error (doubled each time).
+const RETRY_PAUSE: Duration = Duration::from_secs(30);
+
 /// Nudges a stopped agent gets before the task fails.
 const MAX_NUDGES: u32 = 2;
 
@@ -989,6 +992,30 @@ async fn running(
         }
     }
 
+    // A retry after a transient error, once its pause is over.
+    if let Some(at) = plan
+        .effect("retryAt")
+        .and_then(|a| a.parse::<Timestamp>().ok())
+    {
+        if at <= plan.now {
+            let id = format!("retry-{}", plan.status.attempts);
+            agent
+                .send(
+                    t,
+                    &session,
+                    &id,
+                    "The last request failed with a transient error; please continue.",
+                )
+                .await?;
+            plan.status.effects.remove("retryAt");
+            if let Some(a) = plan.status.agent.as_mut()
+                && !a.prompts_sent.contains(&id)
+            {
+                a.prompts_sent.push(id);
+            }
+        }
+    }
+
     // What the agent did since last time.
     let cursor: u64 = plan
         .effect("agentCursor")
@@ -1129,28 +1156,18 @@ async fn running(
                 plan.set_effect("failedIn", "Running");
                 if retryable && plan.status.attempts < 3 {
                     plan.status.attempts += 1;
+                    // Overload and rate limits pass: try again after a growing pause.
+                    let pause = RETRY_PAUSE * 2u32.pow(plan.status.attempts - 1);
+                    let at = plan
+                        .now
+                        .checked_add(jiff::SignedDuration::try_from(pause).unwrap_or_default())
+                        .unwrap_or(plan.now);
+                    plan.set_effect("retryAt", at.to_string());
                     plan.milestone(
                         MilestoneKind::Error,
-                        format!("⚠ {message} (retrying)"),
+                        format!("⚠ {message} (retrying in {}s)", pause.as_secs()),
                         None,
                     );
-                    let sent = plan
-                        .status
-                        .agent
-                        .as_ref()
-                        .map_or(0, |a| a.prompts_sent.len());
-                    let id = format!("retry-{sent}");
-                    agent
-                        .send(
-                            t,
-                            &session,
-                            &id,
-                            "The last request failed; please continue.",
-                        )
-                        .await?;
-                    if let Some(a) = plan.status.agent.as_mut() {
-                        a.prompts_sent.push(id);
-                    }
                 } else {
                     plan.transition(Phase::Failed, "AgentFailed", message);
                     return Ok(Action::await_change());
@@ -1288,6 +1305,13 @@ async fn running(
     };
     let until_summary = (next_summary.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
     wait = wait.min(Duration::from_millis(until_summary.max(1000)));
+    if let Some(at) = plan
+        .effect("retryAt")
+        .and_then(|a| a.parse::<Timestamp>().ok())
+    {
+        let ms = (at.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
+        wait = wait.min(Duration::from_millis(ms));
+    }
     Ok(Action::requeue(wait))
 }
 

@@ -25,6 +25,8 @@ pub struct Step {
     /// The first request for this step gets no answer until [`Llm::release`] (or ever, if
     /// never released); later requests are answered at once.
     pub hold: bool,
+    /// The first request for this step gets this HTTP error status instead.
+    pub fail_once: Option<u16>,
 }
 
 impl Step {
@@ -49,6 +51,12 @@ impl Step {
         self.hold = true;
         self
     }
+
+    /// Fails the first request for this step with `status`.
+    pub fn failing_once(mut self, status: u16) -> Self {
+        self.fail_once = Some(status);
+        self
+    }
 }
 
 /// `todowrite` arguments.
@@ -69,6 +77,8 @@ pub struct Logged {
     pub user_texts: Vec<String>,
     /// Whether it was held.
     pub held: bool,
+    /// Whether it was failed on purpose.
+    pub failed: bool,
 }
 
 #[derive(Default)]
@@ -235,7 +245,7 @@ async fn complete(State((inner, release)): State<AppState>, body: String) -> Res
                     .is_some_and(|t| !t.is_empty())
         })
         .count();
-    let (key, reply, hold) = {
+    let (key, reply, hold, fail) = {
         let mut g = inner.lock().unwrap();
         let key = g
             .scripts
@@ -246,21 +256,33 @@ async fn complete(State((inner, release)): State<AppState>, body: String) -> Res
             .as_ref()
             .and_then(|k| g.scripts[k].get(step).cloned())
             .unwrap_or_else(|| Step::text("DONE: nothing scripted"));
-        let hold = reply.hold
-            && key.as_ref().is_some_and(|k| {
-                let first = !g.held.contains_key(&(k.clone(), step));
-                g.held.insert((k.clone(), step), true);
-                first
-            });
+        let first = key.as_ref().is_some_and(|k| {
+            let first = !g.held.contains_key(&(k.clone(), step));
+            g.held.insert((k.clone(), step), true);
+            first
+        });
+        let hold = reply.hold && first;
+        let fail = reply.fail_once.filter(|_| first);
         g.log.push(Logged {
             key: key.clone(),
             step,
             last_user: user_texts.last().cloned().unwrap_or_default(),
             user_texts,
             held: hold,
+            failed: fail.is_some(),
         });
-        (key, reply, hold)
+        (key, reply, hold, fail)
     };
+    if let Some(status) = fail {
+        let body =
+            json!({"error": {"message": "scripted failure", "type": "invalid_request_error"}});
+        return (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    }
     if hold {
         let _ = release.subscribe().wait_for(|released| *released).await;
     }
