@@ -996,23 +996,22 @@ async fn running(
     if let Some(at) = plan
         .effect("retryAt")
         .and_then(|a| a.parse::<Timestamp>().ok())
+        && at <= plan.now
     {
-        if at <= plan.now {
-            let id = format!("retry-{}", plan.status.attempts);
-            agent
-                .send(
-                    t,
-                    &session,
-                    &id,
-                    "The last request failed with a transient error; please continue.",
-                )
-                .await?;
-            plan.status.effects.remove("retryAt");
-            if let Some(a) = plan.status.agent.as_mut()
-                && !a.prompts_sent.contains(&id)
-            {
-                a.prompts_sent.push(id);
-            }
+        let id = format!("retry-{}", plan.status.attempts);
+        agent
+            .send(
+                t,
+                &session,
+                &id,
+                "The last request failed with a transient error; please continue.",
+            )
+            .await?;
+        plan.status.effects.remove("retryAt");
+        if let Some(a) = plan.status.agent.as_mut()
+            && !a.prompts_sent.contains(&id)
+        {
+            a.prompts_sent.push(id);
         }
     }
 
