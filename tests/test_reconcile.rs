@@ -13,7 +13,7 @@ use gaffer::state::snapshot::Snapshot;
 use gaffer::state::status::{DecidedBy, Phase, QuestionState};
 use gaffer::store::{Tracker, Transport};
 
-use crate::common::{commit_to_bare, git};
+use crate::common::{commit_as, commit_to_bare, git};
 
 /// The full lifecycle's phase transitions with the embedded connectors and the demo script:
 /// two questions, one failing test run fed back to the agent, review, approval.
@@ -140,7 +140,12 @@ impl Lab {
                 let label = q.options[0].label.clone();
                 let path = format!("projects/demo/web-api/tasks/{}/answers/q-001.yaml", t.task);
                 let body = format!("choice: {label}\nby: {PERSON}\n");
-                self.commit(&[(path.as_str(), body.as_str())], "answer");
+                commit_as(
+                    &self.state,
+                    PERSON,
+                    &[(path.as_str(), body.as_str())],
+                    "answer",
+                );
             }
             if e.status
                 .as_ref()

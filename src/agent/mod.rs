@@ -201,6 +201,12 @@ pub trait AgentRuntime: Send + Sync + std::fmt::Debug {
         Ok(String::new())
     }
 
+    /// Interrupts the turn in progress (the session and its server stay), returning once the
+    /// agent has stopped.
+    async fn interrupt(&self, _task: &TaskRef, _session: &str) -> Result<(), AgentError> {
+        Ok(())
+    }
+
     /// Stops the session's work (the session itself is kept).
     async fn stop(&self, task: &TaskRef, session: &str) -> Result<(), AgentError>;
 }

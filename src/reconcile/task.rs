@@ -795,6 +795,11 @@ async fn preparing(
     Ok(Action::requeue(Duration::ZERO))
 }
 
+fn short_hash(s: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(s.as_bytes())[..4])
+}
+
 /// The pause before the first retry after a transient agent error (doubled each time).
 const RETRY_PAUSE: Duration = Duration::from_secs(30);
 
@@ -837,11 +842,72 @@ fn policy(
     )
 }
 
+/// Whether an approval's `by:` may approve.
 fn allowed(settings: &Settings, who: Option<&str>) -> bool {
     who.is_some_and(|w| {
         settings.authors.answers.iter().any(|a| a == w)
             || settings.authors.slack_users.iter().any(|a| a == w)
     })
+}
+
+/// Who an answer counts as coming from, if its commit's author may answer: a person listed
+/// in `authors.answers`, or the Slack bot on behalf of a user listed in `authors.slack_users`.
+fn authorize(
+    settings: &Settings,
+    author: Option<&str>,
+    by: Option<&str>,
+) -> Result<String, String> {
+    let bot = crate::store::Identity::slack_bot().email;
+    match author {
+        Some(a) if a == bot => match by {
+            Some(u) if settings.authors.slack_users.iter().any(|s| s == u) => Ok(u.to_string()),
+            Some(u) => Err(format!(
+                "answer from Slack user {u} ignored: not listed in gaffer.yaml authors.slack_users"
+            )),
+            None => Err("answer from the Slack bot ignored: it names no Slack user (by:)".into()),
+        },
+        Some(a) if settings.authors.answers.iter().any(|s| s == a) => Ok(a.to_string()),
+        Some(a) => Err(format!(
+            "answer committed by {a} ignored: not listed in gaffer.yaml authors.answers"
+        )),
+        None => Err("answer ignored: its commit author could not be read".into()),
+    }
+}
+
+/// The start of the problems recorded when this exact answer was refused (so a refused
+/// answer is not looked at again until it changes).
+fn refused_prefix(choice: &[String], answer: &AnswerSpec) -> String {
+    format!(
+        "[{}{}] ",
+        choice.join(", "),
+        answer
+            .note
+            .as_deref()
+            .map(|n| format!(" / {n}"))
+            .unwrap_or_default()
+    )
+}
+
+/// The email of the author of the last commit (up to `head`) that changed `path`.
+async fn commit_author(
+    ctx: &Context,
+    head: Option<&str>,
+    path: &str,
+) -> Result<Option<String>, ReconcileError> {
+    let Some(head) = head.map(str::to_string) else {
+        return Ok(None);
+    };
+    let dir = ctx.transport.repo().git_dir().to_path_buf();
+    let path = path.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::git::Git::new(&dir).run(["log", "-1", "--format=%ae", &head, "--", &path])
+    })
+    .await
+    .map_err(|e| ReconcileError::Other(e.to_string()))?;
+    Ok(out
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty()))
 }
 
 async fn running(
@@ -886,26 +952,32 @@ async fn running(
         };
         let already = q.decision.as_ref().is_some_and(|d| {
             d.decided_by == DecidedBy::Human && d.choice == choice && d.note == answer.note
-        });
+        }) || q
+            .problems
+            .iter()
+            .any(|p| p.starts_with(&refused_prefix(&choice, answer)));
         if already {
             continue;
         }
         let mut q = q;
-        if !allowed(settings, answer.by.as_deref()) {
-            let why = format!(
-                "answer by {} ignored: not listed in gaffer.yaml authors",
-                answer.by.as_deref().unwrap_or("an unknown author")
-            );
-            if !q.problems.contains(&why) {
-                q.problems.push(why);
-                plan.question_changed(qid, q);
+        let path = StatePath::Answer(t.clone(), qid.clone()).to_path();
+        let author = commit_author(ctx, view.head.as_deref(), &path).await?;
+        let who = match authorize(settings, author.as_deref(), answer.by.as_deref()) {
+            Ok(who) => who,
+            Err(why) => {
+                let why = format!("{}{why}", refused_prefix(&choice, answer));
+                if !q.problems.contains(&why) {
+                    q.problems.push(why);
+                    plan.question_changed(qid, q);
+                }
+                continue;
             }
-            continue;
-        }
+        };
         let valid = choice.iter().all(|c| q.has_option(c)) || (q.custom && answer.choice.is_none());
         if !valid {
             let why = format!(
-                "answer {:?} ignored: not one of the options",
+                "{}answer {:?} ignored: not one of the options",
+                refused_prefix(&choice, answer),
                 choice.join(", ")
             );
             if !q.problems.contains(&why) {
@@ -914,8 +986,10 @@ async fn running(
             }
             continue;
         }
-        let overriding = matches!(q.state, QuestionState::Defaulted)
-            || (q.state == QuestionState::Provisional && choice != vec![q.recommended.clone()]);
+        let overriding = matches!(
+            q.state,
+            QuestionState::Defaulted | QuestionState::Provisional | QuestionState::Overridden
+        ) && choice != vec![q.recommended.clone()];
         q.state = if overriding {
             QuestionState::Overridden
         } else {
@@ -924,17 +998,13 @@ async fn running(
         q.decision = Some(Decision {
             choice: choice.clone(),
             decided_by: DecidedBy::Human,
-            by: answer.by.clone(),
+            by: Some(who.clone()),
             at: answer.at.unwrap_or(plan.now),
             note: answer.note.clone(),
         });
         plan.milestone(
             MilestoneKind::Question,
-            format!(
-                "✅ {qid} answered {} by {}",
-                choice.join(", "),
-                answer.by.as_deref().unwrap_or("?")
-            ),
+            format!("✅ {qid} answered {} by {who}", choice.join(", ")),
             None,
         );
         plan.question_changed(qid, q);
@@ -949,6 +1019,20 @@ async fn running(
         let Some(deadline) = q.deadline else { continue };
         if deadline <= plan.now && on_timeout == OnTimeout::Recommended {
             let mut q = q;
+            if q.provisional_branch.is_none() {
+                // The agent goes on from here with the default: mark the point, so a later
+                // human answer can still set this work aside.
+                let branch = t.provisional_branch(&qid);
+                let ws = ctx.workspaces.clone();
+                let (tt, pp, b) = (t.clone(), project.clone(), branch.clone());
+                let (parent, point) =
+                    tokio::task::spawn_blocking(move || ws.branch_off(&tt, &pp, &b))
+                        .await
+                        .map_err(|e| ReconcileError::Other(e.to_string()))??;
+                q.point = point;
+                q.provisional_branch = Some(branch);
+                q.parent_branch = Some(parent);
+            }
             q.state = QuestionState::Defaulted;
             q.decision = Some(Decision {
                 choice: vec![q.recommended.clone()],
@@ -968,28 +1052,134 @@ async fn running(
         }
     }
 
-    // Relay decisions (and provisional answers) to the agent, once each.
+    // Apply decisions to the work and relay them to the agent, once each.
     for (qid, q) in plan.questions.clone() {
-        let desired = match (&q.decision, q.state) {
-            (Some(d), _) => Some((d.choice.clone(), d.note.clone())),
-            (None, QuestionState::Provisional) => Some((vec![q.recommended.clone()], None)),
-            _ => None,
-        };
-        let (Some((choice, note)), Some(request)) = (desired, q.request_id.clone()) else {
+        if plan.effect(&format!("moot.{qid}")).is_some() {
+            continue;
+        }
+        let Some(request) = q.request_id.clone() else {
             continue;
         };
-        let key = format!("relayed.{qid}");
-        let value = choice.join("\u{1f}");
-        if plan.effect(&key) != Some(value.as_str()) {
-            let reply = crate::agent::Reply {
-                request_id: &request,
-                question: &q.text,
-                choice: &choice,
-                note: note.as_deref(),
+        let relayed_key = format!("relayed.{qid}");
+        let decision = q
+            .decision
+            .as_ref()
+            .map(|d| (d.choice.clone(), d.note.clone()));
+        let provisional = q.provisional_branch.clone().zip(q.parent_branch.clone());
+        // The agent hears one answer per question, once: the decision, or the recommended
+        // option when the work goes on provisionally. What it heard first is what its work
+        // since then is based on.
+        if plan.effect(&relayed_key).is_none() {
+            let first = match (&decision, &provisional) {
+                (Some(d), _) => Some(d.clone()),
+                (None, Some(_)) => Some((vec![q.recommended.clone()], None)),
+                _ => None,
             };
-            agent.answer(t, &session, &reply).await?;
-            plan.set_effect(&key, value);
+            if let Some((choice, note)) = first {
+                let reply = crate::agent::Reply {
+                    request_id: &request,
+                    question: &q.text,
+                    choice: &choice,
+                    note: note.as_deref(),
+                };
+                agent.answer(t, &session, &reply).await?;
+                plan.set_effect(&relayed_key, choice.join("\u{1f}"));
+            }
         }
+        let (Some((branch, parent)), Some((choice, note))) = (provisional, decision) else {
+            continue;
+        };
+        let applied_key = format!("applied.{qid}");
+        let heard = plan.effect(&relayed_key).map(str::to_string);
+        let agreed = heard.as_deref() == Some(choice.join("\u{1f}").as_str());
+        if heard.is_none() {
+            continue;
+        }
+        let want = if agreed {
+            format!("confirm:{}", choice.join("\u{1f}"))
+        } else {
+            format!("aside:{}", choice.join("\u{1f}"))
+        };
+        if plan.effect(&applied_key) == Some(want.as_str()) {
+            continue;
+        }
+        let ws = ctx.workspaces.clone();
+        if agreed {
+            let (tt, pp, par, br) = (t.clone(), project.clone(), parent.clone(), branch.clone());
+            let tips = tokio::task::spawn_blocking(move || ws.confirm(&tt, &pp, &par, &br))
+                .await
+                .map_err(|e| ReconcileError::Other(e.to_string()))??;
+            plan.milestone(
+                MilestoneKind::Question,
+                format!("✅ {qid} confirmed: {parent} fast-forwarded to {branch}"),
+                tips.values().next().cloned(),
+            );
+        } else {
+            // A different answer: stop the agent, keep its work since the question on the
+            // provisional branch, put the worktree back where the question was asked.
+            agent.interrupt(t, &session).await?;
+            let (tt, pp, par, br, pt) = (
+                t.clone(),
+                project.clone(),
+                parent.clone(),
+                branch.clone(),
+                q.point.clone(),
+            );
+            let kept = tokio::task::spawn_blocking(move || ws.set_aside(&tt, &pp, &par, &br, &pt))
+                .await
+                .map_err(|e| ReconcileError::Other(e.to_string()))??;
+            let kept_at = kept
+                .iter()
+                .map(|(r, c)| format!("{r} {}", &c[..c.len().min(12)]))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut text = format!(
+                "A person answered your earlier question \"{}\": {}.",
+                q.text,
+                choice.join(", ")
+            );
+            if let Some(n) = &note {
+                text.push_str(&format!(" Their note: {n}"));
+            }
+            text.push_str(&format!(
+                " You had gone on with \"{}\". That work was set aside on branch {branch} \
+                 ({kept_at}) and the worktree was reset to where you asked the question, on \
+                 {parent}. Continue the task with this answer; reuse from the set-aside work \
+                 only what still fits.",
+                q.recommended
+            ));
+            let id = format!("override-{qid}-{}", short_hash(&want));
+            agent.send(t, &session, &id, &text).await?;
+            if let Some(a) = plan.status.agent.as_mut()
+                && !a.prompts_sent.contains(&id)
+            {
+                a.prompts_sent.push(id);
+            }
+            plan.milestone(
+                MilestoneKind::Question,
+                format!(
+                    "↩ {qid}: work since the question set aside on {branch}; worktree reset to the question point"
+                ),
+                kept.values().next().cloned(),
+            );
+            // Questions asked during the work set aside no longer apply.
+            for (other, oq) in plan.questions.clone() {
+                if other != qid
+                    && oq.asked_at >= q.asked_at
+                    && matches!(oq.state, QuestionState::Provisional | QuestionState::Open)
+                {
+                    let mut oq = oq;
+                    oq.state = QuestionState::Overridden;
+                    let why = format!("asked during work set aside by the answer to {qid}");
+                    if !oq.problems.contains(&why) {
+                        oq.problems.push(why);
+                    }
+                    plan.set_effect(&format!("moot.{other}"), qid.to_string());
+                    plan.question_changed(&other, oq);
+                }
+            }
+        }
+        plan.set_effect(&applied_key, want);
     }
 
     // A retry after a transient error, once its pause is over.
@@ -1105,6 +1295,20 @@ async fn running(
                     ContinuePolicy::Immediately => QuestionState::Provisional,
                     ContinuePolicy::AtDeadline => QuestionState::Open,
                 };
+                // Going on at once: the work from here lands on a provisional branch.
+                let (point, provisional_branch, parent_branch) =
+                    if state == QuestionState::Provisional {
+                        let branch = t.provisional_branch(&qid);
+                        let ws = ctx.workspaces.clone();
+                        let (tt, pp, b) = (t.clone(), project.clone(), branch.clone());
+                        let (parent, point) =
+                            tokio::task::spawn_blocking(move || ws.branch_off(&tt, &pp, &b))
+                                .await
+                                .map_err(|e| ReconcileError::Other(e.to_string()))??;
+                        (point, Some(branch), Some(parent))
+                    } else {
+                        (BTreeMap::new(), None, None)
+                    };
                 let q = Question {
                     kind: match asked.kind {
                         AskKind::Question => QuestionKind::Question,
@@ -1121,8 +1325,9 @@ async fn running(
                     state,
                     request_id: Some(asked.request_id.clone()),
                     decision: None,
-                    point: BTreeMap::new(),
-                    provisional_branch: None,
+                    point,
+                    provisional_branch,
+                    parent_branch,
                     problems: Vec::new(),
                 };
                 let tz = settings

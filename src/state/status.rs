@@ -330,9 +330,14 @@ pub struct Question {
     /// The worktree commits at the question point, per repo.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub point: BTreeMap<RepoName, String>,
-    /// The provisional branch, `gaffer/<task>/q-<qid>`.
+    /// The provisional branch, `gaffer-provisional/<task>/<qid>`, where the work went on with
+    /// the recommended option.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisional_branch: Option<String>,
+    /// The branch the work was on when the question was asked: a confirmation fast-forwards it
+    /// to the provisional branch; a different answer puts the worktree back on it at `point`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_branch: Option<String>,
     /// Answers that were refused, and why (unauthorized author, unknown option, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,

@@ -25,6 +25,9 @@ pub enum WorkspaceError {
     /// The init command failed or could not be rendered.
     #[error("workspace init command: {0}")]
     Init(String),
+    /// A provisional branch is not where it should be.
+    #[error("provisional branch: {0}")]
+    Branch(String),
     /// Filesystem trouble.
     #[error("{path}: {source}")]
     Io {
@@ -260,6 +263,142 @@ impl Workspaces {
         Ok(out)
     }
 
+    /// Starts provisional work for a question: commits what is in the worktrees, creates
+    /// `branch` there and moves each worktree onto it (no file changes). Returns the branch the
+    /// worktrees were on (the question's parent) and each repo's commit at the question point.
+    /// Repeating it after a crash finds the same parent (git's record of the last switch).
+    pub fn branch_off(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        branch: &str,
+    ) -> Result<(String, BTreeMap<RepoName, String>), WorkspaceError> {
+        let mut parent = task.branch();
+        let mut points = BTreeMap::new();
+        for repo in &project.repos {
+            let dir = self.repo_dir(task, &repo.name.value);
+            checkpoint_dir(&dir, &format!("before {branch}"))?;
+            let g = as_gaffer(Git::new(&dir));
+            let current = current_branch(&dir)?;
+            let (from, point) = if current == branch {
+                // Done before a crash: the branch we came from is the one switched away from.
+                let from = g.run(["rev-parse", "--abbrev-ref", "@{-1}"])?;
+                let point = g.run(["rev-parse", &format!("refs/heads/{from}")])?;
+                (from, point)
+            } else if branch_exists(&dir, branch) {
+                // Made before a crash, and the work went on where it was: the question point
+                // is where the branch was made; the branch takes the work along.
+                let point = g.run(["rev-parse", &format!("refs/heads/{branch}")])?;
+                if g.run(["merge-base", "--is-ancestor", &point, "HEAD"])
+                    .is_err()
+                {
+                    return Err(WorkspaceError::Branch(format!(
+                        "{}: {branch} exists and is not part of {current}",
+                        repo.name.value
+                    )));
+                }
+                g.run(["branch", "--force", branch, "HEAD"])?;
+                g.run(["switch", "--quiet", branch])?;
+                (current, point)
+            } else {
+                g.run(["branch", branch, "HEAD"])?;
+                g.run(["switch", "--quiet", branch])?;
+                let point = g.run(["rev-parse", "HEAD"])?;
+                (current, point)
+            };
+            points.insert(repo.name.value.clone(), point);
+            parent = from;
+        }
+        Ok((parent, points))
+    }
+
+    /// Confirms a provisional branch: fast-forwards `parent` to it and, when a worktree is on
+    /// `branch`, moves it back to `parent` (same commit, no file changes). Returns the new tip
+    /// of `parent` per repo.
+    pub fn confirm(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        parent: &str,
+        branch: &str,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
+        let mut out = BTreeMap::new();
+        for repo in &project.repos {
+            let dir = self.repo_dir(task, &repo.name.value);
+            let g = as_gaffer(Git::new(&dir));
+            let current = current_branch(&dir)?;
+            if current == branch {
+                checkpoint_dir(&dir, &format!("confirming {branch}"))?;
+            }
+            let tip = g.run(["rev-parse", &format!("refs/heads/{branch}")])?;
+            let base = g.run(["rev-parse", &format!("refs/heads/{parent}")])?;
+            if base != tip {
+                if g.run(["merge-base", "--is-ancestor", &base, &tip]).is_err() {
+                    return Err(WorkspaceError::Branch(format!(
+                        "{}: {parent} moved away from {branch}; not fast-forwarding",
+                        repo.name.value
+                    )));
+                }
+                if current == parent {
+                    g.run(["merge", "--quiet", "--ff-only", &tip])?;
+                } else {
+                    g.run(["branch", "--force", parent, &tip])?;
+                }
+            }
+            if current == branch {
+                g.run(["switch", "--quiet", parent])?;
+            }
+            out.insert(repo.name.value.clone(), tip);
+        }
+        Ok(out)
+    }
+
+    /// Sets provisional work aside after a different answer: commits what is in the
+    /// worktrees, keeps everything since the question on `branch` (moving `branch` forward when
+    /// the work went on on `parent` after a confirmation), and puts the worktrees back on
+    /// `parent` at the question point — the files really change back. Returns what was set
+    /// aside per repo (the commit holding the work).
+    pub fn set_aside(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        parent: &str,
+        branch: &str,
+        points: &BTreeMap<RepoName, String>,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
+        let mut out = BTreeMap::new();
+        for repo in &project.repos {
+            let Some(point) = points.get(&repo.name.value) else {
+                continue;
+            };
+            let dir = self.repo_dir(task, &repo.name.value);
+            let g = as_gaffer(Git::new(&dir));
+            checkpoint_dir(&dir, &format!("set aside with {branch}"))?;
+            let head = g.run(["rev-parse", "HEAD"])?;
+            let current = current_branch(&dir)?;
+            if &head == point && current == parent {
+                // Already done (a replay after a crash).
+                let kept = g.run(["rev-parse", &format!("refs/heads/{branch}")])?;
+                out.insert(repo.name.value.clone(), kept);
+                continue;
+            }
+            if current == parent {
+                // Confirmed at the deadline and worked on since: all of it goes aside.
+                g.run(["branch", "--force", branch, &head])?;
+            }
+            g.run([
+                "switch",
+                "--quiet",
+                "--discard-changes",
+                "-C",
+                parent,
+                point.as_str(),
+            ])?;
+            out.insert(repo.name.value.clone(), head);
+        }
+        Ok(out)
+    }
+
     /// The current head of each repo's worktree.
     pub fn heads(
         &self,
@@ -276,6 +415,22 @@ impl Workspaces {
         }
         Ok(out)
     }
+}
+
+/// The branch a worktree is on.
+fn current_branch(dir: &Path) -> Result<String, WorkspaceError> {
+    Ok(Git::new(dir).run(["symbolic-ref", "--quiet", "--short", "HEAD"])?)
+}
+
+fn branch_exists(dir: &Path, branch: &str) -> bool {
+    Git::new(dir)
+        .run([
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/heads/{branch}"),
+        ])
+        .is_ok()
 }
 
 /// Commits all changes in `dir`; None when there was nothing to commit.

@@ -82,6 +82,15 @@ pub fn commit_to_bare(repo: &Path, branch: &str, files: &[(&str, &str)], message
     change_bare(repo, branch, &changes, message)
 }
 
+/// Like [`commit_to_bare`], committed by `email`.
+pub fn commit_as(repo: &Path, email: &str, files: &[(&str, &str)], message: &str) -> String {
+    let changes: Vec<(String, Option<Vec<u8>>)> = files
+        .iter()
+        .map(|(p, c)| (p.to_string(), Some(c.as_bytes().to_vec())))
+        .collect();
+    change_bare_as(repo, "main", &changes, message, email)
+}
+
 /// Like [`commit_to_bare`], with deletions (`None` content).
 pub fn change_bare(
     repo: &Path,
@@ -89,11 +98,21 @@ pub fn change_bare(
     changes: &[(String, Option<Vec<u8>>)],
     message: &str,
 ) -> String {
+    change_bare_as(repo, branch, changes, message, "person@example.com")
+}
+
+fn change_bare_as(
+    repo: &Path,
+    branch: &str,
+    changes: &[(String, Option<Vec<u8>>)],
+    message: &str,
+    email: &str,
+) -> String {
     let g = gaffer::git::Git::new(repo)
         .with_env("GIT_AUTHOR_NAME", "Test Person")
-        .with_env("GIT_AUTHOR_EMAIL", "person@example.com")
+        .with_env("GIT_AUTHOR_EMAIL", email)
         .with_env("GIT_COMMITTER_NAME", "Test Person")
-        .with_env("GIT_COMMITTER_EMAIL", "person@example.com");
+        .with_env("GIT_COMMITTER_EMAIL", email);
     for _ in 0..100 {
         let parent = g.run(["rev-parse", &format!("refs/heads/{branch}")]).ok();
         let commit =

@@ -662,6 +662,29 @@ impl AgentRuntime for OpenCode {
         Ok(s)
     }
 
+    async fn interrupt(&self, task: &TaskRef, session: &str) -> Result<(), AgentError> {
+        let (client, _) = self.ensure_server(&task.project).await?;
+        match client.abort(session).await {
+            Err(e) if !matches!(e.status(), Some(404) | Some(400)) => return Err(e.into()),
+            _ => {}
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while client
+            .statuses()
+            .await?
+            .get(session)
+            .is_some_and(|s| s.kind != "idle")
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err(runtime(format!(
+                    "session {session} did not stop after abort"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     async fn stop(&self, task: &TaskRef, session: &str) -> Result<(), AgentError> {
         let b = self.builder(&task.project)?;
         let mut b = b.lock().await;
