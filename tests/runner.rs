@@ -6,6 +6,7 @@ mod common;
 mod test_cli;
 mod test_connectors;
 mod test_opencode;
+mod test_questions;
 mod test_reconcile;
 mod test_schema;
 mod test_server;

@@ -18,17 +18,17 @@ use crate::common::llm::{Llm, Step, todos};
 use crate::common::opencode::{World, alive, kill9};
 use crate::common::{commit_to_bare, git};
 
-struct Lab {
-    tmp: tempfile::TempDir,
-    state: PathBuf,
-    data: PathBuf,
-    builders: PathBuf,
-    llm: Llm,
-    world: World,
+pub(crate) struct Lab {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) state: PathBuf,
+    pub(crate) data: PathBuf,
+    pub(crate) builders: PathBuf,
+    pub(crate) llm: Llm,
+    pub(crate) world: World,
 }
 
 /// A reconciler process, killed when dropped.
-struct Daemon(Child);
+pub(crate) struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -40,21 +40,30 @@ impl Drop for Daemon {
 impl Lab {
     /// A state repo with `projects` (names under `demo/`), each building its own copy of the
     /// sample app with `runtime: opencode`.
-    fn new(projects: &[&str]) -> Self {
+    pub(crate) fn new(projects: &[&str]) -> Self {
         Self::with_settings(projects, "")
     }
 
     /// Like [`Lab::new`], with `extra` lines appended to gaffer.yaml.
-    fn with_settings(projects: &[&str], extra: &str) -> Self {
+    pub(crate) fn with_settings(projects: &[&str], extra: &str) -> Self {
+        Self::build(projects, "1h", "at-deadline", extra)
+    }
+
+    /// A lab whose questions time out after `timeout` (business hours: all day, every day) and
+    /// continue `cont` (`immediately` or `at-deadline`).
+    pub(crate) fn build(projects: &[&str], timeout: &str, cont: &str, extra: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let llm = Llm::start();
         let world = World::new(&llm);
         let first = tmp.path().join("origins/web-api.git");
         bare_repo_with(&first, &sample_app(), "web-api").unwrap();
-        let mut files = state_files(&first, "1h");
+        let mut files = state_files(&first, timeout);
         files.retain(|(p, _)| p == "gaffer.yaml");
         if let Some(settings) = files[0].1.as_mut() {
-            settings.extend_from_slice(extra.as_bytes());
+            let text = String::from_utf8(settings.clone())
+                .unwrap()
+                .replace("continue: at-deadline", &format!("continue: {cont}"));
+            *settings = format!("{text}{extra}").into_bytes();
         }
         for name in projects {
             let origin = tmp.path().join(format!("origins/{name}.git"));
@@ -87,7 +96,7 @@ impl Lab {
 
     /// Commits a task whose agent writes `app/fixed-<task>.txt` (which makes the lab tests
     /// pass) along `steps`.
-    fn add_task(&self, project: &str, task: &str, title: &str, steps: Vec<Step>) {
+    pub(crate) fn add_task(&self, project: &str, task: &str, title: &str, steps: Vec<Step>) {
         self.llm.script(title, steps);
         let path = format!("projects/demo/{project}/tasks/{task}/task.yaml");
         let body = format!(
@@ -101,7 +110,7 @@ impl Lab {
         );
     }
 
-    fn daemon(&self) -> Daemon {
+    pub(crate) fn daemon(&self) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -124,11 +133,11 @@ impl Lab {
         Daemon(child)
     }
 
-    fn daemon_log(&self) -> String {
+    pub(crate) fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.tmp.path().join("daemon.log")).unwrap_or_default()
     }
 
-    fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let t = Transport::open(
             self.state.to_str().unwrap(),
             "main",
@@ -142,7 +151,12 @@ impl Lab {
     }
 
     /// Waits for `f`, approving tasks that reach review on the way.
-    fn wait_until(&self, secs: u64, what: &str, f: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    pub(crate) fn wait_until(
+        &self,
+        secs: u64,
+        what: &str,
+        f: impl Fn(&Snapshot) -> bool,
+    ) -> Snapshot {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut approved = std::collections::BTreeSet::new();
         loop {
@@ -185,19 +199,19 @@ impl Lab {
     }
 }
 
-fn task(s: &str) -> TaskRef {
+pub(crate) fn task(s: &str) -> TaskRef {
     TaskRef::parse(s).unwrap()
 }
 
-fn status_of(snap: &Snapshot, t: &str) -> Option<TaskStatus> {
+pub(crate) fn status_of(snap: &Snapshot, t: &str) -> Option<TaskStatus> {
     snap.task(&task(t))?.status.as_deref().cloned()
 }
 
-fn phase_of(snap: &Snapshot, t: &str) -> Option<Phase> {
+pub(crate) fn phase_of(snap: &Snapshot, t: &str) -> Option<Phase> {
     status_of(snap, t).map(|s| s.phase)
 }
 
-fn milestones(snap: &Snapshot, t: &str) -> Vec<(MilestoneKind, String, Option<String>)> {
+pub(crate) fn milestones(snap: &Snapshot, t: &str) -> Vec<(MilestoneKind, String, Option<String>)> {
     snap.task(&task(t))
         .and_then(|e| e.progress.clone())
         .map(|p| {
@@ -210,7 +224,7 @@ fn milestones(snap: &Snapshot, t: &str) -> Vec<(MilestoneKind, String, Option<St
 }
 
 /// The steps of a task that plans, writes the fix, completes its todos and says it is done.
-fn fix_steps(task: &str) -> Vec<Step> {
+pub(crate) fn fix_steps(task: &str) -> Vec<Step> {
     vec![
         Step {
             text: Some("I will plan first.".into()),
@@ -239,7 +253,7 @@ fn fix_steps(task: &str) -> Vec<Step> {
 }
 
 /// How often each step of a conversation reached the LLM.
-fn step_counts(llm: &Llm, key: &str) -> BTreeMap<usize, usize> {
+pub(crate) fn step_counts(llm: &Llm, key: &str) -> BTreeMap<usize, usize> {
     let mut m = BTreeMap::new();
     for l in llm.log_of(key) {
         *m.entry(l.step).or_default() += 1;
@@ -248,7 +262,7 @@ fn step_counts(llm: &Llm, key: &str) -> BTreeMap<usize, usize> {
 }
 
 /// User messages of the conversation's last request that contain `text`.
-fn user_messages_with(llm: &Llm, key: &str, text: &str) -> usize {
+pub(crate) fn user_messages_with(llm: &Llm, key: &str, text: &str) -> usize {
     llm.log_of(key)
         .last()
         .map(|l| l.user_texts.iter().filter(|u| u.contains(text)).count())

@@ -874,20 +874,6 @@ fn authorize(
     }
 }
 
-/// The start of the problems recorded when this exact answer was refused (so a refused
-/// answer is not looked at again until it changes).
-fn refused_prefix(choice: &[String], answer: &AnswerSpec) -> String {
-    format!(
-        "[{}{}] ",
-        choice.join(", "),
-        answer
-            .note
-            .as_deref()
-            .map(|n| format!(" / {n}"))
-            .unwrap_or_default()
-    )
-}
-
 /// The email of the author of the last commit (up to `head`) that changed `path`.
 async fn commit_author(
     ctx: &Context,
@@ -952,10 +938,7 @@ async fn running(
         };
         let already = q.decision.as_ref().is_some_and(|d| {
             d.decided_by == DecidedBy::Human && d.choice == choice && d.note == answer.note
-        }) || q
-            .problems
-            .iter()
-            .any(|p| p.starts_with(&refused_prefix(&choice, answer)));
+        });
         if already {
             continue;
         }
@@ -965,7 +948,6 @@ async fn running(
         let who = match authorize(settings, author.as_deref(), answer.by.as_deref()) {
             Ok(who) => who,
             Err(why) => {
-                let why = format!("{}{why}", refused_prefix(&choice, answer));
                 if !q.problems.contains(&why) {
                     q.problems.push(why);
                     plan.question_changed(qid, q);
@@ -976,8 +958,7 @@ async fn running(
         let valid = choice.iter().all(|c| q.has_option(c)) || (q.custom && answer.choice.is_none());
         if !valid {
             let why = format!(
-                "{}answer {:?} ignored: not one of the options",
-                refused_prefix(&choice, answer),
+                "answer {:?} ignored: not one of the options",
                 choice.join(", ")
             );
             if !q.problems.contains(&why) {
@@ -1242,6 +1223,15 @@ async fn running(
     }
     let mut finished = None;
     let mut turn_ended = None;
+    let mut relay_now = false;
+    if polled
+        .events
+        .iter()
+        .any(|e| !matches!(e, AgentEvent::TurnEnded(_)))
+    {
+        // The agent is getting on: nudges start counting afresh.
+        plan.status.effects.remove("nudges");
+    }
     for event in polled.events {
         if !matches!(event, AgentEvent::TurnEnded(_)) {
             // Only a turn that ended last (nothing after it yet) needs a nudge.
@@ -1352,6 +1342,10 @@ async fn running(
                     None,
                 );
                 next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                if state == QuestionState::Provisional {
+                    // Its provisional answer goes to the agent on the next step, right away.
+                    relay_now = true;
+                }
                 plan.question_changed(&qid, q);
             }
             AgentEvent::Finished(summary) => finished = Some(summary),
@@ -1498,6 +1492,7 @@ async fn running(
         .filter(|_| due <= plan.now)
         .unwrap_or(due);
     let mut wait = match next_deadline {
+        _ if relay_now => Duration::ZERO,
         Some(d) if polled.waiting || open => {
             let secs = (d.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
             Duration::from_millis(secs.min(30_000))

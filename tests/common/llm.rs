@@ -75,6 +75,8 @@ pub struct Logged {
     pub last_user: String,
     /// Every user message's text.
     pub user_texts: Vec<String>,
+    /// Every tool result's text.
+    pub tool_texts: Vec<String>,
     /// Whether it was held.
     pub held: bool,
     /// Whether it was failed on purpose.
@@ -233,6 +235,11 @@ async fn complete(State((inner, release)): State<AppState>, body: String) -> Res
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .map(|m| text_of(m.get("content").unwrap_or(&Value::Null)))
         .collect();
+    let tool_texts: Vec<String> = messages
+        .iter()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
+        .map(|m| text_of(m.get("content").unwrap_or(&Value::Null)))
+        .collect();
     let step = messages
         .iter()
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
@@ -268,6 +275,7 @@ async fn complete(State((inner, release)): State<AppState>, body: String) -> Res
             step,
             last_user: user_texts.last().cloned().unwrap_or_default(),
             user_texts,
+            tool_texts,
             held: hold,
             failed: fail.is_some(),
         });

@@ -323,6 +323,13 @@ pub fn derive(history: &[Message], live: &Live) -> Derived {
             continue;
         }
         if m.info.finish.as_deref() == Some("tool-calls") {
+            // The loop goes on after tool calls; if the session went idle on them instead (a
+            // refused permission stops OpenCode's loop), the turn has ended.
+            let stalled = mi + 1 == history.len() && !live.busy;
+            if stalled {
+                out.events
+                    .push((end, AgentEvent::TurnEnded(turn_text.clone())));
+            }
             continue;
         }
         let event = match done_summary(&turn_text) {
@@ -598,6 +605,32 @@ mod tests {
         assert!(d.events.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(d.interrupted, None);
         assert!(!d.waiting);
+    }
+
+    #[test]
+    fn a_session_idle_after_tool_calls_has_ended_its_turn() {
+        let h = vec![
+            user("msg_1", 10),
+            assistant(
+                "msg_2",
+                11,
+                Some(12),
+                "tool-calls",
+                vec![tool("bash", "c1", "error", json!({}))],
+            ),
+        ];
+        let d = derive(&h, &Live::default());
+        assert_eq!(
+            d.events,
+            vec![(
+                position(1, END_PART, 0),
+                AgentEvent::TurnEnded(String::new())
+            )]
+        );
+        assert!(
+            derive(&h, &live_busy()).events.is_empty(),
+            "busy: the loop goes on"
+        );
     }
 
     #[test]

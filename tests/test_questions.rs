@@ -1,0 +1,411 @@
+//! Questions end to end with the real OpenCode, the scripted LLM and real git worktrees:
+//! provisional work on its own branch, confirmation by fast-forward, a different answer
+//! setting the work aside, deadlines, unauthorized authors, permission requests, and answers
+//! that survive gaffer or OpenCode being killed while a question waits.
+
+use gaffer::cli::demo::PERSON;
+use gaffer::names::Qid;
+use gaffer::state::snapshot::Snapshot;
+use gaffer::state::status::{DecidedBy, Phase, Question, QuestionKind, QuestionState};
+use serde_json::json;
+
+use crate::common::llm::Step;
+use crate::common::opencode::kill9;
+use crate::common::{commit_as, git};
+use crate::test_opencode::{Lab, milestones, phase_of, task, user_messages_with};
+
+const SIGNING: &str = "Which algorithm should sign the tokens?";
+
+fn ask(text: &str, options: &[&str]) -> Step {
+    Step::tool(
+        "question",
+        json!({"questions": [{"question": text, "header": "Signing", "multiple": false,
+            "options": options.iter().map(|o| json!({"label": o, "description": format!("use {o}")})).collect::<Vec<_>>()}]}),
+    )
+}
+
+fn write(path: &str, content: &str) -> Step {
+    Step::tool("write", json!({"filePath": path, "content": content}))
+}
+
+fn question(snap: &Snapshot, t: &str, qid: &str) -> Option<Question> {
+    snap.task(&task(t))?
+        .questions
+        .get(&Qid::new(qid).unwrap())
+        .map(|q| (**q).clone())
+}
+
+fn answer(lab: &Lab, t: &str, qid: &str, choice: &str, email: &str) {
+    let path = format!("projects/demo/web-api/tasks/{t}/answers/{qid}.yaml");
+    let body = format!("choice: {}\nby: {email}\n", json!(choice));
+    commit_as(
+        &lab.state,
+        email,
+        &[(path.as_str(), body.as_str())],
+        "answer",
+    );
+}
+
+fn worktree(lab: &Lab) -> std::path::PathBuf {
+    lab.builders.join("demo-web-api/repos/web-api")
+}
+
+fn has(lab: &Lab, rev: &str, file: &str) -> bool {
+    std::process::Command::new("git")
+        .current_dir(worktree(lab))
+        .args(["cat-file", "-e", &format!("{rev}:{file}")])
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// The question, a write after it, a held step (so answers land while the agent works), done.
+fn signing_steps(t: &str) -> Vec<Step> {
+    vec![
+        ask(SIGNING, &["RS256 (Recommended)", "HS256"]),
+        write("repos/web-api/app/signing.txt", "RS256\n"),
+        // The lab tests pass once app/fixed-<task>.txt exists.
+        write(&format!("repos/web-api/app/fixed-{t}.txt"), "more work\n").held(),
+        Step::text("DONE: signing configured"),
+    ]
+}
+
+#[test]
+fn the_agent_goes_on_at_once_and_a_matching_answer_fast_forwards_the_branch() {
+    let lab = Lab::build(&["web-api"], "1h", "immediately", "");
+    lab.add_task("web-api", "sig1", "Signing confirm", signing_steps("sig1"));
+    let _d = lab.daemon();
+    // The agent did not wait: it is already working on the step after the write.
+    lab.llm
+        .wait_for(120, "the held step", |log| log.iter().any(|l| l.held));
+    let snap = lab.wait_until(60, "the edit after the question checkpointed", |s| {
+        milestones(s, "demo/web-api/sig1")
+            .iter()
+            .any(|(_, t, _)| t.contains("edited repos/web-api/app/signing.txt"))
+    });
+    let q = question(&snap, "demo/web-api/sig1", "q-001").unwrap();
+    assert_eq!(q.state, QuestionState::Provisional);
+    assert_eq!(q.recommended, "RS256 (Recommended)");
+    assert_eq!(
+        q.provisional_branch.as_deref(),
+        Some("gaffer-provisional/sig1/q-001")
+    );
+    assert_eq!(q.parent_branch.as_deref(), Some("gaffer/sig1"));
+    assert!(q.request_id.as_deref().unwrap().starts_with("que"));
+    assert!(q.deadline.unwrap() > q.asked_at);
+    // OpenCode got the recommended option as the answer.
+    let step1 = lab.llm.log_of("Signing confirm")[1].clone();
+    assert!(
+        step1
+            .tool_texts
+            .iter()
+            .any(|t| t.contains("RS256 (Recommended)")),
+        "{step1:?}"
+    );
+    // The work since the question is on the provisional branch only.
+    assert!(has(
+        &lab,
+        "gaffer-provisional/sig1/q-001",
+        "app/signing.txt"
+    ));
+    assert!(!has(&lab, "gaffer/sig1", "app/signing.txt"));
+    assert_eq!(
+        git(&worktree(&lab), &["branch", "--show-current"]),
+        "gaffer-provisional/sig1/q-001"
+    );
+
+    answer(&lab, "sig1", "q-001", "RS256 (Recommended)", PERSON);
+    let snap = lab.wait_until(60, "q-001 confirmed", |s| {
+        milestones(s, "demo/web-api/sig1")
+            .iter()
+            .any(|(_, t, _)| t.contains("q-001 confirmed"))
+    });
+    let q = question(&snap, "demo/web-api/sig1", "q-001").unwrap();
+    assert_eq!(q.state, QuestionState::Answered);
+    let d = q.decision.unwrap();
+    assert_eq!(d.decided_by, DecidedBy::Human);
+    assert_eq!(d.by.as_deref(), Some(PERSON));
+    assert!(
+        has(&lab, "gaffer/sig1", "app/signing.txt"),
+        "fast-forwarded"
+    );
+    assert_eq!(
+        git(&worktree(&lab), &["branch", "--show-current"]),
+        "gaffer/sig1"
+    );
+    lab.llm.release();
+    lab.wait_until(120, "promoted", |s| {
+        phase_of(s, "demo/web-api/sig1") == Some(Phase::Promoted)
+    });
+    assert!(has(&lab, "gaffer/sig1", "app/fixed-sig1.txt"));
+}
+
+#[test]
+fn a_different_answer_sets_the_work_aside_and_an_unlisted_author_is_ignored() {
+    let lab = Lab::build(&["web-api"], "1h", "immediately", "");
+    let key = "Signing override";
+    lab.add_task("web-api", "sig2", key, signing_steps("sig2"));
+    let _d = lab.daemon();
+    lab.llm
+        .wait_for(120, "the held step", |log| log.iter().any(|l| l.held));
+    lab.wait_until(60, "the edit after the question checkpointed", |s| {
+        milestones(s, "demo/web-api/sig2")
+            .iter()
+            .any(|(_, t, _)| t.contains("edited repos/web-api/app/signing.txt"))
+    });
+
+    // Someone not listed in gaffer.yaml: reported on the question, nothing else happens.
+    answer(&lab, "sig2", "q-001", "HS256", "intruder@example.com");
+    let snap = lab.wait_until(60, "the refusal recorded", |s| {
+        question(s, "demo/web-api/sig2", "q-001").is_some_and(|q| !q.problems.is_empty())
+    });
+    let q = question(&snap, "demo/web-api/sig2", "q-001").unwrap();
+    assert!(
+        q.problems[0].contains("intruder@example.com")
+            && q.problems[0].contains("not listed in gaffer.yaml authors.answers"),
+        "{:?}",
+        q.problems
+    );
+    assert_eq!(q.state, QuestionState::Provisional);
+    assert!(q.decision.is_none());
+    assert!(worktree(&lab).join("app/signing.txt").exists());
+
+    // The person listed says HS256: the work since the question is set aside.
+    answer(&lab, "sig2", "q-001", "HS256", PERSON);
+    let snap = lab.wait_until(60, "the work set aside", |s| {
+        milestones(s, "demo/web-api/sig2")
+            .iter()
+            .any(|(_, t, _)| t.starts_with("↩ q-001"))
+    });
+    let q = question(&snap, "demo/web-api/sig2", "q-001").unwrap();
+    assert_eq!(q.state, QuestionState::Overridden);
+    assert_eq!(q.decision.as_ref().unwrap().choice, ["HS256"]);
+    assert_eq!(
+        git(&worktree(&lab), &["branch", "--show-current"]),
+        "gaffer/sig2"
+    );
+    assert!(
+        !worktree(&lab).join("app/signing.txt").exists(),
+        "the worktree's files went back to the question point"
+    );
+    assert!(has(
+        &lab,
+        "gaffer-provisional/sig2/q-001",
+        "app/signing.txt"
+    ));
+    // The agent is told the answer and where its work went, once.
+    lab.llm.wait_for(60, "the agent told", |log| {
+        log.iter().any(|l| {
+            l.last_user
+                .contains("A person answered your earlier question")
+        })
+    });
+    let told = lab
+        .llm
+        .log_of(key)
+        .into_iter()
+        .find(|l| l.last_user.contains("A person answered"))
+        .unwrap()
+        .last_user;
+    assert!(told.contains("HS256"), "{told}");
+    assert!(told.contains("gaffer-provisional/sig2/q-001"), "{told}");
+    lab.wait_until(120, "promoted", |s| {
+        phase_of(s, "demo/web-api/sig2") == Some(Phase::Promoted)
+    });
+    assert_eq!(user_messages_with(&lab.llm, key, "A person answered"), 1);
+    assert!(!has(&lab, "gaffer/sig2", "app/signing.txt"));
+    assert!(has(&lab, "gaffer/sig2", "app/fixed-sig2.txt"));
+}
+
+#[test]
+fn at_the_deadline_the_recommended_option_is_confirmed_and_a_late_answer_still_overrides() {
+    let lab = Lab::build(&["web-api"], "3s", "immediately", "");
+    let key = "Signing deadline";
+    lab.add_task("web-api", "sig3", key, signing_steps("sig3"));
+    let _d = lab.daemon();
+    lab.llm
+        .wait_for(120, "the held step", |log| log.iter().any(|l| l.held));
+    let snap = lab.wait_until(60, "q-001 defaulted and its work on gaffer/sig3", |s| {
+        question(s, "demo/web-api/sig3", "q-001")
+            .is_some_and(|q| q.state == QuestionState::Defaulted)
+            && milestones(s, "demo/web-api/sig3")
+                .iter()
+                .any(|(_, t, _)| t.contains("q-001 confirmed"))
+            && milestones(s, "demo/web-api/sig3")
+                .iter()
+                .any(|(_, t, _)| t.contains("edited repos/web-api/app/signing.txt"))
+    });
+    let q = question(&snap, "demo/web-api/sig3", "q-001").unwrap();
+    assert_eq!(q.decision.unwrap().decided_by, DecidedBy::TimeoutDefault);
+    assert!(has(&lab, "gaffer/sig3", "app/signing.txt"));
+
+    answer(&lab, "sig3", "q-001", "HS256", PERSON);
+    let snap = lab.wait_until(60, "the late answer applied", |s| {
+        milestones(s, "demo/web-api/sig3")
+            .iter()
+            .any(|(_, t, _)| t.starts_with("↩ q-001"))
+    });
+    let q = question(&snap, "demo/web-api/sig3", "q-001").unwrap();
+    assert_eq!(q.state, QuestionState::Overridden);
+    assert_eq!(q.decision.unwrap().decided_by, DecidedBy::Human);
+    assert!(!worktree(&lab).join("app/signing.txt").exists());
+    assert!(!has(&lab, "gaffer/sig3", "app/signing.txt"));
+    assert!(has(
+        &lab,
+        "gaffer-provisional/sig3/q-001",
+        "app/signing.txt"
+    ));
+    lab.wait_until(120, "promoted", |s| {
+        phase_of(s, "demo/web-api/sig3") == Some(Phase::Promoted)
+    });
+    assert_eq!(user_messages_with(&lab.llm, key, "A person answered"), 1);
+}
+
+#[test]
+fn permission_requests_are_questions_answered_reject_and_once() {
+    let lab = Lab::build(&["web-api"], "1h", "at-deadline", "");
+    // This project asks before running commands.
+    let project = git(
+        &lab.state,
+        &["show", "main:projects/demo/web-api/project.yaml"],
+    )
+    .replace(
+        "    - {permission: \"*\", action: allow}",
+        "    - {permission: \"*\", action: allow}\n    - {permission: bash, action: ask}",
+    );
+    crate::common::commit_to_bare(
+        &lab.state,
+        "main",
+        &[("projects/demo/web-api/project.yaml", project.as_str())],
+        "ask for bash",
+    );
+    let key = "Permission check";
+    lab.add_task(
+        "web-api",
+        "perm",
+        key,
+        vec![
+            Step::tool(
+                "bash",
+                json!({"command": "touch repos/web-api/ran-rejected.txt", "description": "make a file"}),
+            ),
+            Step::tool(
+                "bash",
+                json!({"command": "touch repos/web-api/ran-once.txt repos/web-api/app/fixed-perm.txt", "description": "make files"}),
+            ),
+            Step::text("DONE: commands run"),
+        ],
+    );
+    let _d = lab.daemon();
+    let snap = lab.wait_until(120, "the first permission question", |s| {
+        question(s, "demo/web-api/perm", "q-001").is_some()
+    });
+    let q = question(&snap, "demo/web-api/perm", "q-001").unwrap();
+    assert_eq!(q.kind, QuestionKind::Permission);
+    assert_eq!(q.state, QuestionState::Open);
+    let labels: Vec<&str> = q.options.iter().map(|o| o.label.as_str()).collect();
+    assert_eq!(labels, ["once", "always", "reject"]);
+    assert_eq!(q.recommended, "once", "the project's permission_default");
+    assert!(q.text.contains("ran-rejected.txt"), "{}", q.text);
+    assert_eq!(
+        phase_of(&snap, "demo/web-api/perm"),
+        Some(Phase::AwaitingAnswer)
+    );
+    answer(&lab, "perm", "q-001", "reject", PERSON);
+    lab.wait_until(120, "the second permission question", |s| {
+        question(s, "demo/web-api/perm", "q-002").is_some()
+    });
+    answer(&lab, "perm", "q-002", "once", PERSON);
+    lab.wait_until(120, "promoted", |s| {
+        phase_of(s, "demo/web-api/perm") == Some(Phase::Promoted)
+    });
+    assert!(
+        !has(&lab, "gaffer/perm", "ran-rejected.txt"),
+        "rejected: never ran"
+    );
+    assert!(
+        has(&lab, "gaffer/perm", "ran-once.txt"),
+        "allowed once: ran"
+    );
+}
+
+#[test]
+fn answers_arrive_once_when_gaffer_or_opencode_was_killed_while_a_question_waited() {
+    let lab = Lab::build(&["web-api"], "1h", "at-deadline", "");
+    let key = "Survive kills";
+    lab.add_task(
+        "web-api",
+        "kills",
+        key,
+        vec![
+            ask(SIGNING, &["RS256 (Recommended)", "HS256"]),
+            Step {
+                text: Some("Noted.".into()),
+                tools: vec![(
+                    "question".into(),
+                    json!({"questions": [{"question": "Which token lifetime?", "header": "Lifetime",
+                        "options": [{"label": "15m (Recommended)", "description": "short"}, {"label": "1h", "description": "long"}]}]}),
+                )],
+                ..Step::default()
+            },
+            Step::text("I will wait for the answer."),
+            write("repos/web-api/app/fixed-kills.txt", "applied\n"),
+            Step::text("DONE: answers applied"),
+        ],
+    );
+    let d = lab.daemon();
+    lab.wait_until(120, "q-001 waiting", |s| {
+        question(s, "demo/web-api/kills", "q-001").is_some()
+    });
+    // gaffer dies while the question waits; the answer is committed meanwhile.
+    drop(d);
+    answer(&lab, "kills", "q-001", "HS256", PERSON);
+    let _d = lab.daemon();
+    lab.llm.wait_for(120, "the answer relayed", |log| {
+        log.iter().any(|l| l.step == 1)
+    });
+    let step1 = lab
+        .llm
+        .log_of(key)
+        .into_iter()
+        .find(|l| l.step == 1)
+        .unwrap();
+    assert!(
+        step1.tool_texts.iter().any(|t| t.contains("HS256")),
+        "{step1:?}"
+    );
+
+    // OpenCode dies while q-002 waits: it forgets the question; gaffer does not.
+    let snap = lab.wait_until(120, "q-002 waiting", |s| {
+        question(s, "demo/web-api/kills", "q-002").is_some()
+    });
+    assert!(
+        question(&snap, "demo/web-api/kills", "q-002")
+            .unwrap()
+            .request_id
+            .is_some()
+    );
+    let server = lab.world.pane_pid("gaffer-demo-web-api", "server").unwrap();
+    kill9(server);
+    lab.llm.wait_for(120, "the resumed turn", |log| {
+        log.iter().any(|l| l.last_user.contains("was restarted"))
+    });
+    answer(&lab, "kills", "q-002", "1h", PERSON);
+    lab.wait_until(180, "promoted", |s| {
+        phase_of(s, "demo/web-api/kills") == Some(Phase::Promoted)
+    });
+    assert_eq!(
+        user_messages_with(
+            &lab.llm,
+            key,
+            "was lost when OpenCode restarted. The answer is: 1h"
+        ),
+        1
+    );
+    let steps: Vec<usize> = lab.llm.log_of(key).iter().map(|l| l.step).collect();
+    assert_eq!(
+        steps.iter().filter(|s| **s == 1).count(),
+        1,
+        "the first answer reached OpenCode once: {steps:?}"
+    );
+}
