@@ -239,3 +239,73 @@ fn init_command_is_an_argument_vector_from_validated_names() {
     let err = gaffer::workspace::render_command(&t, &project, "make {{nope}}").unwrap_err();
     assert!(err.to_string().contains("cannot render"), "{err}");
 }
+
+/// Nested questions chain: q-002's branch starts from q-001's; confirming q-001 moves the task
+/// branch to where q-002 was asked; setting q-002 aside puts the worktree back there.
+#[test]
+fn provisional_branches_chain_confirm_and_set_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin.git");
+    gaffer::cli::demo::bare_repo_with(&origin, &gaffer::cli::demo::sample_app(), "app").unwrap();
+    let project: gaffer::state::spec::ProjectSpec = gaffer::state::yaml::parse(
+        format!(
+            "repos:\n  - {{name: web-api, url: {}}}\n",
+            serde_json::json!(origin.display().to_string())
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let ws = gaffer::workspace::Workspaces::new(tmp.path().join("builders"));
+    let t = TaskRef::parse("demo/web-api/nest").unwrap();
+    ws.prepare(&t, &project).unwrap();
+    let dir = ws.repo_dir(&t, &"web-api".parse().unwrap());
+    let on = || git(&dir, &["branch", "--show-current"]);
+    let q1 = t.provisional_branch(&gaffer::names::Qid::new("q-001").unwrap());
+    let q2 = t.provisional_branch(&gaffer::names::Qid::new("q-002").unwrap());
+
+    std::fs::write(dir.join("before.txt"), "x").unwrap();
+    let (parent1, point1) = ws.branch_off(&t, &project, &q1).unwrap();
+    assert_eq!(parent1, "gaffer/nest");
+    assert_eq!(on(), q1);
+    // Replayed after a crash: same parent, same point.
+    assert_eq!(
+        ws.branch_off(&t, &project, &q1).unwrap(),
+        (parent1.clone(), point1.clone())
+    );
+    std::fs::write(dir.join("after-q1.txt"), "x").unwrap();
+    let (parent2, point2) = ws.branch_off(&t, &project, &q2).unwrap();
+    assert_eq!(parent2, q1, "q-002's branch starts from q-001's");
+    assert_ne!(point2, point1);
+    std::fs::write(dir.join("after-q2.txt"), "x").unwrap();
+
+    // q-001 confirmed: gaffer/nest fast-forwards to q-002's start; the worktree stays on q-002.
+    ws.confirm(&t, &project, &parent1, &q1).unwrap();
+    assert_eq!(
+        git(&dir, &["rev-parse", "gaffer/nest"]),
+        point2.values().next().unwrap().as_str()
+    );
+    assert_eq!(on(), q2);
+    // q-002 answered differently (its parent is now gaffer/nest): its work goes aside.
+    let kept = ws
+        .set_aside(&t, &project, "gaffer/nest", &q2, &point2)
+        .unwrap();
+    assert_eq!(on(), "gaffer/nest");
+    assert!(dir.join("after-q1.txt").exists());
+    assert!(
+        !dir.join("after-q2.txt").exists(),
+        "files went back to the question point"
+    );
+    assert_eq!(git(&dir, &["show", &format!("{q2}:after-q2.txt")]), "x");
+    assert_eq!(
+        git(&dir, &["rev-parse", &q2]),
+        kept.values().next().unwrap().as_str()
+    );
+    // Setting aside again (a replay) changes nothing.
+    ws.set_aside(&t, &project, "gaffer/nest", &q2, &point2)
+        .unwrap();
+    assert_eq!(on(), "gaffer/nest");
+    assert_eq!(
+        git(&dir, &["rev-parse", "HEAD"]),
+        point2.values().next().unwrap().as_str()
+    );
+}

@@ -1095,6 +1095,14 @@ async fn running(
                 format!("✅ {qid} confirmed: {parent} fast-forwarded to {branch}"),
                 tips.values().next().cloned(),
             );
+            // Questions asked on top of this one now build on its parent.
+            for (other, oq) in plan.questions.clone() {
+                if oq.parent_branch.as_deref() == Some(branch.as_str()) {
+                    let mut oq = oq;
+                    oq.parent_branch = Some(parent.clone());
+                    plan.question_changed(&other, oq);
+                }
+            }
         } else {
             // A different answer: stop the agent, keep its work since the question on the
             // provisional branch, put the worktree back where the question was asked.
@@ -1136,6 +1144,8 @@ async fn running(
             {
                 a.prompts_sent.push(id);
             }
+            // Whatever the agent reported done is undone: it works again.
+            plan.status.effects.remove("agentDone");
             plan.milestone(
                 MilestoneKind::Question,
                 format!(
@@ -1439,8 +1449,33 @@ async fn running(
             }
         }
         plan.milestone(MilestoneKind::Todo, format!("🏁 {summary}"), None);
-        plan.transition(Phase::Deploying, "AgentDone", "");
-        return Ok(Action::requeue(Duration::ZERO));
+        plan.set_effect("agentDone", summary);
+    }
+    if plan.effect("agentDone").is_some() {
+        // The work is deployed from the task's branch: provisional work waits for its answer
+        // (or its deadline) first.
+        let pending: Vec<String> = plan
+            .questions
+            .iter()
+            .filter(|(q, qq)| {
+                qq.state == QuestionState::Provisional
+                    && plan.effect(&format!("moot.{q}")).is_none()
+            })
+            .map(|(q, _)| q.to_string())
+            .collect();
+        if pending.is_empty() {
+            plan.status.effects.remove("agentDone");
+            plan.transition(Phase::Deploying, "AgentDone", "");
+            return Ok(Action::requeue(Duration::ZERO));
+        }
+        let why = format!(
+            "the agent is done; its work waits on the answer to {} (or the deadline)",
+            pending.join(", ")
+        );
+        if plan.status.message.as_deref() != Some(why.as_str()) {
+            plan.status.reason = Some("ProvisionalWork".into());
+            plan.status.message = Some(why);
+        }
     }
     if open && plan.phase() == Phase::Running {
         plan.transition(
@@ -1502,6 +1537,11 @@ async fn running(
         _ if agent.wakes() => Duration::from_secs(30),
         _ => ctx.settings.poll_interval,
     };
+    if let Some(d) = next_deadline {
+        // Deadlines are kept even while the agent works on (provisional answers).
+        let ms = (d.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
+        wait = wait.min(Duration::from_millis(ms));
+    }
     let until_summary = (next_summary.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
     wait = wait.min(Duration::from_millis(until_summary.max(1000)));
     if let Some(at) = plan
