@@ -352,3 +352,49 @@ fn answer_and_approve_commit_spec_files_and_refuse_bad_choices() {
     let r = run(gaffer(tmp.path()).arg("validate").arg(&work));
     assert_eq!(r.code, Some(0), "{}", r.stdout);
 }
+
+#[test]
+fn questions_lists_what_waits_for_a_person_soonest_deadline_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = example_remote(tmp.path());
+    let s = state.to_str().unwrap();
+    let r = run(gaffer(tmp.path()).args(["questions", "--output", "json", "--state", s]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert!(!rows.is_empty());
+    let deadlines: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["question"]["deadline"].as_str())
+        .collect();
+    assert!(!deadlines.is_empty());
+    for r in rows {
+        let q = &r["question"];
+        assert!(
+            matches!(q["state"].as_str(), Some("open" | "provisional")),
+            "{q}"
+        );
+        let rec = q["recommended"].as_str().unwrap();
+        assert!(
+            q["options"].as_array().unwrap().iter().any(|o| o == rec),
+            "{q}"
+        );
+    }
+    let r = run(gaffer(tmp.path()).args(["questions", "--state", s]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let first = &rows[0];
+    let hint = format!(
+        "answer: gaffer answer {} {} {:?}",
+        first["task"].as_str().unwrap(),
+        first["question"]["qid"].as_str().unwrap(),
+        first["question"]["recommended"].as_str().unwrap()
+    );
+    assert!(r.stdout.contains(&hint), "{}", r.stdout);
+    assert!(r.stdout.contains("← recommended"), "{}", r.stdout);
+    // The example's business hours are in Europe/London.
+    assert!(
+        r.stdout.contains(" GMT") || r.stdout.contains(" BST"),
+        "{}",
+        r.stdout
+    );
+}

@@ -48,6 +48,9 @@ pub enum Command {
     Approve(answer::ApproveArgs),
     /// Show every task's phase and the open questions, from the state remote's head.
     Status(status::StatusArgs),
+    /// List the questions waiting for a person, soonest deadline first (in the business time
+    /// zone), with the options, the recommended one and how to answer.
+    Questions(status::QuestionsArgs),
     /// List the OpenCode builders (one per project): tmux target, port, sessions, state and
     /// the last event seen.
     Builders(builders::BuildersArgs),
@@ -148,6 +151,7 @@ pub fn run() -> ExitCode {
         Command::Init(args) => init::cmd_init(args),
         Command::New(NewCommand::Task(args)) => new_task::cmd_new_task(args),
         Command::Status(args) => status::cmd_status(args),
+        Command::Questions(args) => status::cmd_questions(args),
         Command::Reconcile(args) => reconcile::cmd_reconcile(args),
         Command::Demo(args) => demo::cmd_demo(args),
         Command::Answer(args) => answer::cmd_answer(args),

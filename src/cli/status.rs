@@ -39,9 +39,28 @@ struct TaskRow {
 struct QuestionRow {
     qid: String,
     state: String,
+    kind: String,
     text: String,
     recommended: String,
+    options: Vec<String>,
     deadline: Option<String>,
+    #[serde(skip)]
+    deadline_at: Option<jiff::Timestamp>,
+    problems: Vec<String>,
+}
+
+/// Arguments of `gaffer questions`.
+#[derive(Debug, clap::Args)]
+pub struct QuestionsArgs {
+    /// The state repository (local path or URL).
+    #[arg(long, env = "GAFFER_STATE")]
+    pub state: String,
+    /// The branch the state lives on.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = super::validate::Output::Text)]
+    pub output: super::validate::Output,
 }
 
 /// Opens `state` for a one-off read: in place when local, else a clone in a temp dir.
@@ -103,9 +122,13 @@ fn rows(snapshot: &Snapshot) -> Vec<TaskRow> {
                     .map(|(qid, q)| QuestionRow {
                         qid: qid.to_string(),
                         state: format!("{:?}", q.state).to_lowercase(),
+                        kind: format!("{:?}", q.kind).to_lowercase(),
                         text: q.text.clone(),
                         recommended: q.recommended.clone(),
+                        options: q.options.iter().map(|o| o.label.clone()).collect(),
                         deadline: q.deadline.map(fmt),
+                        deadline_at: q.deadline,
+                        problems: q.problems.clone(),
                     })
                     .collect(),
             }
@@ -138,6 +161,82 @@ pub fn cmd_status(args: StatusArgs) -> CmdResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `gaffer questions`: the questions waiting for a person, soonest deadline first.
+pub fn cmd_questions(args: QuestionsArgs) -> CmdResult {
+    let (snapshot, _tmp) = open_snapshot(&args.state, &args.branch)?;
+    let rows = rows(&snapshot);
+    let mut open: Vec<(&TaskRow, &QuestionRow)> = rows
+        .iter()
+        .flat_map(|r| r.open_questions.iter().map(move |q| (r, q)))
+        .collect();
+    open.sort_by_key(|(r, q)| (q.deadline_at, r.task.clone(), q.qid.clone()));
+    if matches!(args.output, super::validate::Output::Json) {
+        let doc: Vec<_> = open
+            .iter()
+            .map(|(r, q)| serde_json::json!({"task": r.task, "question": q}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| CliError::internal(e.to_string()))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render_questions(&open, jiff::Timestamp::now()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_questions(open: &[(&TaskRow, &QuestionRow)], now: jiff::Timestamp) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if open.is_empty() {
+        out.push_str("no questions waiting\n");
+        return out;
+    }
+    for (r, q) in open {
+        let left = q.deadline_at.map(|d| {
+            let mins = (d.as_second() - now.as_second()) / 60;
+            if mins <= 0 {
+                "due now".to_string()
+            } else if mins < 120 {
+                format!("in {mins} min")
+            } else {
+                format!("in {}h{:02}", mins / 60, mins % 60)
+            }
+        });
+        let going_on = if q.state == "provisional" {
+            " — the agent went on with it"
+        } else {
+            " — the agent waits"
+        };
+        let _ = writeln!(out, "{} {} ({}{going_on})", r.task, q.qid, q.kind);
+        let _ = writeln!(out, "  {}", q.text);
+        for o in &q.options {
+            let mark = if *o == q.recommended {
+                "  ← recommended"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  • {o}{mark}");
+        }
+        let _ = writeln!(
+            out,
+            "  deadline {} ({}); then: {}",
+            q.deadline.as_deref().unwrap_or("none"),
+            left.as_deref().unwrap_or("-"),
+            q.recommended
+        );
+        for p in &q.problems {
+            let _ = writeln!(out, "  ! {p}");
+        }
+        let _ = writeln!(
+            out,
+            "  answer: gaffer answer {} {} {:?}",
+            r.task, q.qid, q.recommended
+        );
+    }
+    out
 }
 
 fn render(rows: &[TaskRow]) -> String {
