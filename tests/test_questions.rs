@@ -409,3 +409,164 @@ fn answers_arrive_once_when_gaffer_or_opencode_was_killed_while_a_question_waite
         "the first answer reached OpenCode once: {steps:?}"
     );
 }
+
+/// A clone of the state repo where a person edits files and commits with plain git.
+fn person_clone(lab: &Lab) -> std::path::PathBuf {
+    let dir = lab.tmp.path().join("person");
+    if !dir.exists() {
+        let out = std::process::Command::new("git")
+            .args(["clone", "-q", lab.state.to_str().unwrap()])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    git(&dir, &["pull", "-q", "--rebase"]);
+    dir
+}
+
+fn person_commit(dir: &std::path::Path, message: &str) {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap()
+    };
+    let email = format!("user.email={PERSON}");
+    let out = run(&[
+        "-c",
+        "user.name=You",
+        "-c",
+        &email,
+        "commit",
+        "-qam",
+        message,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // As a person would: the reconciler may have pushed meanwhile, so rebase and push again.
+    for _ in 0..20 {
+        let _ = run(&[
+            "-c",
+            "user.name=You",
+            "-c",
+            &email,
+            "pull",
+            "-q",
+            "--rebase",
+        ]);
+        if run(&["push", "-q", "origin", "HEAD:main"]).status.success() {
+            return;
+        }
+    }
+    panic!("could not push");
+}
+
+#[test]
+fn several_questions_at_once_become_a_document_whose_annotations_are_answers() {
+    let lab = Lab::build(&["web-api"], "1h", "at-deadline", "");
+    let key = "Three decisions";
+    let q = |text: &str, header: &str, options: &[&str]| {
+        json!({"question": text, "header": header,
+            "options": options.iter().map(|o| json!({"label": o, "description": format!("use {o}")})).collect::<Vec<_>>()})
+    };
+    lab.add_task(
+        "web-api",
+        "docs",
+        key,
+        vec![
+            Step::tool(
+                "question",
+                json!({"questions": [
+                    q(SIGNING, "Signing", &["RS256 (Recommended)", "HS256"]),
+                    q("How long should tokens live?", "Lifetime", &["15m (Recommended)", "1h"]),
+                    q("Where do refresh tokens go?", "Refresh", &["Cookie (Recommended)", "Header"]),
+                ]}),
+            ),
+            write("repos/web-api/app/fixed-docs.txt", "decided\n"),
+            Step::text("DONE: decisions applied"),
+        ],
+    );
+    let _d = lab.daemon();
+    let doc_path = "projects/demo/web-api/tasks/docs/questions/batch-001.md";
+    lab.wait_until(120, "the question document", |s| {
+        s.task(&task("demo/web-api/docs"))
+            .is_some_and(|e| !e.question_docs.is_empty())
+    });
+    let dir = person_clone(&lab);
+    let text = std::fs::read_to_string(dir.join(doc_path)).unwrap();
+    for qid in ["q-001", "q-002", "q-003"] {
+        assert!(text.contains(&format!("## {qid} · ")), "{text}");
+    }
+    assert!(text.contains("• [ ] HS256 — use HS256"), "{text}");
+
+    // Two boxes on a single-choice question: a located error, nothing answered.
+    let bad = text
+        .replace("• [ ] RS256 (Recommended)", "• [x] RS256 (Recommended)")
+        .replace("• [ ] HS256", "• [x] HS256");
+    std::fs::write(dir.join(doc_path), &bad).unwrap();
+    person_commit(&dir, "answer the builder");
+    let snap = lab.wait_until(60, "the annotation refused", |s| {
+        question(s, "demo/web-api/docs", "q-001").is_some_and(|q| !q.problems.is_empty())
+    });
+    let q1 = question(&snap, "demo/web-api/docs", "q-001").unwrap();
+    assert!(
+        q1.problems[0].starts_with(&format!("{doc_path}:lines ")),
+        "{:?}",
+        q1.problems
+    );
+    assert!(
+        q1.problems[0].contains("2 boxes ticked"),
+        "{:?}",
+        q1.problems
+    );
+    assert!(q1.decision.is_none());
+
+    // Fixed: one box for q-001 and q-002, free text for q-003.
+    let good = text
+        .replace("• [ ] HS256", "• [x] HS256")
+        .replace("• [ ] 1h", "• [x] 1h");
+    let mut parts: Vec<String> = good.split("## ").map(str::to_string).collect();
+    parts[1] = parts[1].replace(
+        "Details: ",
+        "Details: the gateway already holds a shared secret",
+    );
+    parts[3] = parts[3].replace("Details: ", "Details: in the mobile app's keychain");
+    std::fs::write(dir.join(doc_path), parts.join("## ")).unwrap();
+    person_commit(&dir, "answer the builder, properly");
+    let snap = lab.wait_until(120, "promoted", |s| {
+        phase_of(s, "demo/web-api/docs") == Some(Phase::Promoted)
+    });
+    let d1 = question(&snap, "demo/web-api/docs", "q-001")
+        .unwrap()
+        .decision
+        .unwrap();
+    assert_eq!(d1.choice, ["HS256"]);
+    assert_eq!(
+        d1.note.as_deref(),
+        Some("the gateway already holds a shared secret")
+    );
+    assert_eq!(d1.by.as_deref(), Some(PERSON));
+    let d3 = question(&snap, "demo/web-api/docs", "q-003")
+        .unwrap()
+        .decision
+        .unwrap();
+    assert_eq!(d3.choice, ["in the mobile app's keychain"]);
+    // OpenCode got the three answers together, once.
+    let step1: Vec<_> = lab
+        .llm
+        .log_of(key)
+        .into_iter()
+        .filter(|l| l.step == 1)
+        .collect();
+    assert_eq!(step1.len(), 1);
+    let result = step1[0].tool_texts.join("\n");
+    for a in ["HS256", "1h", "in the mobile app's keychain"] {
+        assert!(result.contains(a), "{result}");
+    }
+}

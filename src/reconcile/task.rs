@@ -52,6 +52,8 @@ struct View {
     questions: BTreeMap<Qid, Question>,
     answers: BTreeMap<Qid, AnswerSpec>,
     approvals: Vec<ApprovalSpec>,
+    /// Question documents by batch.
+    question_docs: BTreeMap<crate::names::Id, String>,
     /// Other tasks of the project: (task, phase, priority, since).
     siblings: Vec<(
         TaskRef,
@@ -124,6 +126,7 @@ impl View {
             .map(|(k, a)| (k.clone(), (**a).clone()))
             .collect();
         v.approvals = te.approvals.values().cloned().collect();
+        v.question_docs = te.question_docs.clone();
         Ok(v)
     }
 }
@@ -143,6 +146,8 @@ struct Plan {
     changed_questions: BTreeSet<Qid>,
     lab: Option<LabStatus>,
     summaries: Vec<String>,
+    /// Question documents to create.
+    docs: Vec<(crate::names::Id, String)>,
 }
 
 impl Plan {
@@ -160,6 +165,7 @@ impl Plan {
             changed_questions: BTreeSet::new(),
             lab: None,
             summaries: Vec::new(),
+            docs: Vec::new(),
         }
     }
 
@@ -250,6 +256,7 @@ impl Plan {
             && new_milestones.is_empty()
             && self.changed_questions.is_empty()
             && self.lab.is_none()
+            && self.docs.is_empty()
         {
             return Ok(());
         }
@@ -273,6 +280,16 @@ impl Plan {
                     format!("{} {qid} {}", self.t, state_word(q.state)),
                 ));
             }
+        }
+        for (batch, text) in &self.docs {
+            // Generated once; from then on the document belongs to people.
+            let mut u = Update::put(
+                StatePath::QuestionDoc(self.t.clone(), batch.clone()),
+                text.clone(),
+                format!("{} questions/{batch}.md", self.t),
+            );
+            u.create_only = true;
+            updates.push(u);
         }
         if let Some(lab) = &self.lab {
             updates.push(Update::put(
@@ -926,26 +943,87 @@ async fn running(
         .map_or(String::new(), |a| a.runtime.clone());
     let agent = ctx.agents.by_name(&runtime)?.clone();
 
-    // People's answers.
+    // People's answers: answer files, then annotated question documents for questions that
+    // have no answer file.
+    struct Given {
+        qid: Qid,
+        choice: Vec<String>,
+        free_text: bool,
+        note: Option<String>,
+        by: Option<String>,
+        at: Option<Timestamp>,
+        path: String,
+    }
+    let mut given: Vec<Given> = Vec::new();
     for (qid, answer) in &view.answers {
+        let (choice, free_text) = match (&answer.choice, &answer.text) {
+            (Some(c), _) => (
+                c.value.labels().into_iter().map(str::to_string).collect(),
+                false,
+            ),
+            (None, Some(text)) => (vec![text.clone()], true),
+            (None, None) => continue,
+        };
+        given.push(Given {
+            qid: qid.clone(),
+            choice,
+            free_text,
+            note: answer.note.clone(),
+            by: answer.by.clone(),
+            at: answer.at,
+            path: StatePath::Answer(t.clone(), qid.clone()).to_path(),
+        });
+    }
+    for (batch, text) in &view.question_docs {
+        let path = StatePath::QuestionDoc(t.clone(), batch.clone()).to_path();
+        for (qid, a) in crate::state::doc::parse(text) {
+            let Some(q) = plan.questions.get(&qid).cloned() else {
+                continue;
+            };
+            if view.answers.contains_key(&qid) {
+                continue;
+            }
+            match crate::state::doc::interpret(&a, &q) {
+                Ok(Some(ans)) => given.push(Given {
+                    free_text: !ans.choice.iter().all(|c| q.has_option(c)),
+                    qid,
+                    choice: ans.choice,
+                    note: ans.note,
+                    by: None,
+                    at: None,
+                    path: path.clone(),
+                }),
+                Ok(None) => {}
+                Err(e) => {
+                    let why = format!("{path}:{e}; nothing was answered from it");
+                    if !q.problems.contains(&why) {
+                        let mut q = q;
+                        q.problems.push(why);
+                        plan.question_changed(&qid, q);
+                    }
+                }
+            }
+        }
+    }
+    for g in given {
+        let qid = &g.qid;
         let Some(q) = plan.questions.get(qid).cloned() else {
             continue;
         };
-        let choice: Vec<String> = match (&answer.choice, &answer.text) {
-            (Some(c), _) => c.value.labels().into_iter().map(str::to_string).collect(),
-            (None, Some(text)) => vec![text.clone()],
-            (None, None) => continue,
-        };
+        let choice = g.choice;
         let already = q.decision.as_ref().is_some_and(|d| {
-            d.decided_by == DecidedBy::Human && d.choice == choice && d.note == answer.note
+            d.decided_by == DecidedBy::Human && d.choice == choice && d.note == g.note
         });
         if already {
             continue;
         }
         let mut q = q;
-        let path = StatePath::Answer(t.clone(), qid.clone()).to_path();
-        let author = commit_author(ctx, view.head.as_deref(), &path).await?;
-        let who = match authorize(settings, author.as_deref(), answer.by.as_deref()) {
+        let author = commit_author(ctx, view.head.as_deref(), &g.path).await?;
+        if author.as_deref() == Some(crate::store::Identity::reconciler().email.as_str()) {
+            // A document as generated, not annotated by anyone yet.
+            continue;
+        }
+        let who = match authorize(settings, author.as_deref(), g.by.as_deref()) {
             Ok(who) => who,
             Err(why) => {
                 if !q.problems.contains(&why) {
@@ -955,7 +1033,7 @@ async fn running(
                 continue;
             }
         };
-        let valid = choice.iter().all(|c| q.has_option(c)) || (q.custom && answer.choice.is_none());
+        let valid = choice.iter().all(|c| q.has_option(c)) || (q.custom && g.free_text);
         if !valid {
             let why = format!(
                 "answer {:?} ignored: not one of the options",
@@ -980,12 +1058,17 @@ async fn running(
             choice: choice.clone(),
             decided_by: DecidedBy::Human,
             by: Some(who.clone()),
-            at: answer.at.unwrap_or(plan.now),
-            note: answer.note.clone(),
+            at: g.at.unwrap_or(plan.now),
+            note: g.note.clone(),
         });
+        let source = if g.path.ends_with(".md") {
+            format!(" in {}", g.path.rsplit('/').next().unwrap_or(""))
+        } else {
+            String::new()
+        };
         plan.milestone(
             MilestoneKind::Question,
-            format!("✅ {qid} answered {} by {who}", choice.join(", ")),
+            format!("✅ {qid} answered {} by {who}{source}", choice.join(", ")),
             None,
         );
         plan.question_changed(qid, q);
@@ -1234,6 +1317,7 @@ async fn running(
     let mut finished = None;
     let mut turn_ended = None;
     let mut relay_now = false;
+    let mut asked_now = 0usize;
     if polled
         .events
         .iter()
@@ -1356,6 +1440,7 @@ async fn running(
                     // Its provisional answer goes to the agent on the next step, right away.
                     relay_now = true;
                 }
+                asked_now += 1;
                 plan.question_changed(&qid, q);
             }
             AgentEvent::Finished(summary) => finished = Some(summary),
@@ -1382,6 +1467,39 @@ async fn running(
                 }
             }
         }
+    }
+    // Several questions at once: one document to annotate them all.
+    let waiting: Vec<(Qid, Question)> = plan
+        .questions
+        .iter()
+        .filter(|(q, qq)| {
+            matches!(qq.state, QuestionState::Open | QuestionState::Provisional)
+                && plan.effect(&format!("doc.{q}")).is_none()
+                && plan.effect(&format!("moot.{q}")).is_none()
+        })
+        .map(|(q, qq)| (q.clone(), qq.clone()))
+        .collect();
+    if waiting.len() >= 3 || (asked_now >= 2 && waiting.len() >= 2) {
+        let n = view.question_docs.len() + plan.docs.len() + 1;
+        let batch = crate::names::Id::new(format!("batch-{n:03}"))
+            .map_err(|e| ReconcileError::Other(e.to_string()))?;
+        let tz = settings
+            .business_hours
+            .time_zone()
+            .unwrap_or(jiff::tz::TimeZone::UTC);
+        let text = crate::state::doc::render(&t.to_string(), &spec.title, &waiting, &tz);
+        for (q, _) in &waiting {
+            plan.set_effect(&format!("doc.{q}"), batch.to_string());
+        }
+        plan.milestone(
+            MilestoneKind::Question,
+            format!(
+                "🗒 questions/{batch}.md: {} questions to annotate in one place",
+                waiting.len()
+            ),
+            None,
+        );
+        plan.docs.push((batch, text));
     }
     let open = plan
         .questions
