@@ -570,3 +570,126 @@ fn several_questions_at_once_become_a_document_whose_annotations_are_answers() {
         assert!(result.contains(a), "{result}");
     }
 }
+
+/// Deadlines count business hours, with an injected clock: asked Friday 16:30 (BST) with a
+/// 2h timeout and hours 09:00–17:30 Mon–Fri, it falls due Monday 10:00 — after the weekend in
+/// which the UK clocks went back — and only then is the recommended option confirmed.
+#[test]
+fn deadlines_count_business_hours_across_a_weekend_and_a_clock_change() {
+    use gaffer::hours::{Clock, ManualClock};
+    use gaffer::state::path::ObjectKey;
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin.git");
+    let mut app = gaffer::cli::demo::sample_app();
+    app.push((
+        ".gaffer/q.yaml".into(),
+        Some(
+            b"steps:\n  - question: {text: Which algorithm?, header: Signing, options: [{label: RS256 (Recommended)}, {label: HS256}]}\n  - done: chosen\n"
+                .to_vec(),
+        ),
+    ));
+    gaffer::cli::demo::bare_repo_with(&origin, &app, "app").unwrap();
+    let state = tmp.path().join("state.git");
+    let settings = format!(
+        "domain: lab.example.com\n\
+         business_hours: {{timezone: Europe/London, days: [mon, tue, wed, thu, fri], start: \"09:00\", end: \"17:30\"}}\n\
+         questions: {{timeout: 2h, on_timeout: recommended, continue: immediately}}\n\
+         authors: {{answers: [{PERSON}]}}\n"
+    );
+    let project = format!(
+        "repos:\n  - {{name: web-api, url: {}}}\nagent: {{runtime: scripted, script: web-api/.gaffer/q.yaml}}\n",
+        json!(origin.display().to_string())
+    );
+    gaffer::cli::demo::bare_repo_with(
+        &state,
+        &[
+            ("gaffer.yaml".into(), Some(settings.into_bytes())),
+            (
+                "projects/demo/web-api/project.yaml".into(),
+                Some(project.into_bytes()),
+            ),
+            (
+                "projects/demo/web-api/tasks/dl/task.yaml".into(),
+                Some(b"title: Deadline\n".to_vec()),
+            ),
+        ],
+        "state",
+    )
+    .unwrap();
+    let friday: jiff::Timestamp = "2026-10-23T15:30:00Z".parse().unwrap(); // 16:30 BST
+    let clock = Arc::new(ManualClock::new(friday));
+    let t = task("demo/web-api/dl");
+    let q1 = Qid::new("q-001").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut opts = gaffer::reconcile::daemon::Options::new(
+            state.display().to_string(),
+            tmp.path().join("data"),
+        );
+        opts.builders = tmp.path().join("builders");
+        let c: Arc<dyn Clock> = clock.clone();
+        let (ctx, handles, rx) = gaffer::reconcile::daemon::start(&opts, c, None)
+            .await
+            .unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(gaffer::reconcile::daemon::run(
+            opts,
+            ctx.clone(),
+            rx,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let question_now = || {
+            let tr = handles.tracker.read().unwrap();
+            tr.snapshot()
+                .task(&t)
+                .and_then(|e| e.questions.get(&q1).map(|q| (**q).clone()))
+        };
+        async fn wait_for(
+            what: &str,
+            get: &impl Fn() -> Option<Question>,
+            f: fn(&Question) -> bool,
+        ) -> Question {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                if let Some(q) = get().filter(f) {
+                    return q;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "timed out waiting for {what}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        let q = wait_for("the question", &question_now, |_| true).await;
+        assert_eq!(q.asked_at, friday);
+        let monday_ten: jiff::Timestamp = "2026-10-26T10:00:00Z".parse().unwrap(); // 10:00 GMT
+        assert_eq!(q.deadline, Some(monday_ten));
+        assert_eq!(q.state, QuestionState::Provisional);
+
+        // A minute before: nothing happens, however often the task is looked at.
+        clock.set("2026-10-26T09:59:00Z".parse().unwrap());
+        for _ in 0..3 {
+            ctx.scheduler.now(ObjectKey::Task(t.clone()));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(question_now().unwrap().state, QuestionState::Provisional);
+        // At the deadline: the recommended option is confirmed as the timeout default.
+        clock.set(monday_ten);
+        ctx.scheduler.now(ObjectKey::Task(t.clone()));
+        let q = wait_for("the default", &question_now, |q| {
+            q.state == QuestionState::Defaulted
+        })
+        .await;
+        let d = q.decision.unwrap();
+        assert_eq!(d.decided_by, DecidedBy::TimeoutDefault);
+        assert_eq!(d.choice, ["RS256 (Recommended)"]);
+        assert_eq!(d.at, monday_ten);
+        let _ = stop_tx.send(());
+        run.await.unwrap().unwrap();
+    });
+}
