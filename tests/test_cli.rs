@@ -292,6 +292,24 @@ fn answer_and_approve_commit_spec_files_and_refuse_bad_choices() {
         s,
     ]));
     assert!(r.stderr.contains("has no question q-404"), "{}", r.stderr);
+    let r = run(gaffer(tmp.path()).args([
+        "answer",
+        "ai-dev/proj-api-service/jwt-auth",
+        "q-002",
+        "Postgres",
+        "--by",
+        "stranger@example.com",
+        "--state",
+        s,
+    ]));
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains(
+            "stranger@example.com is not listed in gaffer.yaml authors.answers, so the reconciler would ignore this answer"
+        ),
+        "{}",
+        r.stderr
+    );
     assert_eq!(
         git(&state, &["rev-parse", "main"]),
         before,

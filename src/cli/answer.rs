@@ -65,6 +65,21 @@ pub fn cmd_answer(args: AnswerArgs) -> CmdResult {
         .hint("give the exact label, quoted, e.g. gaffer answer ... \"RS256 (Recommended)\""));
     }
     let (identity, by) = args.person.who();
+    if let Some(settings) = &snapshot.settings
+        && !settings
+            .authors
+            .answers
+            .iter()
+            .any(|a| a == &identity.email)
+    {
+        // The reconciler would ignore it: say so now and commit nothing.
+        return Err(CliError::user(format!(
+            "{} is not listed in gaffer.yaml authors.answers, so the reconciler would ignore \
+             this answer",
+            identity.email
+        ))
+        .hint("answer as a listed author: --by EMAIL, or git config user.email EMAIL"));
+    }
     let (choice, text) = if question.has_option(&args.choice) {
         (Some(Located::new(Choice::One(args.choice.clone()))), None)
     } else {

@@ -8,7 +8,8 @@ use crate::store::{Identity, StatusWriter, Transport, Update, WriterConfig, Writ
 /// Options of every command that commits for a person.
 #[derive(Debug, clap::Args)]
 pub struct PersonArgs {
-    /// Who acts (default: your git user.email); must be listed in gaffer.yaml `authors`.
+    /// Who acts and commits (default: your git user.email); answers count only from authors
+    /// listed in gaffer.yaml `authors.answers`.
     #[arg(long)]
     pub by: Option<String>,
     /// The state repository (a local bare repo path or a URL git can fetch and push).
@@ -28,11 +29,16 @@ impl PersonArgs {
                 .ok()
                 .filter(|s| !s.is_empty())
         };
+        // The commit's author is who acts: that is what the reconciler checks.
         let identity = Identity {
             name: get("user.name").unwrap_or_else(|| "gaffer-cli".into()),
-            email: get("user.email").unwrap_or_else(|| "cli@gaffer.invalid".into()),
+            email: self
+                .by
+                .clone()
+                .or_else(|| get("user.email"))
+                .unwrap_or_else(|| "cli@gaffer.invalid".into()),
         };
-        let by = self.by.clone().unwrap_or_else(|| identity.email.clone());
+        let by = identity.email.clone();
         (identity, by)
     }
 
