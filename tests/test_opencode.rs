@@ -613,3 +613,41 @@ fn a_model_error_fails_the_task_with_the_reason_and_retry_resumes_the_session() 
     );
     assert_eq!(user_messages_with(&lab.llm, key, "# Task: "), 1);
 }
+
+#[test]
+fn a_builder_whose_tmux_session_vanished_is_started_again_with_both_windows() {
+    let lab = Lab::new(&["web-api"]);
+    let key = "Token fix reboot";
+    let mut steps = fix_steps("theta");
+    steps[1].hold = true;
+    lab.add_task("web-api", "theta", key, steps);
+    let _d = lab.daemon();
+    lab.llm
+        .wait_for(120, "the held step", |log| log.iter().any(|l| l.held));
+    let before = lab.world.pane_pid("gaffer-demo-web-api", "server").unwrap();
+    // As after a reboot: the whole tmux session, server and attach window, is gone.
+    let (ok, _) = lab
+        .world
+        .tmux(&["kill-session", "-t", "=gaffer-demo-web-api"]);
+    assert!(ok);
+    kill9(before);
+    let snap = lab.wait_until(180, "the task promoted", |s| {
+        phase_of(s, "demo/web-api/theta") == Some(Phase::Promoted)
+    });
+    assert_eq!(
+        lab.world.windows("gaffer-demo-web-api"),
+        ["server", "attach"]
+    );
+    assert_ne!(
+        lab.world.pane_pid("gaffer-demo-web-api", "server"),
+        Some(before)
+    );
+    let st = status_of(&snap, "demo/web-api/theta").unwrap();
+    let prompts = st.agent.unwrap().prompts_sent;
+    assert_eq!(
+        prompts.iter().filter(|p| p.starts_with("resume-")).count(),
+        1,
+        "{prompts:?}"
+    );
+    assert_eq!(user_messages_with(&lab.llm, key, "# Task: "), 1);
+}

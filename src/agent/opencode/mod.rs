@@ -284,13 +284,17 @@ impl OpenCode {
         b.record.started_ms = started_ms;
         b.record.tmux = session.clone();
         b.record.stopped = false;
-        // The attach window talked to the old process: point it at the new one.
-        if let Some(id) = b.record.attached.clone()
-            && tmux.pane(&session, ATTACH_WINDOW).await?.is_some()
-        {
+        // The attach window talked to the old process (or went with the tmux session): point
+        // it at the new one.
+        if let Some(id) = b.record.attached.clone() {
             let argv = self.attach_argv(&name, port, &id, &b.project_dir);
-            tmux.respawn(&session, ATTACH_WINDOW, &b.project_dir, &argv)
-                .await?;
+            if tmux.pane(&session, ATTACH_WINDOW).await?.is_some() {
+                tmux.respawn(&session, ATTACH_WINDOW, &b.project_dir, &argv)
+                    .await?;
+            } else {
+                tmux.new_window(&session, ATTACH_WINDOW, &b.project_dir, &argv)
+                    .await?;
+            }
         }
         write_record(&self.cfg.state_dir, &name, &b.record)?;
         if let Some(f) = b.follower.take() {
