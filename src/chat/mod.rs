@@ -5,6 +5,7 @@
 //! id before appending, so a reconciler that crashed after posting and before recording it
 //! never posts twice. The Slack bot is a separate process that reads the state repository.
 
+pub mod slack;
 pub mod webhook;
 
 use std::io::Write;

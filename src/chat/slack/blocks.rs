@@ -1,0 +1,404 @@
+//! The Block Kit of every message the bot posts, as JSON (`chat.postMessage` / `chat.update`
+//! `blocks`). Text from the agent is untrusted: it is cut to Slack's limits and escaped
+//! (`&`, `<`, `>`) so it cannot mention people or channels.
+//!
+//! Action ids say what a click does: `answer:<task>:<qid>:<option index>`,
+//! `other:<task>:<qid>` (free text modal), `change:<task>:<qid>`, `approve:<task>`.
+
+use serde_json::{Value, json};
+
+use crate::names::{Qid, TaskRef};
+use crate::state::status::{DecidedBy, Link, Milestone, Phase, Question};
+
+/// Slack's limit for a section's text.
+const SECTION_TEXT: usize = 3000;
+/// Slack's limit for a button's text.
+const BUTTON_TEXT: usize = 75;
+/// Slack's limit for a button's value.
+const BUTTON_VALUE: usize = 2000;
+
+/// Escapes `&`, `<`, `>` and cuts to `max` characters.
+pub fn escape(text: &str, max: usize) -> String {
+    let e = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    if e.chars().count() > max {
+        let mut t: String = e.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    } else {
+        e
+    }
+}
+
+fn section(text: &str) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+fn context(text: &str) -> Value {
+    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+}
+
+fn button(text: &str, action_id: String, value: &str, primary: bool) -> Value {
+    let mut b = json!({
+        "type": "button",
+        "text": {"type": "plain_text", "text": escape(text, BUTTON_TEXT), "emoji": true},
+        "action_id": action_id,
+        "value": value.chars().take(BUTTON_VALUE).collect::<String>(),
+    });
+    if primary {
+        b["style"] = json!("primary");
+    }
+    b
+}
+
+/// The thread's parent message: `category/project`, the title, the current phase.
+pub fn thread_parent(task: &TaskRef, title: &str, phase: Phase, reason: Option<&str>) -> Value {
+    let why = reason.map(|r| format!(" · {r}")).unwrap_or_default();
+    json!({
+        "text": format!("{}: {} — {phase}", task.project, escape(title, 200)),
+        "blocks": [
+            section(&format!("*{}*\n{}", escape(title, SECTION_TEXT - 200), task)),
+            context(&format!("Phase: *{phase}*{why}")),
+        ],
+    })
+}
+
+/// A milestone in the task's thread.
+pub fn milestone(m: &Milestone) -> Value {
+    let text = escape(&m.text, SECTION_TEXT);
+    let mut blocks = vec![section(&text)];
+    if let Some(c) = &m.commit {
+        blocks.push(context(&format!("checkpoint `{}`", &c[..c.len().min(12)])));
+    }
+    json!({"text": text, "blocks": blocks})
+}
+
+/// The links worth a click (lab, change requests, how to attach to the builder).
+pub fn links(links: &[Link]) -> Value {
+    let lines: Vec<String> = links
+        .iter()
+        .map(|l| {
+            if l.url.starts_with("http://") || l.url.starts_with("https://") {
+                format!("• <{}|{}>", escape(&l.url, 500), escape(&l.name, 100))
+            } else {
+                format!("• {}: `{}`", escape(&l.name, 100), escape(&l.url, 500))
+            }
+        })
+        .collect();
+    let text = format!("🔗 Links\n{}", lines.join("\n"));
+    json!({"text": text, "blocks": [section(&escape_free(&text))]})
+}
+
+/// Text already escaped piecewise (links keep their `<url|name>` syntax).
+fn escape_free(text: &str) -> String {
+    text.chars().take(SECTION_TEXT).collect()
+}
+
+/// An open question: the text, one button per option (the recommended one primary and
+/// marked), "Other…" when free text is allowed, and the deadline in the business time zone.
+pub fn question(task: &TaskRef, qid: &Qid, q: &Question, deadline: &str) -> Value {
+    let mut buttons: Vec<Value> = q
+        .options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let recommended = o.label == q.recommended;
+            let label = if recommended && !o.label.contains("(Recommended)") {
+                format!("{} (Recommended)", o.label)
+            } else {
+                o.label.clone()
+            };
+            button(
+                &label,
+                format!("answer:{task}:{qid}:{i}"),
+                &o.label,
+                recommended,
+            )
+        })
+        .collect();
+    if q.custom {
+        buttons.push(button("Other…", format!("other:{task}:{qid}"), qid.as_str(), false));
+    }
+    let options: Vec<String> = q
+        .options
+        .iter()
+        .filter(|o| !o.description.is_empty())
+        .map(|o| {
+            format!(
+                "• *{}* — {}",
+                escape(&o.label, 200),
+                escape(&o.description, 300)
+            )
+        })
+        .collect();
+    let going_on = match q.state {
+        crate::state::status::QuestionState::Provisional => {
+            format!(
+                " · the builder went on with *{}*",
+                escape(&q.recommended, 200)
+            )
+        }
+        _ => " · the builder waits".to_string(),
+    };
+    let head = if q.header.is_empty() {
+        format!("❓ *{qid}*")
+    } else {
+        format!("❓ *{qid} · {}*", escape(&q.header, 100))
+    };
+    let mut blocks = vec![section(&format!(
+        "{head}\n{}",
+        escape(&q.text, SECTION_TEXT - 200)
+    ))];
+    if !options.is_empty() {
+        blocks.push(section(&options.join("\n")));
+    }
+    // Slack allows 25 elements per actions block.
+    for chunk in buttons.chunks(25) {
+        blocks.push(
+            json!({"type": "actions", "block_id": format!("q:{task}:{qid}"), "elements": chunk}),
+        );
+    }
+    blocks.push(context(&format!(
+        "Deadline {deadline}: then *{}*{going_on}",
+        escape(&q.recommended, 200)
+    )));
+    json!({"text": format!("{qid}: {}", escape(&q.text, 500)), "blocks": blocks})
+}
+
+/// A decided question: who chose what (or that the default applied), without buttons but
+/// "Change answer" after a deadline default.
+pub fn decided(task: &TaskRef, qid: &Qid, q: &Question) -> Value {
+    let Some(d) = &q.decision else {
+        return question(task, qid, q, "");
+    };
+    let choice = escape(&d.choice.join(", "), 500);
+    let line = match d.decided_by {
+        DecidedBy::Human => {
+            let who = match d.by.as_deref() {
+                Some(u) if u.starts_with('U') || u.starts_with('W') => format!("<@{u}>"),
+                Some(email) => escape(email, 200),
+                None => "someone".into(),
+            };
+            format!("✅ *{choice}* — answered by {who}")
+        }
+        DecidedBy::TimeoutDefault => {
+            format!("⏰ *{choice}* — the recommended option, applied at the deadline")
+        }
+    };
+    let mut blocks = vec![
+        section(&format!(
+            "❓ *{qid}*\n{}",
+            escape(&q.text, SECTION_TEXT - 200)
+        )),
+        section(&line),
+    ];
+    if let Some(n) = &d.note {
+        blocks.push(context(&format!("Note: {}", escape(n, 1000))));
+    }
+    if d.decided_by == DecidedBy::TimeoutDefault {
+        blocks.push(
+            json!({"type": "actions", "block_id": format!("q:{task}:{qid}"), "elements": [
+            button("Change answer", format!("change:{task}:{qid}"), "", false)]}),
+        );
+    }
+    json!({"text": format!("{qid}: {}", line), "blocks": blocks})
+}
+
+/// Several questions at once: one message pointing to the question document, with each
+/// question's buttons following as their own messages.
+pub fn question_batch(task: &TaskRef, doc_url: &str, qids: &[Qid]) -> Value {
+    let list: Vec<String> = qids.iter().map(|q| format!("`{q}`")).collect();
+    let text = format!(
+        "🗒 {} questions at once ({}) — answer them below, or tick boxes in <{}|the question document> and commit",
+        qids.len(),
+        list.join(", "),
+        escape(doc_url, 500)
+    );
+    json!({"text": format!("{} questions for {task}", qids.len()), "blocks": [section(&text)]})
+}
+
+/// In review: the change links and the approve button.
+pub fn approve(task: &TaskRef, changes: &[Link]) -> Value {
+    let lines: Vec<String> = changes
+        .iter()
+        .map(|l| format!("• <{}|{}>", escape(&l.url, 500), escape(&l.name, 100)))
+        .collect();
+    let text = if lines.is_empty() {
+        "👀 Ready for review".to_string()
+    } else {
+        format!("👀 Ready for review\n{}", lines.join("\n"))
+    };
+    json!({
+        "text": format!("{task} is ready for review"),
+        "blocks": [
+            section(&text),
+            {"type": "actions", "block_id": format!("approve:{task}"), "elements": [
+                button("Approve & Promote", format!("approve:{task}"), &task.to_string(), true)]},
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::status::{Decision, MilestoneKind, QuestionOption, QuestionState};
+
+    fn t() -> TaskRef {
+        TaskRef::parse("ai-dev/proj-api-service/jwt-auth").unwrap()
+    }
+
+    fn q(state: QuestionState, decision: Option<Decision>) -> Question {
+        Question {
+            kind: Default::default(),
+            text: "Should I use RS256 or HS256 for <JWT> signing?".into(),
+            header: "JWT signing".into(),
+            options: vec![
+                QuestionOption {
+                    label: "RS256 (Recommended)".into(),
+                    description: "Asymmetric keys".into(),
+                },
+                QuestionOption {
+                    label: "HS256".into(),
+                    description: "One shared secret".into(),
+                },
+            ],
+            multiple: false,
+            custom: true,
+            recommended: "RS256 (Recommended)".into(),
+            asked_at: jiff::Timestamp::UNIX_EPOCH,
+            deadline: None,
+            state,
+            request_id: None,
+            decision,
+            point: Default::default(),
+            provisional_branch: None,
+            parent_branch: None,
+            problems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn block_kit_of_each_message_kind() {
+        let qid = Qid::new("q-001").unwrap();
+        insta::assert_json_snapshot!(
+            "thread_parent",
+            thread_parent(
+                &t(),
+                "Implement JWT authentication",
+                Phase::Running,
+                Some("AgentStarted")
+            )
+        );
+        insta::assert_json_snapshot!(
+            "milestone",
+            milestone(&Milestone {
+                seq: 4,
+                at: jiff::Timestamp::UNIX_EPOCH,
+                kind: MilestoneKind::Checkpoint,
+                text: "📝 edited app/auth.py <!channel>".into(),
+                commit: Some("0123456789abcdef0123".into()),
+            })
+        );
+        insta::assert_json_snapshot!(
+            "question_open",
+            question(
+                &t(),
+                &qid,
+                &q(QuestionState::Provisional, None),
+                "Wed 25 Nov 15:30 GMT"
+            )
+        );
+        let human = Decision {
+            choice: vec!["HS256".into()],
+            decided_by: DecidedBy::Human,
+            by: Some("U024BE7LH".into()),
+            at: jiff::Timestamp::UNIX_EPOCH,
+            note: Some("the gateway shares a secret".into()),
+        };
+        insta::assert_json_snapshot!(
+            "question_answered",
+            decided(&t(), &qid, &q(QuestionState::Overridden, Some(human)))
+        );
+        let default = Decision {
+            choice: vec!["RS256 (Recommended)".into()],
+            decided_by: DecidedBy::TimeoutDefault,
+            by: None,
+            at: jiff::Timestamp::UNIX_EPOCH,
+            note: None,
+        };
+        insta::assert_json_snapshot!(
+            "question_defaulted",
+            decided(&t(), &qid, &q(QuestionState::Defaulted, Some(default)))
+        );
+        insta::assert_json_snapshot!(
+            "question_batch",
+            question_batch(
+                &t(),
+                "https://git.example.com/state/blob/main/projects/ai-dev/proj-api-service/tasks/jwt-auth/questions/batch-001.md",
+                &[
+                    Qid::new("q-001").unwrap(),
+                    Qid::new("q-002").unwrap(),
+                    Qid::new("q-003").unwrap()
+                ]
+            )
+        );
+        let pr = Link {
+            name: "pr:domain-apis".into(),
+            url: "https://github.com/example/domain-apis/pull/42".into(),
+        };
+        insta::assert_json_snapshot!("approve", approve(&t(), std::slice::from_ref(&pr)));
+        insta::assert_json_snapshot!(
+            "links",
+            links(&[
+                Link {
+                    name: "lab".into(),
+                    url: "https://proj-api-service.builder.lab.example.com".into()
+                },
+                Link {
+                    name: "attach".into(),
+                    url: "tmux attach -t gaffer-ai-dev-proj-api-service".into()
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn agent_text_cannot_mention_and_is_cut_to_slacks_limits() {
+        assert_eq!(
+            escape("<!channel> & <@U1>", 100),
+            "&lt;!channel&gt; &amp; &lt;@U1&gt;"
+        );
+        let long = "x".repeat(5000);
+        let m = milestone(&Milestone {
+            seq: 1,
+            at: jiff::Timestamp::UNIX_EPOCH,
+            kind: MilestoneKind::Todo,
+            text: long,
+            commit: None,
+        });
+        let text = m["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert_eq!(text.chars().count(), SECTION_TEXT);
+        let mut many = q(QuestionState::Open, None);
+        many.options = (0..30)
+            .map(|i| QuestionOption {
+                label: format!("option {i} {}", "y".repeat(100)),
+                description: String::new(),
+            })
+            .collect();
+        let v = question(&t(), &Qid::new("q-009").unwrap(), &many, "soon");
+        let actions: Vec<&Value> = v["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "actions")
+            .collect();
+        assert_eq!(actions.len(), 2, "31 buttons in blocks of at most 25");
+        for a in actions {
+            for b in a["elements"].as_array().unwrap() {
+                assert!(b["text"]["text"].as_str().unwrap().chars().count() <= BUTTON_TEXT);
+            }
+        }
+    }
+}
