@@ -119,7 +119,12 @@ pub fn question(task: &TaskRef, qid: &Qid, q: &Question, deadline: &str) -> Valu
         })
         .collect();
     if q.custom {
-        buttons.push(button("Other…", format!("other:{task}:{qid}"), qid.as_str(), false));
+        buttons.push(button(
+            "Other…",
+            format!("other:{task}:{qid}"),
+            qid.as_str(),
+            false,
+        ));
     }
     let options: Vec<String> = q
         .options
@@ -200,7 +205,7 @@ pub fn decided(task: &TaskRef, qid: &Qid, q: &Question) -> Value {
     if d.decided_by == DecidedBy::TimeoutDefault {
         blocks.push(
             json!({"type": "actions", "block_id": format!("q:{task}:{qid}"), "elements": [
-            button("Change answer", format!("change:{task}:{qid}"), "", false)]}),
+            button("Change answer", format!("change:{task}:{qid}"), qid.as_str(), false)]}),
         );
     }
     json!({"text": format!("{qid}: {}", line), "blocks": blocks})
