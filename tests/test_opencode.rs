@@ -150,6 +150,56 @@ impl Lab {
         tracker.snapshot().clone()
     }
 
+    /// Everything a failed wait should show: phases, reasons, questions, milestones, the
+    /// LLM's requests and the daemon's log.
+    pub(crate) fn report(&self, snap: &Snapshot) -> String {
+        let mut report = String::new();
+        for (t, e) in snap.tasks() {
+            let st = e.status.as_ref();
+            report.push_str(&format!(
+                "{t}: {:?} {:?} {:?}\n",
+                st.map(|s| s.phase),
+                st.and_then(|s| s.reason.clone()),
+                st.and_then(|s| s.message.clone())
+            ));
+            for (qid, q) in &e.questions {
+                report.push_str(&format!(
+                    "  {qid} {:?} {:?} {:?}\n",
+                    q.state, q.decision, q.problems
+                ));
+            }
+            if let Some(p) = &e.progress {
+                for m in &p.milestones {
+                    report.push_str(&format!("  {} {}\n", m.seq, m.text));
+                }
+            }
+        }
+        format!(
+            "{report}\nLLM log: {:#?}\ndaemon log:\n{}",
+            self.llm.log(),
+            self.daemon_log()
+        )
+    }
+
+    /// Waits until the LLM's request log satisfies `f`.
+    pub(crate) fn wait_llm(
+        &self,
+        secs: u64,
+        what: &str,
+        f: impl Fn(&[crate::common::llm::Logged]) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f(&self.llm.log()) {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for the LLM to see {what}\n{}",
+                    self.report(&self.snapshot())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for `f`, approving tasks that reach review on the way.
     pub(crate) fn wait_until(
         &self,
@@ -179,20 +229,7 @@ impl Lab {
                 }
             }
             if Instant::now() > deadline {
-                let mut report = String::new();
-                for (t, e) in snap.tasks() {
-                    report.push_str(&format!("{t}: {:?}\n", e.status.as_ref().map(|s| s.phase)));
-                    if let Some(p) = &e.progress {
-                        for m in &p.milestones {
-                            report.push_str(&format!("  {} {}\n", m.seq, m.text));
-                        }
-                    }
-                }
-                panic!(
-                    "timed out waiting for {what}\n{report}\nLLM log: {:#?}\ndaemon log:\n{}",
-                    self.llm.log(),
-                    self.daemon_log()
-                );
+                panic!("timed out waiting for {what}\n{}", self.report(&snap));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -414,8 +451,7 @@ fn opencode_killed_mid_turn_is_restarted_and_the_turn_resumed_once() {
     );
     lab.add_task("web-api", "gamma", key, steps);
     let _d = lab.daemon();
-    lab.llm
-        .wait_for(120, "the held step", |log| log.iter().any(|l| l.held));
+    lab.wait_llm(120, "the held step", |log| log.iter().any(|l| l.held));
     let before = lab.world.pane_pid("gaffer-demo-web-api", "server").unwrap();
     kill9(before);
 
@@ -469,14 +505,12 @@ fn gaffer_killed_mid_turn_adopts_the_running_builder_and_repeats_nothing() {
     steps[1].hold = true;
     lab.add_task("web-api", "delta", key, steps);
     let d = lab.daemon();
-    lab.llm
-        .wait_for(120, "the held step", |log| log.iter().any(|l| l.held));
+    lab.wait_llm(120, "the held step", |log| log.iter().any(|l| l.held));
     let server = lab.world.pane_pid("gaffer-demo-web-api", "server").unwrap();
     drop(d); // SIGKILL
     // OpenCode finishes the turn while gaffer is down.
     lab.llm.release();
-    lab.llm
-        .wait_for(60, "the last step", |log| log.iter().any(|l| l.step == 3));
+    lab.wait_llm(60, "the last step", |log| log.iter().any(|l| l.step == 3));
     let _d = lab.daemon();
     let snap = lab.wait_until(180, "the task promoted", |s| {
         phase_of(s, "demo/web-api/delta") == Some(Phase::Promoted)
@@ -622,8 +656,7 @@ fn a_builder_whose_tmux_session_vanished_is_started_again_with_both_windows() {
     steps[1].hold = true;
     lab.add_task("web-api", "theta", key, steps);
     let _d = lab.daemon();
-    lab.llm
-        .wait_for(120, "the held step", |log| log.iter().any(|l| l.held));
+    lab.wait_llm(120, "the held step", |log| log.iter().any(|l| l.held));
     let before = lab.world.pane_pid("gaffer-demo-web-api", "server").unwrap();
     // As after a reboot: the whole tmux session, server and attach window, is gone.
     let (ok, _) = lab

@@ -76,8 +76,7 @@ fn the_agent_goes_on_at_once_and_a_matching_answer_fast_forwards_the_branch() {
     lab.add_task("web-api", "sig1", "Signing confirm", signing_steps("sig1"));
     let _d = lab.daemon();
     // The agent did not wait: it is already working on the step after the write.
-    lab.llm
-        .wait_for(120, "the held step", |log| log.iter().any(|l| l.held));
+    lab.wait_llm(120, "the held step", |log| log.iter().any(|l| l.held));
     let snap = lab.wait_until(60, "the edit after the question checkpointed", |s| {
         milestones(s, "demo/web-api/sig1")
             .iter()
@@ -146,8 +145,7 @@ fn a_different_answer_sets_the_work_aside_and_an_unlisted_author_is_ignored() {
     let key = "Signing override";
     lab.add_task("web-api", "sig2", key, signing_steps("sig2"));
     let _d = lab.daemon();
-    lab.llm
-        .wait_for(120, "the held step", |log| log.iter().any(|l| l.held));
+    lab.wait_llm(120, "the held step", |log| log.iter().any(|l| l.held));
     lab.wait_until(60, "the edit after the question checkpointed", |s| {
         milestones(s, "demo/web-api/sig2")
             .iter()
@@ -194,7 +192,7 @@ fn a_different_answer_sets_the_work_aside_and_an_unlisted_author_is_ignored() {
         "app/signing.txt"
     ));
     // The agent is told the answer and where its work went, once.
-    lab.llm.wait_for(60, "the agent told", |log| {
+    lab.wait_llm(60, "the agent told", |log| {
         log.iter().any(|l| {
             l.last_user
                 .contains("A person answered your earlier question")
@@ -223,8 +221,7 @@ fn at_the_deadline_the_recommended_option_is_confirmed_and_a_late_answer_still_o
     let key = "Signing deadline";
     lab.add_task("web-api", "sig3", key, signing_steps("sig3"));
     let _d = lab.daemon();
-    lab.llm
-        .wait_for(120, "the held step", |log| log.iter().any(|l| l.held));
+    lab.wait_llm(120, "the held step", |log| log.iter().any(|l| l.held));
     let snap = lab.wait_until(60, "q-001 defaulted and its work on gaffer/sig3", |s| {
         question(s, "demo/web-api/sig3", "q-001")
             .is_some_and(|q| q.state == QuestionState::Defaulted)
@@ -361,7 +358,7 @@ fn answers_arrive_once_when_gaffer_or_opencode_was_killed_while_a_question_waite
     drop(d);
     answer(&lab, "kills", "q-001", "HS256", PERSON);
     let _d = lab.daemon();
-    lab.llm.wait_for(120, "the answer relayed", |log| {
+    lab.wait_llm(120, "the answer relayed", |log| {
         log.iter().any(|l| l.step == 1)
     });
     let step1 = lab
@@ -387,7 +384,7 @@ fn answers_arrive_once_when_gaffer_or_opencode_was_killed_while_a_question_waite
     );
     let server = lab.world.pane_pid("gaffer-demo-web-api", "server").unwrap();
     kill9(server);
-    lab.llm.wait_for(120, "the resumed turn", |log| {
+    lab.wait_llm(120, "the resumed turn", |log| {
         log.iter().any(|l| l.last_user.contains("was restarted"))
     });
     answer(&lab, "kills", "q-002", "1h", PERSON);

@@ -943,318 +943,9 @@ async fn running(
         .map_or(String::new(), |a| a.runtime.clone());
     let agent = ctx.agents.by_name(&runtime)?.clone();
 
-    // People's answers: answer files, then annotated question documents for questions that
-    // have no answer file.
-    struct Given {
-        qid: Qid,
-        choice: Vec<String>,
-        free_text: bool,
-        note: Option<String>,
-        by: Option<String>,
-        at: Option<Timestamp>,
-        path: String,
-    }
-    let mut given: Vec<Given> = Vec::new();
-    for (qid, answer) in &view.answers {
-        let (choice, free_text) = match (&answer.choice, &answer.text) {
-            (Some(c), _) => (
-                c.value.labels().into_iter().map(str::to_string).collect(),
-                false,
-            ),
-            (None, Some(text)) => (vec![text.clone()], true),
-            (None, None) => continue,
-        };
-        given.push(Given {
-            qid: qid.clone(),
-            choice,
-            free_text,
-            note: answer.note.clone(),
-            by: answer.by.clone(),
-            at: answer.at,
-            path: StatePath::Answer(t.clone(), qid.clone()).to_path(),
-        });
-    }
-    for (batch, text) in &view.question_docs {
-        let path = StatePath::QuestionDoc(t.clone(), batch.clone()).to_path();
-        for (qid, a) in crate::state::doc::parse(text) {
-            let Some(q) = plan.questions.get(&qid).cloned() else {
-                continue;
-            };
-            if view.answers.contains_key(&qid) {
-                continue;
-            }
-            match crate::state::doc::interpret(&a, &q) {
-                Ok(Some(ans)) => given.push(Given {
-                    free_text: !ans.choice.iter().all(|c| q.has_option(c)),
-                    qid,
-                    choice: ans.choice,
-                    note: ans.note,
-                    by: None,
-                    at: None,
-                    path: path.clone(),
-                }),
-                Ok(None) => {}
-                Err(e) => {
-                    let why = format!("{path}:{e}; nothing was answered from it");
-                    if !q.problems.contains(&why) {
-                        let mut q = q;
-                        q.problems.push(why);
-                        plan.question_changed(&qid, q);
-                    }
-                }
-            }
-        }
-    }
-    for g in given {
-        let qid = &g.qid;
-        let Some(q) = plan.questions.get(qid).cloned() else {
-            continue;
-        };
-        let choice = g.choice;
-        let already = q.decision.as_ref().is_some_and(|d| {
-            d.decided_by == DecidedBy::Human && d.choice == choice && d.note == g.note
-        });
-        if already {
-            continue;
-        }
-        let mut q = q;
-        let author = commit_author(ctx, view.head.as_deref(), &g.path).await?;
-        if author.as_deref() == Some(crate::store::Identity::reconciler().email.as_str()) {
-            // A document as generated, not annotated by anyone yet.
-            continue;
-        }
-        let who = match authorize(settings, author.as_deref(), g.by.as_deref()) {
-            Ok(who) => who,
-            Err(why) => {
-                if !q.problems.contains(&why) {
-                    q.problems.push(why);
-                    plan.question_changed(qid, q);
-                }
-                continue;
-            }
-        };
-        let valid = choice.iter().all(|c| q.has_option(c)) || (q.custom && g.free_text);
-        if !valid {
-            let why = format!(
-                "answer {:?} ignored: not one of the options",
-                choice.join(", ")
-            );
-            if !q.problems.contains(&why) {
-                q.problems.push(why);
-                plan.question_changed(qid, q);
-            }
-            continue;
-        }
-        let overriding = matches!(
-            q.state,
-            QuestionState::Defaulted | QuestionState::Provisional | QuestionState::Overridden
-        ) && choice != vec![q.recommended.clone()];
-        q.state = if overriding {
-            QuestionState::Overridden
-        } else {
-            QuestionState::Answered
-        };
-        q.decision = Some(Decision {
-            choice: choice.clone(),
-            decided_by: DecidedBy::Human,
-            by: Some(who.clone()),
-            at: g.at.unwrap_or(plan.now),
-            note: g.note.clone(),
-        });
-        let source = if g.path.ends_with(".md") {
-            format!(" in {}", g.path.rsplit('/').next().unwrap_or(""))
-        } else {
-            String::new()
-        };
-        plan.milestone(
-            MilestoneKind::Question,
-            format!("✅ {qid} answered {} by {who}{source}", choice.join(", ")),
-            None,
-        );
-        plan.question_changed(qid, q);
-    }
-
-    // Deadlines.
-    let mut next_deadline: Option<Timestamp> = None;
-    for (qid, q) in plan.questions.clone() {
-        if !matches!(q.state, QuestionState::Open | QuestionState::Provisional) {
-            continue;
-        }
-        let Some(deadline) = q.deadline else { continue };
-        if deadline <= plan.now && on_timeout == OnTimeout::Recommended {
-            let mut q = q;
-            if q.provisional_branch.is_none() {
-                // The agent goes on from here with the default: mark the point, so a later
-                // human answer can still set this work aside.
-                let branch = t.provisional_branch(&qid);
-                let ws = ctx.workspaces.clone();
-                let (tt, pp, b) = (t.clone(), project.clone(), branch.clone());
-                let (parent, point) =
-                    tokio::task::spawn_blocking(move || ws.branch_off(&tt, &pp, &b))
-                        .await
-                        .map_err(|e| ReconcileError::Other(e.to_string()))??;
-                q.point = point;
-                q.provisional_branch = Some(branch);
-                q.parent_branch = Some(parent);
-            }
-            q.state = QuestionState::Defaulted;
-            q.decision = Some(Decision {
-                choice: vec![q.recommended.clone()],
-                decided_by: DecidedBy::TimeoutDefault,
-                by: None,
-                at: plan.now,
-                note: None,
-            });
-            plan.milestone(
-                MilestoneKind::Question,
-                format!("⏰ {qid} defaulted to {} at the deadline", q.recommended),
-                None,
-            );
-            plan.question_changed(&qid, q);
-        } else if deadline > plan.now {
-            next_deadline = Some(next_deadline.map_or(deadline, |d: Timestamp| d.min(deadline)));
-        }
-    }
-
-    // Apply decisions to the work and relay them to the agent, once each.
-    for (qid, q) in plan.questions.clone() {
-        if plan.effect(&format!("moot.{qid}")).is_some() {
-            continue;
-        }
-        let Some(request) = q.request_id.clone() else {
-            continue;
-        };
-        let relayed_key = format!("relayed.{qid}");
-        let decision = q
-            .decision
-            .as_ref()
-            .map(|d| (d.choice.clone(), d.note.clone()));
-        let provisional = q.provisional_branch.clone().zip(q.parent_branch.clone());
-        // The agent hears one answer per question, once: the decision, or the recommended
-        // option when the work goes on provisionally. What it heard first is what its work
-        // since then is based on.
-        if plan.effect(&relayed_key).is_none() {
-            let first = match (&decision, &provisional) {
-                (Some(d), _) => Some(d.clone()),
-                (None, Some(_)) => Some((vec![q.recommended.clone()], None)),
-                _ => None,
-            };
-            if let Some((choice, note)) = first {
-                let reply = crate::agent::Reply {
-                    request_id: &request,
-                    question: &q.text,
-                    choice: &choice,
-                    note: note.as_deref(),
-                };
-                agent.answer(t, &session, &reply).await?;
-                plan.set_effect(&relayed_key, choice.join("\u{1f}"));
-            }
-        }
-        let (Some((branch, parent)), Some((choice, note))) = (provisional, decision) else {
-            continue;
-        };
-        let applied_key = format!("applied.{qid}");
-        let heard = plan.effect(&relayed_key).map(str::to_string);
-        let agreed = heard.as_deref() == Some(choice.join("\u{1f}").as_str());
-        if heard.is_none() {
-            continue;
-        }
-        let want = if agreed {
-            format!("confirm:{}", choice.join("\u{1f}"))
-        } else {
-            format!("aside:{}", choice.join("\u{1f}"))
-        };
-        if plan.effect(&applied_key) == Some(want.as_str()) {
-            continue;
-        }
-        let ws = ctx.workspaces.clone();
-        if agreed {
-            let (tt, pp, par, br) = (t.clone(), project.clone(), parent.clone(), branch.clone());
-            let tips = tokio::task::spawn_blocking(move || ws.confirm(&tt, &pp, &par, &br))
-                .await
-                .map_err(|e| ReconcileError::Other(e.to_string()))??;
-            plan.milestone(
-                MilestoneKind::Question,
-                format!("✅ {qid} confirmed: {parent} fast-forwarded to {branch}"),
-                tips.values().next().cloned(),
-            );
-            // Questions asked on top of this one now build on its parent.
-            for (other, oq) in plan.questions.clone() {
-                if oq.parent_branch.as_deref() == Some(branch.as_str()) {
-                    let mut oq = oq;
-                    oq.parent_branch = Some(parent.clone());
-                    plan.question_changed(&other, oq);
-                }
-            }
-        } else {
-            // A different answer: stop the agent, keep its work since the question on the
-            // provisional branch, put the worktree back where the question was asked.
-            agent.interrupt(t, &session).await?;
-            let (tt, pp, par, br, pt) = (
-                t.clone(),
-                project.clone(),
-                parent.clone(),
-                branch.clone(),
-                q.point.clone(),
-            );
-            let kept = tokio::task::spawn_blocking(move || ws.set_aside(&tt, &pp, &par, &br, &pt))
-                .await
-                .map_err(|e| ReconcileError::Other(e.to_string()))??;
-            let kept_at = kept
-                .iter()
-                .map(|(r, c)| format!("{r} {}", &c[..c.len().min(12)]))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut text = format!(
-                "A person answered your earlier question \"{}\": {}.",
-                q.text,
-                choice.join(", ")
-            );
-            if let Some(n) = &note {
-                text.push_str(&format!(" Their note: {n}"));
-            }
-            text.push_str(&format!(
-                " You had gone on with \"{}\". That work was set aside on branch {branch} \
-                 ({kept_at}) and the worktree was reset to where you asked the question, on \
-                 {parent}. Continue the task with this answer; reuse from the set-aside work \
-                 only what still fits.",
-                q.recommended
-            ));
-            let id = format!("override-{qid}-{}", short_hash(&want));
-            agent.send(t, &session, &id, &text).await?;
-            if let Some(a) = plan.status.agent.as_mut()
-                && !a.prompts_sent.contains(&id)
-            {
-                a.prompts_sent.push(id);
-            }
-            // Whatever the agent reported done is undone: it works again.
-            plan.status.effects.remove("agentDone");
-            plan.milestone(
-                MilestoneKind::Question,
-                format!(
-                    "↩ {qid}: work since the question set aside on {branch}; worktree reset to the question point"
-                ),
-                kept.values().next().cloned(),
-            );
-            // Questions asked during the work set aside no longer apply.
-            for (other, oq) in plan.questions.clone() {
-                if other != qid
-                    && oq.asked_at >= q.asked_at
-                    && matches!(oq.state, QuestionState::Provisional | QuestionState::Open)
-                {
-                    let mut oq = oq;
-                    oq.state = QuestionState::Overridden;
-                    let why = format!("asked during work set aside by the answer to {qid}");
-                    if !oq.problems.contains(&why) {
-                        oq.problems.push(why);
-                    }
-                    plan.set_effect(&format!("moot.{other}"), qid.to_string());
-                    plan.question_changed(&other, oq);
-                }
-            }
-        }
-        plan.set_effect(&applied_key, want);
-    }
+    people_answers(ctx, t, view, settings, plan).await?;
+    let mut next_deadline = deadlines(ctx, t, project, on_timeout, plan).await?;
+    apply_decisions(ctx, t, project, agent.as_ref(), &session, plan).await?;
 
     // A retry after a transient error, once its pause is over.
     if let Some(at) = plan
@@ -1670,6 +1361,351 @@ async fn running(
         wait = wait.min(Duration::from_millis(ms));
     }
     Ok(Action::requeue(wait))
+}
+
+/// People's answers: answer files, then annotated question documents for questions that
+/// have no answer file; each becomes a decision once its commit's author may answer.
+async fn people_answers(
+    ctx: &Context,
+    t: &TaskRef,
+    view: &View,
+    settings: &Settings,
+    plan: &mut Plan,
+) -> Result<(), ReconcileError> {
+    struct Given {
+        qid: Qid,
+        choice: Vec<String>,
+        free_text: bool,
+        note: Option<String>,
+        by: Option<String>,
+        at: Option<Timestamp>,
+        path: String,
+    }
+    let mut given: Vec<Given> = Vec::new();
+    for (qid, answer) in &view.answers {
+        let (choice, free_text) = match (&answer.choice, &answer.text) {
+            (Some(c), _) => (
+                c.value.labels().into_iter().map(str::to_string).collect(),
+                false,
+            ),
+            (None, Some(text)) => (vec![text.clone()], true),
+            (None, None) => continue,
+        };
+        given.push(Given {
+            qid: qid.clone(),
+            choice,
+            free_text,
+            note: answer.note.clone(),
+            by: answer.by.clone(),
+            at: answer.at,
+            path: StatePath::Answer(t.clone(), qid.clone()).to_path(),
+        });
+    }
+    for (batch, text) in &view.question_docs {
+        let path = StatePath::QuestionDoc(t.clone(), batch.clone()).to_path();
+        for (qid, a) in crate::state::doc::parse(text) {
+            let Some(q) = plan.questions.get(&qid).cloned() else {
+                continue;
+            };
+            if view.answers.contains_key(&qid) {
+                continue;
+            }
+            match crate::state::doc::interpret(&a, &q) {
+                Ok(Some(ans)) => given.push(Given {
+                    free_text: !ans.choice.iter().all(|c| q.has_option(c)),
+                    qid,
+                    choice: ans.choice,
+                    note: ans.note,
+                    by: None,
+                    at: None,
+                    path: path.clone(),
+                }),
+                Ok(None) => {}
+                Err(e) => {
+                    let why = format!("{path}:{e}; nothing was answered from it");
+                    if !q.problems.contains(&why) {
+                        let mut q = q;
+                        q.problems.push(why);
+                        plan.question_changed(&qid, q);
+                    }
+                }
+            }
+        }
+    }
+    for g in given {
+        let qid = &g.qid;
+        let Some(q) = plan.questions.get(qid).cloned() else {
+            continue;
+        };
+        let choice = g.choice;
+        let already = q.decision.as_ref().is_some_and(|d| {
+            d.decided_by == DecidedBy::Human && d.choice == choice && d.note == g.note
+        });
+        if already {
+            continue;
+        }
+        let mut q = q;
+        let author = commit_author(ctx, view.head.as_deref(), &g.path).await?;
+        if author.as_deref() == Some(crate::store::Identity::reconciler().email.as_str()) {
+            // A document as generated, not annotated by anyone yet.
+            continue;
+        }
+        let who = match authorize(settings, author.as_deref(), g.by.as_deref()) {
+            Ok(who) => who,
+            Err(why) => {
+                if !q.problems.contains(&why) {
+                    q.problems.push(why);
+                    plan.question_changed(qid, q);
+                }
+                continue;
+            }
+        };
+        let valid = choice.iter().all(|c| q.has_option(c)) || (q.custom && g.free_text);
+        if !valid {
+            let why = format!(
+                "answer {:?} ignored: not one of the options",
+                choice.join(", ")
+            );
+            if !q.problems.contains(&why) {
+                q.problems.push(why);
+                plan.question_changed(qid, q);
+            }
+            continue;
+        }
+        let overriding = matches!(
+            q.state,
+            QuestionState::Defaulted | QuestionState::Provisional | QuestionState::Overridden
+        ) && choice != vec![q.recommended.clone()];
+        q.state = if overriding {
+            QuestionState::Overridden
+        } else {
+            QuestionState::Answered
+        };
+        q.decision = Some(Decision {
+            choice: choice.clone(),
+            decided_by: DecidedBy::Human,
+            by: Some(who.clone()),
+            at: g.at.unwrap_or(plan.now),
+            note: g.note.clone(),
+        });
+        let source = if g.path.ends_with(".md") {
+            format!(" in {}", g.path.rsplit('/').next().unwrap_or(""))
+        } else {
+            String::new()
+        };
+        plan.milestone(
+            MilestoneKind::Question,
+            format!("✅ {qid} answered {} by {who}{source}", choice.join(", ")),
+            None,
+        );
+        plan.question_changed(qid, q);
+    }
+
+    Ok(())
+}
+
+/// Applies passed deadlines (the recommended option, as `timeout-default`) and returns the
+/// nearest deadline still to come.
+async fn deadlines(
+    ctx: &Context,
+    t: &TaskRef,
+    project: &ProjectSpec,
+    on_timeout: OnTimeout,
+    plan: &mut Plan,
+) -> Result<Option<Timestamp>, ReconcileError> {
+    let mut next_deadline: Option<Timestamp> = None;
+    for (qid, q) in plan.questions.clone() {
+        if !matches!(q.state, QuestionState::Open | QuestionState::Provisional) {
+            continue;
+        }
+        let Some(deadline) = q.deadline else { continue };
+        if deadline <= plan.now && on_timeout == OnTimeout::Recommended {
+            let mut q = q;
+            if q.provisional_branch.is_none() {
+                // The agent goes on from here with the default: mark the point, so a later
+                // human answer can still set this work aside.
+                let branch = t.provisional_branch(&qid);
+                let ws = ctx.workspaces.clone();
+                let (tt, pp, b) = (t.clone(), project.clone(), branch.clone());
+                let (parent, point) =
+                    tokio::task::spawn_blocking(move || ws.branch_off(&tt, &pp, &b))
+                        .await
+                        .map_err(|e| ReconcileError::Other(e.to_string()))??;
+                q.point = point;
+                q.provisional_branch = Some(branch);
+                q.parent_branch = Some(parent);
+            }
+            q.state = QuestionState::Defaulted;
+            q.decision = Some(Decision {
+                choice: vec![q.recommended.clone()],
+                decided_by: DecidedBy::TimeoutDefault,
+                by: None,
+                at: plan.now,
+                note: None,
+            });
+            plan.milestone(
+                MilestoneKind::Question,
+                format!("⏰ {qid} defaulted to {} at the deadline", q.recommended),
+                None,
+            );
+            plan.question_changed(&qid, q);
+        } else if deadline > plan.now {
+            next_deadline = Some(next_deadline.map_or(deadline, |d: Timestamp| d.min(deadline)));
+        }
+    }
+    Ok(next_deadline)
+}
+
+/// Applies decisions to the work and relays them to the agent, once each: the first answer
+/// the agent hears; a confirmation fast-forwards the parent branch; a different answer sets
+/// the provisional work aside and tells the agent.
+async fn apply_decisions(
+    ctx: &Context,
+    t: &TaskRef,
+    project: &ProjectSpec,
+    agent: &dyn crate::agent::AgentRuntime,
+    session: &str,
+    plan: &mut Plan,
+) -> Result<(), ReconcileError> {
+    for (qid, q) in plan.questions.clone() {
+        if plan.effect(&format!("moot.{qid}")).is_some() {
+            continue;
+        }
+        let Some(request) = q.request_id.clone() else {
+            continue;
+        };
+        let relayed_key = format!("relayed.{qid}");
+        let decision = q
+            .decision
+            .as_ref()
+            .map(|d| (d.choice.clone(), d.note.clone()));
+        let provisional = q.provisional_branch.clone().zip(q.parent_branch.clone());
+        // The agent hears one answer per question, once: the decision, or the recommended
+        // option when the work goes on provisionally. What it heard first is what its work
+        // since then is based on.
+        if plan.effect(&relayed_key).is_none() {
+            let first = match (&decision, &provisional) {
+                (Some(d), _) => Some(d.clone()),
+                (None, Some(_)) => Some((vec![q.recommended.clone()], None)),
+                _ => None,
+            };
+            if let Some((choice, note)) = first {
+                let reply = crate::agent::Reply {
+                    request_id: &request,
+                    question: &q.text,
+                    choice: &choice,
+                    note: note.as_deref(),
+                };
+                agent.answer(t, session, &reply).await?;
+                plan.set_effect(&relayed_key, choice.join("\u{1f}"));
+            }
+        }
+        let (Some((branch, parent)), Some((choice, note))) = (provisional, decision) else {
+            continue;
+        };
+        let applied_key = format!("applied.{qid}");
+        let heard = plan.effect(&relayed_key).map(str::to_string);
+        let agreed = heard.as_deref() == Some(choice.join("\u{1f}").as_str());
+        if heard.is_none() {
+            continue;
+        }
+        let want = if agreed {
+            format!("confirm:{}", choice.join("\u{1f}"))
+        } else {
+            format!("aside:{}", choice.join("\u{1f}"))
+        };
+        if plan.effect(&applied_key) == Some(want.as_str()) {
+            continue;
+        }
+        let ws = ctx.workspaces.clone();
+        if agreed {
+            let (tt, pp, par, br) = (t.clone(), project.clone(), parent.clone(), branch.clone());
+            let tips = tokio::task::spawn_blocking(move || ws.confirm(&tt, &pp, &par, &br))
+                .await
+                .map_err(|e| ReconcileError::Other(e.to_string()))??;
+            plan.milestone(
+                MilestoneKind::Question,
+                format!("✅ {qid} confirmed: {parent} fast-forwarded to {branch}"),
+                tips.values().next().cloned(),
+            );
+            // Questions asked on top of this one now build on its parent.
+            for (other, oq) in plan.questions.clone() {
+                if oq.parent_branch.as_deref() == Some(branch.as_str()) {
+                    let mut oq = oq;
+                    oq.parent_branch = Some(parent.clone());
+                    plan.question_changed(&other, oq);
+                }
+            }
+        } else {
+            // A different answer: stop the agent, keep its work since the question on the
+            // provisional branch, put the worktree back where the question was asked.
+            agent.interrupt(t, session).await?;
+            let (tt, pp, par, br, pt) = (
+                t.clone(),
+                project.clone(),
+                parent.clone(),
+                branch.clone(),
+                q.point.clone(),
+            );
+            let kept = tokio::task::spawn_blocking(move || ws.set_aside(&tt, &pp, &par, &br, &pt))
+                .await
+                .map_err(|e| ReconcileError::Other(e.to_string()))??;
+            let kept_at = kept
+                .iter()
+                .map(|(r, c)| format!("{r} {}", &c[..c.len().min(12)]))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut text = format!(
+                "A person answered your earlier question \"{}\": {}.",
+                q.text,
+                choice.join(", ")
+            );
+            if let Some(n) = &note {
+                text.push_str(&format!(" Their note: {n}"));
+            }
+            text.push_str(&format!(
+                " You had gone on with \"{}\". That work was set aside on branch {branch} \
+                 ({kept_at}) and the worktree was reset to where you asked the question, on \
+                 {parent}. Continue the task with this answer; reuse from the set-aside work \
+                 only what still fits.",
+                q.recommended
+            ));
+            let id = format!("override-{qid}-{}", short_hash(&want));
+            agent.send(t, session, &id, &text).await?;
+            if let Some(a) = plan.status.agent.as_mut()
+                && !a.prompts_sent.contains(&id)
+            {
+                a.prompts_sent.push(id);
+            }
+            // Whatever the agent reported done is undone: it works again.
+            plan.status.effects.remove("agentDone");
+            plan.milestone(
+                MilestoneKind::Question,
+                format!(
+                    "↩ {qid}: work since the question set aside on {branch}; worktree reset to the question point"
+                ),
+                kept.values().next().cloned(),
+            );
+            // Questions asked during the work set aside no longer apply.
+            for (other, oq) in plan.questions.clone() {
+                if other != qid
+                    && oq.asked_at >= q.asked_at
+                    && matches!(oq.state, QuestionState::Provisional | QuestionState::Open)
+                {
+                    let mut oq = oq;
+                    oq.state = QuestionState::Overridden;
+                    let why = format!("asked during work set aside by the answer to {qid}");
+                    if !oq.problems.contains(&why) {
+                        oq.problems.push(why);
+                    }
+                    plan.set_effect(&format!("moot.{other}"), qid.to_string());
+                    plan.question_changed(&other, oq);
+                }
+            }
+        }
+        plan.set_effect(&applied_key, want);
+    }
+    Ok(())
 }
 
 /// Records each worktree's actual head. A checkpoint made just before a crash is not
