@@ -690,3 +690,116 @@ fn deadlines_count_business_hours_across_a_weekend_and_a_clock_change() {
         run.await.unwrap().unwrap();
     });
 }
+
+/// A transient agent error (overloaded, rate limited) is retried after a pause, with a
+/// milestone; the task then goes on.
+#[test]
+fn a_retryable_agent_error_is_retried_after_a_pause() {
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin.git");
+    let mut app = gaffer::cli::demo::sample_app();
+    app.push((
+        ".gaffer/r.yaml".into(),
+        Some(
+            b"steps:\n  - todo: Start\n  - fail: {message: model overloaded, retryable: true}\n  - done: finished after the retry\n"
+                .to_vec(),
+        ),
+    ));
+    gaffer::cli::demo::bare_repo_with(&origin, &app, "app").unwrap();
+    let state = tmp.path().join("state.git");
+    let project = format!(
+        "repos:\n  - {{name: web-api, url: {}}}\nagent: {{runtime: scripted, script: web-api/.gaffer/r.yaml}}\n",
+        json!(origin.display().to_string())
+    );
+    gaffer::cli::demo::bare_repo_with(
+        &state,
+        &[
+            (
+                "gaffer.yaml".into(),
+                Some(
+                    format!("domain: lab.example.com\nauthors: {{answers: [{PERSON}]}}\n")
+                        .into_bytes(),
+                ),
+            ),
+            (
+                "projects/demo/web-api/project.yaml".into(),
+                Some(project.into_bytes()),
+            ),
+            (
+                "projects/demo/web-api/tasks/rt/task.yaml".into(),
+                Some(b"title: Retry\n".to_vec()),
+            ),
+        ],
+        "state",
+    )
+    .unwrap();
+    let t = task("demo/web-api/rt");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut opts = gaffer::reconcile::daemon::Options::new(
+            state.display().to_string(),
+            tmp.path().join("data"),
+        );
+        opts.builders = tmp.path().join("builders");
+        opts.retry_pause = std::time::Duration::from_millis(200);
+        let (ctx, handles, rx) =
+            gaffer::reconcile::daemon::start(&opts, Arc::new(gaffer::hours::SystemClock), None)
+                .await
+                .unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(gaffer::reconcile::daemon::run(opts, ctx, rx, async {
+            let _ = stop_rx.await;
+        }));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            let st = {
+                let tr = handles.tracker.read().unwrap();
+                tr.snapshot()
+                    .task(&t)
+                    .and_then(|e| e.status.as_deref().cloned())
+                    .zip(tr.snapshot().task(&t).and_then(|e| e.progress.clone()))
+            };
+            if let Some((s, p)) = &st
+                && p.milestones
+                    .iter()
+                    .any(|m| m.text.contains("finished after the retry"))
+            {
+                break (s.clone(), p.clone());
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out: {st:#?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let (st, progress) = status;
+        let texts: Vec<&str> = progress
+            .milestones
+            .iter()
+            .map(|m| m.text.as_str())
+            .collect();
+        let warn = texts
+            .iter()
+            .position(|t| *t == "⚠ model overloaded (retrying in 200ms)")
+            .unwrap_or_else(|| panic!("{texts:#?}"));
+        let warned_at = progress.milestones[warn].at;
+        let done = progress
+            .milestones
+            .iter()
+            .find(|m| m.text.contains("finished after the retry"))
+            .unwrap();
+        assert!(
+            done.at.duration_since(warned_at) >= jiff::SignedDuration::from_millis(200),
+            "the retry waited for its pause"
+        );
+        assert_eq!(st.attempts, 1);
+        assert!(
+            st.agent
+                .unwrap()
+                .prompts_sent
+                .contains(&"retry-1".to_string())
+        );
+        assert_ne!(st.phase, Phase::Failed);
+        let _ = stop_tx.send(());
+        run.await.unwrap().unwrap();
+    });
+}

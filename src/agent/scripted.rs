@@ -272,6 +272,19 @@ impl AgentRuntime for ScriptedAgent {
                 ..idle
             });
         }
+        // After a failure the agent stops, like a real one, until it is prompted to retry.
+        let fails = steps[..i.min(steps.len())]
+            .iter()
+            .filter(|s| matches!(s, Step::Fail { .. }))
+            .count();
+        let retries = state
+            .prompts
+            .iter()
+            .filter(|p| p.starts_with("retry-") || p.starts_with("resume-"))
+            .count();
+        if fails > retries {
+            return Ok(idle);
+        }
         let Some(step) = steps.get(i) else {
             return Ok(idle);
         };

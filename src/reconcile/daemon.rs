@@ -50,6 +50,8 @@ pub struct Options {
     pub force_clone: bool,
     /// Also post every notification to this URL, signed with this secret.
     pub notify_webhook: Option<(String, Vec<u8>)>,
+    /// The pause before retrying after a transient agent error (doubled each attempt).
+    pub retry_pause: Duration,
     /// How to run OpenCode builders; `None` leaves `runtime: opencode` projects blocked with
     /// an error saying so.
     pub opencode: Option<OpenCodeOptions>,
@@ -87,6 +89,7 @@ impl Options {
             echo: false,
             force_clone: false,
             notify_webhook: None,
+            retry_pause: Duration::from_secs(30),
             opencode: None,
         }
     }
@@ -190,6 +193,7 @@ pub async fn start(
         settings: Settings {
             poll_interval: Duration::from_millis(100),
             max_test_retries: 2,
+            retry_pause: opts.retry_pause,
             data_dir: opts.data_dir.clone(),
         },
         scheduler,

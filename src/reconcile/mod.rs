@@ -71,6 +71,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Test failures sent back to the agent before the task fails.
     pub max_test_retries: u32,
+    /// The pause before retrying after a transient agent error (doubled each attempt).
+    pub retry_pause: Duration,
     /// Where rendered manifests and other local records go.
     pub data_dir: PathBuf,
 }

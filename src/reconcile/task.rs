@@ -812,13 +812,18 @@ async fn preparing(
     Ok(Action::requeue(Duration::ZERO))
 }
 
+fn human_pause(d: Duration) -> String {
+    if d.as_secs() >= 1 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 fn short_hash(s: &str) -> String {
     use sha2::Digest as _;
     hex::encode(&sha2::Sha256::digest(s.as_bytes())[..4])
 }
-
-/// The pause before the first retry after a transient agent error (doubled each time).
-const RETRY_PAUSE: Duration = Duration::from_secs(30);
 
 /// Nudges a stopped agent gets before the task fails.
 const MAX_NUDGES: u32 = 2;
@@ -1141,7 +1146,7 @@ async fn running(
                 if retryable && plan.status.attempts < 3 {
                     plan.status.attempts += 1;
                     // Overload and rate limits pass: try again after a growing pause.
-                    let pause = RETRY_PAUSE * 2u32.pow(plan.status.attempts - 1);
+                    let pause = ctx.settings.retry_pause * 2u32.pow(plan.status.attempts - 1);
                     let at = plan
                         .now
                         .checked_add(jiff::SignedDuration::try_from(pause).unwrap_or_default())
@@ -1149,7 +1154,7 @@ async fn running(
                     plan.set_effect("retryAt", at.to_string());
                     plan.milestone(
                         MilestoneKind::Error,
-                        format!("⚠ {message} (retrying in {}s)", pause.as_secs()),
+                        format!("⚠ {message} (retrying in {})", human_pause(pause)),
                         None,
                     );
                 } else {
