@@ -10,5 +10,6 @@ mod test_questions;
 mod test_reconcile;
 mod test_schema;
 mod test_server;
+mod test_slack;
 mod test_store;
 mod test_validate;

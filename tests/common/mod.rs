@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 pub mod llm;
 pub mod opencode;
+pub mod slack;
 
 /// The repository root (where Cargo.toml is).
 pub fn root() -> PathBuf {

@@ -1,0 +1,140 @@
+//! A fake Slack Web API on 127.0.0.1 (`/api/<method>`), speaking the real JSON protocol, so
+//! the production client (slack-morphism) is what the tests exercise. It checks the bot token
+//! and logs every call.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+/// One call the fake received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The method, e.g. `chat.postMessage`.
+    pub method: String,
+    /// The body, as JSON (form bodies are turned into objects).
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<Call>,
+    next_ts: u64,
+}
+
+/// The fake; stops when dropped.
+pub struct FakeSlack {
+    /// Its address.
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The bot token the fake accepts.
+pub const BOT_TOKEN: &str = "xoxb-test-token";
+
+impl FakeSlack {
+    /// Starts the fake.
+    pub fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let state = inner.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let app = axum::Router::new()
+                    .route("/api/{method}", axum::routing::post(call).get(call))
+                    .with_state(state);
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        FakeSlack {
+            addr: addr_rx.recv().unwrap(),
+            inner,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The API URL to give the client.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    /// The calls so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+}
+
+impl Drop for FakeSlack {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn call(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::Json<Value> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if auth != format!("Bearer {BOT_TOKEN}") {
+        return axum::Json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    let body: Value = serde_json::from_str(&body).unwrap_or_else(|_| {
+        // Form-encoded calls: key=value pairs.
+        Value::Object(
+            body.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect(),
+        )
+    });
+    let mut g = inner.lock().unwrap();
+    g.calls.push(Call {
+        method: method.clone(),
+        body: body.clone(),
+    });
+    let reply = match method.as_str() {
+        "auth.test" => {
+            json!({"ok": true, "url": "https://gaffer-test.slack.com/", "team": "Gaffer",
+            "user": "gaffer", "team_id": "T0GAFFER", "user_id": "U0GAFFERBOT", "bot_id": "B0GAFFER"})
+        }
+        "chat.postMessage" => {
+            g.next_ts += 1;
+            let ts = format!("1700000000.{:06}", g.next_ts);
+            json!({"ok": true, "channel": body["channel"], "ts": ts,
+                "message": {"type": "message", "ts": ts, "text": body["text"]}})
+        }
+        "chat.update" => {
+            json!({"ok": true, "channel": body["channel"], "ts": body["ts"], "text": body["text"],
+                "message": {"type": "message", "ts": body["ts"], "text": body["text"]}})
+        }
+        _ => json!({"ok": false, "error": "unknown_method"}),
+    };
+    axum::Json(reply)
+}
