@@ -107,3 +107,42 @@ async fn the_client_posts_each_message_kind_as_built_and_a_bad_token_fails_loudl
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_channels_are_found_or_created_and_joined() {
+    let fake = tokio::task::spawn_blocking(FakeSlack::start).await.unwrap();
+    fake.add_channel("C0EXISTING", "ai-dev-proj-api-service");
+    let api = SlackApi::new(BOT_TOKEN, Some(&fake.api_url())).unwrap();
+    assert_eq!(
+        api.ensure_channel("ai-dev-proj-api-service").await.unwrap(),
+        "C0EXISTING"
+    );
+    let made = api.ensure_channel("ai-dev-web").await.unwrap();
+    assert_eq!(
+        api.ensure_channel("ai-dev-web").await.unwrap(),
+        made,
+        "found, not made twice"
+    );
+    assert_eq!(
+        fake.channels()
+            .iter()
+            .filter(|(_, n)| n == "ai-dev-web")
+            .count(),
+        1
+    );
+    let calls = fake.calls();
+    let creates = calls
+        .iter()
+        .filter(|c| c.method == "conversations.create")
+        .count();
+    let joins: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.method == "conversations.join")
+        .map(|c| c.body["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(creates, 1);
+    assert_eq!(joins, ["C0EXISTING", made.as_str(), made.as_str()]);
+    tokio::task::spawn_blocking(move || drop(fake))
+        .await
+        .unwrap();
+}

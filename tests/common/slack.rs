@@ -22,6 +22,8 @@ pub struct Call {
 struct Inner {
     calls: Vec<Call>,
     next_ts: u64,
+    /// Channels: (id, name).
+    channels: Vec<(String, String)>,
 }
 
 /// The fake; stops when dropped.
@@ -73,6 +75,20 @@ impl FakeSlack {
     /// The API URL to give the client.
     pub fn api_url(&self) -> String {
         format!("http://{}/api", self.addr)
+    }
+
+    /// Adds an existing channel.
+    pub fn add_channel(&self, id: &str, name: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .channels
+            .push((id.into(), name.into()));
+    }
+
+    /// The channels: (id, name).
+    pub fn channels(&self) -> Vec<(String, String)> {
+        self.inner.lock().unwrap().channels.clone()
     }
 
     /// The calls so far.
@@ -134,7 +150,36 @@ async fn call(
             json!({"ok": true, "channel": body["channel"], "ts": body["ts"], "text": body["text"],
                 "message": {"type": "message", "ts": body["ts"], "text": body["text"]}})
         }
+        "conversations.list" => {
+            let chans: Vec<Value> = g
+                .channels
+                .iter()
+                .map(|(id, name)| channel(id, name))
+                .collect();
+            json!({"ok": true, "channels": chans, "response_metadata": {"next_cursor": ""}})
+        }
+        "conversations.create" => {
+            let name = body["name"].as_str().unwrap_or("").to_string();
+            if g.channels.iter().any(|(_, n)| *n == name) {
+                json!({"ok": false, "error": "name_taken"})
+            } else {
+                let id = format!("C{:08}", g.channels.len() + 1);
+                g.channels.push((id.clone(), name.clone()));
+                json!({"ok": true, "channel": channel(&id, &name)})
+            }
+        }
+        "conversations.join" => {
+            let id = body["channel"].as_str().unwrap_or("");
+            match g.channels.iter().find(|(c, _)| c == id) {
+                Some((id, name)) => json!({"ok": true, "channel": channel(id, name)}),
+                None => json!({"ok": false, "error": "channel_not_found"}),
+            }
+        }
         _ => json!({"ok": false, "error": "unknown_method"}),
     };
     axum::Json(reply)
+}
+
+fn channel(id: &str, name: &str) -> Value {
+    json!({"id": id, "name": name, "created": 1700000000, "is_channel": true, "is_archived": false})
 }

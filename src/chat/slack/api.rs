@@ -74,6 +74,58 @@ impl SlackApi {
         Ok(r.user_id.to_string())
     }
 
+    /// The id of the public channel `name`, created if there is none; the bot joins it.
+    pub async fn ensure_channel(&self, name: &str) -> Result<String, SlackError> {
+        let s = self.client.open_session(&self.token);
+        let id = match self.find_channel(name).await? {
+            Some(id) => id,
+            None => {
+                let req = SlackApiConversationsCreateRequest::new(name.to_string());
+                match s.conversations_create(&req).await {
+                    Ok(r) => r.channel.id.to_string(),
+                    // Someone made it meanwhile.
+                    Err(e) if e.to_string().contains("name_taken") => self
+                        .find_channel(name)
+                        .await?
+                        .ok_or_else(|| SlackError::Api {
+                            call: "conversations.create",
+                            message: format!("#{name} is taken but not listed (archived?)"),
+                        })?,
+                    Err(e) => return Err(api("conversations.create")(e)),
+                }
+            }
+        };
+        let req = SlackApiConversationsJoinRequest::new(SlackChannelId::new(id.clone()));
+        s.conversations_join(&req)
+            .await
+            .map_err(api("conversations.join"))?;
+        Ok(id)
+    }
+
+    async fn find_channel(&self, name: &str) -> Result<Option<String>, SlackError> {
+        let s = self.client.open_session(&self.token);
+        let mut cursor: Option<SlackCursorId> = None;
+        loop {
+            let mut req = SlackApiConversationsListRequest::new()
+                .with_exclude_archived(true)
+                .with_limit(200);
+            if let Some(c) = cursor.take() {
+                req = req.with_cursor(c);
+            }
+            let r = s
+                .conversations_list(&req)
+                .await
+                .map_err(api("conversations.list"))?;
+            if let Some(c) = r.channels.iter().find(|c| c.name.as_deref() == Some(name)) {
+                return Ok(Some(c.id.to_string()));
+            }
+            match r.response_metadata.and_then(|m| m.next_cursor) {
+                Some(c) if !c.to_string().is_empty() => cursor = Some(c),
+                _ => return Ok(None),
+            }
+        }
+    }
+
     /// `chat.postMessage` of `message` (`{text, blocks}`), in `thread_ts`'s thread if given;
     /// returns the message's ts.
     pub async fn post(
