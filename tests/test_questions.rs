@@ -691,6 +691,120 @@ fn deadlines_count_business_hours_across_a_weekend_and_a_clock_change() {
     });
 }
 
+/// Two nested provisional questions that fall due together are confirmed in one step: the
+/// task branch takes all the work and the worktree ends on it, not on a provisional branch.
+#[test]
+fn nested_questions_defaulted_together_leave_the_work_on_the_task_branch() {
+    use gaffer::hours::{Clock, ManualClock};
+    use gaffer::state::path::ObjectKey;
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin.git");
+    let mut app = gaffer::cli::demo::sample_app();
+    app.push((
+        ".gaffer/q.yaml".into(),
+        Some(
+            b"steps:\n  - question: {text: Which algorithm?, header: Signing, options: [{label: RS256 (Recommended)}, {label: HS256}]}\n  - write: {path: web-api/a.txt, content: a}\n  - question: {text: Which lifetime?, header: Lifetime, options: [{label: 15m (Recommended)}, {label: 1h}]}\n  - write: {path: web-api/b.txt, content: b}\n  - done: chosen\n"
+                .to_vec(),
+        ),
+    ));
+    gaffer::cli::demo::bare_repo_with(&origin, &app, "app").unwrap();
+    let state = tmp.path().join("state.git");
+    let settings = format!(
+        "domain: lab.example.com\n\
+         business_hours: {{timezone: Europe/London, days: [mon, tue, wed, thu, fri], start: \"09:00\", end: \"17:30\"}}\n\
+         questions: {{timeout: 2h, on_timeout: recommended, continue: immediately}}\n\
+         authors: {{answers: [{PERSON}]}}\n"
+    );
+    let project = format!(
+        "repos:\n  - {{name: web-api, url: {}}}\nagent: {{runtime: scripted, script: web-api/.gaffer/q.yaml}}\n",
+        json!(origin.display().to_string())
+    );
+    gaffer::cli::demo::bare_repo_with(
+        &state,
+        &[
+            ("gaffer.yaml".into(), Some(settings.into_bytes())),
+            (
+                "projects/demo/web-api/project.yaml".into(),
+                Some(project.into_bytes()),
+            ),
+            (
+                "projects/demo/web-api/tasks/nd/task.yaml".into(),
+                Some(b"title: Deadline\n".to_vec()),
+            ),
+        ],
+        "state",
+    )
+    .unwrap();
+    let friday: jiff::Timestamp = "2026-10-23T15:30:00Z".parse().unwrap(); // 16:30 BST
+    let clock = Arc::new(ManualClock::new(friday));
+    let t = task("demo/web-api/nd");
+    let q1 = Qid::new("q-001").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut opts = gaffer::reconcile::daemon::Options::new(
+            state.display().to_string(),
+            tmp.path().join("data"),
+        );
+        opts.builders = tmp.path().join("builders");
+        let c: Arc<dyn Clock> = clock.clone();
+        let (ctx, handles, rx) = gaffer::reconcile::daemon::start(&opts, c, None)
+            .await
+            .unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(gaffer::reconcile::daemon::run(
+            opts,
+            ctx.clone(),
+            rx,
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        let q2 = Qid::new("q-002").unwrap();
+        let both = || {
+            let tr = handles.tracker.read().unwrap();
+            let e = tr.snapshot().task(&t).cloned();
+            e.map(|e| {
+                (
+                    e.questions.get(&q1).map(|q| q.state),
+                    e.questions.get(&q2).map(|q| q.state),
+                    e.status.as_ref().and_then(|s| s.reason.clone()),
+                )
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while both().and_then(|b| b.2) != Some("ProvisionalWork".into()) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", both());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let wt = tmp.path().join("builders/demo-web-api/repos/web-api");
+        assert_eq!(
+            git(&wt, &["branch", "--show-current"]),
+            "gaffer-provisional/nd/q-002",
+            "the work went on on the inner provisional branch"
+        );
+        clock.set("2026-10-26T10:00:00Z".parse().unwrap());
+        ctx.scheduler.now(ObjectKey::Task(t.clone()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while both().map(|b| (b.0, b.1))
+            != Some((
+                Some(QuestionState::Defaulted),
+                Some(QuestionState::Defaulted),
+            ))
+        {
+            assert!(std::time::Instant::now() < deadline, "{:?}", both());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The step that recorded the defaults did its git work before committing.
+        assert_eq!(git(&wt, &["branch", "--show-current"]), "gaffer/nd");
+        assert_eq!(git(&wt, &["show", "gaffer/nd:a.txt"]), "a");
+        assert_eq!(git(&wt, &["show", "gaffer/nd:b.txt"]), "b");
+        let _ = stop_tx.send(());
+        run.await.unwrap().unwrap();
+    });
+}
+
 /// A transient agent error (overloaded, rate limited) is retried after a pause, with a
 /// milestone; the task then goes on.
 #[test]

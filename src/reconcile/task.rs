@@ -1572,7 +1572,12 @@ async fn apply_decisions(
     session: &str,
     plan: &mut Plan,
 ) -> Result<(), ReconcileError> {
-    for (qid, q) in plan.questions.clone() {
+    let qids: Vec<Qid> = plan.questions.keys().cloned().collect();
+    for qid in qids {
+        // Read afresh: confirming an outer question re-parents the ones asked on top of it.
+        let Some(q) = plan.questions.get(&qid).cloned() else {
+            continue;
+        };
         if plan.effect(&format!("moot.{qid}")).is_some() {
             continue;
         }
