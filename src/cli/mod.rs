@@ -50,7 +50,7 @@ pub enum Command {
     Status(status::StatusArgs),
     /// List the questions waiting for a person, soonest deadline first (in the business time
     /// zone), with the options, the recommended one and how to answer.
-    Questions(status::QuestionsArgs),
+    Questions(status::StatusArgs),
     /// List the OpenCode builders (one per project): tmux target, port, sessions, state and
     /// the last event seen.
     Builders(builders::BuildersArgs),

@@ -10,7 +10,7 @@ use crate::state::snapshot::Snapshot;
 use crate::state::status::QuestionState;
 use crate::store::{Tracker, Transport};
 
-/// Arguments of `gaffer status`.
+/// Arguments of `gaffer status` and `gaffer questions`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// The state repository (local path or URL).
@@ -47,20 +47,6 @@ struct QuestionRow {
     #[serde(skip)]
     deadline_at: Option<jiff::Timestamp>,
     problems: Vec<String>,
-}
-
-/// Arguments of `gaffer questions`.
-#[derive(Debug, clap::Args)]
-pub struct QuestionsArgs {
-    /// The state repository (local path or URL).
-    #[arg(long, env = "GAFFER_STATE")]
-    pub state: String,
-    /// The branch the state lives on.
-    #[arg(long, default_value = "main")]
-    pub branch: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = super::validate::Output::Text)]
-    pub output: super::validate::Output,
 }
 
 /// Opens `state` for a one-off read: in place when local, else a clone in a temp dir.
@@ -164,7 +150,7 @@ pub fn cmd_status(args: StatusArgs) -> CmdResult {
 }
 
 /// Runs `gaffer questions`: the questions waiting for a person, soonest deadline first.
-pub fn cmd_questions(args: QuestionsArgs) -> CmdResult {
+pub fn cmd_questions(args: StatusArgs) -> CmdResult {
     let (snapshot, _tmp) = open_snapshot(&args.state, &args.branch)?;
     let rows = rows(&snapshot);
     let mut open: Vec<(&TaskRow, &QuestionRow)> = rows

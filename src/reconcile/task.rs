@@ -215,6 +215,30 @@ impl Plan {
         self.changed_questions.insert(qid.clone());
     }
 
+    /// Records that the agent got prompt `id` (once).
+    fn record_prompt(&mut self, id: &str) {
+        if let Some(a) = self.status.agent.as_mut()
+            && !a.prompts_sent.iter().any(|p| p == id)
+        {
+            a.prompts_sent.push(id.into());
+        }
+    }
+
+    /// How long until `at` (zero when it has passed).
+    fn until(&self, at: Timestamp) -> Duration {
+        Duration::from_millis((at.as_millisecond() - self.now.as_millisecond()).max(0) as u64)
+    }
+
+    /// The runtime the task's session was made with.
+    fn agent(&self, ctx: &Context) -> Result<Arc<dyn crate::agent::AgentRuntime>, ReconcileError> {
+        let name = self
+            .status
+            .agent
+            .as_ref()
+            .map_or("", |a| a.runtime.as_str());
+        Ok(ctx.agents.by_name(name)?.clone())
+    }
+
     fn effect(&self, key: &str) -> Option<&str> {
         self.status.effects.get(key).map(String::as_str)
     }
@@ -467,12 +491,7 @@ async fn stop_agent(ctx: &Context, t: &TaskRef, plan: &Plan) -> Result<(), Recon
         .as_ref()
         .and_then(|a| a.session_id.clone())
     {
-        let runtime = plan
-            .status
-            .agent
-            .as_ref()
-            .map_or("", |a| a.runtime.as_str());
-        match ctx.agents.by_name(runtime)?.stop(t, &session).await {
+        match plan.agent(ctx)?.stop(t, &session).await {
             Ok(()) | Err(crate::agent::AgentError::NoSession(_)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -705,9 +724,7 @@ async fn preparing(
 ) -> Result<Action, ReconcileError> {
     let ws = ctx.workspaces.clone();
     let (tt, pp) = (t.clone(), project.clone());
-    let repos = tokio::task::spawn_blocking(move || ws.prepare(&tt, &pp))
-        .await
-        .map_err(|e| ReconcileError::Other(e.to_string()))??;
+    let repos = blocking(move || ws.prepare(&tt, &pp)).await?;
     for (name, rs) in repos {
         let entry = plan.status.repos.entry(name).or_insert(rs.clone());
         entry.branch = rs.branch;
@@ -794,9 +811,7 @@ async fn preparing(
                     "You were paused and are resumed now; carry on where you left off.",
                 )
                 .await?;
-            if let Some(a) = plan.status.agent.as_mut() {
-                a.prompts_sent.push(id);
-            }
+            plan.record_prompt(&id);
             plan.transition(
                 Phase::Running,
                 "Resumed",
@@ -941,12 +956,7 @@ async fn running(
         return Ok(Action::requeue(Duration::ZERO));
     };
     let (timeout, on_timeout, cont) = policy(settings, project, spec);
-    let runtime = plan
-        .status
-        .agent
-        .as_ref()
-        .map_or(String::new(), |a| a.runtime.clone());
-    let agent = ctx.agents.by_name(&runtime)?.clone();
+    let agent = plan.agent(ctx)?;
 
     people_answers(ctx, t, view, settings, plan).await?;
     let mut next_deadline = deadlines(ctx, t, project, on_timeout, plan).await?;
@@ -968,11 +978,7 @@ async fn running(
             )
             .await?;
         plan.status.effects.remove("retryAt");
-        if let Some(a) = plan.status.agent.as_mut()
-            && !a.prompts_sent.contains(&id)
-        {
-            a.prompts_sent.push(id);
-        }
+        plan.record_prompt(&id);
     }
 
     // What the agent did since last time.
@@ -1000,9 +1006,7 @@ async fn running(
                      state of the files you were working on and carry on with the task.",
                 )
                 .await?;
-            if let Some(a) = plan.status.agent.as_mut() {
-                a.prompts_sent.push(id);
-            }
+            plan.record_prompt(&id);
             plan.milestone(
                 MilestoneKind::Error,
                 "⚠ the agent's server restarted mid-turn; resumed the session",
@@ -1032,14 +1036,15 @@ async fn running(
                 plan.milestone(MilestoneKind::Todo, format!("✔ {text}"), None)
             }
             AgentEvent::Edited(files) => {
-                let commits =
-                    checkpoint(ctx, t, project, &format!("edited {}", files.join(", "))).await?;
+                let commits = checkpoint(
+                    ctx,
+                    t,
+                    project,
+                    plan,
+                    &format!("edited {}", files.join(", ")),
+                )
+                .await?;
                 let commit = commits.values().next().cloned();
-                for (repo, head) in &commits {
-                    if let Some(rs) = plan.status.repos.get_mut(repo) {
-                        rs.head_commit = Some(head.clone());
-                    }
-                }
                 plan.milestone(
                     MilestoneKind::Checkpoint,
                     format!("📝 edited {}", files.join(", ")),
@@ -1078,13 +1083,7 @@ async fn running(
                 // Going on at once: the work from here lands on a provisional branch.
                 let (point, provisional_branch, parent_branch) =
                     if state == QuestionState::Provisional {
-                        let branch = t.provisional_branch(&qid);
-                        let ws = ctx.workspaces.clone();
-                        let (tt, pp, b) = (t.clone(), project.clone(), branch.clone());
-                        let (parent, point) =
-                            tokio::task::spawn_blocking(move || ws.branch_off(&tt, &pp, &b))
-                                .await
-                                .map_err(|e| ReconcileError::Other(e.to_string()))??;
+                        let (branch, parent, point) = branch_off(ctx, t, project, &qid).await?;
                         (point, Some(branch), Some(parent))
                     } else {
                         (BTreeMap::new(), None, None)
@@ -1208,12 +1207,7 @@ async fn running(
     {
         // The agent stopped without saying it is done: checkpoint, show what it said, and
         // nudge it (twice at most) before giving up.
-        let commits = checkpoint(ctx, t, project, "turn ended").await?;
-        for (repo, head) in &commits {
-            if let Some(rs) = plan.status.repos.get_mut(repo) {
-                rs.head_commit = Some(head.clone());
-            }
-        }
+        let commits = checkpoint(ctx, t, project, plan, "turn ended").await?;
         plan.milestone(
             if commits.is_empty() {
                 MilestoneKind::Summary
@@ -1249,19 +1243,10 @@ async fn running(
             )
             .await?;
         plan.set_effect("nudges", (nudges + 1).to_string());
-        if let Some(a) = plan.status.agent.as_mut()
-            && !a.prompts_sent.contains(&id)
-        {
-            a.prompts_sent.push(id);
-        }
+        plan.record_prompt(&id);
     }
     if let Some(summary) = finished {
-        let commits = checkpoint(ctx, t, project, "done").await?;
-        for (repo, head) in &commits {
-            if let Some(rs) = plan.status.repos.get_mut(repo) {
-                rs.head_commit = Some(head.clone());
-            }
-        }
+        checkpoint(ctx, t, project, plan, "done").await?;
         plan.milestone(MilestoneKind::Todo, format!("🏁 {summary}"), None);
         plan.set_effect("agentDone", summary);
     }
@@ -1318,9 +1303,7 @@ async fn running(
             .collect();
         let ws = ctx.workspaces.clone();
         let (tt, pp) = (t.clone(), project.clone());
-        let files = tokio::task::spawn_blocking(move || ws.changed_files(&tt, &pp, &bases))
-            .await
-            .map_err(|e| ReconcileError::Other(e.to_string()))??;
+        let files = blocking(move || ws.changed_files(&tt, &pp, &bases)).await?;
         let shown: Vec<&str> = files.iter().take(8).map(String::as_str).collect();
         let more = files.len().saturating_sub(shown.len());
         let files = match (files.len(), more) {
@@ -1342,10 +1325,7 @@ async fn running(
         .unwrap_or(due);
     let mut wait = match next_deadline {
         _ if relay_now => Duration::ZERO,
-        Some(d) if polled.waiting || open => {
-            let secs = (d.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
-            Duration::from_millis(secs.min(30_000))
-        }
+        Some(d) if polled.waiting || open => plan.until(d).min(Duration::from_secs(30)),
         _ if polled.waiting || open => Duration::from_secs(30),
         // A runtime that wakes the task itself is polled only as a safety net.
         _ if agent.wakes() => Duration::from_secs(30),
@@ -1353,17 +1333,14 @@ async fn running(
     };
     if let Some(d) = next_deadline {
         // Deadlines are kept even while the agent works on (provisional answers).
-        let ms = (d.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
-        wait = wait.min(Duration::from_millis(ms));
+        wait = wait.min(plan.until(d));
     }
-    let until_summary = (next_summary.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
-    wait = wait.min(Duration::from_millis(until_summary.max(1000)));
+    wait = wait.min(plan.until(next_summary).max(Duration::from_secs(1)));
     if let Some(at) = plan
         .effect("retryAt")
         .and_then(|a| a.parse::<Timestamp>().ok())
     {
-        let ms = (at.as_millisecond() - plan.now.as_millisecond()).max(0) as u64;
-        wait = wait.min(Duration::from_millis(ms));
+        wait = wait.min(plan.until(at));
     }
     Ok(Action::requeue(wait))
 }
@@ -1529,13 +1506,7 @@ async fn deadlines(
             if q.provisional_branch.is_none() {
                 // The agent goes on from here with the default: mark the point, so a later
                 // human answer can still set this work aside.
-                let branch = t.provisional_branch(&qid);
-                let ws = ctx.workspaces.clone();
-                let (tt, pp, b) = (t.clone(), project.clone(), branch.clone());
-                let (parent, point) =
-                    tokio::task::spawn_blocking(move || ws.branch_off(&tt, &pp, &b))
-                        .await
-                        .map_err(|e| ReconcileError::Other(e.to_string()))??;
+                let (branch, parent, point) = branch_off(ctx, t, project, &qid).await?;
                 q.point = point;
                 q.provisional_branch = Some(branch);
                 q.parent_branch = Some(parent);
@@ -1630,9 +1601,7 @@ async fn apply_decisions(
         let ws = ctx.workspaces.clone();
         if agreed {
             let (tt, pp, par, br) = (t.clone(), project.clone(), parent.clone(), branch.clone());
-            let tips = tokio::task::spawn_blocking(move || ws.confirm(&tt, &pp, &par, &br))
-                .await
-                .map_err(|e| ReconcileError::Other(e.to_string()))??;
+            let tips = blocking(move || ws.confirm(&tt, &pp, &par, &br)).await?;
             plan.milestone(
                 MilestoneKind::Question,
                 format!("✅ {qid} confirmed: {parent} fast-forwarded to {branch}"),
@@ -1657,9 +1626,7 @@ async fn apply_decisions(
                 branch.clone(),
                 q.point.clone(),
             );
-            let kept = tokio::task::spawn_blocking(move || ws.set_aside(&tt, &pp, &par, &br, &pt))
-                .await
-                .map_err(|e| ReconcileError::Other(e.to_string()))??;
+            let kept = blocking(move || ws.set_aside(&tt, &pp, &par, &br, &pt)).await?;
             let kept_at = kept
                 .iter()
                 .map(|(r, c)| format!("{r} {}", &c[..c.len().min(12)]))
@@ -1682,11 +1649,7 @@ async fn apply_decisions(
             ));
             let id = format!("override-{qid}-{}", short_hash(&want));
             agent.send(t, session, &id, &text).await?;
-            if let Some(a) = plan.status.agent.as_mut()
-                && !a.prompts_sent.contains(&id)
-            {
-                a.prompts_sent.push(id);
-            }
+            plan.record_prompt(&id);
             // Whatever the agent reported done is undone: it works again.
             plan.status.effects.remove("agentDone");
             plan.milestone(
@@ -1728,9 +1691,7 @@ async fn sync_heads(
 ) -> Result<(), ReconcileError> {
     let ws = ctx.workspaces.clone();
     let (tt, pp) = (t.clone(), project.clone());
-    let heads = tokio::task::spawn_blocking(move || ws.heads(&tt, &pp))
-        .await
-        .map_err(|e| ReconcileError::Other(e.to_string()))??;
+    let heads = blocking(move || ws.heads(&tt, &pp)).await?;
     for (repo, head) in heads {
         if let Some(rs) = plan.status.repos.get_mut(&repo) {
             rs.head_commit = Some(head);
@@ -1739,19 +1700,51 @@ async fn sync_heads(
     Ok(())
 }
 
+/// Commits the worktrees' changes and records the new heads; returns them per repo.
 async fn checkpoint(
     ctx: &Context,
     t: &TaskRef,
     project: &ProjectSpec,
+    plan: &mut Plan,
     message: &str,
 ) -> Result<BTreeMap<RepoName, String>, ReconcileError> {
     let ws = ctx.workspaces.clone();
     let (tt, pp, m) = (t.clone(), project.clone(), message.to_string());
-    Ok(
-        tokio::task::spawn_blocking(move || ws.checkpoint(&tt, &pp, &m))
-            .await
-            .map_err(|e| ReconcileError::Other(e.to_string()))??,
-    )
+    let commits = blocking(move || ws.checkpoint(&tt, &pp, &m)).await?;
+    for (repo, head) in &commits {
+        if let Some(rs) = plan.status.repos.get_mut(repo) {
+            rs.head_commit = Some(head.clone());
+        }
+    }
+    Ok(commits)
+}
+
+/// Runs blocking work (git, files) off the async worker threads.
+async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ReconcileError>
+where
+    T: Send + 'static,
+    E: Into<ReconcileError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ReconcileError::Other(e.to_string()))?
+        .map_err(Into::into)
+}
+
+/// Starts provisional work for `qid`: its branch, the parent branch and the question point.
+async fn branch_off(
+    ctx: &Context,
+    t: &TaskRef,
+    project: &ProjectSpec,
+    qid: &Qid,
+) -> Result<(String, String, BTreeMap<RepoName, String>), ReconcileError> {
+    let branch = t.provisional_branch(qid);
+    let ws = ctx.workspaces.clone();
+    let (tt, pp, b) = (t.clone(), project.clone(), branch.clone());
+    let (parent, point) = blocking(move || ws.branch_off(&tt, &pp, &b)).await?;
+    Ok((branch, parent, point))
 }
 
 async fn deploying(
@@ -1926,20 +1919,8 @@ async fn testing(
         .as_ref()
         .map_or(0, |a| a.prompts_sent.len());
     let id = format!("{}tests-{sent}", crate::agent::scripted::FEEDBACK_PREFIX);
-    let runtime = plan
-        .status
-        .agent
-        .as_ref()
-        .map_or(String::new(), |a| a.runtime.clone());
-    ctx.agents
-        .by_name(&runtime)?
-        .send(t, &session, &id, &text)
-        .await?;
-    if let Some(a) = plan.status.agent.as_mut()
-        && !a.prompts_sent.contains(&id)
-    {
-        a.prompts_sent.push(id);
-    }
+    plan.agent(ctx)?.send(t, &session, &id, &text).await?;
+    plan.record_prompt(&id);
     plan.transition(
         Phase::Running,
         "TestsFailed",

@@ -99,11 +99,8 @@ impl Tmux {
             "-x",
             "200",
         ]);
-        args.extend(os(["-y", "50", "-c"]));
-        args.push(cwd.into());
-        args.push("--".into());
-        args.extend(argv.iter().cloned());
-        self.ok("new-session", args).await?;
+        args.extend(os(["-y", "50"]));
+        self.ok("new-session", running(args, cwd, argv)).await?;
         self.keep_dead_panes(session, window).await
     }
 
@@ -115,7 +112,7 @@ impl Tmux {
         cwd: &Path,
         argv: &[OsString],
     ) -> Result<(), AgentError> {
-        let mut args = os([
+        let args = os([
             "new-window",
             "-d",
             "-t",
@@ -123,11 +120,7 @@ impl Tmux {
             "-n",
             window,
         ]);
-        args.push("-c".into());
-        args.push(cwd.into());
-        args.push("--".into());
-        args.extend(argv.iter().cloned());
-        self.ok("new-window", args).await?;
+        self.ok("new-window", running(args, cwd, argv)).await?;
         self.keep_dead_panes(session, window).await
     }
 
@@ -139,11 +132,10 @@ impl Tmux {
         cwd: &Path,
         argv: &[OsString],
     ) -> Result<(), AgentError> {
-        let mut args = os(["respawn-window", "-k", "-t", &target(session, window), "-c"]);
-        args.push(cwd.into());
-        args.push("--".into());
-        args.extend(argv.iter().cloned());
-        self.ok("respawn-window", args).await.map(drop)
+        let args = os(["respawn-window", "-k", "-t", &target(session, window)]);
+        self.ok("respawn-window", running(args, cwd, argv))
+            .await
+            .map(drop)
     }
 
     /// A window whose process exits stays, showing how it ended, until it is respawned.
@@ -233,6 +225,15 @@ impl Tmux {
             Err(AgentError::Runtime(format!("tmux kill-session: {err}")))
         }
     }
+}
+
+/// `args` followed by `-c cwd -- argv`: what the window runs, as separate arguments.
+fn running(mut args: Vec<OsString>, cwd: &Path, argv: &[OsString]) -> Vec<OsString> {
+    args.push("-c".into());
+    args.push(cwd.into());
+    args.push("--".into());
+    args.extend(argv.iter().cloned());
+    args
 }
 
 fn target(session: &str, window: &str) -> String {
