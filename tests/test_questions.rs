@@ -4,7 +4,7 @@
 //! that survive gaffer or OpenCode being killed while a question waits.
 
 use gaffer::cli::demo::PERSON;
-use gaffer::names::Qid;
+use gaffer::names::{Qid, TaskRef};
 use gaffer::state::snapshot::Snapshot;
 use gaffer::state::status::{DecidedBy, Phase, Question, QuestionKind, QuestionState};
 use serde_json::json;
@@ -568,69 +568,67 @@ fn several_questions_at_once_become_a_document_whose_annotations_are_answers() {
     }
 }
 
-/// Deadlines count business hours, with an injected clock: asked Friday 16:30 (BST) with a
-/// 2h timeout and hours 09:00–17:30 Mon–Fri, it falls due Monday 10:00 — after the weekend in
-/// which the UK clocks went back — and only then is the recommended option confirmed.
-#[test]
-fn deadlines_count_business_hours_across_a_weekend_and_a_clock_change() {
-    use gaffer::hours::{Clock, ManualClock};
-    use gaffer::state::path::ObjectKey;
-    use std::sync::Arc;
+/// A reconciler running in this process (so the clock can be injected) on a state repo with
+/// one project, built by the scripted agent playing `script`, and one task `demo/web-api/<task>`.
+struct InProcess {
+    tmp: tempfile::TempDir,
+    task: TaskRef,
+    ctx: std::sync::Arc<gaffer::reconcile::Context>,
+    handles: gaffer::reconcile::daemon::Handles,
+    stop: tokio::sync::oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<Result<(), gaffer::reconcile::ReconcileError>>,
+}
 
-    let tmp = tempfile::tempdir().unwrap();
-    let origin = tmp.path().join("origin.git");
-    let mut app = gaffer::cli::demo::sample_app();
-    app.push((
-        ".gaffer/q.yaml".into(),
-        Some(
-            b"steps:\n  - question: {text: Which algorithm?, header: Signing, options: [{label: RS256 (Recommended)}, {label: HS256}]}\n  - done: chosen\n"
-                .to_vec(),
-        ),
-    ));
-    gaffer::cli::demo::bare_repo_with(&origin, &app, "app").unwrap();
-    let state = tmp.path().join("state.git");
-    let settings = format!(
-        "domain: lab.example.com\n\
-         business_hours: {{timezone: Europe/London, days: [mon, tue, wed, thu, fri], start: \"09:00\", end: \"17:30\"}}\n\
-         questions: {{timeout: 2h, on_timeout: recommended, continue: immediately}}\n\
-         authors: {{answers: [{PERSON}]}}\n"
-    );
-    let project = format!(
-        "repos:\n  - {{name: web-api, url: {}}}\nagent: {{runtime: scripted, script: web-api/.gaffer/q.yaml}}\n",
-        json!(origin.display().to_string())
-    );
-    gaffer::cli::demo::bare_repo_with(
-        &state,
-        &[
-            ("gaffer.yaml".into(), Some(settings.into_bytes())),
-            (
-                "projects/demo/web-api/project.yaml".into(),
-                Some(project.into_bytes()),
-            ),
-            (
-                "projects/demo/web-api/tasks/dl/task.yaml".into(),
-                Some(b"title: Deadline\n".to_vec()),
-            ),
-        ],
-        "state",
-    )
-    .unwrap();
-    let friday: jiff::Timestamp = "2026-10-23T15:30:00Z".parse().unwrap(); // 16:30 BST
-    let clock = Arc::new(ManualClock::new(friday));
-    let t = task("demo/web-api/dl");
-    let q1 = Qid::new("q-001").unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
+impl InProcess {
+    /// `settings` is gaffer.yaml without its `domain` and `authors` lines.
+    async fn start(
+        script: &str,
+        settings: &str,
+        task_name: &str,
+        clock: std::sync::Arc<dyn gaffer::hours::Clock>,
+        tune: impl FnOnce(&mut gaffer::reconcile::daemon::Options),
+    ) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = tmp.path().join("origin.git");
+        let mut app = gaffer::cli::demo::sample_app();
+        app.push((
+            ".gaffer/script.yaml".into(),
+            Some(script.as_bytes().to_vec()),
+        ));
+        gaffer::cli::demo::bare_repo_with(&origin, &app, "app").unwrap();
+        let state = tmp.path().join("state.git");
+        let settings =
+            format!("domain: lab.example.com\n{settings}authors: {{answers: [{PERSON}]}}\n");
+        let project = format!(
+            "repos:\n  - {{name: web-api, url: {}}}\nagent: {{runtime: scripted, script: web-api/.gaffer/script.yaml}}\n",
+            json!(origin.display().to_string())
+        );
+        gaffer::cli::demo::bare_repo_with(
+            &state,
+            &[
+                ("gaffer.yaml".into(), Some(settings.into_bytes())),
+                (
+                    "projects/demo/web-api/project.yaml".into(),
+                    Some(project.into_bytes()),
+                ),
+                (
+                    format!("projects/demo/web-api/tasks/{task_name}/task.yaml"),
+                    Some(format!("title: {task_name}\n").into_bytes()),
+                ),
+            ],
+            "state",
+        )
+        .unwrap();
         let mut opts = gaffer::reconcile::daemon::Options::new(
             state.display().to_string(),
             tmp.path().join("data"),
         );
         opts.builders = tmp.path().join("builders");
-        let c: Arc<dyn Clock> = clock.clone();
-        let (ctx, handles, rx) = gaffer::reconcile::daemon::start(&opts, c, None)
+        tune(&mut opts);
+        let (ctx, handles, rx) = gaffer::reconcile::daemon::start(&opts, clock, None)
             .await
             .unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let run = tokio::spawn(gaffer::reconcile::daemon::run(
             opts,
             ctx.clone(),
@@ -639,281 +637,208 @@ fn deadlines_count_business_hours_across_a_weekend_and_a_clock_change() {
                 let _ = stop_rx.await;
             },
         ));
-        let question_now = || {
-            let tr = handles.tracker.read().unwrap();
-            tr.snapshot()
-                .task(&t)
-                .and_then(|e| e.questions.get(&q1).map(|q| (**q).clone()))
-        };
-        async fn wait_for(
-            what: &str,
-            get: &impl Fn() -> Option<Question>,
-            f: fn(&Question) -> bool,
-        ) -> Question {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            loop {
-                if let Some(q) = get().filter(f) {
-                    return q;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "timed out waiting for {what}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+        InProcess {
+            task: task(&format!("demo/web-api/{task_name}")),
+            tmp,
+            ctx,
+            handles,
+            stop,
+            run,
         }
-        let q = wait_for("the question", &question_now, |_| true).await;
-        assert_eq!(q.asked_at, friday);
-        let monday_ten: jiff::Timestamp = "2026-10-26T10:00:00Z".parse().unwrap(); // 10:00 GMT
-        assert_eq!(q.deadline, Some(monday_ten));
-        assert_eq!(q.state, QuestionState::Provisional);
+    }
 
-        // A minute before: nothing happens, however often the task is looked at.
-        clock.set("2026-10-26T09:59:00Z".parse().unwrap());
-        for _ in 0..3 {
-            ctx.scheduler.now(ObjectKey::Task(t.clone()));
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    /// The task as the reconciler sees it.
+    fn entry(&self) -> Option<gaffer::state::snapshot::TaskEntry> {
+        let tr = self.handles.tracker.read().unwrap();
+        tr.snapshot().task(&self.task).cloned()
+    }
+
+    fn question(&self, qid: &str) -> Option<Question> {
+        let q = Qid::new(qid).unwrap();
+        self.entry()
+            .and_then(|e| e.questions.get(&q).map(|q| (**q).clone()))
+    }
+
+    /// Waits (polling, with a deadline) until `f` holds for the task.
+    async fn wait<T>(
+        &self,
+        what: &str,
+        f: impl Fn(&gaffer::state::snapshot::TaskEntry) -> Option<T>,
+    ) -> T {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(v) = self.entry().as_ref().and_then(&f) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {:#?}",
+                self.entry()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert_eq!(question_now().unwrap().state, QuestionState::Provisional);
-        // At the deadline: the recommended option is confirmed as the timeout default.
-        clock.set(monday_ten);
-        ctx.scheduler.now(ObjectKey::Task(t.clone()));
-        let q = wait_for("the default", &question_now, |q| {
-            q.state == QuestionState::Defaulted
+    }
+
+    /// Wakes the task and waits until `n` reconciles have finished since, so at least one
+    /// started after the wake-up.
+    async fn poke(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        let before = self.ctx.metrics.reconciles.load(Ordering::Relaxed);
+        self.ctx
+            .scheduler
+            .now(gaffer::state::path::ObjectKey::Task(self.task.clone()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.ctx.metrics.reconciles.load(Ordering::Relaxed) < before + n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reconcile after the wake-up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.run.await.unwrap().unwrap();
+    }
+}
+
+/// Business hours Mon–Fri 09:00–17:30 Europe/London, 2h timeout, going on at once.
+const OFFICE: &str = "business_hours: {timezone: Europe/London, days: [mon, tue, wed, thu, fri], start: \"09:00\", end: \"17:30\"}\n\
+                      questions: {timeout: 2h, on_timeout: recommended, continue: immediately}\n";
+
+/// Deadlines count business hours, with an injected clock: asked Friday 16:30 (BST) with a
+/// 2h timeout and hours 09:00–17:30 Mon–Fri, it falls due Monday 10:00 — after the weekend in
+/// which the UK clocks went back — and only then is the recommended option confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_count_business_hours_across_a_weekend_and_a_clock_change() {
+    let friday: jiff::Timestamp = "2026-10-23T15:30:00Z".parse().unwrap(); // 16:30 BST
+    let clock = std::sync::Arc::new(gaffer::hours::ManualClock::new(friday));
+    let lab = InProcess::start(
+        "steps:\n  - question: {text: Which algorithm?, header: Signing, options: [{label: RS256 (Recommended)}, {label: HS256}]}\n  - done: chosen\n",
+        OFFICE,
+        "dl",
+        clock.clone(),
+        |_| {},
+    )
+    .await;
+    let q = lab.wait("the question", |_| lab.question("q-001")).await;
+    assert_eq!(q.asked_at, friday);
+    let monday_ten: jiff::Timestamp = "2026-10-26T10:00:00Z".parse().unwrap(); // 10:00 GMT
+    assert_eq!(q.deadline, Some(monday_ten));
+    assert_eq!(q.state, QuestionState::Provisional);
+
+    // A minute before: nothing happens, however often the task is looked at.
+    clock.set("2026-10-26T09:59:00Z".parse().unwrap());
+    lab.poke(3).await;
+    assert_eq!(
+        lab.question("q-001").unwrap().state,
+        QuestionState::Provisional
+    );
+    // At the deadline: the recommended option is confirmed as the timeout default.
+    clock.set(monday_ten);
+    lab.poke(1).await;
+    let q = lab
+        .wait("the default", |_| {
+            lab.question("q-001")
+                .filter(|q| q.state == QuestionState::Defaulted)
         })
         .await;
-        let d = q.decision.unwrap();
-        assert_eq!(d.decided_by, DecidedBy::TimeoutDefault);
-        assert_eq!(d.choice, ["RS256 (Recommended)"]);
-        assert_eq!(d.at, monday_ten);
-        let _ = stop_tx.send(());
-        run.await.unwrap().unwrap();
-    });
+    let d = q.decision.unwrap();
+    assert_eq!(d.decided_by, DecidedBy::TimeoutDefault);
+    assert_eq!(d.choice, ["RS256 (Recommended)"]);
+    assert_eq!(d.at, monday_ten);
+    lab.stop().await;
 }
 
 /// Two nested provisional questions that fall due together are confirmed in one step: the
 /// task branch takes all the work and the worktree ends on it, not on a provisional branch.
-#[test]
-fn nested_questions_defaulted_together_leave_the_work_on_the_task_branch() {
-    use gaffer::hours::{Clock, ManualClock};
-    use gaffer::state::path::ObjectKey;
-    use std::sync::Arc;
-
-    let tmp = tempfile::tempdir().unwrap();
-    let origin = tmp.path().join("origin.git");
-    let mut app = gaffer::cli::demo::sample_app();
-    app.push((
-        ".gaffer/q.yaml".into(),
-        Some(
-            b"steps:\n  - question: {text: Which algorithm?, header: Signing, options: [{label: RS256 (Recommended)}, {label: HS256}]}\n  - write: {path: web-api/a.txt, content: a}\n  - question: {text: Which lifetime?, header: Lifetime, options: [{label: 15m (Recommended)}, {label: 1h}]}\n  - write: {path: web-api/b.txt, content: b}\n  - done: chosen\n"
-                .to_vec(),
-        ),
-    ));
-    gaffer::cli::demo::bare_repo_with(&origin, &app, "app").unwrap();
-    let state = tmp.path().join("state.git");
-    let settings = format!(
-        "domain: lab.example.com\n\
-         business_hours: {{timezone: Europe/London, days: [mon, tue, wed, thu, fri], start: \"09:00\", end: \"17:30\"}}\n\
-         questions: {{timeout: 2h, on_timeout: recommended, continue: immediately}}\n\
-         authors: {{answers: [{PERSON}]}}\n"
-    );
-    let project = format!(
-        "repos:\n  - {{name: web-api, url: {}}}\nagent: {{runtime: scripted, script: web-api/.gaffer/q.yaml}}\n",
-        json!(origin.display().to_string())
-    );
-    gaffer::cli::demo::bare_repo_with(
-        &state,
-        &[
-            ("gaffer.yaml".into(), Some(settings.into_bytes())),
-            (
-                "projects/demo/web-api/project.yaml".into(),
-                Some(project.into_bytes()),
-            ),
-            (
-                "projects/demo/web-api/tasks/nd/task.yaml".into(),
-                Some(b"title: Deadline\n".to_vec()),
-            ),
-        ],
-        "state",
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_questions_defaulted_together_leave_the_work_on_the_task_branch() {
+    let friday: jiff::Timestamp = "2026-10-23T15:30:00Z".parse().unwrap();
+    let clock = std::sync::Arc::new(gaffer::hours::ManualClock::new(friday));
+    let lab = InProcess::start(
+        "steps:\n  - question: {text: Which algorithm?, header: Signing, options: [{label: RS256 (Recommended)}, {label: HS256}]}\n  - write: {path: web-api/a.txt, content: a}\n  - question: {text: Which lifetime?, header: Lifetime, options: [{label: 15m (Recommended)}, {label: 1h}]}\n  - write: {path: web-api/b.txt, content: b}\n  - done: chosen\n",
+        OFFICE,
+        "nd",
+        clock.clone(),
+        |_| {},
     )
-    .unwrap();
-    let friday: jiff::Timestamp = "2026-10-23T15:30:00Z".parse().unwrap(); // 16:30 BST
-    let clock = Arc::new(ManualClock::new(friday));
-    let t = task("demo/web-api/nd");
-    let q1 = Qid::new("q-001").unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut opts = gaffer::reconcile::daemon::Options::new(
-            state.display().to_string(),
-            tmp.path().join("data"),
-        );
-        opts.builders = tmp.path().join("builders");
-        let c: Arc<dyn Clock> = clock.clone();
-        let (ctx, handles, rx) = gaffer::reconcile::daemon::start(&opts, c, None)
-            .await
-            .unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(gaffer::reconcile::daemon::run(
-            opts,
-            ctx.clone(),
-            rx,
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
-        let q2 = Qid::new("q-002").unwrap();
-        let both = || {
-            let tr = handles.tracker.read().unwrap();
-            let e = tr.snapshot().task(&t).cloned();
-            e.map(|e| {
-                (
-                    e.questions.get(&q1).map(|q| q.state),
-                    e.questions.get(&q2).map(|q| q.state),
-                    e.status.as_ref().and_then(|s| s.reason.clone()),
-                )
-            })
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while both().and_then(|b| b.2) != Some("ProvisionalWork".into()) {
-            assert!(std::time::Instant::now() < deadline, "{:?}", both());
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let wt = tmp.path().join("builders/demo-web-api/repos/web-api");
-        assert_eq!(
-            git(&wt, &["branch", "--show-current"]),
-            "gaffer-provisional/nd/q-002",
-            "the work went on on the inner provisional branch"
-        );
-        clock.set("2026-10-26T10:00:00Z".parse().unwrap());
-        ctx.scheduler.now(ObjectKey::Task(t.clone()));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while both().map(|b| (b.0, b.1))
-            != Some((
-                Some(QuestionState::Defaulted),
-                Some(QuestionState::Defaulted),
-            ))
-        {
-            assert!(std::time::Instant::now() < deadline, "{:?}", both());
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        // The step that recorded the defaults did its git work before committing.
-        assert_eq!(git(&wt, &["branch", "--show-current"]), "gaffer/nd");
-        assert_eq!(git(&wt, &["show", "gaffer/nd:a.txt"]), "a");
-        assert_eq!(git(&wt, &["show", "gaffer/nd:b.txt"]), "b");
-        let _ = stop_tx.send(());
-        run.await.unwrap().unwrap();
-    });
+    .await;
+    lab.wait("the agent done, waiting on provisional answers", |e| {
+        (e.status.as_ref()?.reason.as_deref() == Some("ProvisionalWork")).then_some(())
+    })
+    .await;
+    let wt = lab.tmp.path().join("builders/demo-web-api/repos/web-api");
+    assert_eq!(
+        git(&wt, &["branch", "--show-current"]),
+        "gaffer-provisional/nd/q-002",
+        "the work went on on the inner provisional branch"
+    );
+    clock.set("2026-10-26T10:00:00Z".parse().unwrap());
+    lab.poke(1).await;
+    lab.wait("both defaulted", |_| {
+        let both = [lab.question("q-001")?, lab.question("q-002")?];
+        both.iter()
+            .all(|q| q.state == QuestionState::Defaulted)
+            .then_some(())
+    })
+    .await;
+    // The step that recorded the defaults did its git work before committing.
+    assert_eq!(git(&wt, &["branch", "--show-current"]), "gaffer/nd");
+    assert_eq!(git(&wt, &["show", "gaffer/nd:a.txt"]), "a");
+    assert_eq!(git(&wt, &["show", "gaffer/nd:b.txt"]), "b");
+    lab.stop().await;
 }
 
 /// A transient agent error (overloaded, rate limited) is retried after a pause, with a
 /// milestone; the task then goes on.
-#[test]
-fn a_retryable_agent_error_is_retried_after_a_pause() {
-    use std::sync::Arc;
-
-    let tmp = tempfile::tempdir().unwrap();
-    let origin = tmp.path().join("origin.git");
-    let mut app = gaffer::cli::demo::sample_app();
-    app.push((
-        ".gaffer/r.yaml".into(),
-        Some(
-            b"steps:\n  - todo: Start\n  - fail: {message: model overloaded, retryable: true}\n  - done: finished after the retry\n"
-                .to_vec(),
-        ),
-    ));
-    gaffer::cli::demo::bare_repo_with(&origin, &app, "app").unwrap();
-    let state = tmp.path().join("state.git");
-    let project = format!(
-        "repos:\n  - {{name: web-api, url: {}}}\nagent: {{runtime: scripted, script: web-api/.gaffer/r.yaml}}\n",
-        json!(origin.display().to_string())
-    );
-    gaffer::cli::demo::bare_repo_with(
-        &state,
-        &[
-            (
-                "gaffer.yaml".into(),
-                Some(
-                    format!("domain: lab.example.com\nauthors: {{answers: [{PERSON}]}}\n")
-                        .into_bytes(),
-                ),
-            ),
-            (
-                "projects/demo/web-api/project.yaml".into(),
-                Some(project.into_bytes()),
-            ),
-            (
-                "projects/demo/web-api/tasks/rt/task.yaml".into(),
-                Some(b"title: Retry\n".to_vec()),
-            ),
-        ],
-        "state",
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_agent_error_is_retried_after_a_pause() {
+    let lab = InProcess::start(
+        "steps:\n  - todo: Start\n  - fail: {message: model overloaded, retryable: true}\n  - done: finished after the retry\n",
+        "",
+        "rt",
+        std::sync::Arc::new(gaffer::hours::SystemClock),
+        |o| o.retry_pause = std::time::Duration::from_millis(200),
     )
-    .unwrap();
-    let t = task("demo/web-api/rt");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut opts = gaffer::reconcile::daemon::Options::new(
-            state.display().to_string(),
-            tmp.path().join("data"),
-        );
-        opts.builders = tmp.path().join("builders");
-        opts.retry_pause = std::time::Duration::from_millis(200);
-        let (ctx, handles, rx) =
-            gaffer::reconcile::daemon::start(&opts, Arc::new(gaffer::hours::SystemClock), None)
-                .await
-                .unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(gaffer::reconcile::daemon::run(opts, ctx, rx, async {
-            let _ = stop_rx.await;
-        }));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let status = loop {
-            let st = {
-                let tr = handles.tracker.read().unwrap();
-                tr.snapshot()
-                    .task(&t)
-                    .and_then(|e| e.status.as_deref().cloned())
-                    .zip(tr.snapshot().task(&t).and_then(|e| e.progress.clone()))
-            };
-            if let Some((s, p)) = &st
-                && p.milestones
-                    .iter()
-                    .any(|m| m.text.contains("finished after the retry"))
-            {
-                break (s.clone(), p.clone());
-            }
-            assert!(std::time::Instant::now() < deadline, "timed out: {st:#?}");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        };
-        let (st, progress) = status;
-        let texts: Vec<&str> = progress
-            .milestones
-            .iter()
-            .map(|m| m.text.as_str())
-            .collect();
-        let warn = texts
-            .iter()
-            .position(|t| *t == "⚠ model overloaded (retrying in 200ms)")
-            .unwrap_or_else(|| panic!("{texts:#?}"));
-        let warned_at = progress.milestones[warn].at;
-        let done = progress
-            .milestones
-            .iter()
-            .find(|m| m.text.contains("finished after the retry"))
-            .unwrap();
-        assert!(
-            done.at.duration_since(warned_at) >= jiff::SignedDuration::from_millis(200),
-            "the retry waited for its pause"
-        );
-        assert_eq!(st.attempts, 1);
-        assert!(
-            st.agent
-                .unwrap()
-                .prompts_sent
-                .contains(&"retry-1".to_string())
-        );
-        assert_ne!(st.phase, Phase::Failed);
-        let _ = stop_tx.send(());
-        run.await.unwrap().unwrap();
-    });
+    .await;
+    let (st, progress) = lab
+        .wait("the work after the retry", |e| {
+            let p = e.progress.clone()?;
+            p.milestones
+                .iter()
+                .any(|m| m.text.contains("finished after the retry"))
+                .then(|| (e.status.as_deref().cloned(), p))
+        })
+        .await;
+    let st = st.unwrap();
+    let texts: Vec<&str> = progress
+        .milestones
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
+    let warn = texts
+        .iter()
+        .position(|t| *t == "⚠ model overloaded (retrying in 200ms)")
+        .unwrap_or_else(|| panic!("{texts:#?}"));
+    let warned_at = progress.milestones[warn].at;
+    let done = progress
+        .milestones
+        .iter()
+        .find(|m| m.text.contains("finished after the retry"))
+        .unwrap();
+    assert!(
+        done.at.duration_since(warned_at) >= jiff::SignedDuration::from_millis(200),
+        "the retry waited for its pause"
+    );
+    assert_eq!(st.attempts, 1);
+    assert!(
+        st.agent
+            .unwrap()
+            .prompts_sent
+            .contains(&"retry-1".to_string())
+    );
+    assert_ne!(st.phase, Phase::Failed);
+    lab.stop().await;
 }

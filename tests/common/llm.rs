@@ -96,8 +96,7 @@ pub struct Llm {
     pub addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
     release: Arc<tokio::sync::watch::Sender<bool>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: Option<super::Served>,
 }
 
 impl Llm {
@@ -105,37 +104,15 @@ impl Llm {
     pub fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let release = Arc::new(tokio::sync::watch::channel(false).0);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let state = (inner.clone(), release.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = axum::Router::new()
-                    .route("/v1/chat/completions", axum::routing::post(complete))
-                    .with_state(state);
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-            // Held requests never finish on their own.
-            rt.shutdown_timeout(Duration::from_millis(100));
-        });
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", axum::routing::post(complete))
+            .with_state((inner.clone(), release.clone()));
+        let server = super::Served::start(app);
         Llm {
-            addr: addr_rx.recv().unwrap(),
+            addr: server.addr,
             inner,
             release,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            server: Some(server),
         }
     }
 
@@ -194,13 +171,9 @@ impl Llm {
 
 impl Drop for Llm {
     fn drop(&mut self) {
+        // Held requests are answered first, so the server stops at once.
         self.release();
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        drop(self.server.take());
     }
 }
 

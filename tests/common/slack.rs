@@ -31,8 +31,7 @@ pub struct FakeSlack {
     /// Its address.
     pub addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: super::Served,
 }
 
 /// The bot token the fake accepts.
@@ -42,33 +41,14 @@ impl FakeSlack {
     /// Starts the fake.
     pub fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let state = inner.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = axum::Router::new()
-                    .route("/api/{method}", axum::routing::post(call).get(call))
-                    .with_state(state);
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-        });
+        let app = axum::Router::new()
+            .route("/api/{method}", axum::routing::post(call).get(call))
+            .with_state(inner.clone());
+        let server = super::Served::start(app);
         FakeSlack {
-            addr: addr_rx.recv().unwrap(),
+            addr: server.addr,
             inner,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -94,17 +74,6 @@ impl FakeSlack {
     /// The calls so far.
     pub fn calls(&self) -> Vec<Call> {
         self.inner.lock().unwrap().calls.clone()
-    }
-}
-
-impl Drop for FakeSlack {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
