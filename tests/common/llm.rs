@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -137,19 +136,6 @@ impl Llm {
             .into_iter()
             .filter(|l| l.key.as_deref() == Some(key))
             .collect()
-    }
-
-    /// Waits until `f` holds for the log.
-    pub fn wait_for(&self, secs: u64, what: &str, f: impl Fn(&[Logged]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f(&self.log()) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for the LLM to see {what}; log: {:#?}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// The `opencode.json` that points OpenCode at this server.
