@@ -43,10 +43,7 @@ pub fn cmd_new_task(args: NewTaskArgs) -> CmdResult {
         retry: 0,
         questions: None,
     };
-    let body =
-        crate::state::yaml::to_string(&spec).map_err(|e| CliError::internal(e.to_string()))?;
-    let text =
-        format!("# yaml-language-server: $schema=../../../../../schema/task.schema.json\n{body}");
+    let text = crate::state::spec::task_file(&spec).map_err(CliError::internal)?;
     let path = StatePath::TaskSpec(task.clone());
     let p = &args.person;
     let (snapshot, _tmp) = super::status::open_snapshot(&p.state, &p.branch)

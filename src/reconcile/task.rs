@@ -911,7 +911,8 @@ fn authorize(
     }
 }
 
-/// The email of the author of the last commit (up to `head`) that changed `path`.
+/// Who committed the last change (up to `head`) of `path`: the Slack bot when it was the
+/// committer (it commits for people, with them as authors), else the commit's author.
 async fn commit_author(
     ctx: &Context,
     head: Option<&str>,
@@ -923,14 +924,17 @@ async fn commit_author(
     let dir = ctx.transport.repo().git_dir().to_path_buf();
     let path = path.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        crate::git::Git::new(&dir).run(["log", "-1", "--format=%ae", &head, "--", &path])
+        crate::git::Git::new(&dir).run(["log", "-1", "--format=%ae%n%ce", &head, "--", &path])
     })
     .await
     .map_err(|e| ReconcileError::Other(e.to_string()))?;
-    Ok(out
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty()))
+    let out = out.ok().unwrap_or_default();
+    let mut lines = out.lines().map(str::trim);
+    let (author, committer) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    let bot = crate::store::Identity::slack_bot().email;
+    Ok(Some(if committer == bot { committer } else { author })
+        .filter(|s| !s.is_empty())
+        .map(str::to_string))
 }
 
 async fn running(

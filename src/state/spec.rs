@@ -160,6 +160,10 @@ pub struct Authors {
     /// Slack user ids that may start tasks, answer and approve through the bot.
     #[serde(default)]
     pub slack_users: Vec<String>,
+    /// How the Slack bot names a user as the author of what it commits for them:
+    /// Slack user id → `Name <email>` (unlisted users: `Slack user <id>`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub slack_names: std::collections::BTreeMap<String, String>,
     /// GitHub logins whose approving reviews promote a task.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reviewers: Vec<String>,
@@ -502,4 +506,12 @@ pub struct ApprovalSpec {
     /// Optional comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// `task.yaml` as committed for a person: the schema line for editors, then the spec.
+pub fn task_file(spec: &TaskSpec) -> Result<String, String> {
+    let body = crate::state::yaml::to_string(spec).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "# yaml-language-server: $schema=../../../../../schema/task.schema.json\n{body}"
+    ))
 }

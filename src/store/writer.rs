@@ -112,6 +112,11 @@ pub struct WriterConfig {
     pub max_attempts: u32,
     /// Most updates in one commit.
     pub max_batch: usize,
+    /// The commit author when it is not the committer (the Slack bot committing for a
+    /// person); `identity` stays the committer.
+    pub author: Option<Identity>,
+    /// Trailer lines appended to the commit message (e.g. `Slack-User: U0123`).
+    pub trailers: Vec<String>,
 }
 
 impl WriterConfig {
@@ -123,6 +128,8 @@ impl WriterConfig {
             window: Duration::from_millis(2),
             max_attempts: 50,
             max_batch: 500,
+            author: None,
+            trailers: Vec::new(),
         }
     }
 }
@@ -246,7 +253,15 @@ pub fn publish(
             summaries.push(&u.summary);
         }
     }
-    let message = commit_message(&summaries, files.len());
+    let mut message = commit_message(&summaries, files.len());
+    if !config.trailers.is_empty() {
+        // A blank line, then the trailer block.
+        message.push('\n');
+        for t in &config.trailers {
+            message.push_str(t);
+            message.push('\n');
+        }
+    }
     let mut base = transport.head();
     let mut delay = Duration::from_millis(2);
     let mut last_problem = String::new();
@@ -299,12 +314,16 @@ fn try_once(
     {
         return Ok(Attempt::Done(b));
     }
-    let sig = signature(&config.identity);
+    let committer = signature(&config.identity);
+    let author = config
+        .author
+        .as_ref()
+        .map_or_else(|| committer.clone(), signature);
     let commit = gix::objs::Commit {
         tree,
         parents: base.into_iter().collect(),
-        author: sig.clone(),
-        committer: sig,
+        author,
+        committer,
         encoding: None,
         message: message.into(),
         extra_headers: Vec::new(),
