@@ -11,5 +11,6 @@ mod test_reconcile;
 mod test_schema;
 mod test_server;
 mod test_slack;
+mod test_slack_bot;
 mod test_store;
 mod test_validate;

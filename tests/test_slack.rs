@@ -32,6 +32,7 @@ async fn the_client_posts_each_message_kind_as_built_and_a_bad_token_fails_loudl
     assert!(e.contains("auth.test") && e.contains("invalid_auth"), "{e}");
 
     let api = SlackApi::new(BOT_TOKEN, Some(&fake.api_url())).unwrap();
+    fake.add_channel("C0PROJ", "ai-dev-proj-api-service");
     assert_eq!(api.auth_test().await.unwrap(), "U0GAFFERBOT");
     let t = TaskRef::parse("ai-dev/proj-api-service/jwt-auth").unwrap();
     let parent = blocks::thread_parent(&t, "Implement JWT authentication", Phase::Running, None);
@@ -42,6 +43,7 @@ async fn the_client_posts_each_message_kind_as_built_and_a_bad_token_fails_loudl
             name: "pr:domain-apis".into(),
             url: "https://github.com/example/domain-apis/pull/42".into(),
         }],
+        "review-1",
     );
     let reply = api.post("C0PROJ", Some(&ts), &approve).await.unwrap();
     assert_ne!(reply, ts);

@@ -13,6 +13,7 @@ mod new_task;
 mod person;
 mod reconcile;
 mod schema;
+mod slack;
 pub mod status;
 mod validate;
 
@@ -54,6 +55,9 @@ pub enum Command {
     /// List the OpenCode builders (one per project): tmux target, port, sessions, state and
     /// the last event seen.
     Builders(builders::BuildersArgs),
+    /// Run the Slack bot: a thread per task, questions as buttons, `/opencode start`; it
+    /// only reads and commits to the state repository.
+    Slack(slack::SlackArgs),
     /// Create things in a state repository.
     #[command(subcommand)]
     New(NewCommand),
@@ -157,6 +161,7 @@ pub fn run() -> ExitCode {
         Command::Answer(args) => answer::cmd_answer(args),
         Command::Approve(args) => answer::cmd_approve(args),
         Command::Builders(args) => builders::cmd_builders(args),
+        Command::Slack(args) => slack::cmd_slack(args),
         Command::ExecEnv(args) => builders::cmd_exec_env(args),
     };
     match result {

@@ -536,7 +536,11 @@ pub struct SlackThread {
     /// Question messages: qid → message ts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub questions: BTreeMap<Qid, String>,
-    /// Other posted messages by key (e.g. `review`), so they are posted once.
+    /// Other posted messages by key (e.g. `review-…`), so they are posted once.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub posted: BTreeMap<String, String>,
+    /// What an updatable message shows now (question or review key → a tag), so it is
+    /// updated only when that changes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shown: BTreeMap<String, String>,
 }

@@ -20,13 +20,14 @@ pub enum SlackError {
     Message(String),
 }
 
-type Connector = SlackClientHyperConnector<
+/// The client's connector: https, or http for fakes.
+pub(crate) type Connector = SlackClientHyperConnector<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
 >;
 
 /// A bot-token client.
 pub struct SlackApi {
-    client: SlackClient<Connector>,
+    client: std::sync::Arc<SlackClient<Connector>>,
     token: SlackApiToken,
 }
 
@@ -62,9 +63,14 @@ impl SlackApi {
             connector = connector.with_slack_api_url(url);
         }
         Ok(Self {
-            client: SlackClient::new(connector),
+            client: std::sync::Arc::new(SlackClient::new(connector)),
             token: SlackApiToken::new(SlackApiTokenValue::new(bot_token.to_string())),
         })
+    }
+
+    /// The underlying client (the Socket Mode listener shares it).
+    pub(crate) fn client(&self) -> std::sync::Arc<SlackClient<Connector>> {
+        self.client.clone()
     }
 
     /// `auth.test`: the bot's user id (checked at start so a bad token fails loudly).
@@ -134,6 +140,17 @@ impl SlackApi {
         thread_ts: Option<&str>,
         message: &Value,
     ) -> Result<String, SlackError> {
+        self.post_reply(channel, thread_ts, message, false).await
+    }
+
+    /// Like [`SlackApi::post`]; `broadcast` also shows a thread reply in the channel.
+    pub async fn post_reply(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        message: &Value,
+        broadcast: bool,
+    ) -> Result<String, SlackError> {
         let s = self.client.open_session(&self.token);
         let mut req = SlackApiChatPostMessageRequest::new(
             SlackChannelId::new(channel.into()),
@@ -141,6 +158,9 @@ impl SlackApi {
         );
         if let Some(ts) = thread_ts {
             req = req.with_thread_ts(SlackTs::new(ts.into()));
+            if broadcast {
+                req = req.with_reply_broadcast(true);
+            }
         }
         let r = s
             .chat_post_message(&req)
@@ -160,6 +180,118 @@ impl SlackApi {
         s.chat_update(&req).await.map_err(api("chat.update"))?;
         Ok(())
     }
+}
+
+impl SlackApi {
+    /// `chat.postEphemeral`: `text` shown to `user` only.
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
+        let s = self.client.open_session(&self.token);
+        let req = SlackApiChatPostEphemeralRequest::new(
+            SlackChannelId::new(channel.into()),
+            SlackUserId::new(user.into()),
+            SlackMessageContent::new().with_text(text.to_string()),
+        );
+        s.chat_post_ephemeral(&req)
+            .await
+            .map_err(api("chat.postEphemeral"))?;
+        Ok(())
+    }
+
+    /// `views.open` of a modal (`view` is its JSON).
+    pub async fn open_view(&self, trigger_id: &str, view: &Value) -> Result<(), SlackError> {
+        let s = self.client.open_session(&self.token);
+        let req =
+            SlackApiViewsOpenRequest::new(SlackTriggerId::new(trigger_id.into()), typed(view)?);
+        s.views_open(&req).await.map_err(api("views.open"))?;
+        Ok(())
+    }
+
+    /// `views.update` of the open modal `view_id`.
+    pub async fn update_view(&self, view_id: &str, view: &Value) -> Result<(), SlackError> {
+        let s = self.client.open_session(&self.token);
+        let req = SlackApiViewsUpdateRequest::new(typed(view)?)
+            .with_view_id(SlackViewId::new(view_id.into()));
+        s.views_update(&req).await.map_err(api("views.update"))?;
+        Ok(())
+    }
+
+    /// The bot's message keys in the thread at `thread_ts` (`conversations.replies`, all
+    /// pages): the `block_id` of each message's first block, with the message's ts.
+    pub async fn thread_keys(
+        &self,
+        channel: &str,
+        thread_ts: &str,
+    ) -> Result<Vec<(String, String)>, SlackError> {
+        let s = self.client.open_session(&self.token);
+        let mut keys = Vec::new();
+        let mut cursor: Option<SlackCursorId> = None;
+        loop {
+            let mut req = SlackApiConversationsRepliesRequest::new(
+                SlackChannelId::new(channel.into()),
+                SlackTs::new(thread_ts.into()),
+            )
+            .with_limit(200);
+            if let Some(c) = cursor.take() {
+                req = req.with_cursor(c);
+            }
+            let r = s
+                .conversations_replies(&req)
+                .await
+                .map_err(api("conversations.replies"))?;
+            keys.extend(r.messages.iter().filter_map(first_block_id));
+            match r.response_metadata.and_then(|m| m.next_cursor) {
+                Some(c) if !c.to_string().is_empty() => cursor = Some(c),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    /// Keys of the channel's most recent `pages` × 200 messages (`conversations.history`).
+    pub async fn channel_keys(
+        &self,
+        channel: &str,
+        pages: usize,
+    ) -> Result<Vec<(String, String)>, SlackError> {
+        let s = self.client.open_session(&self.token);
+        let mut keys = Vec::new();
+        let mut cursor: Option<SlackCursorId> = None;
+        for _ in 0..pages {
+            let mut req = SlackApiConversationsHistoryRequest::new()
+                .with_channel(SlackChannelId::new(channel.into()))
+                .with_limit(200);
+            if let Some(c) = cursor.take() {
+                req = req.with_cursor(c);
+            }
+            let r = s
+                .conversations_history(&req)
+                .await
+                .map_err(api("conversations.history"))?;
+            keys.extend(r.messages.iter().filter_map(first_block_id));
+            match r.response_metadata.and_then(|m| m.next_cursor) {
+                Some(c) if !c.to_string().is_empty() => cursor = Some(c),
+                _ => break,
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// `(block_id of the first block, ts)` of a message that has one.
+fn first_block_id(m: &SlackHistoryMessage) -> Option<(String, String)> {
+    let first = m.content.blocks.as_ref()?.first()?;
+    let v = serde_json::to_value(first).ok()?;
+    let id = v.get("block_id")?.as_str()?.to_string();
+    Some((id, m.origin.ts.to_string()))
+}
+
+/// A view's JSON as the client's typed view.
+fn typed(view: &Value) -> Result<SlackView, SlackError> {
+    serde_json::from_value(view.clone()).map_err(|e| SlackError::Message(format!("view: {e}")))
 }
 
 /// `{text, blocks}` as the client's message content (the blocks must be valid Block Kit).

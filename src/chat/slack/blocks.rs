@@ -3,7 +3,7 @@
 //! (`&`, `<`, `>`) so it cannot mention people or channels.
 //!
 //! Action ids say what a click does: `answer:<task>:<qid>:<option index>`,
-//! `other:<task>:<qid>` (free text modal), `change:<task>:<qid>`, `approve:<task>`.
+//! `other:<task>:<qid>` (free text modal), `change:<task>:<qid>`, `approve:<task>:<review key>`.
 
 use serde_json::{Value, json};
 
@@ -181,11 +181,7 @@ pub fn decided(task: &TaskRef, qid: &Qid, q: &Question) -> Value {
     let choice = escape(&d.choice.join(", "), 500);
     let line = match d.decided_by {
         DecidedBy::Human => {
-            let who = match d.by.as_deref() {
-                Some(u) if u.starts_with('U') || u.starts_with('W') => format!("<@{u}>"),
-                Some(email) => escape(email, 200),
-                None => "someone".into(),
-            };
+            let who = d.by.as_deref().map_or_else(|| "someone".into(), who);
             format!("✅ *{choice}* — answered by {who}")
         }
         DecidedBy::TimeoutDefault => {
@@ -224,8 +220,8 @@ pub fn question_batch(task: &TaskRef, doc_url: &str, qids: &[Qid]) -> Value {
     json!({"text": format!("{} questions for {task}", qids.len()), "blocks": [section(&text)]})
 }
 
-/// In review: the change links and the approve button.
-pub fn approve(task: &TaskRef, changes: &[Link]) -> Value {
+/// In review: the change links and the approve button; `key` names this review round.
+pub fn approve(task: &TaskRef, changes: &[Link], key: &str) -> Value {
     let lines: Vec<String> = changes
         .iter()
         .map(|l| format!("• <{}|{}>", escape(&l.url, 500), escape(&l.name, 100)))
@@ -240,9 +236,46 @@ pub fn approve(task: &TaskRef, changes: &[Link]) -> Value {
         "blocks": [
             section(&text),
             {"type": "actions", "block_id": format!("approve:{task}"), "elements": [
-                button("Approve & Promote", format!("approve:{task}"), &task.to_string(), true)]},
+                button("Approve & Promote", format!("approve:{task}:{key}"), &task.to_string(), true)]},
         ],
     })
+}
+
+/// After approval: the change links, who approved, no button.
+pub fn approved(task: &TaskRef, changes: &[Link], by: &str) -> Value {
+    reviewed(
+        task,
+        changes,
+        &format!("✅ Approved by {} — promoting", who(by)),
+    )
+}
+
+/// Promoted: the change links, no button.
+pub fn promoted(task: &TaskRef, changes: &[Link]) -> Value {
+    reviewed(task, changes, "🚀 Promoted")
+}
+
+fn reviewed(task: &TaskRef, changes: &[Link], head: &str) -> Value {
+    let lines: Vec<String> = changes
+        .iter()
+        .map(|l| format!("• <{}|{}>", escape(&l.url, 500), escape(&l.name, 100)))
+        .collect();
+    let text = if lines.is_empty() {
+        head.to_string()
+    } else {
+        format!("{head}\n{}", lines.join("\n"))
+    };
+    json!({"text": format!("{task}: {head}"), "blocks": [section(&text)]})
+}
+
+/// A Slack user id as a mention, anything else (an email) as escaped text.
+fn who(by: &str) -> String {
+    if (by.starts_with('U') || by.starts_with('W')) && by.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        format!("<@{by}>")
+    } else {
+        escape(by, 200)
+    }
 }
 
 #[cfg(test)]
@@ -353,7 +386,15 @@ mod tests {
             name: "pr:domain-apis".into(),
             url: "https://github.com/example/domain-apis/pull/42".into(),
         };
-        insta::assert_json_snapshot!("approve", approve(&t(), std::slice::from_ref(&pr)));
+        insta::assert_json_snapshot!(
+            "approve",
+            approve(&t(), std::slice::from_ref(&pr), "review-0a1b2c3d")
+        );
+        insta::assert_json_snapshot!(
+            "approved",
+            approved(&t(), std::slice::from_ref(&pr), "U024BE7LH")
+        );
+        insta::assert_json_snapshot!("promoted", promoted(&t(), std::slice::from_ref(&pr)));
         insta::assert_json_snapshot!(
             "links",
             links(&[

@@ -1,0 +1,882 @@
+//! Posting: each task's thread follows its status commits, in order, each post once.
+//!
+//! Every message the bot posts carries a key in its first block's `block_id`
+//! (`gaffer:parent:<task>`, `gaffer:m:<seq>`, `gaffer:q:<qid>`, `gaffer:x:<name>`), and
+//! `slack.yaml` records what was posted. The record is written after posting, so a crash in
+//! between can leave it behind Slack; the first time a process touches a thread it reads the
+//! thread back (`conversations.replies`) and takes the keys it finds as posted. A post is
+//! therefore never repeated and never skipped, whenever the bot is killed.
+//!
+//! Per task, [`plan`] (pure) lists what the thread lacks; [`Poster`] does it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::api::SlackError;
+use super::blocks;
+use super::bot::Bot;
+use crate::names::{ProjectRef, Qid, TaskRef};
+use crate::state::StatePath;
+use crate::state::snapshot::TaskEntry;
+use crate::state::status::{DecidedBy, Link, Phase, Question, SlackThread};
+use crate::store::Update;
+use crate::store::tracker::Wake;
+
+/// What identifies a posted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// The thread's parent message.
+    Parent,
+    /// Milestone `seq`.
+    Milestone(u32),
+    /// A question.
+    Question(Qid),
+    /// Anything else, by name (`links-…`, `review-…`, a question document id).
+    Other(String),
+}
+
+impl Key {
+    /// The `block_id` carrying the key.
+    pub fn block_id(&self, task: &TaskRef) -> String {
+        match self {
+            Key::Parent => format!("gaffer:parent:{task}"),
+            Key::Milestone(seq) => format!("gaffer:m:{seq}"),
+            Key::Question(q) => format!("gaffer:q:{q}"),
+            Key::Other(name) => format!("gaffer:x:{name}"),
+        }
+    }
+
+    fn parse(block_id: &str) -> Option<Key> {
+        let rest = block_id.strip_prefix("gaffer:")?;
+        let (kind, v) = rest.split_once(':')?;
+        match kind {
+            "parent" => Some(Key::Parent),
+            "m" => v.parse().ok().map(Key::Milestone),
+            "q" => Qid::new(v).ok().map(Key::Question),
+            "x" => Some(Key::Other(v.to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// One thing a thread lacks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Start the thread (or find the one a crash left unrecorded) with this parent message.
+    Thread {
+        /// The parent message.
+        message: Value,
+        /// The phase it shows.
+        phase: Phase,
+    },
+    /// Update the parent message to show `phase`.
+    Parent {
+        /// The parent message.
+        message: Value,
+        /// The phase it shows.
+        phase: Phase,
+    },
+    /// Post a message in the thread.
+    Post {
+        /// Its key.
+        key: Key,
+        /// The message.
+        message: Value,
+        /// Also show it in the channel.
+        broadcast: bool,
+        /// What it shows, for messages updated later.
+        tag: Option<String>,
+    },
+    /// Update a posted message (a question or a review) to show `tag`.
+    Update {
+        /// The message's key.
+        key: Key,
+        /// The new content.
+        message: Value,
+        /// What it shows now.
+        tag: String,
+    },
+}
+
+/// What the question message should show.
+pub fn question_tag(q: &Question) -> String {
+    match &q.decision {
+        None => "open".into(),
+        Some(d) => format!(
+            "{}:{}:{}:{}",
+            match d.decided_by {
+                DecidedBy::Human => "human",
+                DecidedBy::TimeoutDefault => "default",
+            },
+            d.choice.join(","),
+            d.by.as_deref().unwrap_or(""),
+            d.note.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+/// A short stable hash for message keys.
+fn short_hash(parts: &[&str]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..4])
+}
+
+/// Context [`plan`] needs besides the task.
+pub struct PlanContext<'a> {
+    /// The business time zone, for deadlines.
+    pub tz: &'a jiff::tz::TimeZone,
+    /// A web view of the state repository, for question document links.
+    pub browse_url: Option<&'a str>,
+}
+
+/// What `task`'s thread lacks, in posting order. `thread` is what has been posted.
+pub fn plan(
+    task: &TaskRef,
+    entry: &TaskEntry,
+    thread: Option<&SlackThread>,
+    cx: &PlanContext<'_>,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let Some(spec) = &entry.spec else {
+        return ops;
+    };
+    let status = entry.status.as_deref();
+    let phase = status.map_or(Phase::Pending, |s| s.phase);
+    let reason = status.and_then(|s| s.reason.as_deref());
+    let parent = blocks::thread_parent(task, &spec.title, phase, reason);
+    match thread {
+        None => ops.push(Op::Thread {
+            message: parent,
+            phase,
+        }),
+        Some(th) if th.shown_phase != Some(phase) => ops.push(Op::Parent {
+            message: parent,
+            phase,
+        }),
+        Some(_) => {}
+    }
+    let empty = SlackThread::default();
+    let th = thread.unwrap_or(&empty);
+    if let Some(progress) = &entry.progress {
+        for m in progress.milestones.iter().filter(|m| m.seq > th.posted_seq) {
+            ops.push(Op::Post {
+                key: Key::Milestone(m.seq),
+                message: blocks::milestone(m),
+                broadcast: false,
+                tag: None,
+            });
+        }
+    }
+    // Questions: new ones posted (and broadcast), posted ones updated when decided.
+    let new: Vec<&Qid> = entry
+        .questions
+        .keys()
+        .filter(|q| !th.questions.contains_key(*q))
+        .collect();
+    if new.len() >= 2
+        && let Some((doc, _)) = entry
+            .question_docs
+            .iter()
+            .rev()
+            .find(|(d, _)| !th.posted.contains_key(d.as_str()))
+    {
+        let path = StatePath::QuestionDoc(task.clone(), doc.clone()).to_path();
+        let url = match cx.browse_url {
+            Some(base) => format!("{}/{path}", base.trim_end_matches('/')),
+            None => path,
+        };
+        let qids: Vec<Qid> = new.iter().map(|q| (*q).clone()).collect();
+        ops.push(Op::Post {
+            key: Key::Other(doc.to_string()),
+            message: blocks::question_batch(task, &url, &qids),
+            broadcast: true,
+            tag: None,
+        });
+    }
+    for (qid, q) in &entry.questions {
+        let tag = question_tag(q);
+        let message = if q.decision.is_some() {
+            blocks::decided(task, qid, q)
+        } else {
+            let deadline = q.deadline.map_or_else(
+                || "none".to_string(),
+                |d| {
+                    d.to_zoned(cx.tz.clone())
+                        .strftime("%a %d %b %H:%M %Z")
+                        .to_string()
+                },
+            );
+            blocks::question(task, qid, q, &deadline)
+        };
+        if !th.questions.contains_key(qid) {
+            ops.push(Op::Post {
+                key: Key::Question(qid.clone()),
+                message,
+                broadcast: true,
+                tag: Some(tag),
+            });
+        } else if th.shown.get(qid.as_str()) != Some(&tag) {
+            ops.push(Op::Update {
+                key: Key::Question(qid.clone()),
+                message,
+                tag,
+            });
+        }
+    }
+    let links: Vec<Link> = status
+        .map(|s| {
+            s.links
+                .iter()
+                .filter(|l| !l.name.starts_with("pr:"))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if !links.is_empty() {
+        let parts: Vec<&str> = links
+            .iter()
+            .flat_map(|l| [l.name.as_str(), l.url.as_str()])
+            .collect();
+        let key = format!("links-{}", short_hash(&parts));
+        if !th.posted.contains_key(&key) {
+            ops.push(Op::Post {
+                key: Key::Other(key),
+                message: blocks::links(&links),
+                broadcast: false,
+                tag: None,
+            });
+        }
+    }
+    let changes: Vec<Link> = status
+        .map(|s| {
+            s.links
+                .iter()
+                .filter(|l| l.name.starts_with("pr:"))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if phase == Phase::InReview {
+        let parts: Vec<&str> = changes.iter().map(|l| l.url.as_str()).collect();
+        let key = format!("review-{}", short_hash(&parts));
+        if !th.posted.contains_key(&key) {
+            ops.push(Op::Post {
+                message: blocks::approve(task, &changes, &key),
+                key: Key::Other(key),
+                broadcast: false,
+                tag: Some("open".into()),
+            });
+        }
+    }
+    if phase == Phase::Promoted {
+        for key in th.posted.keys().filter(|k| k.starts_with("review-")) {
+            if th.shown.get(key).map(String::as_str) != Some("promoted") {
+                ops.push(Op::Update {
+                    key: Key::Other(key.clone()),
+                    message: blocks::promoted(task, &changes),
+                    tag: "promoted".into(),
+                });
+            }
+        }
+    }
+    ops
+}
+
+/// One thread as this process knows it.
+#[derive(Debug, Clone)]
+struct Thread {
+    rec: SlackThread,
+    /// Whether the thread was read back from Slack since this process started.
+    verified: bool,
+}
+
+/// Keeps every task's thread up to date.
+pub struct Poster {
+    bot: Arc<Bot>,
+    threads: HashMap<TaskRef, Thread>,
+    /// Tasks already finished when the bot first saw them: no thread for old news.
+    backlog: HashSet<TaskRef>,
+    first: bool,
+    /// Threads whose `slack.yaml` is behind.
+    unrecorded: std::collections::BTreeSet<TaskRef>,
+    /// Messages posted or updated by this process.
+    pub calls: u64,
+}
+
+impl Poster {
+    /// A poster for `bot`.
+    pub fn new(bot: Arc<Bot>) -> Self {
+        Self {
+            bot,
+            threads: HashMap::new(),
+            backlog: HashSet::new(),
+            first: true,
+            unrecorded: Default::default(),
+            calls: 0,
+        }
+    }
+
+    /// Brings every task's thread up to date; `Err` when something must be retried.
+    pub async fn sync_all(&mut self) -> Result<(), SlackError> {
+        let work = self.plan_all();
+        let mut failed = None;
+        for (task, entry_thread, channel, ops) in work {
+            if let Err(e) = self.execute(&task, entry_thread, channel, ops).await {
+                tracing::warn!(task = %task, error = %e, "posting to Slack failed; will retry");
+                failed = Some(e);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn plan_all(&mut self) -> Vec<(TaskRef, Option<SlackThread>, String, Vec<Op>)> {
+        let first = std::mem::replace(&mut self.first, false);
+        let bot = self.bot.clone();
+        bot.read(|snap| {
+            let tz = snap
+                .settings
+                .as_ref()
+                .and_then(|s| s.business_hours.time_zone().ok())
+                .unwrap_or(jiff::tz::TimeZone::UTC);
+            let cx = PlanContext {
+                tz: &tz,
+                browse_url: bot.browse_url.as_deref(),
+            };
+            let mut work = Vec::new();
+            for (task, entry) in snap.tasks() {
+                let known = self.threads.get(&task).map(|t| &t.rec);
+                let recorded = entry.slack.as_deref();
+                let thread = known.or(recorded);
+                if thread.is_none() {
+                    let done = entry
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| matches!(s.phase, Phase::Promoted | Phase::Cancelled));
+                    if first && done {
+                        self.backlog.insert(task.clone());
+                    }
+                    if self.backlog.contains(&task) {
+                        continue;
+                    }
+                }
+                let ops = plan(&task, entry, thread, &cx);
+                if ops.is_empty() {
+                    continue;
+                }
+                let channel = snap
+                    .projects
+                    .get(&task.project)
+                    .and_then(|p| p.spec.as_ref())
+                    .and_then(|p| p.slack.as_ref())
+                    .and_then(|s| s.channel.clone())
+                    .unwrap_or_else(|| task.project.builder_name());
+                work.push((task, recorded.cloned(), channel, ops));
+            }
+            work
+        })
+    }
+
+    async fn execute(
+        &mut self,
+        task: &TaskRef,
+        recorded: Option<SlackThread>,
+        channel_name: String,
+        ops: Vec<Op>,
+    ) -> Result<(), SlackError> {
+        let mut th = match self.threads.get(task) {
+            Some(t) => t.clone(),
+            None => match recorded {
+                Some(rec) => Thread {
+                    rec,
+                    verified: false,
+                },
+                None => {
+                    let Some(Op::Thread { message, phase }) = ops.first() else {
+                        return Ok(());
+                    };
+                    self.open_thread(task, &channel_name, message, *phase)
+                        .await?
+                }
+            },
+        };
+        let new_thread = !self.threads.contains_key(task) && recorded_none(&ops);
+        let mut dirty = !th.verified || new_thread;
+        let result = self.apply(task, &mut th, &ops, &mut dirty).await;
+        self.threads.insert(task.clone(), th);
+        if dirty {
+            self.unrecorded.insert(task.clone());
+        }
+        if new_thread {
+            // Where the thread is matters most: record it at once.
+            self.record();
+        }
+        result
+    }
+
+    /// Whether some thread's record is behind what was posted.
+    pub fn behind(&self) -> bool {
+        !self.unrecorded.is_empty()
+    }
+
+    /// Commits the `slack.yaml` of every thread whose record is behind, in one commit.
+    /// Records may lag behind Slack (the thread is read back after a restart), so this is
+    /// batched rather than done after every post.
+    pub fn record(&mut self) {
+        let mut updates = Vec::new();
+        for task in std::mem::take(&mut self.unrecorded) {
+            let Some(th) = self.threads.get(&task) else {
+                continue;
+            };
+            match crate::state::yaml::to_string(&th.rec) {
+                Ok(body) => updates.push(Update::put(
+                    StatePath::Slack(task.clone()),
+                    body,
+                    format!("{task} Slack thread posted through #{}", th.rec.posted_seq),
+                )),
+                Err(e) => {
+                    tracing::error!(task = %task, error = %e, "cannot record the Slack thread")
+                }
+            }
+        }
+        if !updates.is_empty()
+            && let Err(e) = self.bot.writer.submit(updates)
+        {
+            tracing::error!(error = %e, "cannot record the Slack threads");
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        task: &TaskRef,
+        th: &mut Thread,
+        ops: &[Op],
+        dirty: &mut bool,
+    ) -> Result<(), SlackError> {
+        let api = &self.bot.api;
+        if !th.verified {
+            let keys = api
+                .thread_keys(&th.rec.channel_id, &th.rec.thread_ts)
+                .await?;
+            merge_keys(&mut th.rec, keys);
+            th.verified = true;
+        }
+        let (channel, thread_ts) = (th.rec.channel_id.clone(), th.rec.thread_ts.clone());
+        for op in ops {
+            match op {
+                Op::Thread { .. } => {}
+                Op::Parent { message, phase } => {
+                    api.update(&channel, &thread_ts, &tagged(message, &Key::Parent, task))
+                        .await?;
+                    self.calls += 1;
+                    th.rec.shown_phase = Some(*phase);
+                    *dirty = true;
+                }
+                Op::Post {
+                    key,
+                    message,
+                    broadcast,
+                    tag,
+                } => {
+                    if posted(&th.rec, key) {
+                        continue;
+                    }
+                    let ts = api
+                        .post_reply(
+                            &channel,
+                            Some(&thread_ts),
+                            &tagged(message, key, task),
+                            *broadcast,
+                        )
+                        .await?;
+                    self.calls += 1;
+                    record(&mut th.rec, key, ts, tag.clone());
+                    *dirty = true;
+                }
+                Op::Update { key, message, tag } => {
+                    let ts = match key {
+                        Key::Question(q) => th.rec.questions.get(q).cloned(),
+                        Key::Other(n) => th.rec.posted.get(n).cloned(),
+                        _ => None,
+                    };
+                    let Some(ts) = ts else { continue };
+                    api.update(&channel, &ts, &tagged(message, key, task))
+                        .await?;
+                    self.calls += 1;
+                    th.rec.shown.insert(key_name(key), tag.clone());
+                    *dirty = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the thread a crash left unrecorded, or starts it.
+    async fn open_thread(
+        &mut self,
+        task: &TaskRef,
+        channel_name: &str,
+        message: &Value,
+        phase: Phase,
+    ) -> Result<Thread, SlackError> {
+        let channel = self.channel(&task.project, channel_name).await?;
+        let api = &self.bot.api;
+        let want = Key::Parent.block_id(task);
+        let found = api
+            .channel_keys(&channel, 5)
+            .await?
+            .into_iter()
+            .find(|(k, _)| *k == want);
+        let message = tagged(message, &Key::Parent, task);
+        let (ts, verified) = match found {
+            Some((_, ts)) => {
+                // Posted before a crash: show the current phase, then read the thread back.
+                tracing::info!(task = %task, %ts, "found the thread's parent posted before a crash; not posting it again");
+                api.update(&channel, &ts, &message).await?;
+                (ts, false)
+            }
+            None => (api.post(&channel, None, &message).await?, true),
+        };
+        self.calls += 1;
+        Ok(Thread {
+            rec: SlackThread {
+                channel_id: channel,
+                thread_ts: ts,
+                shown_phase: Some(phase),
+                ..SlackThread::default()
+            },
+            verified,
+        })
+    }
+
+    /// The project's channel, found or created (and joined) once per process.
+    async fn channel(&self, project: &ProjectRef, name: &str) -> Result<String, SlackError> {
+        let cached = self
+            .bot
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(project)
+            .cloned();
+        if let Some(id) = cached {
+            return Ok(id);
+        }
+        check_channel_name(name)?;
+        let id = self.bot.api.ensure_channel(name).await?;
+        self.bot
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(project.clone(), id.clone());
+        Ok(id)
+    }
+}
+
+fn recorded_none(ops: &[Op]) -> bool {
+    matches!(ops.first(), Some(Op::Thread { .. }))
+}
+
+/// Slack channel names: lowercase letters, digits, `-` and `_`, at most 80.
+fn check_channel_name(name: &str) -> Result<(), SlackError> {
+    let ok = !name.is_empty()
+        && name.len() <= 80
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SlackError::Message(format!(
+            "channel name {name:?} (project.yaml slack.channel): use at most 80 lowercase \
+             letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+fn key_name(key: &Key) -> String {
+    match key {
+        Key::Question(q) => q.to_string(),
+        Key::Other(n) => n.clone(),
+        Key::Parent => "parent".into(),
+        Key::Milestone(s) => format!("m-{s}"),
+    }
+}
+
+fn posted(rec: &SlackThread, key: &Key) -> bool {
+    match key {
+        Key::Parent => true,
+        Key::Milestone(seq) => *seq <= rec.posted_seq,
+        Key::Question(q) => rec.questions.contains_key(q),
+        Key::Other(n) => rec.posted.contains_key(n),
+    }
+}
+
+fn record(rec: &mut SlackThread, key: &Key, ts: String, tag: Option<String>) {
+    match key {
+        Key::Parent => {}
+        Key::Milestone(seq) => rec.posted_seq = rec.posted_seq.max(*seq),
+        Key::Question(q) => {
+            rec.questions.insert(q.clone(), ts);
+        }
+        Key::Other(n) => {
+            rec.posted.insert(n.clone(), ts);
+        }
+    }
+    if let Some(tag) = tag {
+        rec.shown.insert(key_name(key), tag);
+    }
+}
+
+/// Takes the keys found in the thread as posted (what a crash left unrecorded).
+fn merge_keys(rec: &mut SlackThread, keys: Vec<(String, String)>) {
+    for (block_id, ts) in keys {
+        if let Some(key) = Key::parse(&block_id)
+            && !posted(rec, &key)
+        {
+            tracing::info!(key = %block_id, "found a post not yet recorded; not posting it again");
+            // What it shows is unknown: leave `shown` empty so it is updated if needed.
+            record(rec, &key, ts, None);
+        }
+    }
+}
+
+/// `message` with `key` as its first block's `block_id`.
+pub(crate) fn tagged(message: &Value, key: &Key, task: &TaskRef) -> Value {
+    let mut m = message.clone();
+    if let Some(first) = m
+        .get_mut("blocks")
+        .and_then(Value::as_array_mut)
+        .and_then(|b| b.first_mut())
+    {
+        first["block_id"] = Value::String(key.block_id(task));
+    }
+    m
+}
+
+/// How long records may lag behind posts while more posts keep coming.
+const RECORD_AFTER: Duration = Duration::from_secs(2);
+
+/// Runs the poster: after each state change, again shortly after a failure, and records
+/// the threads' `slack.yaml` once posting pauses.
+pub async fn run(bot: Arc<Bot>, mut wakes: mpsc::UnboundedReceiver<Wake>) {
+    let mut poster = Poster::new(bot);
+    let mut backoff = Duration::from_secs(1);
+    let mut retry_at: Option<Instant> = None;
+    let mut record_at: Option<Instant> = None;
+    loop {
+        let next = [retry_at, record_at].into_iter().flatten().min();
+        let woke = match next {
+            Some(at) => match tokio::time::timeout_at(at, wakes.recv()).await {
+                Ok(None) => return,
+                Ok(Some(_)) => true,
+                Err(_) => false,
+            },
+            None => match wakes.recv().await {
+                None => return,
+                Some(_) => true,
+            },
+        };
+        let now = Instant::now();
+        if woke || retry_at.is_some_and(|t| t <= now) {
+            while wakes.try_recv().is_ok() {}
+            match poster.sync_all().await {
+                Ok(()) => {
+                    retry_at = None;
+                    backoff = Duration::from_secs(1);
+                }
+                Err(_) => {
+                    retry_at = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+            if poster.behind() && record_at.is_none() {
+                record_at = Some(Instant::now() + RECORD_AFTER);
+            }
+        }
+        if record_at.is_some_and(|t| t <= Instant::now()) {
+            poster.record();
+            record_at = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::status::{Milestone, MilestoneKind, Progress, TaskStatus};
+
+    fn entry(phase: Phase, milestones: u32) -> TaskEntry {
+        let spec: crate::state::spec::TaskSpec =
+            crate::state::yaml::parse(b"title: Implement JWT authentication\n").unwrap();
+        let status: TaskStatus = crate::state::yaml::parse(
+            format!("phase: {phase}\nlinks: [{{name: attach, url: tmux attach -t x}}, {{name: 'pr:api', url: 'https://x/pull/1'}}]\n").as_bytes(),
+        )
+        .unwrap();
+        TaskEntry {
+            spec: Some(Box::new(spec)),
+            spec_present: true,
+            status: Some(Box::new(status)),
+            progress: Some(Progress {
+                milestones: (1..=milestones)
+                    .map(|seq| Milestone {
+                        seq,
+                        at: jiff::Timestamp::UNIX_EPOCH,
+                        kind: MilestoneKind::Todo,
+                        text: format!("step {seq}"),
+                        commit: None,
+                    })
+                    .collect(),
+            }),
+            ..TaskEntry::default()
+        }
+    }
+
+    fn cx() -> PlanContext<'static> {
+        static TZ: std::sync::LazyLock<jiff::tz::TimeZone> =
+            std::sync::LazyLock::new(|| jiff::tz::TimeZone::UTC);
+        PlanContext {
+            tz: &TZ,
+            browse_url: None,
+        }
+    }
+
+    fn keys(ops: &[Op]) -> Vec<String> {
+        ops.iter()
+            .map(|o| match o {
+                Op::Thread { .. } => "thread".into(),
+                Op::Parent { phase, .. } => format!("parent:{phase}"),
+                Op::Post { key, .. } => format!("post:{}", key_name(key)),
+                Op::Update { key, tag, .. } => format!("update:{}:{tag}", key_name(key)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_thread_gets_everything_in_order_then_only_what_is_new() {
+        let t = TaskRef::parse("ai-dev/api/jwt").unwrap();
+        let e = entry(Phase::InReview, 2);
+        let ops = plan(&t, &e, None, &cx());
+        let k = keys(&ops);
+        assert_eq!(k[0], "thread");
+        assert_eq!(&k[1..3], ["post:m-1", "post:m-2"]);
+        assert!(k[3].starts_with("post:links-"), "{k:?}");
+        assert!(k[4].starts_with("post:review-"), "{k:?}");
+        assert_eq!(k.len(), 5);
+
+        let mut rec = SlackThread {
+            channel_id: "C1".into(),
+            thread_ts: "1.0".into(),
+            shown_phase: Some(Phase::Running),
+            ..SlackThread::default()
+        };
+        for op in &ops {
+            if let Op::Post { key, tag, .. } = op {
+                record(&mut rec, key, "2.0".into(), tag.clone());
+            }
+        }
+        let later = plan(&t, &entry(Phase::InReview, 3), Some(&rec), &cx());
+        assert_eq!(keys(&later), ["parent:InReview", "post:m-3"]);
+        rec.shown_phase = Some(Phase::Promoted);
+        let done = plan(&t, &entry(Phase::Promoted, 2), Some(&rec), &cx());
+        let k = keys(&done);
+        assert_eq!(k.len(), 1);
+        assert!(
+            k[0].starts_with("update:review-") && k[0].ends_with(":promoted"),
+            "{k:?}"
+        );
+    }
+
+    #[test]
+    fn several_new_questions_get_one_message_linking_the_document_first() {
+        let t = TaskRef::parse("ai-dev/api/jwt").unwrap();
+        let mut e = entry(Phase::AwaitingAnswer, 0);
+        let q: Question = crate::state::yaml::parse(
+            b"text: Which?\noptions: [{label: A (Recommended)}, {label: B}]\nrecommended: A (Recommended)\naskedAt: 2026-11-25T10:00:00Z\nstate: open\ndeadline: 2026-11-25T12:00:00Z\n",
+        )
+        .unwrap();
+        for id in ["q-001", "q-002"] {
+            e.questions
+                .insert(Qid::new(id).unwrap(), Box::new(q.clone()));
+        }
+        e.question_docs
+            .insert(crate::names::Id::new("batch-001").unwrap(), "doc".into());
+        let cx = PlanContext {
+            browse_url: Some("https://git.example.com/state/blob/main/"),
+            ..cx()
+        };
+        let ops = plan(&t, &e, None, &cx);
+        let k = keys(&ops);
+        assert_eq!(
+            &k[..4],
+            ["thread", "post:batch-001", "post:q-001", "post:q-002"]
+        );
+        let Op::Post {
+            message, broadcast, ..
+        } = &ops[1]
+        else {
+            unreachable!()
+        };
+        assert!(broadcast);
+        assert!(
+            message.to_string().contains(
+                "https://git.example.com/state/blob/main/projects/ai-dev/api/tasks/jwt/questions/batch-001.md"
+            ),
+            "{message}"
+        );
+        let Op::Post { message, .. } = &ops[2] else {
+            unreachable!()
+        };
+        assert!(
+            message.to_string().contains("Wed 25 Nov 12:00 UTC"),
+            "{message}"
+        );
+        // One new question later: no batch message.
+        let mut rec = SlackThread::default();
+        for op in &ops {
+            if let Op::Post { key, tag, .. } = op {
+                record(&mut rec, key, "2.0".into(), tag.clone());
+            }
+        }
+        rec.shown_phase = Some(Phase::AwaitingAnswer);
+        e.questions.insert(Qid::new("q-003").unwrap(), Box::new(q));
+        assert_eq!(keys(&plan(&t, &e, Some(&rec), &cx)), ["post:q-003"]);
+    }
+
+    #[test]
+    fn keys_found_in_the_thread_count_as_posted() {
+        let t = TaskRef::parse("ai-dev/api/jwt").unwrap();
+        let mut rec = SlackThread::default();
+        merge_keys(
+            &mut rec,
+            vec![
+                (Key::Parent.block_id(&t), "1.0".into()),
+                (Key::Milestone(1).block_id(&t), "1.1".into()),
+                (Key::Milestone(2).block_id(&t), "1.2".into()),
+                (
+                    Key::Question(Qid::new("q-001").unwrap()).block_id(&t),
+                    "1.3".into(),
+                ),
+                ("someone-elses-block".into(), "1.4".into()),
+            ],
+        );
+        assert_eq!(rec.posted_seq, 2);
+        assert_eq!(rec.questions.len(), 1);
+        assert!(rec.shown.is_empty(), "what it shows is unknown");
+        let ops = plan(&t, &entry(Phase::Running, 3), Some(&rec), &cx());
+        let k = keys(&ops);
+        assert!(k.contains(&"post:m-3".to_string()) && !k.contains(&"post:m-2".to_string()));
+    }
+}

@@ -1,0 +1,792 @@
+//! `gaffer slack` as a real process against the fake Slack (Web API + Socket Mode, or the
+//! Events API), next to a real `gaffer reconcile` with the scripted agent: the form commits a
+//! task for the user, the thread follows the task once and in order, buttons answer and
+//! approve, strangers are refused, and kill -9 neither repeats nor skips a post.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gaffer::cli::demo::{PERSON, bare_repo_with, sample_app, state_files};
+use gaffer::names::{Qid, TaskRef};
+use gaffer::state::snapshot::Snapshot;
+use gaffer::state::status::{DecidedBy, Phase};
+use gaffer::store::{Tracker, Transport};
+use serde_json::Value;
+
+use crate::common::slack::{APP_TOKEN, BOT_TOKEN, FakeSlack, Message};
+use crate::common::{commit_as, commit_to_bare, git};
+
+const ALLOWED: &str = "U0ALLOWED";
+const STRANGER: &str = "U0STRANGER";
+const CHANNEL: &str = "demo-web-api";
+
+/// The builder's script for the Slack scenario: a plain question, a free-text one, done.
+const SCRIPT: &str = r#"steps:
+  - todo: Read the existing API code
+  - question:
+      text: Should I use RS256 or HS256 for JWT signing?
+      header: JWT signing
+      options:
+        - {label: RS256 (Recommended), description: "Asymmetric keys"}
+        - {label: HS256, description: "One shared secret"}
+  - write:
+      path: web-api/app/signing-{{task}}.txt
+      content: "algorithm: {{answer}}\n"
+  - question:
+      text: How long should access tokens live?
+      header: Token lifetime
+      custom: true
+      options:
+        - {label: 15 minutes (Recommended)}
+        - {label: 1 hour}
+  - write:
+      path: web-api/app/fixed-{{task}}.txt
+      content: "lifetime: {{answer}}\n"
+  - done: JWT authentication implemented
+"#;
+
+struct Proc(Child);
+
+impl Proc {
+    fn kill9(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct World {
+    tmp: tempfile::TempDir,
+    state: PathBuf,
+    fake: FakeSlack,
+}
+
+impl World {
+    /// A state repo whose project builds the demo app with `script` (None: the demo's),
+    /// Slack user ALLOWED listed (as Alice), question timeout `timeout`.
+    fn new(script: Option<&str>, timeout: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = tmp.path().join("origins/web-api.git");
+        let mut app = sample_app();
+        if let Some(s) = script {
+            for f in &mut app {
+                if f.0 == ".gaffer/agent-script.yaml" {
+                    f.1 = Some(s.as_bytes().to_vec());
+                }
+            }
+        }
+        bare_repo_with(&origin, &app, "web-api").unwrap();
+        let state = tmp.path().join("state.git");
+        let mut files = state_files(&origin, timeout);
+        let settings = String::from_utf8(files[0].1.clone().unwrap())
+            .unwrap()
+            .replace(
+                "slack_users: []",
+                &format!(
+                    "slack_users: [{ALLOWED}], slack_names: {{{ALLOWED}: \"Alice Example <alice@example.com>\"}}"
+                ),
+            );
+        files[0].1 = Some(settings.into_bytes());
+        bare_repo_with(&state, &files, "state").unwrap();
+        World {
+            tmp,
+            state,
+            fake: FakeSlack::start(),
+        }
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join(name))
+            .unwrap()
+    }
+
+    fn logs(&self) -> String {
+        let r = |n: &str| std::fs::read_to_string(self.tmp.path().join(n)).unwrap_or_default();
+        format!(
+            "--- bot.log\n{}\n--- daemon.log\n{}",
+            r("bot.log"),
+            r("daemon.log")
+        )
+    }
+
+    fn reconciler(&self) -> Proc {
+        let log = self.log("daemon.log");
+        Proc(
+            Command::new(env!("CARGO_BIN_EXE_gaffer"))
+                .args(["reconcile", "--state", self.state.to_str().unwrap()])
+                .arg("--data-dir")
+                .arg(self.tmp.path().join("data"))
+                .arg("--builders")
+                .arg(self.tmp.path().join("builders"))
+                .env("RUST_LOG", "warn")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn bot_command(&self) -> Command {
+        let log = self.log("bot.log");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gaffer"));
+        c.args(["slack", "--state", self.state.to_str().unwrap()])
+            .arg("--data-dir")
+            .arg(self.tmp.path().join("bot"))
+            .env_remove("SLACK_APP_TOKEN")
+            .env_remove("SLACK_SIGNING_SECRET")
+            .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+            .env("GAFFER_SLACK_API_URL", self.fake.api_url())
+            .env("RUST_LOG", "info")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        c
+    }
+
+    /// `gaffer slack` in Socket Mode.
+    fn bot(&self) -> Proc {
+        Proc(
+            self.bot_command()
+                .env("SLACK_APP_TOKEN", APP_TOKEN)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let t = Transport::open(
+            self.state.to_str().unwrap(),
+            "main",
+            &self.tmp.path().join("ro"),
+            false,
+        )
+        .unwrap();
+        let mut tracker = Tracker::new(None, None);
+        tracker.resync(&t.repo(), t.head().unwrap()).unwrap();
+        tracker.snapshot().clone()
+    }
+
+    fn wait<T>(&self, secs: u64, what: &str, mut f: impl FnMut(&World) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let msgs: Vec<String> = self
+                    .fake
+                    .messages()
+                    .iter()
+                    .map(|m| format!("{} {:?} {} {}", m.ts, m.thread_ts, m.key(), m.text))
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}\nmessages:\n{}\n{}",
+                    msgs.join("\n"),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn channel_id(&self) -> Option<String> {
+        self.fake
+            .channels()
+            .into_iter()
+            .find(|(_, n)| n == CHANNEL)
+            .map(|(id, _)| id)
+    }
+
+    /// The message whose key is `key`.
+    fn message(&self, key: &str) -> Option<Message> {
+        self.fake.messages().into_iter().find(|m| m.key() == key)
+    }
+}
+
+fn phase_of(snap: &Snapshot, t: &TaskRef) -> Option<Phase> {
+    snap.task(t)?.status.as_ref().map(|s| s.phase)
+}
+
+/// Checks the thread of `t`: one parent, then every milestone once and in order, every
+/// question once; all in the project's channel and the task's thread.
+fn assert_thread_once_in_order(w: &World, t: &TaskRef) {
+    let snap = w.snapshot();
+    let entry = snap.task(t).unwrap();
+    let milestones = entry.progress.as_ref().unwrap().milestones.len();
+    let msgs = w.fake.messages();
+    let channel = w.channel_id().unwrap();
+    let parents: Vec<&Message> = msgs
+        .iter()
+        .filter(|m| m.key() == format!("gaffer:parent:{t}"))
+        .collect();
+    assert_eq!(parents.len(), 1, "one parent message");
+    let parent = parents[0];
+    assert_eq!(parent.channel, channel);
+    assert!(parent.thread_ts.is_none());
+    let thread: Vec<&Message> = msgs
+        .iter()
+        .filter(|m| m.thread_ts.as_deref() == Some(parent.ts.as_str()))
+        .collect();
+    assert!(thread.iter().all(|m| m.channel == channel));
+    let seqs: Vec<u32> = thread
+        .iter()
+        .filter_map(|m| {
+            m.key()
+                .strip_prefix("gaffer:m:")
+                .map(|s| s.parse().unwrap())
+        })
+        .collect();
+    let want: Vec<u32> = (1..=milestones as u32).collect();
+    assert_eq!(seqs, want, "every milestone once, in order");
+    for qid in entry.questions.keys() {
+        let n = thread
+            .iter()
+            .filter(|m| m.key() == format!("gaffer:q:{qid}"))
+            .count();
+        assert_eq!(n, 1, "{qid} posted once");
+    }
+    // Milestone texts are the status's, in order.
+    let texts: Vec<&str> = thread
+        .iter()
+        .filter(|m| m.key().starts_with("gaffer:m:"))
+        .map(|m| m.text.as_str())
+        .collect();
+    let progress: Vec<String> = entry
+        .progress
+        .as_ref()
+        .unwrap()
+        .milestones
+        .iter()
+        .map(|m| gaffer::chat::slack::blocks::escape(&m.text, 3000))
+        .collect();
+    assert_eq!(texts, progress);
+}
+
+#[test]
+fn a_task_started_from_the_form_is_followed_answered_and_approved_in_its_thread() {
+    let w = World::new(Some(SCRIPT), "1h");
+    let _reconciler = w.reconciler();
+    let _bot = w.bot();
+
+    // A stranger cannot start work: refused in the ack, no form.
+    let ack = w.fake.slash(STRANGER, "C0GENERAL", "start");
+    assert!(
+        ack["text"].as_str().unwrap().contains("not allowed"),
+        "{ack}"
+    );
+    assert_eq!(ack["response_type"], "ephemeral");
+    assert!(w.fake.views().is_empty());
+
+    // The form: categories and projects from the state repo, the category preset.
+    w.fake.slash(ALLOWED, "C0GENERAL", "start demo");
+    let (view_id, view) = w.fake.views().pop().expect("the form opened");
+    assert_eq!(view["callback_id"], "gaffer_start");
+    assert_eq!(
+        view["blocks"][1]["element"]["options"][0]["value"],
+        "demo/web-api"
+    );
+    // Choosing a category updates the form in place.
+    w.fake.select_in_view(ALLOWED, &view_id, "category", "demo");
+    assert!(
+        w.fake
+            .calls()
+            .iter()
+            .any(|c| c.method == "views.update" && c.body["view_id"] == view_id.as_str())
+    );
+    // A form without a title stays open with the error.
+    let ack = w.fake.submit(
+        ALLOWED,
+        &view_id,
+        &[
+            ("category", "selected:demo"),
+            ("project", "selected:demo/web-api"),
+            ("title", "  "),
+            ("priority", "selected:high"),
+        ],
+    );
+    assert_eq!(ack["response_action"], "errors", "{ack}");
+    assert!(ack["errors"]["title"].as_str().is_some());
+    let ack = w.fake.submit(
+        ALLOWED,
+        &view_id,
+        &[
+            ("category", "selected:demo"),
+            ("project", "selected:demo/web-api"),
+            ("title", "Implement JWT authentication"),
+            ("description", "Add JWT auth to the API"),
+            ("priority", "selected:high"),
+        ],
+    );
+    assert!(
+        ack.is_null() || ack.get("response_action").is_none(),
+        "{ack}"
+    );
+    // Committed before the ack, for the user: author from the mapping, trailer with the id.
+    let t = TaskRef::parse("demo/web-api/implement-jwt-authentication").unwrap();
+    let path = format!("projects/{}/tasks/{}/task.yaml", t.project, t.task);
+    let log = git(
+        &w.state,
+        &[
+            "log",
+            "-1",
+            "--format=%an <%ae>|%ce|%B",
+            "main",
+            "--",
+            &path,
+        ],
+    );
+    assert!(
+        log.starts_with("Alice Example <alice@example.com>|slack-bot@gaffer.invalid|"),
+        "{log}"
+    );
+    assert!(log.contains("Slack-User: U0ALLOWED"), "{log}");
+    let spec = w.snapshot().task(&t).unwrap().spec.clone().unwrap();
+    assert_eq!(spec.title, "Implement JWT authentication");
+    assert_eq!(spec.description, "Add JWT auth to the API");
+    assert_eq!(spec.priority, gaffer::state::spec::Priority::High);
+    assert!(
+        w.fake
+            .ephemerals()
+            .iter()
+            .any(|(c, u, text)| c == "C0GENERAL" && u == ALLOWED && text.contains(&t.to_string()))
+    );
+
+    // The first question arrives in the thread, broadcast, with buttons and the deadline
+    // in the business time zone.
+    let q1 = w.wait(60, "q-001 in the thread", |w| w.message("gaffer:q:q-001"));
+    let channel = w.channel_id().unwrap();
+    assert!(q1.broadcast);
+    let text = q1.all_text();
+    assert!(text.contains("RS256 or HS256"), "{text}");
+    assert!(text.contains("GMT") || text.contains("BST"), "{text}");
+    let buttons = q1
+        .blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "actions")
+        .unwrap();
+    assert_eq!(buttons["elements"][0]["style"], "primary");
+    assert!(
+        buttons["elements"].as_array().unwrap().len() == 2,
+        "no Other… without custom"
+    );
+
+    // A stranger's click commits nothing and is told why.
+    let answer_hs = format!("answer:{t}:q-001:1");
+    w.fake.click(STRANGER, &channel, &q1.ts, &answer_hs);
+    assert!(
+        w.fake
+            .ephemerals()
+            .iter()
+            .any(|(_, u, text)| u == STRANGER && text.contains("not allowed"))
+    );
+    let q1_path = format!("projects/{}/tasks/{}/answers/q-001.yaml", t.project, t.task);
+    assert!(
+        git(&w.state, &["log", "--format=%H", "main", "--", &q1_path]).is_empty(),
+        "nothing committed for the stranger"
+    );
+
+    // ALLOWED clicks HS256: the answer is committed (before the ack) and the message shows
+    // who decided, without buttons.
+    w.fake.click(ALLOWED, &channel, &q1.ts, &answer_hs);
+    let body = git(&w.state, &["show", &format!("main:{q1_path}")]);
+    assert!(
+        body.contains("choice: HS256") && body.contains("by: U0ALLOWED"),
+        "{body}"
+    );
+    let q1 = w
+        .message("gaffer:q:q-001")
+        .unwrap_or_else(|| panic!("{:#?}\n{}", w.fake.messages(), w.logs()));
+    assert!(q1.updates >= 1);
+    assert!(
+        q1.all_text().contains("answered by <@U0ALLOWED>"),
+        "{}",
+        q1.all_text()
+    );
+    assert!(
+        q1.blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["type"] != "actions")
+    );
+    let snap = w.wait(30, "q-001 decided", |w| {
+        let s = w.snapshot();
+        let d = s
+            .task(&t)?
+            .questions
+            .get(&Qid::new("q-001").unwrap())?
+            .decision
+            .clone()?;
+        (d.decided_by == DecidedBy::Human).then_some(s)
+    });
+    let d = snap.task(&t).unwrap().questions[&Qid::new("q-001").unwrap()]
+        .decision
+        .clone()
+        .unwrap();
+    assert_eq!(d.choice, ["HS256"]);
+    assert_eq!(d.by.as_deref(), Some(ALLOWED));
+
+    // Socket Mode survives a dropped connection: the client reconnects.
+    w.fake.disconnect_all();
+
+    // The second question takes free text: "Other…" opens a form whose answer is committed.
+    let q2 = w.wait(60, "q-002 in the thread", |w| w.message("gaffer:q:q-002"));
+    let other = format!("other:{t}:q-002");
+    assert!(q2.blocks.to_string().contains(&other));
+    w.fake.click(ALLOWED, &channel, &q2.ts, &other);
+    let (form_id, form) = w.fake.views().pop().unwrap();
+    assert_eq!(form["callback_id"], "gaffer_answer");
+    let ack = w
+        .fake
+        .submit(ALLOWED, &form_id, &[("text", "45 minutes, please")]);
+    assert!(ack.is_null(), "{ack}");
+    let q2_path = format!("projects/{}/tasks/{}/answers/q-002.yaml", t.project, t.task);
+    let body = git(&w.state, &["show", &format!("main:{q2_path}")]);
+    assert!(body.contains("45 minutes, please"), "{body}");
+    assert!(
+        w.message("gaffer:q:q-002")
+            .unwrap()
+            .all_text()
+            .contains("45 minutes, please")
+    );
+
+    // Review: the approve button; a click commits the approval and the task is promoted.
+    let review = w.wait(60, "the review message", |w| {
+        w.fake
+            .messages()
+            .into_iter()
+            .find(|m| m.key().starts_with("gaffer:x:review-"))
+    });
+    let approve = format!("approve:{t}");
+    assert!(review.blocks.to_string().contains(&approve));
+    w.fake.click(ALLOWED, &channel, &review.ts, &approve);
+    w.wait(60, "Promoted", |w| {
+        (phase_of(&w.snapshot(), &t) == Some(Phase::Promoted)).then_some(())
+    });
+    let approvals = git(
+        &w.state,
+        &[
+            "ls-tree",
+            "--name-only",
+            "main",
+            &format!("projects/{}/tasks/{}/approvals/", t.project, t.task),
+        ],
+    );
+    assert_eq!(approvals.lines().count(), 1, "{approvals}");
+    // The parent message follows the phase, and the review message says it was promoted.
+    w.wait(30, "the parent showing Promoted", |w| {
+        let p = w.message(&format!("gaffer:parent:{t}"))?;
+        let r = w.message(&review.key())?;
+        (p.all_text().contains("Phase: *Promoted*") && r.all_text().contains("Promoted"))
+            .then_some(())
+    });
+    w.wait(30, "every milestone posted", |w| {
+        let n = w.snapshot().task(&t)?.progress.as_ref()?.milestones.len();
+        let posted = w
+            .fake
+            .messages()
+            .iter()
+            .filter(|m| m.key().starts_with("gaffer:m:"))
+            .count();
+        (posted == n).then_some(())
+    });
+    assert_thread_once_in_order(&w, &t);
+    // The links (how to attach, the lab) were posted.
+    assert!(
+        w.fake
+            .messages()
+            .iter()
+            .any(|m| m.key().starts_with("gaffer:x:links-")
+                && m.all_text().contains("builder.lab.example.com"))
+    );
+}
+
+/// Plays the person through git for the kill test: answers q-001, approves in review.
+fn act_by_git(w: &World, t: &TaskRef, done: &mut Vec<&'static str>) {
+    let snap = w.snapshot();
+    let Some(e) = snap.task(t) else { return };
+    let q1 = Qid::new("q-001").unwrap();
+    if e.questions.get(&q1).is_some_and(|q| q.decision.is_none()) && !done.contains(&"answer") {
+        done.push("answer");
+        let path = format!("projects/{}/tasks/{}/answers/q-001.yaml", t.project, t.task);
+        let body = format!("choice: HS256\nby: {PERSON}\n");
+        commit_as(
+            &w.state,
+            PERSON,
+            &[(path.as_str(), body.as_str())],
+            "answer",
+        );
+    }
+    if phase_of(&snap, t) == Some(Phase::InReview) && !done.contains(&"approve") {
+        done.push("approve");
+        let path = format!("projects/{}/tasks/{}/approvals/ok.yaml", t.project, t.task);
+        let body = format!("by: {PERSON}\n");
+        commit_to_bare(
+            &w.state,
+            "main",
+            &[(path.as_str(), body.as_str())],
+            "approve",
+        );
+    }
+}
+
+#[test]
+fn kill_9_of_the_bot_between_posts_neither_repeats_nor_skips() {
+    let seed = std::env::var("GAFFER_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("slack crash test seed {seed} (set GAFFER_CRASH_SEED to replay)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let w = World::new(None, "2s");
+    let t = TaskRef::parse("demo/web-api/jwt").unwrap();
+    commit_to_bare(
+        &w.state,
+        "main",
+        &[(
+            "projects/demo/web-api/tasks/jwt/task.yaml",
+            "title: Implement JWT authentication\n",
+        )],
+        "task",
+    );
+    let _reconciler = w.reconciler();
+    let mut done = Vec::new();
+    // The worst moments: the message is in Slack but the bot has not recorded it. The first
+    // post is the thread's parent; later ones are milestones and questions.
+    let mut bot: Option<Proc> = None;
+    for n in [1, 2 + rng.u64(0..3), 1 + rng.u64(0..4)] {
+        w.fake.stall_post(n);
+        if bot.is_none() {
+            bot = Some(w.bot());
+        }
+        w.wait(60, "a stalled post", |w| {
+            act_by_git(w, &t, &mut done);
+            w.fake.is_stalled().then_some(())
+        });
+        bot.take().unwrap().kill9();
+        w.fake.release();
+        bot = Some(w.bot());
+    }
+    let mut bot = bot.unwrap();
+    // Then kills at random moments.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(rng.u64(50..400)));
+        act_by_git(&w, &t, &mut done);
+        bot.kill9();
+        bot = w.bot();
+    }
+    w.wait(90, "Promoted and fully posted", |w| {
+        act_by_git(w, &t, &mut done);
+        let s = w.snapshot();
+        if phase_of(&s, &t) != Some(Phase::Promoted) {
+            return None;
+        }
+        let n = s.task(&t)?.progress.as_ref()?.milestones.len();
+        let p = w.message(&format!("gaffer:parent:{t}"))?;
+        let posted = w
+            .fake
+            .messages()
+            .iter()
+            .filter(|m| m.key().starts_with("gaffer:m:"))
+            .count();
+        (posted >= n && p.all_text().contains("Promoted")).then_some(())
+    });
+    assert_thread_once_in_order(&w, &t);
+    // The second question was defaulted at its deadline: the message says so and keeps a
+    // "Change answer" button, whose form commits a new answer.
+    let q2 = w.message("gaffer:q:q-002").unwrap();
+    assert!(
+        q2.all_text().contains("applied at the deadline"),
+        "{}",
+        q2.all_text()
+    );
+    let change = format!("change:{t}:q-002");
+    assert!(q2.blocks.to_string().contains(&change));
+    let channel = w.channel_id().unwrap();
+    w.fake.click(ALLOWED, &channel, &q2.ts, &change);
+    let (form_id, form) = w.fake.views().pop().expect("the change form");
+    assert_eq!(form["blocks"][1]["element"]["type"], "radio_buttons");
+    w.fake
+        .submit(ALLOWED, &form_id, &[("choice", "selected:1 hour")]);
+    let path = format!("projects/{}/tasks/{}/answers/q-002.yaml", t.project, t.task);
+    let body = git(&w.state, &["show", &format!("main:{path}")]);
+    assert!(
+        body.contains("choice: 1 hour") && body.contains("by: U0ALLOWED"),
+        "{body}"
+    );
+    // slack.yaml catches up with what was posted once posting pauses.
+    w.wait(30, "slack.yaml to catch up", |w| {
+        let snap = w.snapshot();
+        let e = snap.task(&t)?;
+        let n = e.progress.as_ref()?.milestones.len() as u32;
+        (e.slack.as_ref()?.posted_seq == n).then_some(())
+    });
+    drop(bot);
+    // The crashes did hit the window between posting and recording.
+    let log = w.logs();
+    assert!(
+        log.contains("found the thread's parent posted before a crash"),
+        "{log}"
+    );
+    assert!(log.contains("found a post not yet recorded"), "{log}");
+}
+
+/// A free local port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// POSTs `body` with Slack's signature headers; returns (status, body).
+fn post(port: u16, path: &str, body: &str, ts: i64, sig: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         X-Slack-Request-Timestamp: {ts}\r\nX-Slack-Signature: {sig}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn wait_listening(port: u16, w: &World) {
+    w.wait(30, "the events endpoint", |_| {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+}
+
+#[test]
+fn the_events_api_accepts_only_fresh_correctly_signed_requests() {
+    let w = World::new(Some(SCRIPT), "1h");
+    let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+    let port = free_port();
+    let _bot = Proc(
+        w.bot_command()
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("SLACK_SIGNING_SECRET", secret)
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(port, &w);
+    let v = gaffer::chat::slack::verify::Verifier::new(secret.as_bytes().to_vec());
+    let now = jiff::Timestamp::now().as_second();
+    let status = "token=x&team_id=T0GAFFER&channel_id=C0GENERAL&user_id=U0ALLOWED&command=%2Fopencode&text=status+demo%2Fweb-api&trigger_id=t1&response_url=https%3A%2F%2Fx";
+    let (code, body) = post(
+        port,
+        "/slack/commands",
+        status,
+        now,
+        &v.sign(now, status.as_bytes()),
+    );
+    assert_eq!(code, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["response_type"], "ephemeral");
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap()
+            .contains("No tasks in demo/web-api"),
+        "{reply}"
+    );
+    // The same request again: a replay.
+    let (code, _) = post(
+        port,
+        "/slack/commands",
+        status,
+        now,
+        &v.sign(now, status.as_bytes()),
+    );
+    assert_eq!(code, 401);
+    // A bad signature.
+    let other = format!("{status}&x=1");
+    let (code, _) = post(
+        port,
+        "/slack/commands",
+        &other,
+        now,
+        &v.sign(now, status.as_bytes()),
+    );
+    assert_eq!(code, 401);
+    // Correctly signed, but 10 minutes old.
+    let old = now - 600;
+    let (code, _) = post(
+        port,
+        "/slack/commands",
+        &other,
+        old,
+        &v.sign(old, other.as_bytes()),
+    );
+    assert_eq!(code, 401);
+    // A stranger's signed approval click over the Events API commits nothing.
+    let task = TaskRef::parse("demo/web-api/jwt").unwrap();
+    commit_to_bare(
+        &w.state,
+        "main",
+        &[("projects/demo/web-api/tasks/jwt/task.yaml", "title: JWT\n")],
+        "task",
+    );
+    let payload = serde_json::json!({"type": "block_actions", "team": {"id": "T0GAFFER"},
+        "user": {"id": STRANGER}, "api_app_id": "A0", "trigger_id": "t2",
+        "container": {"type": "message", "message_ts": "1.0", "channel_id": "C0GENERAL"},
+        "channel": {"id": "C0GENERAL"},
+        "actions": [{"type": "button", "action_id": format!("approve:{task}")}]});
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish();
+    let head = git(&w.state, &["rev-parse", "main"]);
+    let now = jiff::Timestamp::now().as_second();
+    let (code, body) = post(
+        port,
+        "/slack/interactive",
+        &form,
+        now,
+        &v.sign(now, form.as_bytes()),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        git(&w.state, &["rev-parse", "main"]),
+        head,
+        "nothing committed"
+    );
+    assert!(
+        w.fake
+            .ephemerals()
+            .iter()
+            .any(|(_, u, text)| u == STRANGER && text.contains("not allowed"))
+    );
+    // An unsigned one is not even looked at.
+    let (code, _) = post(port, "/slack/interactive", &form, now, "v0=00");
+    assert_eq!(code, 401);
+}
