@@ -622,7 +622,7 @@ fn kill_9_of_the_bot_between_posts_neither_repeats_nor_skips() {
     let (form_id, form) = w.fake.views().pop().expect("the change form");
     assert_eq!(form["blocks"][1]["element"]["type"], "radio_buttons");
     w.fake
-        .submit(ALLOWED, &form_id, &[("choice", "selected:1 hour")]);
+        .submit(ALLOWED, &form_id, &[("choice", "selected:1")]);
     let path = format!("projects/{}/tasks/{}/answers/q-002.yaml", t.project, t.task);
     let body = git(&w.state, &["show", &format!("main:{path}")]);
     assert!(

@@ -331,7 +331,27 @@ impl Bot {
                     channel: str_at(&meta, &["channel"]).to_string(),
                     ts: str_at(&meta, &["ts"]).to_string(),
                 };
-                let choice = Some(value("choice")).filter(|c| !c.is_empty());
+                // The form's options carry their index (labels may exceed Slack's limits).
+                let choice = match value("choice").parse::<usize>() {
+                    Ok(i) => {
+                        let label = self.read(|s| {
+                            s.task(&task)
+                                .and_then(|e| e.questions.get(&qid))
+                                .and_then(|q| q.options.get(i))
+                                .map(|o| o.label.clone())
+                        });
+                        match label {
+                            Some(l) => Some(l),
+                            None => {
+                                return Reply::Errors(BTreeMap::from([(
+                                    "choice".into(),
+                                    "that option no longer exists".into(),
+                                )]));
+                            }
+                        }
+                    }
+                    Err(_) => None,
+                };
                 let text = Some(value("text").trim().to_string()).filter(|t| !t.is_empty());
                 if choice.is_none() && text.is_none() {
                     return Reply::Errors(BTreeMap::from([(
@@ -710,8 +730,8 @@ fn answer_view(
             "type": "input", "block_id": "choice", "optional": true,
             "label": plain("Choose"),
             "element": {"type": "radio_buttons", "action_id": "choice",
-                "options": q.options.iter().take(10)
-                    .map(|o| option(&o.label, &o.label.chars().take(150).collect::<String>()))
+                "options": q.options.iter().take(10).enumerate()
+                    .map(|(i, o)| option(&o.label, &i.to_string()))
                     .collect::<Vec<_>>()},
         }));
     }
@@ -766,5 +786,30 @@ mod tests {
         insta::assert_json_snapshot!("start_form", ai);
         // The typed client accepts it.
         let _: slack_morphism::prelude::SlackView = serde_json::from_value(ai).unwrap();
+    }
+
+    #[test]
+    fn the_answer_forms_take_free_text_and_for_a_change_the_options() {
+        let q: Question = crate::state::yaml::parse(
+            b"text: How long should tokens live?\noptions: [{label: 15 minutes (Recommended)}, {label: 1 hour}]\ncustom: true\nrecommended: 15 minutes (Recommended)\naskedAt: 2026-11-25T10:00:00Z\nstate: defaulted\n",
+        )
+        .unwrap();
+        let t = TaskRef::parse("ai-dev/api/jwt").unwrap();
+        let qid = Qid::new("q-002").unwrap();
+        let m = MessageRef {
+            channel: "C1".into(),
+            ts: "1700000000.000007".into(),
+        };
+        let other = answer_view(&t, &qid, &q, false, &m);
+        insta::assert_json_snapshot!("answer_form_other", other);
+        let change = answer_view(&t, &qid, &q, true, &m);
+        insta::assert_json_snapshot!("answer_form_change", change);
+        for v in [other, change] {
+            let meta: Value =
+                serde_json::from_str(v["private_metadata"].as_str().unwrap()).unwrap();
+            assert_eq!(meta["task"], "ai-dev/api/jwt");
+            assert_eq!(meta["ts"], "1700000000.000007");
+            let _: slack_morphism::prelude::SlackView = serde_json::from_value(v).unwrap();
+        }
     }
 }
