@@ -624,6 +624,7 @@ impl InProcess {
             tmp.path().join("data"),
         );
         opts.builders = tmp.path().join("builders");
+        opts.lab = gaffer::reconcile::daemon::LabMode::RenderOnly;
         tune(&mut opts);
         let (ctx, handles, rx) = gaffer::reconcile::daemon::start(&opts, clock, None)
             .await

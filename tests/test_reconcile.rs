@@ -95,7 +95,13 @@ impl Lab {
             .open(self.tmp.path().join("daemon.log"))
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_gaffer"))
-            .args(["reconcile", "--state", self.state.to_str().unwrap()])
+            .args([
+                "reconcile",
+                "--lab",
+                "render-only",
+                "--state",
+                self.state.to_str().unwrap(),
+            ])
             .arg("--data-dir")
             .arg(&self.data)
             .arg("--builders")

@@ -123,7 +123,13 @@ impl World {
         let log = self.log("daemon.log");
         Proc(
             Command::new(env!("CARGO_BIN_EXE_gaffer"))
-                .args(["reconcile", "--state", self.state.to_str().unwrap()])
+                .args([
+                    "reconcile",
+                    "--lab",
+                    "render-only",
+                    "--state",
+                    self.state.to_str().unwrap(),
+                ])
                 .arg("--data-dir")
                 .arg(self.tmp.path().join("data"))
                 .arg("--builders")

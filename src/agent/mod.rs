@@ -35,6 +35,9 @@ pub struct SessionRequest {
     pub agent: Option<String>,
     /// For the scripted runtime: the script, as `<repo>/<path>` inside the workspace.
     pub script: Option<String>,
+    /// Environment for the builder's processes: its lab access (`KUBECONFIG`,
+    /// `LAB_NAMESPACE`, `LAB_URL`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running (or resumable) session.

@@ -110,6 +110,10 @@ struct SessionState {
     /// Answers by request id.
     answers: BTreeMap<String, Vec<String>>,
     stopped: bool,
+    /// The environment the builder was given (its lab access), as a real builder's
+    /// processes would see it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<String, String>,
 }
 
 /// The scripted runtime; sessions live under `<state_dir>`.
@@ -217,6 +221,7 @@ impl AgentRuntime for ScriptedAgent {
                 project_dir: req.project_dir.clone(),
                 task: req.task.task.to_string(),
                 script,
+                env: req.env.iter().cloned().collect(),
                 ..SessionState::default()
             };
             self.save(&id, &state)?;

@@ -148,9 +148,10 @@ pub fn cmd_builders(args: BuildersArgs) -> CmdResult {
 /// Arguments of `gaffer exec-env`.
 #[derive(Debug, clap::Args)]
 pub struct ExecEnvArgs {
-    /// KEY=VALUE lines to add to the environment.
+    /// Files of KEY=VALUE lines to add to the environment (repeatable; a missing file is
+    /// empty).
     #[arg(long)]
-    pub env_file: PathBuf,
+    pub env_file: Vec<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     pub argv: Vec<OsString>,

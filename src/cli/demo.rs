@@ -199,6 +199,8 @@ pub fn cmd_demo(args: DemoArgs) -> CmdResult {
 async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Result<(), CliError> {
     let state_s = state.display().to_string();
     let mut opts = Options::new(state_s.clone(), root.join("data"));
+    // The demo never touches a cluster, whatever the environment points at.
+    opts.lab = crate::reconcile::daemon::LabMode::RenderOnly;
     opts.builders = root.join("builders");
     opts.echo = false;
     let notifier: Arc<dyn crate::chat::Notifier> = Arc::new(EchoNotifier {

@@ -62,6 +62,13 @@ pub struct ReconcileArgs {
     /// How long an OpenCode server may take to start, in seconds.
     #[arg(long, default_value_t = 60)]
     pub opencode_start_secs: u64,
+    /// Where lab deploys go: `auto` uses the cluster of the environment (in a pod, or
+    /// KUBECONFIG / ~/.kube/config) when it answers and renders only otherwise.
+    #[arg(long, value_enum, default_value_t = daemon::LabMode::Auto)]
+    pub lab: daemon::LabMode,
+    /// How long lab objects may take to become ready (rollout), in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub lab_rollout_secs: u64,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -166,6 +173,8 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
     opts.poll = Duration::from_secs(args.poll_secs.max(1));
     opts.resync = Duration::from_secs(args.resync_secs.max(10));
     opts.echo = args.echo;
+    opts.lab = args.lab;
+    opts.lab_rollout = Duration::from_secs(args.lab_rollout_secs.max(1));
     if let Some(f) = &args.webhook_secret_file {
         let secret = std::fs::read(f)
             .map_err(|e| CliError::user(format!("cannot read {}: {e}", f.display())))?;

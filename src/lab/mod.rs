@@ -4,6 +4,7 @@
 //! (`kubectl kustomize` of the project's overlay, recorded but not applied). [`tests`] runs the
 //! project's `lab.test` command and reads its JUnit XML report.
 
+pub mod cluster;
 pub mod render;
 pub mod tests;
 
@@ -28,6 +29,9 @@ pub struct DeployRequest {
     pub commits: BTreeMap<RepoName, String>,
     /// Image overrides (`name` → `newName:tag`), when images were built.
     pub images: BTreeMap<String, String>,
+    /// The objects the previous deploy applied (from `lab/status.yaml`): what is no longer
+    /// rendered is pruned.
+    pub previous: Vec<InventoryItem>,
 }
 
 /// What a deploy did.
@@ -74,6 +78,17 @@ pub enum LabError {
         /// Why.
         message: String,
     },
+    /// The cluster refused or could not be reached.
+    #[error("kubernetes: {0}")]
+    Cluster(String),
+    /// Objects did not become ready in time.
+    #[error("not ready after {secs}s: {report}")]
+    NotReady {
+        /// How long gaffer waited.
+        secs: u64,
+        /// What is not ready and why.
+        report: String,
+    },
     /// Filesystem trouble.
     #[error("{path}: {source}")]
     Io {
@@ -91,6 +106,23 @@ pub trait LabDeployer: Send + Sync + std::fmt::Debug {
     /// Renders (and, for a cluster deployer, applies) the overlay. Idempotent: deploying the
     /// same render twice reports `no_op` and changes nothing.
     async fn deploy(&self, req: &DeployRequest) -> Result<DeployOutcome, LabError>;
+
+    /// The environment a project's builder gets so it can run its own work in the lab
+    /// (`LAB_NAMESPACE`, `LAB_URL`, and for a cluster `KUBECONFIG`: a kubeconfig limited to the
+    /// lab namespace). Called when the builder starts and again at each deploy.
+    async fn builder_access(
+        &self,
+        project: &ProjectRef,
+        host: &str,
+    ) -> Result<Vec<(String, String)>, LabError> {
+        Ok(vec![
+            ("LAB_NAMESPACE".into(), project.lab_namespace()),
+            ("LAB_URL".into(), format!("https://{host}")),
+        ])
+    }
+
+    /// `render-only` or `cluster`.
+    fn mode(&self) -> &'static str;
 }
 
 /// Runs the project's lab tests.

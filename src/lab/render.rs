@@ -95,10 +95,25 @@ impl RenderOnly {
     }
 }
 
-#[async_trait::async_trait]
-impl LabDeployer for RenderOnly {
-    #[tracing::instrument(skip_all, fields(project = %req.project, task = %req.task))]
-    async fn deploy(&self, req: &DeployRequest) -> Result<DeployOutcome, LabError> {
+/// A render of a project's lab: the objects, their inventory and a digest.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// `{category}-{project}-lab`.
+    pub namespace: String,
+    /// The objects, in render order (the Namespace first).
+    pub docs: Vec<Value>,
+    /// The rendered YAML.
+    pub text: String,
+    /// The objects, sorted.
+    pub inventory: Vec<InventoryItem>,
+    /// SHA-256 of `text`.
+    pub digest: String,
+}
+
+impl RenderOnly {
+    /// Renders the project's overlay wrapped by gaffer's kustomization (namespace, labels,
+    /// images, ingress host) with `kubectl kustomize`.
+    pub async fn render(&self, req: &DeployRequest) -> Result<Rendered, LabError> {
         let namespace = req.project.lab_namespace();
         let project_dir = self.out_dir.join(req.project.builder_name());
         let wrapper = project_dir.join("wrapper");
@@ -184,24 +199,44 @@ impl LabDeployer for RenderOnly {
         inventory.sort();
 
         let digest = hex::encode(Sha256::digest(rendered.as_bytes()));
+        Ok(Rendered {
+            namespace,
+            docs,
+            text: rendered,
+            inventory,
+            digest,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl LabDeployer for RenderOnly {
+    fn mode(&self) -> &'static str {
+        MODE
+    }
+
+    #[tracing::instrument(skip_all, fields(project = %req.project, task = %req.task))]
+    async fn deploy(&self, req: &DeployRequest) -> Result<DeployOutcome, LabError> {
+        let r = self.render(req).await?;
+        let project_dir = self.out_dir.join(req.project.builder_name());
         let rendered_path = project_dir.join("rendered.yaml");
         let no_op = match tokio::fs::read(&rendered_path).await {
-            Ok(previous) => hex::encode(Sha256::digest(&previous)) == digest,
+            Ok(previous) => hex::encode(Sha256::digest(&previous)) == r.digest,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(io(&rendered_path, e)),
         };
         if !no_op {
-            write_atomically(&rendered_path, rendered.as_bytes()).await?;
+            write_atomically(&rendered_path, r.text.as_bytes()).await?;
         }
-        tracing::debug!(objects = inventory.len(), no_op, %digest, "rendered lab overlay");
+        tracing::debug!(objects = r.inventory.len(), no_op, digest = %r.digest, "rendered lab overlay");
 
         Ok(DeployOutcome {
-            namespace,
+            namespace: r.namespace,
             mode: MODE.to_string(),
-            inventory,
+            inventory: r.inventory,
             urls: vec![format!("https://{}", req.host)],
             no_op,
-            digest,
+            digest: r.digest,
         })
     }
 }
@@ -517,6 +552,7 @@ spec:
 
     fn request(overlay: PathBuf) -> DeployRequest {
         DeployRequest {
+            previous: Vec::new(),
             project: ProjectRef::parse("web/shop").unwrap(),
             task: TaskName::new("add-cart").unwrap(),
             overlay,

@@ -55,6 +55,23 @@ pub struct Options {
     /// How to run OpenCode builders; `None` leaves `runtime: opencode` projects blocked with
     /// an error saying so.
     pub opencode: Option<OpenCodeOptions>,
+    /// Where lab deploys go.
+    pub lab: LabMode,
+    /// How long lab objects may take to become ready.
+    pub lab_rollout: Duration,
+}
+
+/// Where lab deploys go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LabMode {
+    /// The cluster from the environment (in a pod, or KUBECONFIG / ~/.kube/config) when it
+    /// answers; otherwise render only, and say so.
+    #[default]
+    Auto,
+    /// The cluster from the environment; fail to start without one.
+    Cluster,
+    /// Render with `kubectl kustomize` and record, never apply.
+    RenderOnly,
 }
 
 /// How to run OpenCode builders.
@@ -91,6 +108,8 @@ impl Options {
             notify_webhook: None,
             retry_pause: Duration::from_secs(30),
             opencode: None,
+            lab: LabMode::Auto,
+            lab_rollout: Duration::from_secs(300),
         }
     }
 }
@@ -186,7 +205,7 @@ pub async fn start(
         },
         notifier,
         forge: Arc::new(LocalForge::new(opts.data_dir.join("forge"))),
-        lab: Arc::new(RenderOnly::new(opts.data_dir.join("lab"))),
+        lab: lab_deployer(opts).await?,
         tests: Arc::new(CommandTestRunner),
         workspaces: Workspaces::new(&opts.builders),
         clock,
@@ -200,6 +219,30 @@ pub async fn start(
         metrics: Arc::new(super::metrics::ReconcileMetrics::default()),
     });
     Ok((ctx, Handles { tracker, transport }, sched_rx))
+}
+
+/// The lab deployer `opts` ask for.
+async fn lab_deployer(opts: &Options) -> Result<Arc<dyn crate::lab::LabDeployer>, ReconcileError> {
+    let dir = opts.data_dir.join("lab");
+    let render_only = || -> Arc<dyn crate::lab::LabDeployer> { Arc::new(RenderOnly::new(&dir)) };
+    if opts.lab == LabMode::RenderOnly {
+        return Ok(render_only());
+    }
+    match crate::lab::cluster::ClusterDeployer::connect(&dir, Duration::from_secs(5)).await {
+        Ok(mut c) => {
+            c.rollout_timeout = opts.lab_rollout;
+            tracing::info!(cluster = ?c, "lab deploys go to the cluster");
+            Ok(Arc::new(c))
+        }
+        Err(why) if opts.lab == LabMode::Auto => {
+            tracing::warn!(
+                "lab: {why}; deploys are render-only (kubectl kustomize, recorded, nothing \
+                 applied). Use --lab cluster to insist on a cluster."
+            );
+            Ok(render_only())
+        }
+        Err(why) => Err(ReconcileError::Other(format!("--lab cluster: {why}"))),
+    }
 }
 
 /// Runs the reconciler until `shutdown` resolves; in-flight reconciles finish first.

@@ -601,7 +601,7 @@ async fn step(
             Ok(Action::requeue(Duration::ZERO))
         }
         Phase::Queued => queued(t, view, settings, &spec, plan),
-        Phase::Preparing => preparing(ctx, t, &spec, &project, plan).await,
+        Phase::Preparing => preparing(ctx, t, settings, &spec, &project, plan).await,
         Phase::Running | Phase::AwaitingAnswer => {
             running(ctx, t, view, settings, &spec, &project, plan).await
         }
@@ -718,6 +718,7 @@ fn task_prompt(
 async fn preparing(
     ctx: &Context,
     t: &TaskRef,
+    settings: &Settings,
     spec: &TaskSpec,
     project: &ProjectSpec,
     plan: &mut Plan,
@@ -743,6 +744,15 @@ async fn preparing(
             )
         })
         .collect();
+    // The builder runs its own work in the lab: its access is set up before it starts.
+    let env = match &project.lab {
+        Some(_) => ctx
+            .lab
+            .builder_access(&t.project, &settings.lab_host(&t.project.project))
+            .await
+            .map_err(|e| ReconcileError::Other(format!("lab access for the builder: {e}")))?,
+        None => Vec::new(),
+    };
     let req = SessionRequest {
         task: t.clone(),
         title: spec.title.clone(),
@@ -752,6 +762,7 @@ async fn preparing(
         model: project.agent.model.clone(),
         agent: project.agent.agent.clone(),
         script: project.agent.script.clone(),
+        env,
     };
     let existing = plan
         .status
@@ -1785,6 +1796,12 @@ async fn deploying(
         host: settings.lab_host(&t.project.project),
         commits: commits.clone(),
         images: BTreeMap::new(),
+        previous: view
+            .lab
+            .as_ref()
+            .filter(|l| !l.deleted)
+            .map(|l| l.inventory.clone())
+            .unwrap_or_default(),
     };
     let out = match ctx.lab.deploy(&req).await {
         Ok(out) => out,
@@ -1797,8 +1814,10 @@ async fn deploying(
     let mut lab_status = view.lab.clone().unwrap_or_default();
     lab_status.observed_commit = view.head.clone();
     lab_status.namespace = out.namespace.clone();
-    if lab_status.created_at.is_none() {
+    if lab_status.created_at.is_none() || lab_status.deleted {
+        // New, or made again after `gaffer lab cleanup` removed it.
         lab_status.created_at = Some(plan.now);
+        lab_status.deleted = false;
     }
     lab_status.mode = Some(out.mode.clone());
     lab_status.inventory = out.inventory.clone();

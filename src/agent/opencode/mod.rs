@@ -303,13 +303,15 @@ impl OpenCode {
         Ok(())
     }
 
-    /// `gaffer exec-env --env-file <builder>.env -- <argv>`.
+    /// `gaffer exec-env --env-file <builder>.env --env-file <builder>.lab.env -- <argv>`.
     fn launch<const N: usize>(&self, name: &str, argv: [OsString; N]) -> Vec<OsString> {
         let mut v: Vec<OsString> = vec![
             self.cfg.launcher.clone().into(),
             "exec-env".into(),
             "--env-file".into(),
             env_path(&self.cfg.state_dir, name).into(),
+            "--env-file".into(),
+            lab_env_path(&self.cfg.state_dir, name).into(),
             "--".into(),
         ];
         v.extend(argv);
@@ -459,6 +461,8 @@ impl AgentRuntime for OpenCode {
         req: &SessionRequest,
         existing: Option<&str>,
     ) -> Result<Session, AgentError> {
+        let name = req.task.project.builder_name();
+        write_lab_env(&self.cfg.state_dir, &name, &req.env)?;
         let (client, _) = self.ensure_server(&req.task.project).await?;
         let id = match existing {
             Some(id) if client.session_exists(id).await? => id.to_string(),
@@ -903,6 +907,12 @@ fn env_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.env"))
 }
 
+/// The builder's lab environment (`KUBECONFIG`, `LAB_NAMESPACE`, `LAB_URL`), from the lab
+/// deployer; kept apart from the password file so each has one writer.
+fn lab_env_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.lab.env"))
+}
+
 fn read_record(dir: &Path, name: &str) -> Result<Option<Record>, AgentError> {
     match std::fs::read(record_path(dir, name)) {
         Ok(b) => serde_json::from_slice(&b)
@@ -933,6 +943,26 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AgentError> 
         .and_then(|_| f.sync_all())
         .map_err(|e| runtime(format!("{}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| runtime(format!("{}: {e}", path.display())))
+}
+
+/// Writes `<builder>.lab.env` (mode 0600) when its content changes. A running server keeps
+/// the environment it started with; the values are stable per project (the kubeconfig's
+/// path stays, its token is refreshed in place).
+fn write_lab_env(dir: &Path, name: &str, env: &[(String, String)]) -> Result<(), AgentError> {
+    let mut text = String::new();
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\n') || v.contains('\n') {
+            return Err(AgentError::Config(format!(
+                "bad environment variable {k:?}"
+            )));
+        }
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let path = lab_env_path(dir, name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        write_atomic(&path, text.as_bytes(), 0o600)?;
+    }
+    Ok(())
 }
 
 /// Writes `<builder>.env` (mode 0600) with a password kept from before, or a new one; returns
@@ -1014,14 +1044,22 @@ fn last_lines(text: &str, n: usize) -> String {
     }
 }
 
-/// Reads `KEY=VALUE` lines from `env_file` and replaces this process with `argv` run in that
-/// environment (`gaffer exec-env`), so secrets reach OpenCode without a command line.
-pub fn exec_env(env_file: &Path, argv: &[OsString]) -> std::io::Error {
+/// Reads `KEY=VALUE` lines from the `env_files` (a missing file counts as empty) and
+/// replaces this process with `argv` run in that environment (`gaffer exec-env`), so secrets
+/// reach OpenCode without a command line.
+pub fn exec_env(env_files: &[PathBuf], argv: &[OsString]) -> std::io::Error {
     use std::os::unix::process::CommandExt as _;
-    let text = match std::fs::read_to_string(env_file) {
-        Ok(t) => t,
-        Err(e) => return std::io::Error::new(e.kind(), format!("{}: {e}", env_file.display())),
-    };
+    let mut text = String::new();
+    for f in env_files {
+        match std::fs::read_to_string(f) {
+            Ok(t) => {
+                text.push_str(&t);
+                text.push('\n');
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return std::io::Error::new(e.kind(), format!("{}: {e}", f.display())),
+        }
+    }
     let Some((program, args)) = argv.split_first() else {
         return std::io::Error::other("nothing to run");
     };

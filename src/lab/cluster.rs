@@ -1,0 +1,682 @@
+//! The cluster deployer: the render of [`super::render`] applied to the project's lab
+//! namespace with kube-rs.
+//!
+//! - **Apply** is server-side apply with field manager `gaffer`, in stages: Namespaces and
+//!   CustomResourceDefinitions first (CRDs waited for until `Established`), then the rest;
+//!   kinds are mapped to resources by discovery (one group-version at a time, cached).
+//! - **Prune**: objects of the previous deploy's inventory that are no longer rendered are
+//!   deleted (never the namespace itself).
+//! - **Rollout**: Deployments, StatefulSets and DaemonSets must become available, Jobs
+//!   complete and Pods ready within the timeout; otherwise the deploy fails with a report of
+//!   what is not ready and why (conditions, container waiting reasons, recent events).
+//! - **No-op**: when every applied object's `resourceVersion` is the one recorded after the
+//!   previous apply and nothing was pruned, the deploy changed nothing and says so.
+//! - **Builder access**: a ServiceAccount, a Role limited to the lab namespace and its
+//!   RoleBinding, and a kubeconfig (a TokenRequest token) written for the builder.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use serde_json::{Value, json};
+
+use super::render::RenderOnly;
+use super::{DeployOutcome, DeployRequest, LabDeployer, LabError};
+use crate::names::ProjectRef;
+use crate::state::status::InventoryItem;
+
+/// The field manager of every apply.
+pub const FIELD_MANAGER: &str = "gaffer";
+/// The builder's ServiceAccount, Role and RoleBinding name.
+pub const BUILDER_ACCOUNT: &str = "gaffer-builder";
+const MODE: &str = "cluster";
+
+/// Deploys to a real (or fake) Kubernetes API.
+pub struct ClusterDeployer {
+    client: kube::Client,
+    config: kube::Config,
+    render: RenderOnly,
+    state_dir: PathBuf,
+    /// How long objects may take to become ready.
+    pub rollout_timeout: Duration,
+    /// How often readiness is checked.
+    pub poll: Duration,
+    resources: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
+}
+
+impl std::fmt::Debug for ClusterDeployer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterDeployer")
+            .field("cluster", &self.config.cluster_url.to_string())
+            .finish()
+    }
+}
+
+fn kube_err(e: impl std::fmt::Display) -> LabError {
+    LabError::Cluster(e.to_string())
+}
+
+impl ClusterDeployer {
+    /// A deployer for the cluster `config` describes, rendering into and keeping its records
+    /// under `state_dir`.
+    pub fn new(config: kube::Config, state_dir: impl Into<PathBuf>) -> Result<Self, LabError> {
+        let state_dir = state_dir.into();
+        let client = kube::Client::try_from(config.clone()).map_err(kube_err)?;
+        Ok(Self {
+            client,
+            config,
+            render: RenderOnly::new(state_dir.clone()),
+            state_dir,
+            rollout_timeout: Duration::from_secs(300),
+            poll: Duration::from_millis(500),
+            resources: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The cluster from the environment (in a pod: the service account; else `KUBECONFIG` or
+    /// `~/.kube/config` and its current context), if it answers within `timeout`.
+    pub async fn connect(state_dir: &Path, timeout: Duration) -> Result<Self, String> {
+        let mut config = kube::Config::infer()
+            .await
+            .map_err(|e| format!("no cluster configured ({e})"))?;
+        config.connect_timeout = Some(timeout);
+        let this = Self::new(config, state_dir).map_err(|e| e.to_string())?;
+        match tokio::time::timeout(timeout, this.client.apiserver_version()).await {
+            Ok(Ok(_)) => Ok(this),
+            Ok(Err(e)) => Err(format!(
+                "the cluster at {} did not answer: {e}",
+                this.config.cluster_url
+            )),
+            Err(_) => Err(format!(
+                "the cluster at {} did not answer within {}s",
+                this.config.cluster_url,
+                timeout.as_secs()
+            )),
+        }
+    }
+
+    /// The API resource of `gvk` (discovery, cached).
+    async fn resource(
+        &self,
+        gvk: &GroupVersionKind,
+    ) -> Result<(ApiResource, ApiCapabilities), LabError> {
+        if let Some(r) = self
+            .resources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(gvk)
+        {
+            return Ok(r.clone());
+        }
+        let r = kube::discovery::pinned_kind(&self.client, gvk)
+            .await
+            .map_err(|e| {
+                LabError::Cluster(format!(
+                    "the cluster does not serve {}/{} {}: {e}",
+                    gvk.group, gvk.version, gvk.kind
+                ))
+            })?;
+        self.resources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(gvk.clone(), r.clone());
+        Ok(r)
+    }
+
+    async fn api(&self, gvk: &GroupVersionKind, ns: &str) -> Result<Api<DynamicObject>, LabError> {
+        let (ar, caps) = self.resource(gvk).await?;
+        Ok(match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(self.client.clone(), ns, &ar),
+            Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+        })
+    }
+
+    /// Server-side applies `doc`; returns its key and new resourceVersion.
+    async fn apply(&self, doc: &Value, ns: &str) -> Result<(String, String), LabError> {
+        let gvk = gvk_of(doc)?;
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let api = self.api(&gvk, ns).await?;
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).map_err(kube_err)?;
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await
+            .map_err(|e| LabError::Cluster(format!("applying {} {name}: {e}", gvk.kind)))?;
+        Ok((
+            key(&gvk.kind, ns, &name),
+            applied.metadata.resource_version.unwrap_or_default(),
+        ))
+    }
+
+    /// Waits until every CRD in `docs` is Established.
+    async fn wait_established(&self, docs: &[&Value]) -> Result<(), LabError> {
+        let deadline = tokio::time::Instant::now() + self.rollout_timeout;
+        for doc in docs {
+            let gvk = gvk_of(doc)?;
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+            let api = self.api(&gvk, "").await?;
+            loop {
+                let o = api.get(name).await.map_err(kube_err)?;
+                if condition(&o.data, "Established") == Some(true) {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(LabError::NotReady {
+                        secs: self.rollout_timeout.as_secs(),
+                        report: format!("CustomResourceDefinition {name} is not Established"),
+                    });
+                }
+                tokio::time::sleep(self.poll).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the workloads among `docs`; the report of those not ready at the deadline.
+    async fn wait_rollout(&self, docs: &[&Value], ns: &str) -> Result<(), LabError> {
+        let deadline = tokio::time::Instant::now() + self.rollout_timeout;
+        let mut waiting: Vec<&Value> = docs
+            .iter()
+            .copied()
+            .filter(|d| {
+                matches!(
+                    d["kind"].as_str(),
+                    Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "Pod")
+                )
+            })
+            .collect();
+        loop {
+            let mut still = Vec::new();
+            let mut why = Vec::new();
+            for doc in waiting {
+                let gvk = gvk_of(doc)?;
+                let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+                let o = self
+                    .api(&gvk, ns)
+                    .await?
+                    .get(name)
+                    .await
+                    .map_err(kube_err)?;
+                let v = serde_json::to_value(&o).map_err(kube_err)?;
+                match readiness(&gvk.kind, &v) {
+                    Ok(()) => {}
+                    Err(reason) => {
+                        still.push(doc);
+                        why.push((gvk.kind.clone(), name.to_string(), reason, v));
+                    }
+                }
+            }
+            if still.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                let mut lines = Vec::new();
+                for (kind, name, reason, v) in why {
+                    lines.push(format!("{kind} {name}: {reason}"));
+                    lines.extend(self.explain(ns, &kind, &name, &v).await);
+                }
+                return Err(LabError::NotReady {
+                    secs: self.rollout_timeout.as_secs(),
+                    report: lines.join("; "),
+                });
+            }
+            waiting = still;
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    /// Why a workload is not ready: its pods' waiting containers and its recent events.
+    async fn explain(&self, ns: &str, kind: &str, name: &str, v: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        let selector = v["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .filter(|s| !s.is_empty());
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), ns);
+        let pod_list = match (kind, selector) {
+            ("Pod", _) => pods.get(name).await.map(|p| vec![p]).unwrap_or_default(),
+            (_, Some(sel)) => pods
+                .list(&ListParams::default().labels(&sel))
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for p in pod_list {
+            let pname = p.metadata.name.clone().unwrap_or_default();
+            for cs in p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.clone())
+                .unwrap_or_default()
+            {
+                if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+                    out.push(format!(
+                        "pod {pname} container {} waiting: {}{}",
+                        cs.name,
+                        w.reason.clone().unwrap_or_default(),
+                        w.message
+                            .as_ref()
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client.clone(), ns);
+        if let Ok(list) = events
+            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+            .await
+        {
+            for e in list.items.iter().rev().take(3) {
+                out.push(format!(
+                    "event {}: {}",
+                    e.reason.clone().unwrap_or_default(),
+                    e.message.clone().unwrap_or_default()
+                ));
+            }
+        }
+        out
+    }
+
+    fn record_path(&self, project: &ProjectRef) -> PathBuf {
+        self.state_dir
+            .join(project.builder_name())
+            .join("applied.json")
+    }
+
+    /// The kubeconfig the builder of `project` gets.
+    pub fn kubeconfig_path(&self, project: &ProjectRef) -> PathBuf {
+        self.state_dir
+            .join(project.builder_name())
+            .join("kubeconfig")
+    }
+}
+
+/// `kind/namespace/name`.
+fn key(kind: &str, ns: &str, name: &str) -> String {
+    format!("{kind}/{ns}/{name}")
+}
+
+fn gvk_of(doc: &Value) -> Result<GroupVersionKind, LabError> {
+    let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    };
+    if version.is_empty() || kind.is_empty() {
+        return Err(LabError::Cluster(format!(
+            "an object without apiVersion/kind: {doc}"
+        )));
+    }
+    Ok(GroupVersionKind::gvk(group, version, kind))
+}
+
+fn gvk_of_item(i: &InventoryItem) -> GroupVersionKind {
+    GroupVersionKind::gvk(&i.group, &i.version, &i.kind)
+}
+
+/// The status of condition `type_` in `data.status.conditions`, if present.
+fn condition(data: &Value, type_: &str) -> Option<bool> {
+    data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| c["status"] == "True")
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+/// Whether a workload is ready, or why not.
+fn readiness(kind: &str, v: &Value) -> Result<(), String> {
+    let spec = &v["spec"];
+    let st = &v["status"];
+    let generation = int(&v["metadata"]["generation"]);
+    let observed = int(&st["observedGeneration"]);
+    let conditions = || {
+        st["conditions"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .filter(|c| c["status"] != "True" || c["type"] == "Progressing")
+                    .map(|c| {
+                        format!(
+                            "{}={} {}",
+                            c["type"].as_str().unwrap_or(""),
+                            c["status"].as_str().unwrap_or(""),
+                            c["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    match kind {
+        "Deployment" | "StatefulSet" => {
+            let want = spec["replicas"].as_i64().unwrap_or(1);
+            let have = if kind == "Deployment" {
+                int(&st["availableReplicas"])
+            } else {
+                int(&st["readyReplicas"])
+            };
+            if generation > 0 && observed < generation {
+                return Err(format!("generation {generation} not yet observed"));
+            }
+            if have >= want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{have}/{want} replicas {}{}",
+                    if kind == "Deployment" {
+                        "available"
+                    } else {
+                        "ready"
+                    },
+                    match conditions() {
+                        c if c.is_empty() => String::new(),
+                        c => format!(" ({c})"),
+                    }
+                ))
+            }
+        }
+        "DaemonSet" => {
+            let want = int(&st["desiredNumberScheduled"]);
+            let have = int(&st["numberReady"]);
+            if st.is_object() && have >= want && observed >= generation {
+                Ok(())
+            } else {
+                Err(format!("{have}/{want} pods ready"))
+            }
+        }
+        "Job" => match (condition(v, "Complete"), condition(v, "Failed")) {
+            (Some(true), _) => Ok(()),
+            (_, Some(true)) => Err(format!("failed ({})", conditions())),
+            _ => Err("not complete".into()),
+        },
+        "Pod" => match condition(v, "Ready") {
+            Some(true) => Ok(()),
+            _ => Err(format!(
+                "not ready (phase {})",
+                st["phase"].as_str().unwrap_or("Unknown")
+            )),
+        },
+        _ => Ok(()),
+    }
+}
+
+#[async_trait::async_trait]
+impl LabDeployer for ClusterDeployer {
+    fn mode(&self) -> &'static str {
+        MODE
+    }
+
+    #[tracing::instrument(skip_all, fields(project = %req.project, task = %req.task))]
+    async fn deploy(&self, req: &DeployRequest) -> Result<DeployOutcome, LabError> {
+        let r = self.render.render(req).await?;
+        let ns = r.namespace.clone();
+        let (first, rest): (Vec<&Value>, Vec<&Value>) = r.docs.iter().partition(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some("Namespace" | "CustomResourceDefinition")
+            )
+        });
+        let mut applied: BTreeMap<String, String> = BTreeMap::new();
+        for doc in &first {
+            let (k, rv) = self.apply(doc, &ns).await?;
+            applied.insert(k, rv);
+        }
+        let crds: Vec<&Value> = first
+            .iter()
+            .copied()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .collect();
+        self.wait_established(&crds).await?;
+        for doc in &rest {
+            let (k, rv) = self.apply(doc, &ns).await?;
+            applied.insert(k, rv);
+        }
+        // Prune what the previous deploy applied and this one no longer renders.
+        let mut pruned = 0;
+        for old in &req.previous {
+            if old.kind == "Namespace" || r.inventory.contains(old) {
+                continue;
+            }
+            let api = self.api(&gvk_of_item(old), &old.namespace).await?;
+            match api.delete(&old.name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    pruned += 1;
+                    tracing::info!(kind = %old.kind, name = %old.name, "pruned");
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(kube_err(format!("pruning {} {}: {e}", old.kind, old.name))),
+            }
+        }
+        self.wait_rollout(&rest, &ns).await?;
+
+        let record = self.record_path(&req.project);
+        let before: BTreeMap<String, String> = std::fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let no_op = pruned == 0 && before == applied;
+        if !no_op {
+            write_private(
+                &record,
+                &serde_json::to_vec_pretty(&applied).map_err(kube_err)?,
+            )?;
+        }
+        tracing::info!(objects = applied.len(), pruned, no_op, "applied lab");
+        Ok(DeployOutcome {
+            namespace: ns,
+            mode: MODE.into(),
+            inventory: r.inventory,
+            urls: vec![format!("https://{}", req.host)],
+            no_op,
+            digest: r.digest,
+        })
+    }
+
+    async fn builder_access(
+        &self,
+        project: &ProjectRef,
+        host: &str,
+    ) -> Result<Vec<(String, String)>, LabError> {
+        let ns = project.lab_namespace();
+        let labels = json!({
+            "app.kubernetes.io/managed-by": "gaffer",
+            "gaffer.dev/category": project.category.as_str(),
+            "gaffer.dev/project": project.project.as_str(),
+        });
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": ns, "labels": labels}}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": BUILDER_ACCOUNT, "namespace": ns, "labels": labels}}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                   "metadata": {"name": BUILDER_ACCOUNT, "namespace": ns, "labels": labels},
+                   "rules": builder_rules()}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": BUILDER_ACCOUNT, "namespace": ns, "labels": labels},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                               "name": BUILDER_ACCOUNT},
+                   "subjects": [{"kind": "ServiceAccount", "name": BUILDER_ACCOUNT,
+                                 "namespace": ns}]}),
+        ];
+        for o in &objects {
+            self.apply(o, &ns).await?;
+        }
+        let sa: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
+        let token = sa
+            .create_token_request(
+                BUILDER_ACCOUNT,
+                &PostParams::default(),
+                &TokenRequest {
+                    spec: TokenRequestSpec {
+                        expiration_seconds: Some(48 * 3600),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| kube_err(format!("token for the builder: {e}")))?
+            .status
+            .map(|s| s.token)
+            .unwrap_or_default();
+        let path = self.kubeconfig_path(project);
+        let config = kubeconfig(&self.config, &ns, &token);
+        write_private(&path, config.as_bytes())?;
+        Ok(vec![
+            ("KUBECONFIG".into(), path.display().to_string()),
+            ("LAB_NAMESPACE".into(), ns),
+            ("LAB_URL".into(), format!("https://{host}")),
+        ])
+    }
+}
+
+/// What a builder may do in its lab namespace: workloads, config, networking and their
+/// logs — but not RBAC (it cannot grant itself more) and nothing outside the namespace
+/// (a Role and RoleBinding are namespaced).
+pub fn builder_rules() -> Value {
+    json!([
+        {"apiGroups": ["", "apps", "batch", "networking.k8s.io", "autoscaling", "policy"],
+         "resources": ["*"],
+         "verbs": ["*"]},
+    ])
+}
+
+/// A kubeconfig for `token` on the cluster of `config`, defaulting to `namespace`.
+fn kubeconfig(config: &kube::Config, namespace: &str, token: &str) -> String {
+    use base64::Engine;
+    let mut cluster = json!({"server": config.cluster_url.to_string().trim_end_matches('/')});
+    if let Some(certs) = &config.root_cert {
+        let pem: String = certs
+            .iter()
+            .map(|der| {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+                let lines: Vec<&str> = b64
+                    .as_bytes()
+                    .chunks(64)
+                    .map(|c| std::str::from_utf8(c).unwrap_or_default())
+                    .collect();
+                format!(
+                    "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                    lines.join("\n")
+                )
+            })
+            .collect();
+        cluster["certificate-authority-data"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(pem));
+    }
+    if config.accept_invalid_certs {
+        cluster["insecure-skip-tls-verify"] = json!(true);
+    }
+    let doc = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "lab", "cluster": cluster}],
+        "users": [{"name": BUILDER_ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": BUILDER_ACCOUNT,
+                                                  "namespace": namespace}}],
+        "current-context": "lab",
+    });
+    // JSON is valid YAML, and kubectl reads it as such.
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// Writes `bytes` to `path` (mode 0600) atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| LabError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_of_each_workload_kind() {
+        let dep = |avail: i64, generation: i64, obs: i64| {
+            json!({"metadata": {"generation": generation}, "spec": {"replicas": 2},
+                   "status": {"availableReplicas": avail, "observedGeneration": obs,
+                   "conditions": [{"type": "Available", "status": "False", "message": "Deployment does not have minimum availability."}]}})
+        };
+        assert!(readiness("Deployment", &dep(2, 1, 1)).is_ok());
+        let e = readiness("Deployment", &dep(1, 1, 1)).unwrap_err();
+        assert!(
+            e.contains("1/2 replicas available") && e.contains("minimum availability"),
+            "{e}"
+        );
+        assert!(
+            readiness("Deployment", &dep(2, 2, 1))
+                .unwrap_err()
+                .contains("not yet observed")
+        );
+        let job = |t: &str| json!({"status": {"conditions": [{"type": t, "status": "True"}]}});
+        assert!(readiness("Job", &job("Complete")).is_ok());
+        assert!(
+            readiness("Job", &job("Failed"))
+                .unwrap_err()
+                .starts_with("failed")
+        );
+        assert!(
+            readiness("Pod", &json!({"status": {"phase": "Pending"}}))
+                .unwrap_err()
+                .contains("Pending")
+        );
+        assert!(readiness("ConfigMap", &json!({})).is_ok());
+    }
+
+    #[test]
+    fn the_builders_kubeconfig_names_its_namespace_and_token_only() {
+        let config = kube::Config::new("https://10.0.0.1:6443/".parse().unwrap());
+        let k: Value = serde_json::from_str(&kubeconfig(&config, "ai-dev-api-lab", "tok")).unwrap();
+        assert_eq!(
+            k["clusters"][0]["cluster"]["server"],
+            "https://10.0.0.1:6443"
+        );
+        assert_eq!(k["contexts"][0]["context"]["namespace"], "ai-dev-api-lab");
+        assert_eq!(k["users"][0]["user"]["token"], "tok");
+        assert_eq!(k["current-context"], "lab");
+    }
+}
