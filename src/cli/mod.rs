@@ -9,6 +9,7 @@ mod answer;
 mod builders;
 pub mod demo;
 mod init;
+mod lab;
 mod new_task;
 mod person;
 mod reconcile;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Create things in a state repository.
     #[command(subcommand)]
     New(NewCommand),
+    /// The lab namespaces: list them, clean up old ones.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
     /// Run a program with the environment in a file (how builders get their password without
     /// it appearing on a command line).
     #[command(hide = true)]
@@ -162,6 +166,7 @@ pub fn run() -> ExitCode {
         Command::Approve(args) => answer::cmd_approve(args),
         Command::Builders(args) => builders::cmd_builders(args),
         Command::Slack(args) => slack::cmd_slack(args),
+        Command::Lab(cmd) => lab::cmd_lab(cmd),
         Command::ExecEnv(args) => builders::cmd_exec_env(args),
     };
     match result {

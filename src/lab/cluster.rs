@@ -297,6 +297,22 @@ impl ClusterDeployer {
         out
     }
 
+    /// Whether namespace `ns` exists.
+    pub async fn namespace_exists(&self, ns: &str) -> Result<bool, LabError> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        Ok(api.get_opt(ns).await.map_err(kube_err)?.is_some())
+    }
+
+    /// Deletes namespace `ns` (and so everything in it); `false` when it was not there.
+    pub async fn delete_namespace(&self, ns: &str) -> Result<bool, LabError> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        match api.delete(ns, &DeleteParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(kube_err(format!("deleting namespace {ns}: {e}"))),
+        }
+    }
+
     fn record_path(&self, project: &ProjectRef) -> PathBuf {
         self.state_dir
             .join(project.builder_name())

@@ -29,6 +29,8 @@ pub struct DeployRequest {
     pub commits: BTreeMap<RepoName, String>,
     /// Image overrides (`name` → `newName:tag`), when images were built.
     pub images: BTreeMap<String, String>,
+    /// The renderer (`lab.tool`).
+    pub tool: crate::state::spec::LabTool,
     /// The objects the previous deploy applied (from `lab/status.yaml`): what is no longer
     /// rendered is pruned.
     pub previous: Vec<InventoryItem>,

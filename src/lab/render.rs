@@ -8,6 +8,7 @@
 //! The render is idempotent: an identical render is reported as `no_op` and not rewritten.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{DeployOutcome, DeployRequest, LabDeployer, LabError};
+use crate::state::spec::LabTool;
 use crate::state::status::InventoryItem;
 use crate::state::yaml;
 
@@ -31,6 +33,8 @@ pub const MODE: &str = "render-only";
 pub struct RenderOnly {
     out_dir: PathBuf,
     kubectl: PathBuf,
+    helm: PathBuf,
+    skaffold: PathBuf,
 }
 
 impl RenderOnly {
@@ -39,7 +43,21 @@ impl RenderOnly {
         Self {
             out_dir: out_dir.into(),
             kubectl: PathBuf::from("kubectl"),
+            helm: PathBuf::from("helm"),
+            skaffold: PathBuf::from("skaffold"),
         }
+    }
+
+    /// Uses another `helm` binary (a path, or a name looked up in `PATH`).
+    pub fn with_helm(mut self, helm: impl Into<PathBuf>) -> Self {
+        self.helm = helm.into();
+        self
+    }
+
+    /// Uses another `skaffold` binary (a path, or a name looked up in `PATH`).
+    pub fn with_skaffold(mut self, skaffold: impl Into<PathBuf>) -> Self {
+        self.skaffold = skaffold.into();
+        self
     }
 
     /// Uses another `kubectl` binary (a path, or a name looked up in `PATH`).
@@ -50,14 +68,83 @@ impl RenderOnly {
 
     /// Runs `kubectl kustomize <dir>` and returns what it printed.
     async fn kustomize(&self, dir: &Path, overlay: &Path) -> Result<String, LabError> {
+        self.run_tool(
+            &self.kubectl,
+            "kubectl",
+            "kubectl kustomize",
+            &[OsStr::new("kustomize"), dir.as_os_str()],
+            None,
+            overlay,
+        )
+        .await
+    }
+
+    /// What `lab.tool: helm|skaffold` renders from the overlay (a chart, or a directory with
+    /// `skaffold.yaml`), before gaffer's kustomization wraps it.
+    async fn pre_render(
+        &self,
+        tool: LabTool,
+        overlay: &Path,
+        release: &str,
+        namespace: &str,
+    ) -> Result<Option<String>, LabError> {
+        match tool {
+            LabTool::Kustomize => Ok(None),
+            LabTool::Helm => self
+                .run_tool(
+                    &self.helm,
+                    "helm",
+                    "helm template",
+                    &[
+                        OsStr::new("template"),
+                        OsStr::new(release),
+                        overlay.as_os_str(),
+                        OsStr::new("--namespace"),
+                        OsStr::new(namespace),
+                    ],
+                    None,
+                    overlay,
+                )
+                .await
+                .map(Some),
+            LabTool::Skaffold => self
+                .run_tool(
+                    &self.skaffold,
+                    "skaffold",
+                    "skaffold render",
+                    &[
+                        OsStr::new("render"),
+                        OsStr::new("--offline=true"),
+                        OsStr::new("--digest-source=none"),
+                    ],
+                    Some(overlay),
+                    overlay,
+                )
+                .await
+                .map(Some),
+        }
+    }
+
+    /// Runs a renderer and returns what it printed (never through a shell).
+    async fn run_tool(
+        &self,
+        program: &Path,
+        tool: &str,
+        what: &str,
+        args: &[&OsStr],
+        cwd: Option<&Path>,
+        overlay: &Path,
+    ) -> Result<String, LabError> {
         let render_err = |message: String| LabError::Render {
             overlay: overlay.display().to_string(),
             message,
         };
-        let mut cmd = tokio::process::Command::new(&self.kubectl);
-        cmd.arg("kustomize")
-            .arg(dir)
-            .env("LC_ALL", "C")
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args);
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        cmd.env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -65,18 +152,16 @@ impl RenderOnly {
         let out = match tokio::time::timeout(RENDER_TIMEOUT, cmd.output()).await {
             Err(_) => {
                 return Err(render_err(format!(
-                    "kubectl kustomize did not finish within {} seconds",
+                    "{what} did not finish within {} seconds",
                     RENDER_TIMEOUT.as_secs()
                 )));
             }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(LabError::ToolMissing {
-                    tool: "kubectl".into(),
-                });
+                return Err(LabError::ToolMissing { tool: tool.into() });
             }
             Ok(Err(e)) => {
                 return Err(LabError::Io {
-                    path: self.kubectl.display().to_string(),
+                    path: program.display().to_string(),
                     source: e,
                 });
             }
@@ -85,13 +170,13 @@ impl RenderOnly {
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
             return Err(render_err(if stderr.is_empty() {
-                format!("kubectl kustomize failed ({})", out.status)
+                format!("{what} failed ({})", out.status)
             } else {
                 stderr
             }));
         }
         String::from_utf8(out.stdout)
-            .map_err(|_| render_err("kubectl kustomize printed output that is not UTF-8".into()))
+            .map_err(|_| render_err(format!("{what} printed output that is not UTF-8")))
     }
 }
 
@@ -155,11 +240,27 @@ impl RenderOnly {
         });
         write_yaml(&wrapper.join(NAMESPACE_FILE), &ns_object).await?;
 
+        // helm and skaffold render first; gaffer's kustomization wraps what they printed.
+        let source = match self
+            .pre_render(
+                req.tool,
+                &req.overlay,
+                req.project.project.as_str(),
+                &namespace,
+            )
+            .await?
+        {
+            Some(text) => {
+                write_atomically(&wrapper.join(PRE_RENDERED_FILE), text.as_bytes()).await?;
+                PRE_RENDERED_FILE.to_string()
+            }
+            None => overlay_rel,
+        };
         let mut kustomization = Kustomization {
             api_version: "kustomize.config.k8s.io/v1beta1",
             kind: "Kustomization",
             namespace: namespace.clone(),
-            resources: vec![NAMESPACE_FILE.to_string(), overlay_rel],
+            resources: vec![NAMESPACE_FILE.to_string(), source],
             labels: vec![LabelSet {
                 pairs: labels,
                 include_selectors: false,
@@ -240,6 +341,9 @@ impl LabDeployer for RenderOnly {
         })
     }
 }
+
+/// What helm or skaffold rendered, inside the wrapper.
+const PRE_RENDERED_FILE: &str = "pre-rendered.yaml";
 
 /// The generated Namespace object's file name inside the wrapper.
 const NAMESPACE_FILE: &str = "namespace.yaml";
@@ -553,6 +657,7 @@ spec:
     fn request(overlay: PathBuf) -> DeployRequest {
         DeployRequest {
             previous: Vec::new(),
+            tool: Default::default(),
             project: ProjectRef::parse("web/shop").unwrap(),
             task: TaskName::new("add-cart").unwrap(),
             overlay,
@@ -732,6 +837,66 @@ spec:
             matches!(&err, LabError::ToolMissing { tool } if tool == "kubectl"),
             "{err:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn helm_and_skaffold_renders_are_wrapped_and_a_missing_tool_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let chart = tmp.path().join("chart");
+        std::fs::create_dir_all(&chart).unwrap();
+        for (tool, name) in [(LabTool::Helm, "helm"), (LabTool::Skaffold, "skaffold")] {
+            let mut req = request(chart.clone());
+            req.tool = tool;
+            let err = RenderOnly::new(tmp.path().join("out"))
+                .with_helm(tmp.path().join("no-helm"))
+                .with_skaffold(tmp.path().join("no-skaffold"))
+                .deploy(&req)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, LabError::ToolMissing { tool } if tool == name),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().starts_with(&format!(
+                    "{name} is not installed (needed for lab.tool: {name})"
+                )),
+                "{err}"
+            );
+        }
+        // A stand-in for helm (helm is not on this machine image) that checks the arguments
+        // gaffer passes and prints what `helm template` prints: the wrapper then sets the
+        // namespace, gaffer's labels and the image, as for kustomize overlays.
+        let fake_helm = tmp.path().join("helm");
+        std::fs::write(
+            &fake_helm,
+            format!(
+                "#!/bin/sh\n[ \"$1 $2 $3 $4 $5\" = \"template shop {} --namespace web-shop-lab\" ] || {{ echo \"bad args: $*\" >&2; exit 2; }}\n\
+                 cat <<'EOF'\n---\n# Source: shop/templates/deployment.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: shop}}\nspec:\n  selector: {{matchLabels: {{app: shop}}}}\n  template:\n    metadata: {{labels: {{app: shop}}}}\n    spec: {{containers: [{{name: app, image: shop-app}}]}}\nEOF\n",
+                chart.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake_helm, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut req = request(chart);
+        req.tool = LabTool::Helm;
+        let r = RenderOnly::new(tmp.path().join("out"))
+            .with_helm(&fake_helm)
+            .render(&req)
+            .await
+            .unwrap();
+        let dep = r.docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        assert_eq!(dep["metadata"]["namespace"], "web-shop-lab");
+        assert_eq!(
+            dep["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "gaffer"
+        );
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["containers"][0]["image"],
+            "localhost:5000/shop-app:abc123"
+        );
+        assert!(r.docs.iter().any(|d| d["kind"] == "Namespace"));
     }
 
     #[test]

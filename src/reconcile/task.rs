@@ -1796,6 +1796,7 @@ async fn deploying(
         host: settings.lab_host(&t.project.project),
         commits: commits.clone(),
         images: BTreeMap::new(),
+        tool: lab.tool,
         previous: view
             .lab
             .as_ref()

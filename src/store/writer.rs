@@ -26,6 +26,8 @@ pub enum WriterRole {
     SlackBot,
     /// The CLI acting for a person: tasks, answers, approvals.
     Person,
+    /// `gaffer lab cleanup`: the lab records of namespaces it removed.
+    LabCleanup,
 }
 
 impl WriterRole {
@@ -41,6 +43,7 @@ impl WriterRole {
             }
             WriterRole::SlackBot => path.owner() == Writer::SlackBot || on_behalf,
             WriterRole::Person => on_behalf,
+            WriterRole::LabCleanup => matches!(path, StatePath::LabStatus(_)),
         }
     }
 
@@ -49,7 +52,7 @@ impl WriterRole {
         match self {
             WriterRole::Reconciler => Writer::Reconciler,
             WriterRole::SlackBot => Writer::SlackBot,
-            WriterRole::Person => Writer::Person,
+            WriterRole::Person | WriterRole::LabCleanup => Writer::Person,
         }
     }
 }
@@ -60,6 +63,7 @@ impl std::fmt::Display for WriterRole {
             WriterRole::Reconciler => "reconciler",
             WriterRole::SlackBot => "slack bot",
             WriterRole::Person => "person",
+            WriterRole::LabCleanup => "lab cleanup",
         })
     }
 }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod kube;
 pub mod llm;
 pub mod opencode;
 pub mod slack;

@@ -1,0 +1,715 @@
+//! A fake Kubernetes API server on 127.0.0.1 that speaks the real HTTP protocol well enough
+//! for kube-rs and kubectl: version, discovery (`/api`, `/apis`, resource lists, CRDs adding
+//! their kinds), namespaces, server-side apply (`PATCH` with `application/apply-patch+yaml`,
+//! `fieldManager`, `force`; an unchanged apply keeps the `resourceVersion`), get, list with
+//! label and field selectors, delete, ServiceAccount token requests and RBAC for those
+//! tokens (Roles and RoleBindings are enforced for them). A built-in controller marks
+//! workloads ready — or, for names listed with [`FakeKube::never_ready`], leaves a
+//! Deployment unavailable with a pod stuck in `ImagePullBackOff` and an event saying why.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// One resource type the fake serves.
+#[derive(Debug, Clone)]
+struct Res {
+    group: String,
+    version: String,
+    plural: String,
+    kind: String,
+    namespaced: bool,
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Query string.
+    pub query: String,
+    /// Content type.
+    pub content_type: String,
+    /// Whether it was a write that changed something.
+    pub changed: bool,
+    /// The bearer token, if any.
+    pub token: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    resources: Vec<Res>,
+    /// (group/version/plural, namespace, name) → object.
+    objects: BTreeMap<(String, String, String), Value>,
+    next_rv: u64,
+    requests: Vec<Request>,
+    never_ready: BTreeSet<String>,
+    /// Token → (namespace, service account).
+    tokens: BTreeMap<String, (String, String)>,
+}
+
+/// The fake API server; stops when dropped.
+pub struct FakeKube {
+    /// Its address.
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    _server: super::Served,
+}
+
+/// The token of the fake's administrator (what gaffer uses).
+pub const ADMIN_TOKEN: &str = "admin-token";
+
+fn builtin() -> Vec<Res> {
+    let r = |g: &str, v: &str, p: &str, k: &str, ns: bool| Res {
+        group: g.into(),
+        version: v.into(),
+        plural: p.into(),
+        kind: k.into(),
+        namespaced: ns,
+    };
+    vec![
+        r("", "v1", "namespaces", "Namespace", false),
+        r("", "v1", "configmaps", "ConfigMap", true),
+        r("", "v1", "secrets", "Secret", true),
+        r("", "v1", "services", "Service", true),
+        r("", "v1", "pods", "Pod", true),
+        r("", "v1", "serviceaccounts", "ServiceAccount", true),
+        r("", "v1", "events", "Event", true),
+        r("apps", "v1", "deployments", "Deployment", true),
+        r("apps", "v1", "statefulsets", "StatefulSet", true),
+        r("apps", "v1", "daemonsets", "DaemonSet", true),
+        r("batch", "v1", "jobs", "Job", true),
+        r("networking.k8s.io", "v1", "ingresses", "Ingress", true),
+        r("rbac.authorization.k8s.io", "v1", "roles", "Role", true),
+        r(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "rolebindings",
+            "RoleBinding",
+            true,
+        ),
+        r(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterroles",
+            "ClusterRole",
+            false,
+        ),
+        r(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+        ),
+    ]
+}
+
+impl FakeKube {
+    /// Starts the fake.
+    pub fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            resources: builtin(),
+            ..Inner::default()
+        }));
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(inner.clone());
+        let server = super::Served::start(app);
+        FakeKube {
+            addr: server.addr,
+            inner,
+            _server: server,
+        }
+    }
+
+    /// `http://127.0.0.1:P`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig for the administrator, written to `path`.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) {
+        let k = json!({"apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url()}}],
+            "users": [{"name": "admin", "user": {"token": ADMIN_TOKEN}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "admin"}}],
+            "current-context": "fake"});
+        std::fs::write(path, k.to_string()).unwrap();
+    }
+
+    /// Deployments with this name never become available.
+    pub fn never_ready(&self, name: &str) {
+        self.inner.lock().unwrap().never_ready.insert(name.into());
+    }
+
+    /// The object, if present: `api` is `v1` or `group/version`, `plural` the resource.
+    pub fn get(&self, api: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        let g = self.inner.lock().unwrap();
+        g.objects
+            .get(&(format!("{api}/{plural}"), ns.into(), name.into()))
+            .cloned()
+    }
+
+    /// Names of the objects of `plural` in `ns`.
+    pub fn names(&self, api: &str, plural: &str, ns: &str) -> Vec<String> {
+        let g = self.inner.lock().unwrap();
+        let k = format!("{api}/{plural}");
+        g.objects
+            .keys()
+            .filter(|(r, n, _)| *r == k && n == ns)
+            .map(|(_, _, name)| name.clone())
+            .collect()
+    }
+
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    (
+        code,
+        axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()})),
+    )
+        .into_response()
+}
+
+fn api_of(r: &Res) -> String {
+    if r.group.is_empty() {
+        r.version.clone()
+    } else {
+        format!("{}/{}", r.group, r.version)
+    }
+}
+
+fn resource_list(g: &Inner, group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = g
+        .resources
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .flat_map(|r| {
+            let mut v = vec![
+                json!({"name": r.plural, "singularName": r.kind.to_lowercase(),
+                "namespaced": r.namespaced, "kind": r.kind,
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}),
+            ];
+            if r.plural == "serviceaccounts" {
+                v.push(json!({"name": "serviceaccounts/token", "singularName": "",
+                    "namespaced": true, "kind": "TokenRequest", "group": "authentication.k8s.io",
+                    "version": "v1", "verbs": ["create"]}));
+            }
+            v
+        })
+        .collect();
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+}
+
+/// What a path names.
+struct Target {
+    res: Res,
+    ns: String,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_target(g: &Inner, segs: &[&str]) -> Option<Target> {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", gr, v, rest @ ..] => (*gr, *v, rest),
+        _ => return None,
+    };
+    let find = |plural: &str| {
+        g.resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    };
+    match rest {
+        ["namespaces", ns, plural, tail @ ..] => {
+            let res = find(plural)?;
+            Some(Target {
+                res,
+                ns: ns.to_string(),
+                name: tail.first().map(|s| s.to_string()),
+                sub: tail.get(1).map(|s| s.to_string()),
+            })
+        }
+        [plural, tail @ ..] => {
+            let res = find(plural)?;
+            Some(Target {
+                res,
+                ns: String::new(),
+                name: tail.first().map(|s| s.to_string()),
+                sub: None,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn query_param(uri: &Uri, key: &str) -> Option<String> {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn matches_labels(obj: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        obj["metadata"]["labels"][k].as_str() == Some(v)
+    })
+}
+
+fn matches_fields(obj: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let mut cur = obj;
+        for p in k.split('.') {
+            cur = &cur[p];
+        }
+        cur.as_str() == Some(v)
+    })
+}
+
+/// The object without what the server owns, to tell whether an apply changed anything.
+fn desired(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(m) = v["metadata"].as_object_mut() {
+        for k in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+        ] {
+            m.remove(k);
+        }
+    }
+    v
+}
+
+/// Whether the bearer token may `verb` `res` in `ns`: the administrator may do anything;
+/// a service account token only what a RoleBinding in `ns` grants it.
+fn allowed(g: &Inner, token: &str, verb: &str, res: &Res, ns: &str) -> bool {
+    if token == ADMIN_TOKEN {
+        return true;
+    }
+    let Some((sa_ns, sa)) = g.tokens.get(token) else {
+        return false;
+    };
+    if ns.is_empty() {
+        return false;
+    }
+    let bindings = g
+        .objects
+        .iter()
+        .filter(|((r, n, _), _)| r == "rbac.authorization.k8s.io/v1/rolebindings" && n == ns);
+    for (_, b) in bindings {
+        let binds = b["subjects"].as_array().is_some_and(|s| {
+            s.iter().any(|s| {
+                s["kind"] == "ServiceAccount"
+                    && s["name"].as_str() == Some(sa)
+                    && s["namespace"].as_str() == Some(sa_ns)
+            })
+        });
+        if !binds || b["roleRef"]["kind"] != "Role" {
+            continue;
+        }
+        let role = b["roleRef"]["name"].as_str().unwrap_or("");
+        let Some(r) = g.objects.get(&(
+            "rbac.authorization.k8s.io/v1/roles".into(),
+            ns.into(),
+            role.into(),
+        )) else {
+            continue;
+        };
+        let any = |list: &Value, want: &str| {
+            list.as_array()
+                .is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
+        };
+        if r["rules"].as_array().is_some_and(|rules| {
+            rules.iter().any(|rule| {
+                any(&rule["apiGroups"], &res.group)
+                    && any(&rule["resources"], &res.plural)
+                    && any(&rule["verbs"], verb)
+            })
+        }) {
+            return true;
+        }
+    }
+    false
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut g = inner.lock().unwrap();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    g.requests.push(Request {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or("").to_string(),
+        content_type: content_type.clone(),
+        changed: false,
+        token: token.clone(),
+    });
+    if token != ADMIN_TOKEN && !g.tokens.contains_key(&token) {
+        return status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized".into(),
+        );
+    }
+    let path = uri.path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // Version and discovery.
+    match segs.as_slice() {
+        ["version"] => {
+            return axum::Json(
+                json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake",
+                "gitCommit": "0", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
+            )
+            .into_response();
+        }
+        ["api"] => {
+            return axum::Json(json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}))
+            .into_response();
+        }
+        ["apis"] => {
+            let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for r in g.resources.iter().filter(|r| !r.group.is_empty()) {
+                groups
+                    .entry(r.group.clone())
+                    .or_default()
+                    .insert(r.version.clone());
+            }
+            let groups: Vec<Value> = groups
+                .iter()
+                .map(|(name, vs)| {
+                    let versions: Vec<Value> = vs
+                        .iter()
+                        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+                        .collect();
+                    json!({"name": name, "versions": versions, "preferredVersion": versions[0]})
+                })
+                .collect();
+            return axum::Json(
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            )
+            .into_response();
+        }
+        ["api", v] => return axum::Json(resource_list(&g, "", v)).into_response(),
+        ["apis", gr, v] => return axum::Json(resource_list(&g, gr, v)).into_response(),
+        _ => {}
+    }
+    let Some(t) = parse_target(&g, &segs) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        );
+    };
+    let rkey = format!("{}/{}", api_of(&t.res), t.res.plural);
+    let ns = if t.res.namespaced {
+        t.ns.clone()
+    } else {
+        String::new()
+    };
+    let verb = match (&method, &t.name, &t.sub) {
+        (&Method::GET, None, _) => "list",
+        (&Method::GET, Some(_), _) => "get",
+        (&Method::PATCH, _, _) => "patch",
+        (&Method::DELETE, _, _) => "delete",
+        (&Method::POST, _, _) => "create",
+        (&Method::PUT, _, _) => "update",
+        _ => "get",
+    };
+    if !allowed(&g, &token, verb, &t.res, &ns) {
+        let who = g.tokens.get(&token).cloned().unwrap_or_default();
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{} \"{}\" is forbidden: User \"system:serviceaccount:{}:{}\" cannot {verb} resource \"{}\" in API group \"{}\" in the namespace \"{ns}\"",
+                t.res.plural,
+                t.name.clone().unwrap_or_default(),
+                who.0,
+                who.1,
+                t.res.plural,
+                t.res.group
+            ),
+        );
+    }
+    if t.res.namespaced
+        && !g
+            .objects
+            .contains_key(&("v1/namespaces".into(), String::new(), ns.clone()))
+        && method != Method::GET
+    {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("namespaces \"{ns}\" not found"),
+        );
+    }
+    match (method.clone(), t.name.clone(), t.sub.clone()) {
+        (Method::GET, None, _) => {
+            let labels = query_param(&uri, "labelSelector").unwrap_or_default();
+            let fields = query_param(&uri, "fieldSelector").unwrap_or_default();
+            let items: Vec<Value> = g
+                .objects
+                .iter()
+                .filter(|((r, n, _), o)| {
+                    *r == rkey
+                        && (ns.is_empty() || *n == ns)
+                        && matches_labels(o, &labels)
+                        && matches_fields(o, &fields)
+                })
+                .map(|(_, o)| o.clone())
+                .collect();
+            axum::Json(
+                json!({"kind": format!("{}List", t.res.kind), "apiVersion": api_of(&t.res),
+                "metadata": {"resourceVersion": g.next_rv.to_string()}, "items": items}),
+            )
+            .into_response()
+        }
+        (Method::GET, Some(name), None) => {
+            match g.objects.get(&(rkey.clone(), ns.clone(), name.clone())) {
+                Some(o) => axum::Json(o.clone()).into_response(),
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", t.res.plural),
+                ),
+            }
+        }
+        (Method::PATCH, Some(name), None) => {
+            if content_type != "application/apply-patch+yaml" {
+                return status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    format!("the fake only takes server-side apply, not {content_type}"),
+                );
+            }
+            if query_param(&uri, "fieldManager").is_none() {
+                return status(StatusCode::BAD_REQUEST, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into());
+            }
+            let Ok(mut obj) = serde_json::from_str::<Value>(&body) else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "the fake reads JSON (valid YAML)".into(),
+                );
+            };
+            if obj["kind"].as_str() != Some(t.res.kind.as_str())
+                || obj["metadata"]["name"].as_str() != Some(name.as_str())
+            {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "kind or name does not match the URL".into(),
+                );
+            }
+            if t.res.namespaced {
+                obj["metadata"]["namespace"] = json!(ns);
+            }
+            let k = (rkey.clone(), ns.clone(), name.clone());
+            let old = g.objects.get(&k).cloned();
+            let changed = old.as_ref().is_none_or(|o| desired(o) != desired(&obj));
+            if changed {
+                g.next_rv += 1;
+                let rv = g.next_rv.to_string();
+                let generation = old
+                    .as_ref()
+                    .and_then(|o| o["metadata"]["generation"].as_i64())
+                    .unwrap_or(0)
+                    + 1;
+                obj["metadata"]["resourceVersion"] = json!(rv);
+                obj["metadata"]["generation"] = json!(generation);
+                obj["metadata"]["uid"] = old
+                    .as_ref()
+                    .map(|o| o["metadata"]["uid"].clone())
+                    .unwrap_or_else(|| json!(format!("uid-{rv}")));
+                obj["metadata"]["creationTimestamp"] = json!("2026-11-25T00:00:00Z");
+                g.objects.insert(k.clone(), obj);
+                if let Some(last) = g.requests.last_mut() {
+                    last.changed = true;
+                }
+                control(&mut g);
+            }
+            axum::Json(g.objects[&k].clone()).into_response()
+        }
+        (Method::POST, Some(name), Some(sub))
+            if sub == "token" && t.res.plural == "serviceaccounts" =>
+        {
+            if !g
+                .objects
+                .contains_key(&(rkey.clone(), ns.clone(), name.clone()))
+            {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("serviceaccounts \"{name}\" not found"),
+                );
+            }
+            g.next_rv += 1;
+            let token = format!("sa-token-{ns}-{name}-{}", g.next_rv);
+            g.tokens.insert(token.clone(), (ns.clone(), name.clone()));
+            let req: Value = serde_json::from_str(&body).unwrap_or_default();
+            axum::Json(
+                json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "metadata": {"name": name, "namespace": ns}, "spec": req["spec"],
+                "status": {"token": token, "expirationTimestamp": "2026-11-27T00:00:00Z"}}),
+            )
+            .into_response()
+        }
+        (Method::DELETE, Some(name), None) => {
+            let k = (rkey.clone(), ns.clone(), name.clone());
+            match g.objects.remove(&k) {
+                Some(o) => {
+                    if t.res.plural == "namespaces" {
+                        g.objects.retain(|(_, n, _), _| *n != name);
+                    }
+                    if let Some(last) = g.requests.last_mut() {
+                        last.changed = true;
+                    }
+                    axum::Json(o).into_response()
+                }
+                None => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", t.res.plural),
+                ),
+            }
+        }
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} {path}"),
+        ),
+    }
+}
+
+/// The fake's controllers: workloads become ready (unless listed as never ready), CRDs
+/// become Established and serve their kinds.
+fn control(g: &mut Inner) {
+    let keys: Vec<(String, String, String)> = g.objects.keys().cloned().collect();
+    let mut extra: Vec<((String, String, String), Value)> = Vec::new();
+    let mut new_res = Vec::new();
+    for k in keys {
+        let o = g.objects.get_mut(&k).unwrap();
+        let generation = o["metadata"]["generation"].clone();
+        let replicas = o["spec"]["replicas"].as_i64().unwrap_or(1);
+        match k.0.as_str() {
+            "apps/v1/deployments" => {
+                if g.never_ready.contains(&k.2) {
+                    o["status"] = json!({"observedGeneration": generation, "replicas": replicas,
+                        "availableReplicas": 0, "unavailableReplicas": replicas,
+                        "conditions": [
+                            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                             "message": "Deployment does not have minimum availability."},
+                            {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                             "message": format!("ReplicaSet \"{}-7d9f\" is progressing.", k.2)}]});
+                    let labels = o["spec"]["selector"]["matchLabels"].clone();
+                    let image = o["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+                    let container = o["spec"]["template"]["spec"]["containers"][0]["name"].clone();
+                    let pod = format!("{}-7d9f-x2x4q", k.2);
+                    extra.push(((String::from("v1/pods"), k.1.clone(), pod.clone()), json!({
+                        "apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": pod, "namespace": k.1, "labels": labels},
+                        "status": {"phase": "Pending", "containerStatuses": [{"name": container, "ready": false,
+                            "restartCount": 0, "image": image, "imageID": "",
+                            "state": {"waiting": {"reason": "ImagePullBackOff",
+                                "message": format!("Back-off pulling image {}", image.as_str().unwrap_or(""))}}}]}})));
+                    let ev = format!("{}.backoff", k.2);
+                    extra.push((
+                        (String::from("v1/events"), k.1.clone(), ev.clone()),
+                        json!({
+                        "apiVersion": "v1", "kind": "Event",
+                        "metadata": {"name": ev, "namespace": k.1},
+                        "involvedObject": {"kind": "Deployment", "name": k.2, "namespace": k.1},
+                        "reason": "FailedCreatePodSandBox",
+                        "message": "pulling the image failed: not found", "type": "Warning"}),
+                    ));
+                } else {
+                    o["status"] = json!({"observedGeneration": generation, "replicas": replicas,
+                        "readyReplicas": replicas, "availableReplicas": replicas,
+                        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]});
+                }
+            }
+            "apps/v1/statefulsets" => {
+                o["status"] = json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas});
+            }
+            "apps/v1/daemonsets" => {
+                o["status"] = json!({"observedGeneration": generation, "desiredNumberScheduled": 1, "numberReady": 1});
+            }
+            "batch/v1/jobs" => {
+                o["status"] =
+                    json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
+            }
+            "v1/pods" if o["status"].is_null() => {
+                o["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+            }
+            "apiextensions.k8s.io/v1/customresourcedefinitions" => {
+                o["status"] = json!({"conditions": [{"type": "Established", "status": "True"}]});
+                let spec = &o["spec"];
+                for v in spec["versions"].as_array().cloned().unwrap_or_default() {
+                    new_res.push(Res {
+                        group: spec["group"].as_str().unwrap_or("").into(),
+                        version: v["name"].as_str().unwrap_or("").into(),
+                        plural: spec["names"]["plural"].as_str().unwrap_or("").into(),
+                        kind: spec["names"]["kind"].as_str().unwrap_or("").into(),
+                        namespaced: spec["scope"] == "Namespaced",
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    for (k, v) in extra {
+        g.objects.entry(k).or_insert(v);
+    }
+    for r in new_res {
+        if !g
+            .resources
+            .iter()
+            .any(|x| x.group == r.group && x.version == r.version && x.plural == r.plural)
+        {
+            g.resources.push(r);
+        }
+    }
+}
