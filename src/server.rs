@@ -26,8 +26,10 @@ pub struct Metrics {
     pub webhooks_rejected: AtomicU64,
 }
 
+/// Wakes the tasks whose pull request (`owner/name`, number) a webhook named.
+pub type PullRequestHook = Arc<dyn Fn(&str, u64) -> usize + Send + Sync>;
+
 /// What the HTTP handlers need.
-#[derive(Debug)]
 pub struct ServerState {
     /// The shared secret configured on the GitHub webhook; None disables webhooks.
     pub webhook_secret: Option<Vec<u8>>,
@@ -37,6 +39,16 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     /// The reconcile runtime's counters, when a reconciler runs in this process.
     pub runtime: Option<Arc<crate::reconcile::metrics::ReconcileMetrics>>,
+    /// Pull request and review events wake their tasks through this.
+    pub on_pull_request: Option<PullRequestHook>,
+}
+
+impl std::fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerState")
+            .field("webhooks", &self.webhook_secret.is_some())
+            .finish()
+    }
 }
 
 /// The router: `GET /healthz`, `GET /metrics`, `POST /webhooks/github`.
@@ -130,6 +142,20 @@ async fn github_webhook(
                 w.wake(Reason::Webhook);
             }
             (StatusCode::ACCEPTED, "checking the state repository\n")
+        }
+        "pull_request" | "pull_request_review" => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let repo = v["repository"]["full_name"].as_str().unwrap_or_default();
+            let number = v["pull_request"]["number"].as_u64().unwrap_or_default();
+            let woke = match &state.on_pull_request {
+                Some(hook) if !repo.is_empty() && number > 0 => hook(repo, number),
+                _ => 0,
+            };
+            if woke > 0 {
+                (StatusCode::ACCEPTED, "waking the task\n")
+            } else {
+                (StatusCode::ACCEPTED, "no task has this pull request\n")
+            }
         }
         "ping" => (StatusCode::OK, "pong\n"),
         _ => (StatusCode::ACCEPTED, "ignored\n"),

@@ -124,6 +124,7 @@ async fn local_forge_opens_once_merges_once_and_refuses_a_moved_head() {
         base: "main".into(),
         title: "T".into(),
         body: "B".into(),
+        repo: None,
     };
     let a = forge.open_change(&req).await.unwrap();
     let b = forge.open_change(&req).await.unwrap();
@@ -131,12 +132,16 @@ async fn local_forge_opens_once_merges_once_and_refuses_a_moved_head() {
     assert_eq!(forge.changes().len(), 1);
     let head = a.head_sha.clone();
     let err = forge
-        .merge(&a, "0000000000000000000000000000000000000000")
+        .merge(
+            &a,
+            "0000000000000000000000000000000000000000",
+            Default::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, ForgeError::Blocked(_)), "{err}");
-    let m1 = forge.merge(&a, &head).await.unwrap();
-    let m2 = forge.merge(&a, &head).await.unwrap();
+    let m1 = forge.merge(&a, &head, Default::default()).await.unwrap();
+    let m2 = forge.merge(&a, &head, Default::default()).await.unwrap();
     assert_eq!(m1.merge_commit, m2.merge_commit);
     assert_eq!(
         git(&origin, &["rev-list", "--merges", "main"])

@@ -464,9 +464,9 @@ impl ClusterLab {
                 }
                 if !approved && st.phase == gaffer::state::status::Phase::InReview {
                     approved = true;
-                    crate::common::commit_to_bare(
+                    crate::common::commit_as(
                         &self.state,
-                        "main",
+                        gaffer::cli::demo::PERSON,
                         &[(
                             "projects/demo/web-api/tasks/jwt/approvals/ok.yaml",
                             &format!("by: {}\n", gaffer::cli::demo::PERSON),

@@ -231,7 +231,12 @@ impl Lab {
                         t.project.category, t.project.project, t.task
                     );
                     let body = format!("by: {PERSON}\n");
-                    commit_to_bare(&self.state, "main", &[(path.as_str(), body.as_str())], "ok");
+                    crate::common::commit_as(
+                        &self.state,
+                        PERSON,
+                        &[(path.as_str(), body.as_str())],
+                        "ok",
+                    );
                 }
             }
             if Instant::now() > deadline {

@@ -160,7 +160,12 @@ impl Lab {
             {
                 let path = format!("projects/demo/web-api/tasks/{}/approvals/ok.yaml", t.task);
                 let body = format!("by: {PERSON}\n");
-                self.commit(&[(path.as_str(), body.as_str())], "approve");
+                commit_as(
+                    &self.state,
+                    PERSON,
+                    &[(path.as_str(), body.as_str())],
+                    "approve",
+                );
             }
         }
     }

@@ -10,18 +10,87 @@ use tower::ServiceExt;
 
 const SECRET: &[u8] = b"It's a Secret to Everybody";
 
+type Seen = Arc<std::sync::Mutex<Vec<(String, u64)>>>;
+
 fn state() -> (
     Arc<ServerState>,
     tokio::sync::mpsc::UnboundedReceiver<Reason>,
 ) {
+    let (s, rx, _) = state_seeing();
+    (s, rx)
+}
+
+/// The state, and the pull requests the hook was called for.
+fn state_seeing() -> (
+    Arc<ServerState>,
+    tokio::sync::mpsc::UnboundedReceiver<Reason>,
+    Seen,
+) {
     let (waker, rx) = watch::channel();
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
     let s = ServerState {
         webhook_secret: Some(SECRET.to_vec()),
         waker: Some(waker),
         metrics: Arc::new(Metrics::default()),
         runtime: None,
+        on_pull_request: Some(Arc::new(move |repo: &str, n: u64| {
+            s2.lock().unwrap().push((repo.to_string(), n));
+            usize::from(repo == "example/web-api")
+        })),
     };
-    (Arc::new(s), rx)
+    (Arc::new(s), rx, seen)
+}
+
+#[tokio::test]
+async fn signed_review_and_pull_request_events_wake_their_task_unsigned_ones_nothing() {
+    let (s, _rx, seen) = state_seeing();
+    let review = r#"{"action":"submitted","review":{"state":"approved","user":{"login":"alice"}},"pull_request":{"number":7},"repository":{"full_name":"example/web-api"}}"#;
+    let resp = app(s.clone())
+        .oneshot(webhook("pull_request_review", review, None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = app(s.clone())
+        .oneshot(webhook(
+            "pull_request_review",
+            review,
+            Some(sign(b"nope", review.as_bytes())),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(seen.lock().unwrap().is_empty(), "nothing looked at");
+    let resp = app(s.clone())
+        .oneshot(webhook(
+            "pull_request_review",
+            review,
+            Some(sign(SECRET, review.as_bytes())),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let pr = r#"{"action":"synchronize","pull_request":{"number":9},"repository":{"full_name":"someone/else"}}"#;
+    let resp = app(s.clone())
+        .oneshot(webhook(
+            "pull_request",
+            pr,
+            Some(sign(SECRET, pr.as_bytes())),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"no task has this pull request\n");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("example/web-api".to_string(), 7),
+            ("someone/else".to_string(), 9)
+        ]
+    );
 }
 
 fn webhook(event: &str, body: &str, sig: Option<String>) -> Request<Body> {

@@ -542,9 +542,9 @@ fn act_by_git(w: &World, t: &TaskRef, done: &mut Vec<&'static str>) {
         done.push("approve");
         let path = format!("projects/{}/tasks/{}/approvals/ok.yaml", t.project, t.task);
         let body = format!("by: {PERSON}\n");
-        commit_to_bare(
+        commit_as(
             &w.state,
-            "main",
+            PERSON,
             &[(path.as_str(), body.as_str())],
             "approve",
         );

@@ -114,6 +114,10 @@ struct SessionState {
     /// processes would see it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     env: BTreeMap<String, String>,
+    /// The texts of feedback prompts (test failures, review comments), as the builder read
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    feedback: Vec<String>,
 }
 
 /// The scripted runtime; sessions live under `<state_dir>`.
@@ -238,11 +242,14 @@ impl AgentRuntime for ScriptedAgent {
         _task: &TaskRef,
         session: &str,
         prompt_id: &str,
-        _text: &str,
+        text: &str,
     ) -> Result<(), AgentError> {
         let mut state = self.load(session)?;
         if !state.prompts.iter().any(|p| p == prompt_id) {
             state.prompts.push(prompt_id.to_string());
+            if prompt_id.starts_with(FEEDBACK_PREFIX) {
+                state.feedback.push(text.to_string());
+            }
             state.stopped = false;
             self.save(session, &state)?;
         }

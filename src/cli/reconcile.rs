@@ -69,6 +69,35 @@ pub struct ReconcileArgs {
     /// How long lab objects may take to become ready (rollout), in seconds.
     #[arg(long, default_value_t = 300)]
     pub lab_rollout_secs: u64,
+    /// The GitHub API for `forge: github` projects (GitHub Enterprise:
+    /// https://HOST/api/v3). The token comes from GITHUB_TOKEN or the file GITHUB_TOKEN_FILE
+    /// names (a personal token or a GitHub App installation token), never the state repo.
+    #[arg(long, env = "GITHUB_API_URL")]
+    pub github_api_url: Option<String>,
+    /// How often pull requests in review are polled for reviews when no webhook wakes them,
+    /// in seconds (conditional requests: free of rate limit while nothing changed).
+    #[arg(long, default_value_t = 60)]
+    pub forge_poll_secs: u64,
+}
+
+/// The GitHub token from GITHUB_TOKEN or GITHUB_TOKEN_FILE.
+fn github_token() -> Result<Option<String>, CliError> {
+    if let Ok(t) = std::env::var("GITHUB_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(Some(t.trim().to_string()));
+    }
+    match std::env::var_os("GITHUB_TOKEN_FILE") {
+        Some(f) => std::fs::read_to_string(&f)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| {
+                CliError::user(format!(
+                    "cannot read GITHUB_TOKEN_FILE {}: {e}",
+                    PathBuf::from(f).display()
+                ))
+            }),
+        None => Ok(None),
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -174,6 +203,9 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
     opts.resync = Duration::from_secs(args.resync_secs.max(10));
     opts.echo = args.echo;
     opts.lab = args.lab;
+    opts.github_token = github_token()?;
+    opts.github_api = args.github_api_url.clone();
+    opts.forge_poll = Duration::from_secs(args.forge_poll_secs.max(1));
     opts.lab_rollout = Duration::from_secs(args.lab_rollout_secs.max(1));
     if let Some(f) = &args.webhook_secret_file {
         let secret = std::fs::read(f)

@@ -6,6 +6,9 @@
 //! compare-and-swap on the base ref. Opening and merging are find-or-create, so a restart
 //! never opens a second change or merges twice.
 
+pub mod body;
+pub mod github;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -28,6 +31,8 @@ pub struct ChangeRequest {
     pub title: String,
     /// Body.
     pub body: String,
+    /// `owner/name` on GitHub, when the forge is GitHub.
+    pub repo: Option<String>,
 }
 
 /// A change as the forge sees it.
@@ -52,6 +57,46 @@ pub struct Change {
     pub merge_commit: Option<String>,
     /// A link for people.
     pub url: String,
+    /// `owner/name` on GitHub, when the forge is GitHub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+}
+
+/// A review of a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    /// The forge's id.
+    pub id: u64,
+    /// The reviewer's login.
+    pub user: String,
+    /// `APPROVED`, `CHANGES_REQUESTED`, `COMMENTED`, `DISMISSED`.
+    pub state: String,
+    /// The review's text.
+    pub body: String,
+    /// The head commit reviewed.
+    pub commit_id: String,
+    /// Line comments, `path:line: text` (read for changes requested).
+    pub comments: Vec<String>,
+}
+
+/// A change's reviews and the change's author (whose own reviews never count).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reviews {
+    /// The change's author (gaffer's user on the forge).
+    pub author: String,
+    /// Oldest first.
+    pub reviews: Vec<Review>,
+}
+
+/// Where an image build stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageBuild {
+    /// Just asked for.
+    Dispatched,
+    /// Running (its URL, when known).
+    Running(String),
+    /// Built and pushed.
+    Built,
 }
 
 /// Errors of forges.
@@ -66,6 +111,33 @@ pub enum ForgeError {
     /// Storage trouble.
     #[error("forge storage: {0}")]
     Storage(String),
+    /// The forge's API failed.
+    #[error("forge: {0}")]
+    Api(String),
+    /// Not configured for what was asked.
+    #[error("forge: {0}")]
+    Config(String),
+    /// The API's rate limit is used up until then.
+    #[error("forge: rate limited until {until}")]
+    RateLimited {
+        /// When the limit resets.
+        until: jiff::Timestamp,
+    },
+}
+
+/// Pushes `branch` from the mirror to its origin (the `git` binary: your own credentials);
+/// returns the pushed head. The task branch belongs to gaffer: a reset after a changed answer
+/// rewrites it, hence `--force`.
+pub fn push_branch(mirror: &Path, branch: &str) -> Result<String, ForgeError> {
+    let head = Git::new(mirror).run(["rev-parse", &format!("refs/heads/{branch}")])?;
+    Git::new(mirror).run([
+        "push",
+        "--quiet",
+        "--force",
+        "origin",
+        &format!("refs/heads/{branch}:refs/heads/{branch}"),
+    ])?;
+    Ok(head)
 }
 
 /// Opens and merges changes.
@@ -74,7 +146,32 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     /// Pushes the head branch and finds or creates its change.
     async fn open_change(&self, req: &ChangeRequest) -> Result<Change, ForgeError>;
     /// Merges the change if its head is still `head_sha`; merging a merged change returns it.
-    async fn merge(&self, change: &Change, head_sha: &str) -> Result<Change, ForgeError>;
+    async fn merge(
+        &self,
+        change: &Change,
+        head_sha: &str,
+        method: crate::state::spec::MergeMethod,
+    ) -> Result<Change, ForgeError>;
+
+    /// The change's reviews (a forge without reviews has none).
+    async fn reviews(&self, _change: &Change) -> Result<Reviews, ForgeError> {
+        Ok(Reviews::default())
+    }
+
+    /// Finds the run of image-build `workflow` for `head_sha` on `branch` of `repo`
+    /// (`owner/name`), dispatching it when there is none and `dispatch` is true.
+    async fn build_image(
+        &self,
+        _repo: &str,
+        _workflow: &str,
+        _branch: &str,
+        _head_sha: &str,
+        _dispatch: bool,
+    ) -> Result<ImageBuild, ForgeError> {
+        Err(ForgeError::Config(
+            "image builds need forge: {kind: github} (a GitHub Actions workflow)".into(),
+        ))
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -167,16 +264,7 @@ fn merge_into_base(origin: &Path, change: &Change, head_sha: &str) -> Result<Str
 #[async_trait::async_trait]
 impl Forge for LocalForge {
     async fn open_change(&self, req: &ChangeRequest) -> Result<Change, ForgeError> {
-        let head =
-            Git::new(&req.mirror).run(["rev-parse", &format!("refs/heads/{}", req.head_branch)])?;
-        // The task branch belongs to gaffer: a reset after a changed answer rewrites it.
-        Git::new(&req.mirror).run([
-            "push",
-            "--quiet",
-            "--force",
-            "origin",
-            &format!("refs/heads/{0}:refs/heads/{0}", req.head_branch),
-        ])?;
+        let head = push_branch(&req.mirror, &req.head_branch)?;
         let _guard = self
             .lock
             .lock()
@@ -206,13 +294,20 @@ impl Forge for LocalForge {
             head_sha: head,
             merge_commit: None,
             url: format!("{}#change-{}", req.repo_url, book.next),
+            repo: None,
         };
         book.changes.push(change.clone());
         self.save(&book)?;
         Ok(change)
     }
 
-    async fn merge(&self, change: &Change, head_sha: &str) -> Result<Change, ForgeError> {
+    /// Always a merge commit (the method is GitHub's business).
+    async fn merge(
+        &self,
+        change: &Change,
+        head_sha: &str,
+        _method: crate::state::spec::MergeMethod,
+    ) -> Result<Change, ForgeError> {
         let _guard = self
             .lock
             .lock()

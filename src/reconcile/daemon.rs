@@ -59,6 +59,12 @@ pub struct Options {
     pub lab: LabMode,
     /// How long lab objects may take to become ready.
     pub lab_rollout: Duration,
+    /// GitHub token (from the environment or a file; never the state repo).
+    pub github_token: Option<String>,
+    /// GitHub API base URL (GitHub Enterprise, fakes); default `https://api.github.com`.
+    pub github_api: Option<String>,
+    /// How often changes in review are polled when no webhook wakes them.
+    pub forge_poll: Duration,
 }
 
 /// Where lab deploys go.
@@ -110,6 +116,9 @@ impl Options {
             opencode: None,
             lab: LabMode::Auto,
             lab_rollout: Duration::from_secs(300),
+            github_token: None,
+            github_api: None,
+            forge_poll: Duration::from_secs(60),
         }
     }
 }
@@ -205,6 +214,13 @@ pub async fn start(
         },
         notifier,
         forge: Arc::new(LocalForge::new(opts.data_dir.join("forge"))),
+        github: match &opts.github_token {
+            Some(token) => Some(Arc::new(
+                crate::forge::github::GitHubForge::new(token, opts.github_api.as_deref())
+                    .map_err(|e| ReconcileError::Other(e.to_string()))?,
+            )),
+            None => None,
+        },
         lab: lab_deployer(opts).await?,
         tests: Arc::new(CommandTestRunner),
         workspaces: Workspaces::new(&opts.builders),
@@ -214,11 +230,41 @@ pub async fn start(
             max_test_retries: 2,
             retry_pause: opts.retry_pause,
             data_dir: opts.data_dir.clone(),
+            forge_poll: opts.forge_poll,
         },
         scheduler,
         metrics: Arc::new(super::metrics::ReconcileMetrics::default()),
     });
     Ok((ctx, Handles { tracker, transport }, sched_rx))
+}
+
+/// Wakes the tasks whose recorded change is `owner/name`'s pull request `number`.
+fn pull_request_hook(ctx: Arc<Context>) -> crate::server::PullRequestHook {
+    Arc::new(move |repo: &str, number: u64| {
+        let suffix = format!("/{repo}/pull/{number}");
+        let tasks: Vec<crate::names::TaskRef> = match ctx.tracker.read() {
+            Ok(t) => t
+                .snapshot()
+                .tasks()
+                .filter(|(_, e)| {
+                    e.status.as_ref().is_some_and(|s| {
+                        s.repos.values().any(|r| {
+                            r.change
+                                .as_ref()
+                                .and_then(|c| c.url.as_deref())
+                                .is_some_and(|u| u.ends_with(&suffix))
+                        })
+                    })
+                })
+                .map(|(t, _)| t)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for t in &tasks {
+            ctx.scheduler.now(ObjectKey::Task(t.clone()));
+        }
+        tasks.len()
+    })
 }
 
 /// The lab deployer `opts` ask for.
@@ -297,6 +343,7 @@ pub async fn run(
             waker: Some(waker.clone()),
             metrics: Arc::new(Metrics::default()),
             runtime: Some(stats.clone()),
+            on_pull_request: Some(pull_request_hook(ctx.clone())),
         });
         let listener = tokio::net::TcpListener::bind(addr)
             .await

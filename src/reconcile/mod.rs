@@ -75,6 +75,8 @@ pub struct Settings {
     pub retry_pause: Duration,
     /// Where rendered manifests and other local records go.
     pub data_dir: PathBuf,
+    /// How often a change in review is polled for reviews when no webhook wakes it.
+    pub forge_poll: Duration,
 }
 
 /// Everything a reconcile needs.
@@ -90,8 +92,10 @@ pub struct Context {
     pub agents: Agents,
     /// Chat notifications.
     pub notifier: Arc<dyn Notifier>,
-    /// Review and merge.
+    /// Review and merge: the local forge.
     pub forge: Arc<dyn Forge>,
+    /// GitHub, when a token was given.
+    pub github: Option<Arc<dyn Forge>>,
     /// Deploys.
     pub lab: Arc<dyn LabDeployer>,
     /// Lab tests.
@@ -109,6 +113,23 @@ pub struct Context {
 }
 
 impl Context {
+    /// The forge a project uses (`forge.kind`).
+    pub fn forge_for(
+        &self,
+        project: &crate::state::spec::ProjectSpec,
+    ) -> Result<Arc<dyn Forge>, ReconcileError> {
+        match project.forge.as_ref().map(|f| f.kind).unwrap_or_default() {
+            crate::state::spec::ForgeKind::Local => Ok(self.forge.clone()),
+            crate::state::spec::ForgeKind::Github => self.github.clone().ok_or_else(|| {
+                ReconcileError::Other(
+                    "the project uses forge: github, but gaffer reconcile has no GitHub token: \
+                     set GITHUB_TOKEN or GITHUB_TOKEN_FILE"
+                        .into(),
+                )
+            }),
+        }
+    }
+
     /// Advances the tracker to the remote's head, so the next step sees what was just written.
     pub async fn refresh(&self) -> Result<(), ReconcileError> {
         let transport = self.transport.clone();

@@ -51,7 +51,7 @@ struct View {
     progress: Progress,
     questions: BTreeMap<Qid, Question>,
     answers: BTreeMap<Qid, AnswerSpec>,
-    approvals: Vec<ApprovalSpec>,
+    approvals: Vec<(crate::names::Id, ApprovalSpec)>,
     /// Question documents by batch.
     question_docs: BTreeMap<crate::names::Id, String>,
     /// Other tasks of the project: (task, phase, priority, since).
@@ -125,7 +125,11 @@ impl View {
             .iter()
             .map(|(k, a)| (k.clone(), (**a).clone()))
             .collect();
-        v.approvals = te.approvals.values().cloned().collect();
+        v.approvals = te
+            .approvals
+            .iter()
+            .map(|(id, a)| (id.clone(), a.clone()))
+            .collect();
         v.question_docs = te.question_docs.clone();
         Ok(v)
     }
@@ -1789,13 +1793,17 @@ async fn deploying(
         .iter()
         .filter_map(|(k, v)| v.head_commit.clone().map(|h| (k.clone(), h)))
         .collect();
+    let images = match image_build(ctx, project, lab, plan).await? {
+        Ok(images) => images,
+        Err(action) => return Ok(action),
+    };
     let req = DeployRequest {
         project: t.project.clone(),
         task: t.task.clone(),
         overlay,
         host: settings.lab_host(&t.project.project),
         commits: commits.clone(),
-        images: BTreeMap::new(),
+        images,
         tool: lab.tool,
         previous: view
             .lab
@@ -1857,6 +1865,119 @@ async fn deploying(
         plan.transition(Phase::InReview, "Deployed", "no lab.test configured");
     }
     Ok(Action::requeue(Duration::ZERO))
+}
+
+/// The image overrides of a deploy: when `lab.image` names a workflow, the task branch is
+/// pushed, the workflow dispatched (once per commit) and waited for, and the image it pushed
+/// (`<registry>:<sha>`) replaces `lab.image.name` in the render. `Err` is what to do while
+/// the build runs or after it failed.
+async fn image_build(
+    ctx: &Context,
+    project: &ProjectSpec,
+    lab: &crate::state::spec::LabSpec,
+    plan: &mut Plan,
+) -> Result<Result<BTreeMap<String, String>, Action>, ReconcileError> {
+    let Some(img) = &lab.image else {
+        return Ok(Ok(BTreeMap::new()));
+    };
+    let forge = ctx.forge_for(project)?;
+    let Some(repo) = project.repos.iter().find(|r| r.name.value == img.repo) else {
+        plan.transition(
+            Phase::Failed,
+            "ImageBuildFailed",
+            format!(
+                "lab.image.repo {} is not one of the project's repos",
+                img.repo
+            ),
+        );
+        return Ok(Err(Action::await_change()));
+    };
+    let Some(gh) = repo
+        .github
+        .clone()
+        .or_else(|| crate::forge::github::repo_of_url(&repo.url))
+    else {
+        plan.transition(
+            Phase::Failed,
+            "ImageBuildFailed",
+            format!(
+                "{} is not on GitHub: set `github: owner/name` on the repo",
+                repo.url
+            ),
+        );
+        return Ok(Err(Action::await_change()));
+    };
+    let Some(rs) = plan.status.repos.get(&img.repo).cloned() else {
+        return Err(ReconcileError::Other(format!(
+            "no workspace repo {}",
+            img.repo
+        )));
+    };
+    let Some(head) = rs.head_commit.clone() else {
+        return Err(ReconcileError::Other(format!(
+            "{} has no head yet",
+            img.repo
+        )));
+    };
+    let mirror = ctx.workspaces.mirror_dir(&repo.url);
+    let branch = rs.branch.clone();
+    blocking(move || crate::forge::push_branch(&mirror, &branch).map_err(ReconcileError::from))
+        .await?;
+    let key = format!("imageBuild.{head}");
+    let dispatched = plan.status.effects.contains_key(&key);
+    let waiting = |plan: &mut Plan, msg: String| {
+        plan.status.reason = Some("ImageBuilding".into());
+        plan.status.message = Some(msg);
+        Action::requeue(ctx.settings.forge_poll.min(Duration::from_secs(15)))
+    };
+    match forge
+        .build_image(&gh, &img.workflow, &rs.branch, &head, !dispatched)
+        .await
+    {
+        Ok(crate::forge::ImageBuild::Dispatched) => {
+            plan.set_effect(&key, "dispatched");
+            plan.milestone(
+                MilestoneKind::Deploy,
+                format!(
+                    "🏗 image build dispatched: {} on {} ({})",
+                    img.workflow,
+                    rs.branch,
+                    &head[..head.len().min(12)]
+                ),
+                None,
+            );
+            Ok(Err(waiting(
+                plan,
+                format!("building the image ({})", img.workflow),
+            )))
+        }
+        Ok(crate::forge::ImageBuild::Running(url)) => Ok(Err(waiting(
+            plan,
+            format!("building the image {url}").trim().to_string(),
+        ))),
+        Ok(crate::forge::ImageBuild::Built) => {
+            let registry = img
+                .registry
+                .clone()
+                .unwrap_or_else(|| format!("ghcr.io/{}", gh.to_lowercase()));
+            let image = format!("{registry}:{head}");
+            if plan.status.effects.get(&key).map(String::as_str) != Some("built") {
+                plan.set_effect(&key, "built");
+                plan.milestone(
+                    MilestoneKind::Deploy,
+                    format!("🏗 image built: {image}"),
+                    None,
+                );
+            }
+            Ok(Ok(BTreeMap::from([(img.name.clone(), image)])))
+        }
+        Err(crate::forge::ForgeError::RateLimited { until }) => Ok(Err(rate_limited(plan, until))),
+        Err(e) => {
+            plan.set_effect("failedIn", "Deploying");
+            plan.transition(Phase::Failed, "ImageBuildFailed", e.to_string());
+            Ok(Err(Action::await_change()))
+        }
+    }
 }
 
 async fn testing(
@@ -1963,15 +2084,57 @@ async fn in_review(
     plan: &mut Plan,
 ) -> Result<Action, ReconcileError> {
     sync_heads(ctx, t, project, plan).await?;
-    // Open (or find) a change per repo with commits beyond its base, in a stable order.
+    let forge = ctx.forge_for(project)?;
+    let method = project
+        .forge
+        .as_ref()
+        .map(|f| f.merge_method)
+        .unwrap_or_default();
+    let github = project
+        .forge
+        .as_ref()
+        .is_some_and(|f| f.kind == crate::state::spec::ForgeKind::Github);
+    // Open (or find) a change per repo with commits beyond its base, in a stable order; push
+    // new work and keep the body up to date.
     let mut repos: Vec<_> = project.repos.iter().collect();
     repos.sort_by(|a, b| a.name.value.cmp(&b.name.value));
+    let questions: Vec<(String, &Question)> = view
+        .questions
+        .iter()
+        .map(|(q, v)| (q.to_string(), v))
+        .collect();
     for repo in &repos {
         let name = repo.name.value.clone();
         let Some(rs) = plan.status.repos.get(&name).cloned() else {
             continue;
         };
-        if rs.head_commit.is_none() || rs.head_commit == rs.base_commit || rs.change.is_some() {
+        let Some(head) = rs.head_commit.clone() else {
+            continue;
+        };
+        if rs.change.is_none() && rs.head_commit == rs.base_commit {
+            continue;
+        }
+        if rs.change.as_ref().is_some_and(|c| c.state == "merged") {
+            continue;
+        }
+        let status_now = plan.status.clone();
+        let lab = plan.lab.clone().or_else(|| view.lab.clone());
+        let body = crate::forge::body::render(&crate::forge::body::BodyInput {
+            task: t,
+            spec,
+            status: &status_now,
+            progress: Some(&view.progress),
+            questions: questions.clone(),
+            lab: lab.as_ref(),
+            repo: name.as_str(),
+        })
+        .map_err(|e| ReconcileError::Other(format!("pull request body: {e}")))?;
+        let body_key = format!("prBody.{name}");
+        let digest = short_hash(&format!("{}\n{body}", spec.title));
+        let pushed = rs.change.as_ref().and_then(|c| c.pushed.clone());
+        if pushed.as_deref() == Some(head.as_str())
+            && plan.status.effects.get(&body_key) == Some(&digest)
+        {
             continue;
         }
         let req = ChangeRequest {
@@ -1980,39 +2143,88 @@ async fn in_review(
             head_branch: rs.branch.clone(),
             base: repo.base.clone(),
             title: spec.title.clone(),
-            body: format!("{}\n\n{}\n\nTask: {t}", spec.title, spec.description),
+            body,
+            repo: repo
+                .github
+                .clone()
+                .or_else(|| crate::forge::github::repo_of_url(&repo.url)),
         };
-        let change = ctx.forge.open_change(&req).await?;
+        let change = match forge.open_change(&req).await {
+            Ok(c) => c,
+            Err(crate::forge::ForgeError::RateLimited { until }) => {
+                return Ok(rate_limited(plan, until));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let first = rs.change.is_none();
         if let Some(rs) = plan.status.repos.get_mut(&name) {
             rs.change = Some(ChangeStatus {
                 number: change.number,
                 url: Some(change.url.clone()),
                 state: change.state.clone(),
-                merge_commit: None,
+                merge_commit: change.merge_commit.clone(),
+                pushed: Some(change.head_sha.clone()),
             });
         }
+        plan.set_effect(&body_key, digest);
         upsert_link(
             &mut plan.status.links,
             &format!("pr:{name}"),
             change.url.clone(),
         );
-        plan.milestone(
-            MilestoneKind::Review,
-            format!("🔀 {name}: change #{} opened", change.number),
-            None,
-        );
+        if first {
+            plan.milestone(
+                MilestoneKind::Review,
+                format!("🔀 {name}: change #{} opened", change.number),
+                None,
+            );
+        } else if pushed.as_deref() != Some(change.head_sha.as_str()) {
+            plan.milestone(
+                MilestoneKind::Review,
+                format!(
+                    "⬆️ {name}: change #{} updated to {}",
+                    change.number,
+                    &change.head_sha[..change.head_sha.len().min(12)]
+                ),
+                None,
+            );
+        }
     }
-    let approval = view
-        .approvals
-        .iter()
-        .find(|a| allowed(settings, Some(a.by.as_str())));
-    let Some(approval) = approval else {
-        plan.status.reason = Some("AwaitingApproval".into());
-        plan.status.message =
-            Some("waiting for an approval (gaffer approve, Slack or GitHub review)".into());
-        return Ok(Action::await_change());
-    };
-    let approver = approval.by.clone();
+    // Approval: an approvals/ file committed by an allowed author (or by the Slack bot for an
+    // allowed Slack user), or an approving review of the current head by an allowed reviewer
+    // who is not the change's author.
+    let mut approver = None;
+    for (id, a) in &view.approvals {
+        if !allowed(settings, Some(a.by.as_str())) {
+            continue;
+        }
+        let path = StatePath::Approval(t.clone(), id.clone()).to_path();
+        let author = commit_author(ctx, view.head.as_deref(), &path).await?;
+        match authorize(settings, author.as_deref(), Some(a.by.as_str())) {
+            Ok(who) if who == a.by => {
+                approver = Some(who);
+                break;
+            }
+            Ok(_) | Err(_) => {
+                // Said once per approval file.
+                let key = format!("approvalIgnored.{id}");
+                if !plan.status.effects.contains_key(&key) {
+                    plan.set_effect(&key, author.clone().unwrap_or_default());
+                    plan.milestone(
+                        MilestoneKind::Error,
+                        format!(
+                            "⚠️ approval {id} ignored: committed by {}, who may not approve as {}",
+                            author.as_deref().unwrap_or("someone unknown"),
+                            a.by
+                        ),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+    let mut requested: Vec<(String, u64, crate::forge::Review)> = Vec::new();
+    let mut review_approvals = Vec::new();
     for repo in &repos {
         let name = repo.name.value.clone();
         let Some(rs) = plan.status.repos.get(&name).cloned() else {
@@ -2024,18 +2236,79 @@ async fn in_review(
         if cs.state == "merged" {
             continue;
         }
-        let change = Change {
-            number: cs.number,
-            repo_url: repo.url.clone(),
-            head_branch: rs.branch.clone(),
-            base: repo.base.clone(),
-            title: spec.title.clone(),
-            state: cs.state.clone(),
-            head_sha: head.clone(),
-            merge_commit: None,
-            url: cs.url.clone().unwrap_or_default(),
+        let change = change_of_status(repo, &rs, &cs, spec, &head);
+        let reviews = match forge.reviews(&change).await {
+            Ok(r) => r,
+            Err(crate::forge::ForgeError::RateLimited { until }) => {
+                return Ok(rate_limited(plan, until));
+            }
+            Err(e) => return Err(e.into()),
         };
-        match ctx.forge.merge(&change, &head).await {
+        // Each reviewer's latest verdict counts (comments do not change it).
+        let mut latest: BTreeMap<String, crate::forge::Review> = BTreeMap::new();
+        for r in reviews.reviews {
+            if matches!(
+                r.state.as_str(),
+                "APPROVED" | "CHANGES_REQUESTED" | "DISMISSED"
+            ) {
+                latest.insert(r.user.clone(), r);
+            }
+        }
+        let mut approved_here = None;
+        for (user, r) in latest {
+            if user == reviews.author || !settings.authors.reviewers.contains(&user) {
+                continue;
+            }
+            match r.state.as_str() {
+                "APPROVED" if r.commit_id == head => approved_here = Some(user),
+                "CHANGES_REQUESTED"
+                    if !plan
+                        .status
+                        .effects
+                        .contains_key(&format!("review.{}", r.id)) =>
+                {
+                    requested.push((name.to_string(), cs.number, r));
+                }
+                _ => {}
+            }
+        }
+        review_approvals.push(approved_here);
+    }
+    if !requested.is_empty() {
+        return changes_requested(ctx, t, plan, requested).await;
+    }
+    if approver.is_none()
+        && !review_approvals.is_empty()
+        && let Some(Some(user)) = review_approvals.first()
+    {
+        // A review approves the task when it approves one of its changes and no other
+        // change waits on changes.
+        approver = Some(format!("{user} (GitHub review)"));
+    }
+    let Some(approver) = approver else {
+        plan.status.reason = Some("AwaitingApproval".into());
+        plan.status.message =
+            Some("waiting for an approval (a review, gaffer approve or Slack)".into());
+        return Ok(if github {
+            // Without webhooks, reviews are polled (conditional requests: free when unchanged).
+            Action::requeue(ctx.settings.forge_poll)
+        } else {
+            Action::await_change()
+        });
+    };
+    for repo in &repos {
+        let name = repo.name.value.clone();
+        let Some(rs) = plan.status.repos.get(&name).cloned() else {
+            continue;
+        };
+        let (Some(cs), Some(head)) = (rs.change.clone(), rs.head_commit.clone()) else {
+            continue;
+        };
+        if cs.state == "merged" {
+            continue;
+        }
+        let change = change_of_status(repo, &rs, &cs, spec, &head);
+        match forge.merge(&change, &head, method).await {
             Ok(merged) => {
                 if let Some(rs) = plan.status.repos.get_mut(&name)
                     && let Some(c) = rs.change.as_mut()
@@ -2050,18 +2323,172 @@ async fn in_review(
                 );
             }
             Err(crate::forge::ForgeError::Blocked(why)) => {
+                let asked = format!("mergeAsked.{name}");
+                if why.contains("not mergeable") && !plan.status.effects.contains_key(&asked) {
+                    // Conflicts with the base: the builder can resolve them (once; after that
+                    // the task waits here for a person).
+                    plan.set_effect(&asked, "sent");
+                    return merge_conflict(ctx, t, plan, &name, &repo.base, cs.number, &why).await;
+                }
+                let why = format!("{name} #{}: {why}", cs.number);
+                if plan.status.message.as_deref() != Some(why.as_str()) {
+                    plan.milestone(
+                        MilestoneKind::Error,
+                        format!("⛔ merge blocked: {why}"),
+                        None,
+                    );
+                }
                 plan.status.reason = Some("MergeBlocked".into());
-                plan.status.message = Some(why.clone());
-                plan.milestone(
-                    MilestoneKind::Error,
-                    format!("⛔ {name}: merge blocked: {why}"),
-                    None,
-                );
-                return Ok(Action::await_change());
+                plan.status.message = Some(why);
+                return Ok(if github {
+                    Action::requeue(ctx.settings.forge_poll)
+                } else {
+                    Action::await_change()
+                });
+            }
+            Err(crate::forge::ForgeError::RateLimited { until }) => {
+                return Ok(rate_limited(plan, until));
             }
             Err(e) => return Err(e.into()),
         }
     }
     plan.transition(Phase::Promoted, "Merged", format!("approved by {approver}"));
     Ok(Action::await_change())
+}
+
+/// Asks the builder to bring the base branch in and resolve the conflicts, then back to
+/// `Running` (the approval stays; the merge is tried again after the lab).
+async fn merge_conflict(
+    ctx: &Context,
+    t: &TaskRef,
+    plan: &mut Plan,
+    repo: &RepoName,
+    base: &str,
+    number: u64,
+    why: &str,
+) -> Result<Action, ReconcileError> {
+    let Some(session) = plan
+        .status
+        .agent
+        .as_ref()
+        .and_then(|a| a.session_id.clone())
+    else {
+        return Err(ReconcileError::Other(
+            "no agent session to ask for a merge".into(),
+        ));
+    };
+    let text = format!(
+        "Pull request {repo} #{number} cannot be merged: {why}.\nPlease merge the latest `{base}` \
+         into your branch in repos/{repo} (git fetch origin && git merge origin/{base}), \
+         resolve the conflicts and commit.\n"
+    );
+    let id = format!(
+        "{}merge-{repo}-{number}",
+        crate::agent::scripted::FEEDBACK_PREFIX
+    );
+    plan.agent(ctx)?.send(t, &session, &id, &text).await?;
+    plan.record_prompt(&id);
+    plan.milestone(
+        MilestoneKind::Error,
+        format!("⛔ {repo} #{number} conflicts with {base}; asked the builder to merge it in"),
+        None,
+    );
+    plan.transition(
+        Phase::Running,
+        "MergeConflict",
+        "asked the agent to resolve conflicts",
+    );
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+/// The forge's view of a recorded change.
+fn change_of_status(
+    repo: &crate::state::spec::RepoSpec,
+    rs: &crate::state::status::RepoStatus,
+    cs: &ChangeStatus,
+    spec: &TaskSpec,
+    head: &str,
+) -> Change {
+    Change {
+        number: cs.number,
+        repo_url: repo.url.clone(),
+        head_branch: rs.branch.clone(),
+        base: repo.base.clone(),
+        title: spec.title.clone(),
+        state: cs.state.clone(),
+        head_sha: head.to_string(),
+        merge_commit: None,
+        url: cs.url.clone().unwrap_or_default(),
+        repo: repo
+            .github
+            .clone()
+            .or_else(|| crate::forge::github::repo_of_url(&repo.url)),
+    }
+}
+
+/// Waits for the forge's rate limit to reset, saying so.
+fn rate_limited(plan: &mut Plan, until: Timestamp) -> Action {
+    plan.status.reason = Some("RateLimited".into());
+    plan.status.message = Some(format!("the forge's rate limit resets at {until}"));
+    let wait = until.duration_since(plan.now).as_secs().max(1) as u64;
+    Action::requeue(Duration::from_secs(wait))
+}
+
+/// Sends review comments that ask for changes to the builder and goes back to `Running`.
+async fn changes_requested(
+    ctx: &Context,
+    t: &TaskRef,
+    plan: &mut Plan,
+    requested: Vec<(String, u64, crate::forge::Review)>,
+) -> Result<Action, ReconcileError> {
+    let Some(session) = plan
+        .status
+        .agent
+        .as_ref()
+        .and_then(|a| a.session_id.clone())
+    else {
+        return Err(ReconcileError::Other(
+            "no agent session to send review comments to".into(),
+        ));
+    };
+    let mut text = String::from("Reviewers asked for changes to your pull requests:\n");
+    let mut ids = Vec::new();
+    for (repo, number, r) in &requested {
+        text.push_str(&format!("\n{} on {repo} #{number}:\n", r.user));
+        if !r.body.trim().is_empty() {
+            text.push_str(&format!("{}\n", r.body.trim()));
+        }
+        for c in &r.comments {
+            text.push_str(&format!("- {c}\n"));
+        }
+        ids.push(r.id.to_string());
+    }
+    text.push_str(
+        "\nPlease address them; when you are done the work is deployed, tested and the pull \
+         requests are updated.\n",
+    );
+    let id = format!(
+        "{}review-{}",
+        crate::agent::scripted::FEEDBACK_PREFIX,
+        ids.join("-")
+    );
+    plan.agent(ctx)?.send(t, &session, &id, &text).await?;
+    plan.record_prompt(&id);
+    for (repo, number, r) in &requested {
+        plan.set_effect(&format!("review.{}", r.id), "sent");
+        plan.milestone(
+            MilestoneKind::Review,
+            format!(
+                "💬 {} asked for changes on {repo} #{number}; sent to the builder",
+                r.user
+            ),
+            None,
+        );
+    }
+    plan.transition(
+        Phase::Running,
+        "ChangesRequested",
+        "review comments sent back to the agent",
+    );
+    Ok(Action::requeue(Duration::ZERO))
 }

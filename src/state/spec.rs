@@ -206,6 +206,9 @@ pub struct RepoSpec {
     /// The branch tasks start from and PRs target.
     #[serde(default = "default_base")]
     pub base: String,
+    /// `owner/name` on GitHub, when `url` does not say (a mirror, a local path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<String>,
 }
 
 fn default_base() -> String {
@@ -326,9 +329,26 @@ pub struct LabSpec {
     /// The test command, run in the workspace with `LAB_URL` and `LAB_NAMESPACE` set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<String>,
-    /// A GitHub Actions workflow that builds images, when the project builds any.
+    /// A GitHub Actions workflow that builds an image of the task branch, when the project
+    /// builds any (most run code from ConfigMaps and build none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
+    pub image: Option<ImageSpec>,
+}
+
+/// An image built by a GitHub Actions workflow for each deploy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// The workspace repo whose branch is built (and whose GitHub repo runs the workflow).
+    pub repo: RepoName,
+    /// The workflow file (e.g. `build-image.yml`) or id; dispatched with `ref` = the branch.
+    pub workflow: String,
+    /// The image name the manifests use (what kustomize `images:` overrides).
+    pub name: String,
+    /// Where the workflow pushes, tagged with the commit SHA (default
+    /// `ghcr.io/<owner>/<repo>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
 }
 
 /// Manifest renderers.

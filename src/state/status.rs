@@ -227,6 +227,9 @@ pub struct ChangeStatus {
     /// The merge commit, once merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_commit: Option<String>,
+    /// The head commit last pushed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<String>,
 }
 
 /// A link shown to people.

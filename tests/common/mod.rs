@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod github;
 pub mod kube;
 pub mod llm;
 pub mod opencode;
