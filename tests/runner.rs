@@ -5,6 +5,7 @@
 mod common;
 mod test_cli;
 mod test_connectors;
+mod test_e2e;
 mod test_github;
 mod test_lab;
 mod test_opencode;

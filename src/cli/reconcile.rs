@@ -78,6 +78,10 @@ pub struct ReconcileArgs {
     /// in seconds (conditional requests: free of rate limit while nothing changed).
     #[arg(long, default_value_t = 60)]
     pub forge_poll_secs: u64,
+    /// Read the time from this file (an RFC 3339 instant) instead of the system clock
+    /// (tests moving through business hours).
+    #[arg(long, hide = true)]
+    pub clock_file: Option<PathBuf>,
 }
 
 /// The GitHub token from GITHUB_TOKEN or GITHUB_TOKEN_FILE.
@@ -206,6 +210,7 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
     opts.github_token = github_token()?;
     opts.github_api = args.github_api_url.clone();
     opts.forge_poll = Duration::from_secs(args.forge_poll_secs.max(1));
+    opts.clock_file = args.clock_file.clone();
     opts.lab_rollout = Duration::from_secs(args.lab_rollout_secs.max(1));
     if let Some(f) = &args.webhook_secret_file {
         let secret = std::fs::read(f)
@@ -225,7 +230,11 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
     )?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::internal(e.to_string()))?;
     rt.block_on(async move {
-        let (ctx, _handles, rx) = daemon::start(&opts, Arc::new(crate::hours::SystemClock), None)
+        let clock: Arc<dyn crate::hours::Clock> = match &opts.clock_file {
+            Some(f) => Arc::new(crate::hours::FileClock::new(f)),
+            None => Arc::new(crate::hours::SystemClock),
+        };
+        let (ctx, _handles, rx) = daemon::start(&opts, clock, None)
             .await
             .map_err(|e| CliError::user(format!("cannot start: {e}")))?;
         tracing::info!(state = %opts.state, data_dir = %opts.data_dir.display(), "reconciler started");

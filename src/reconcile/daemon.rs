@@ -65,6 +65,9 @@ pub struct Options {
     pub github_api: Option<String>,
     /// How often changes in review are polled when no webhook wakes them.
     pub forge_poll: Duration,
+    /// The clock's file (tests): every change of it re-reads the state, so deadlines are
+    /// checked against the new time at once.
+    pub clock_file: Option<PathBuf>,
 }
 
 /// Where lab deploys go.
@@ -119,6 +122,7 @@ impl Options {
             github_token: None,
             github_api: None,
             forge_poll: Duration::from_secs(60),
+            clock_file: None,
         }
     }
 }
@@ -322,6 +326,20 @@ pub async fn run(
         opts.resync,
         waker.clone(),
     )));
+    if let Some(f) = opts.clock_file.clone() {
+        let w = waker.clone();
+        background.push(tokio::spawn(async move {
+            let mut last = std::fs::read_to_string(&f).ok();
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = std::fs::read_to_string(&f).ok();
+                if now != last {
+                    last = now;
+                    w.wake(Reason::Resync);
+                }
+            }
+        }));
+    }
     let (wake_tx, mut wakes) = tokio::sync::mpsc::unbounded_channel();
     background.push(tokio::spawn(
         Syncer::new(transport.clone(), ctx.tracker.clone()).run(wake_rx, wake_tx),

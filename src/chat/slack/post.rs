@@ -266,7 +266,9 @@ pub fn plan(
                 .collect()
         })
         .unwrap_or_default();
-    if phase == Phase::InReview {
+    // Once the changes are opened (the reconciler then waits for an approval): posting
+    // earlier would offer a button without the links.
+    if phase == Phase::InReview && (reason == Some("AwaitingApproval") || !changes.is_empty()) {
         let parts: Vec<&str> = changes.iter().map(|l| l.url.as_str()).collect();
         let key = format!("review-{}", short_hash(&parts));
         if !th.posted.contains_key(&key) {

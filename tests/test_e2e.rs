@@ -1,0 +1,676 @@
+//! The user's whole workflow as one scenario: a Slack form → `task.yaml` → the real OpenCode
+//! (scripted model) in tmux working in two repos → a question answered by a button 30
+//! (injected-clock) minutes later → deploy to the fake cluster with rollout → lab tests → a
+//! PR per repo → an approving GitHub review by signed webhook → merged → `Promoted`.
+//! Everything that can run here is real (git, tmux, OpenCode, `kubectl kustomize`, the
+//! `gaffer reconcile` and `gaffer slack` processes); Slack, Kubernetes and GitHub are
+//! in-process fakes speaking their real protocols.
+//!
+//! `GAFFER_DEMO_SLOW=1` (what `task demo:full` sets) pauses between the steps, prints how to
+//! watch the builder and shows the Slack thread as text.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use gaffer::cli::demo::{PERSON, bare_repo_with, sample_app};
+use gaffer::names::TaskRef;
+use gaffer::state::snapshot::Snapshot;
+use gaffer::state::status::{DecidedBy, Phase, QuestionState, TaskStatus};
+use serde_json::json;
+
+use crate::common::git;
+use crate::common::github::FakeGitHub;
+use crate::common::kube::FakeKube;
+use crate::common::llm::{Llm, Step, todos};
+use crate::common::opencode::World;
+use crate::common::slack::{APP_TOKEN, BOT_TOKEN, FakeSlack, Message};
+
+const ALICE: &str = "U0ALICE";
+const TITLE: &str = "Implement JWT authentication";
+const TASK: &str = "ai-dev/proj-api-service/implement-jwt-authentication";
+const CHANNEL: &str = "ai-dev-proj-api-service";
+const NS: &str = "ai-dev-proj-api-service-lab";
+const SECRET: &[u8] = b"e2e-webhook-secret";
+const SIGNING: &str = "Should I use RS256 or HS256 for JWT signing?";
+
+struct Proc(Child);
+
+impl Proc {
+    fn kill9(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn slow() -> bool {
+    std::env::var_os("GAFFER_DEMO_SLOW").is_some()
+}
+
+/// In the slow demo: say what happens, show the thread, pause.
+fn step(w: &E2e, what: &str) {
+    if slow() {
+        println!("\n=== {what}");
+        println!("{}", w.thread_text());
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+struct E2e {
+    tmp: tempfile::TempDir,
+    state: PathBuf,
+    llm: Llm,
+    world: World,
+    slack: FakeSlack,
+    kube: FakeKube,
+    gh: FakeGitHub,
+    port: u16,
+    task: TaskRef,
+}
+
+/// The builder's conversation: plan, edit both repos, ask, go on at once, finish.
+fn steps(task: &str) -> Vec<Step> {
+    vec![
+        Step {
+            text: Some("I will plan the JWT work first.".into()),
+            tools: vec![(
+                "todowrite".into(),
+                todos(&[
+                    ("Read the API code", "completed"),
+                    ("Add token issuing", "in_progress"),
+                    ("Configure the lab", "pending"),
+                ]),
+            )],
+            ..Step::default()
+        },
+        Step::tool(
+            "write",
+            json!({"filePath": "repos/domain-apis/app/auth.py", "content": "def issue(user):\n    return {'sub': user}\n"}),
+        ),
+        Step::tool(
+            "question",
+            json!({"questions": [{"question": SIGNING, "header": "JWT signing", "multiple": false,
+                "options": [
+                    {"label": "RS256 (Recommended)", "description": "Asymmetric keys"},
+                    {"label": "HS256", "description": "One shared secret"}]}]}),
+        ),
+        Step::tool(
+            "write",
+            json!({"filePath": "repos/domain-apis/app/signing.txt", "content": "RS256\n"}),
+        ),
+        Step::tool(
+            "write",
+            json!({"filePath": "repos/k8s-lab/overlays/builder/main.py", "content": "print('JWT ready')\n"}),
+        ),
+        Step::tool(
+            "write",
+            json!({"filePath": format!("repos/domain-apis/app/fixed-{task}.txt"), "content": "tokens checked\n"}),
+        ),
+        Step::tool(
+            "todowrite",
+            todos(&[
+                ("Read the API code", "completed"),
+                ("Add token issuing", "completed"),
+                ("Configure the lab", "completed"),
+            ]),
+        ),
+        Step::text("JWT auth with RS256 is in place.\nDONE: JWT authentication implemented"),
+    ]
+}
+
+impl E2e {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let llm = Llm::start();
+        let world = World::new(&llm);
+        let task = TaskRef::parse(TASK).unwrap();
+        llm.script(TITLE, steps(task.task.as_str()));
+        // domain-apis: the demo app (its tests pass once app/fixed-<task>.txt exists);
+        // k8s-lab: the overlay the lab deploys.
+        let apis = tmp.path().join("origins/domain-apis.git");
+        bare_repo_with(&apis, &sample_app(), "domain-apis").unwrap();
+        let lab_files: Vec<(String, Option<Vec<u8>>)> = sample_app()
+            .into_iter()
+            .filter_map(|(p, c)| {
+                p.strip_prefix("app/")
+                    .map(|rest| (format!("overlays/builder/{rest}"), c))
+            })
+            .collect();
+        let k8s = tmp.path().join("origins/k8s-lab.git");
+        bare_repo_with(&k8s, &lab_files, "k8s-lab").unwrap();
+        let settings = format!(
+            "domain: lab.ctoaas.co\n\
+             business_hours: {{timezone: Europe/London, days: [mon, tue, wed, thu, fri], start: \"09:00\", end: \"17:00\"}}\n\
+             questions: {{timeout: 2h, on_timeout: recommended, continue: immediately}}\n\
+             authors: {{answers: [{PERSON}], slack_users: [{ALICE}], slack_names: {{{ALICE}: \"Alice Example <alice@example.com>\"}}, reviewers: [alice]}}\n"
+        );
+        let project = format!(
+            "repos:\n  - {{name: domain-apis, url: {}, base: main, github: example/domain-apis}}\n\
+             \x20 - {{name: k8s-lab, url: {}, base: main, github: example/k8s-lab}}\n\
+             agent:\n  runtime: opencode\n  model: scripted/m\n  permissions:\n    - {{permission: \"*\", action: allow}}\n\
+             lab: {{overlay: k8s-lab/overlays/builder, test: sh tests/run-tests.sh}}\n\
+             forge: {{kind: github, merge_method: squash}}\n",
+            json!(apis.display().to_string()),
+            json!(k8s.display().to_string())
+        );
+        let state = tmp.path().join("state.git");
+        bare_repo_with(
+            &state,
+            &[
+                ("gaffer.yaml".into(), Some(settings.into_bytes())),
+                (
+                    "projects/ai-dev/proj-api-service/project.yaml".into(),
+                    Some(project.into_bytes()),
+                ),
+            ],
+            "state",
+        )
+        .unwrap();
+        let gh = FakeGitHub::start();
+        gh.add_repo("example/domain-apis", &apis);
+        gh.add_repo("example/k8s-lab", &k8s);
+        let kube = FakeKube::start();
+        kube.write_kubeconfig(&tmp.path().join("kubeconfig"));
+        std::fs::write(tmp.path().join("webhook.secret"), SECRET).unwrap();
+        // Wednesday 25 November 2026, 10:00 in London.
+        std::fs::write(tmp.path().join("clock"), "2026-11-25T10:00:00Z").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        E2e {
+            tmp,
+            state,
+            llm,
+            world,
+            slack: FakeSlack::start(),
+            kube,
+            gh,
+            port,
+            task,
+        }
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join(name))
+            .unwrap()
+    }
+
+    fn builders(&self) -> PathBuf {
+        self.tmp.path().join(".builders")
+    }
+
+    fn reconciler(&self) -> Proc {
+        let log = self.log("daemon.log");
+        Proc(
+            crate::common::gaffer(self.tmp.path())
+                .args(["reconcile", "--lab", "cluster", "--lab-rollout-secs", "20"])
+                .args(["--forge-poll-secs", "600"])
+                .args(["--state", self.state.to_str().unwrap()])
+                .arg("--data-dir")
+                .arg(self.tmp.path().join("data"))
+                .arg("--builders")
+                .arg(self.builders())
+                .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+                .arg("--webhook-secret-file")
+                .arg(self.tmp.path().join("webhook.secret"))
+                .arg("--clock-file")
+                .arg(self.tmp.path().join("clock"))
+                .args(self.world.daemon_args())
+                .env("KUBECONFIG", self.tmp.path().join("kubeconfig"))
+                .env("GITHUB_TOKEN", crate::common::github::TOKEN)
+                .env("GITHUB_API_URL", self.gh.url())
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn bot(&self) -> Proc {
+        let log = self.log("bot.log");
+        Proc(
+            crate::common::gaffer(self.tmp.path())
+                .args(["slack", "--state", self.state.to_str().unwrap()])
+                .arg("--data-dir")
+                .arg(self.tmp.path().join("bot"))
+                .env("SLACK_BOT_TOKEN", BOT_TOKEN)
+                .env("SLACK_APP_TOKEN", APP_TOKEN)
+                .env("GAFFER_SLACK_API_URL", self.slack.api_url())
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn set_clock(&self, at: &str) {
+        std::fs::write(self.tmp.path().join("clock"), at).unwrap();
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let t = gaffer::store::Transport::open(
+            self.state.to_str().unwrap(),
+            "main",
+            &self.tmp.path().join("ro"),
+            false,
+        )
+        .unwrap();
+        let mut tracker = gaffer::store::Tracker::new(None, None);
+        tracker.resync(&t.repo(), t.head().unwrap()).unwrap();
+        tracker.snapshot().clone()
+    }
+
+    fn status(&self) -> Option<TaskStatus> {
+        self.snapshot()
+            .task(&self.task)
+            .and_then(|e| e.status.as_deref().cloned())
+    }
+
+    fn logs(&self) -> String {
+        let r = |n: &str| std::fs::read_to_string(self.tmp.path().join(n)).unwrap_or_default();
+        format!(
+            "--- daemon.log\n{}\n--- bot.log\n{}\n--- LLM\n{:#?}",
+            r("daemon.log"),
+            r("bot.log"),
+            self.llm.log()
+        )
+    }
+
+    fn wait<T>(&self, secs: u64, what: &str, mut f: impl FnMut(&E2e) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}\nstatus: {:#?}\nthread:\n{}\n{}",
+                    self.status(),
+                    self.thread_text(),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn message(&self, key: &str) -> Option<Message> {
+        self.slack.messages().into_iter().find(|m| m.key() == key)
+    }
+
+    fn channel(&self) -> Option<String> {
+        self.slack
+            .channels()
+            .into_iter()
+            .find(|(_, n)| n == CHANNEL)
+            .map(|(id, _)| id)
+    }
+
+    /// The task's Slack thread as text.
+    fn thread_text(&self) -> String {
+        let msgs = self.slack.messages();
+        let Some(parent) = msgs
+            .iter()
+            .find(|m| m.key() == format!("gaffer:parent:{}", self.task))
+        else {
+            return "(no thread yet)".into();
+        };
+        let mut out = format!("#{CHANNEL} · {}\n", parent.text);
+        for m in msgs
+            .iter()
+            .filter(|m| m.thread_ts.as_deref() == Some(parent.ts.as_str()))
+        {
+            out.push_str(&format!("  └ {}\n", m.text.replace('\n', " / ")));
+        }
+        out
+    }
+
+    fn webhook_review(&self, repo: &str, number: u64) -> String {
+        use std::io::{Read, Write};
+        let body = format!(
+            r#"{{"action":"submitted","review":{{"state":"approved","user":{{"login":"alice"}}}},"pull_request":{{"number":{number}}},"repository":{{"full_name":"{repo}"}}}}"#
+        );
+        let sig = gaffer::server::sign(SECRET, body.as_bytes());
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: pull_request_review\r\n\
+             X-Hub-Signature-256: {sig}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+}
+
+fn has_file(repo: &Path, rev: &str, file: &str) -> bool {
+    std::process::Command::new("git")
+        .current_dir(repo)
+        .args(["cat-file", "-e", &format!("{rev}:{file}")])
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// The story the state repository's log tells: every phase change, decision and person's
+/// or bot's action, in order (commit batching and the bot's own bookkeeping vary with
+/// timing, so those are left out).
+fn story(state: &Path) -> String {
+    let log = git(
+        state,
+        &["log", "--reverse", "--format=%an%x00%B%x01", "main"],
+    );
+    let mut out = Vec::new();
+    for commit in log.split('\u{1}') {
+        let Some((who, message)) = commit.trim_start_matches('\n').split_once('\0') else {
+            continue;
+        };
+        let mut lines = message.lines();
+        let subject = lines.next().unwrap_or("");
+        // One summary, or several listed as "- ..." under a "(+N more)" subject.
+        let listed: Vec<&str> = lines.filter_map(|l| l.strip_prefix("- ")).collect();
+        let parts: Vec<&str> = if listed.is_empty() {
+            vec![subject.strip_prefix("gaffer: ").unwrap_or(subject)]
+        } else {
+            listed
+        };
+        for part in parts {
+            let bookkeeping = part.contains("Slack thread posted through");
+            if !bookkeeping && (who != "gaffer" || part.contains(" → ")) {
+                out.push(format!("{who}: {part}"));
+            }
+        }
+    }
+    out.join("\n")
+}
+
+#[test]
+fn from_a_slack_form_to_a_promoted_pr_with_the_real_opencode() {
+    let w = E2e::new();
+    let _reconciler = w.reconciler();
+    let _bot = w.bot();
+    if slow() {
+        println!(
+            "\nWatch the builder: tmux -S {} attach -t gaffer-ai-dev-proj-api-service\n",
+            w.world.socket.display()
+        );
+    }
+
+    // 1. /opencode start → the form → task.yaml, attributed to the Slack user.
+    w.slack
+        .slash(ALICE, "C0GENERAL", "start ai-dev/proj-api-service");
+    let (view_id, _) = w.slack.views().pop().expect("the form opened");
+    let submitted = Instant::now();
+    let ack = w.slack.submit(
+        ALICE,
+        &view_id,
+        &[
+            ("category", "selected:ai-dev"),
+            ("project", "selected:ai-dev/proj-api-service"),
+            ("title", TITLE),
+            (
+                "description",
+                "Add JWT auth to the API: issue tokens, check them on every call.",
+            ),
+            ("priority", "selected:high"),
+        ],
+    );
+    assert!(ack.is_null(), "{ack}");
+    let author = git(
+        &w.state,
+        &[
+            "log",
+            "-1",
+            "--format=%an <%ae>",
+            "main",
+            "--",
+            "projects/ai-dev/proj-api-service/tasks/implement-jwt-authentication/task.yaml",
+        ],
+    );
+    assert_eq!(author, "Alice Example <alice@example.com>");
+    step(&w, "task.yaml committed from the Slack form");
+
+    // 2. The workspace, OpenCode in tmux, the thread.
+    w.wait(120, "the builder's first model request", |w| {
+        (!w.llm.log_of(TITLE).is_empty()).then_some(())
+    });
+    let session_started = submitted.elapsed();
+    for repo in ["domain-apis", "k8s-lab"] {
+        let wt = w
+            .builders()
+            .join(format!("ai-dev-proj-api-service/repos/{repo}"));
+        assert_eq!(
+            git(&wt, &["rev-parse", "--abbrev-ref", "HEAD"]),
+            "gaffer/implement-jwt-authentication"
+        );
+    }
+    let windows = w.world.windows("gaffer-ai-dev-proj-api-service");
+    assert!(windows.contains(&"server".to_string()), "{windows:?}");
+    step(
+        &w,
+        "OpenCode started in tmux session gaffer-ai-dev-proj-api-service",
+    );
+
+    // 4. The question: buttons and the deadline (2 business hours, Europe/London); the
+    // builder goes on at once.
+    let q = w.wait(120, "q-001 in the thread", |w| w.message("gaffer:q:q-001"));
+    assert!(q.thread_ts.is_some() && q.broadcast);
+    let text = q.all_text();
+    assert!(text.contains(SIGNING), "{text}");
+    assert!(text.contains("Deadline Wed 25 Nov 12:00 GMT"), "{text}");
+    assert!(q.blocks.to_string().contains("RS256 (Recommended)"));
+    w.wait(120, "the builder going on before any answer", |w| {
+        w.llm
+            .log_of(TITLE)
+            .iter()
+            .any(|l| l.step >= 4)
+            .then_some(())
+    });
+    step(&w, "the builder asked and went on with RS256 provisionally");
+
+    // 5. Thirty minutes later Alice clicks RS256.
+    w.set_clock("2026-11-25T10:30:00Z");
+    let channel = w.channel().unwrap();
+    let clicked = Instant::now();
+    w.slack
+        .click(ALICE, &channel, &q.ts, &format!("answer:{TASK}:q-001:0"));
+    let snap = w.wait(60, "q-001 confirmed", |w| {
+        let s = w.snapshot();
+        let q = s
+            .task(&w.task)?
+            .questions
+            .get(&gaffer::names::Qid::new("q-001").unwrap())?
+            .clone();
+        (q.state == QuestionState::Answered).then_some(s)
+    });
+    let answered = clicked.elapsed();
+    let q1 = &snap.task(&w.task).unwrap().questions[&gaffer::names::Qid::new("q-001").unwrap()];
+    let d = q1.decision.clone().unwrap();
+    assert_eq!(d.decided_by, DecidedBy::Human);
+    assert_eq!(d.by.as_deref(), Some(ALICE));
+    assert_eq!(
+        q1.deadline.map(|t| t.to_string()).as_deref(),
+        Some("2026-11-25T12:00:00Z"),
+        "two business hours after 10:00 on the injected clock"
+    );
+    assert!(
+        w.message("gaffer:q:q-001")
+            .unwrap()
+            .all_text()
+            .contains("answered by <@U0ALICE>")
+    );
+    step(&w, "Alice clicked RS256: the provisional work is confirmed");
+
+    // 6. Deployed to the lab (server-side apply, rollout), tested.
+    w.wait(180, "InReview", |w| {
+        w.status()
+            .filter(|s| s.phase == Phase::InReview)
+            .map(|_| ())
+    });
+    assert!(
+        w.kube
+            .get("apps/v1", "deployments", NS, "web-api")
+            .is_some()
+    );
+    let thread = w.thread_text();
+    assert!(
+        thread.contains("✅ Integration tests: 3/3 passing"),
+        "{thread}"
+    );
+    assert!(
+        thread.contains("https://proj-api-service.builder.lab.ctoaas.co"),
+        "{thread}"
+    );
+    step(&w, "deployed to ai-dev-proj-api-service-lab and tested");
+
+    // 7. A PR per changed repo, with the story; the thread shows them and the button.
+    let review = w.wait(60, "the review message", |w| {
+        w.slack
+            .messages()
+            .into_iter()
+            .find(|m| m.key().starts_with("gaffer:x:review-"))
+    });
+    let reviews = w
+        .slack
+        .messages()
+        .iter()
+        .filter(|m| m.key().starts_with("gaffer:x:review-"))
+        .count();
+    assert_eq!(reviews, 1, "one Approve & Promote message, with the links");
+    w.wait(60, "a PR per repo", |w| {
+        (w.gh.prs("example/domain-apis").len() == 1 && w.gh.prs("example/k8s-lab").len() == 1)
+            .then_some(())
+    });
+    for repo in ["example/domain-apis", "example/k8s-lab"] {
+        let prs = w.gh.prs(repo);
+        assert_eq!(prs.len(), 1, "{repo}: {prs:#?}");
+        let body = prs[0]["body"].as_str().unwrap();
+        assert!(
+            body.contains(TITLE) && body.contains("RS256") && body.contains("human by U0ALICE"),
+            "{body}"
+        );
+        assert!(
+            review
+                .all_text()
+                .contains(&format!("pr:{}", repo.split('/').nth(1).unwrap()))
+        );
+    }
+    assert!(
+        review
+            .blocks
+            .to_string()
+            .contains(&format!("approve:{TASK}"))
+    );
+    step(
+        &w,
+        "pull requests opened; Approve & Promote offered in Slack",
+    );
+
+    // 8. Alice approves on GitHub; the webhook arrives; merged with the head SHAs.
+    w.gh.review(
+        "example/domain-apis",
+        1,
+        "alice",
+        "APPROVED",
+        "Ship it",
+        &[],
+    );
+    let hooked = Instant::now();
+    let resp = w.webhook_review("example/domain-apis", 1);
+    assert!(resp.contains("waking the task"), "{resp}");
+    w.wait(60, "Promoted", |w| {
+        w.status()
+            .filter(|s| s.phase == Phase::Promoted)
+            .map(|_| ())
+    });
+    let merges: Vec<_> =
+        w.gh.requests()
+            .into_iter()
+            .filter(|r| r.method == "PUT" && r.path.ends_with("/merge"))
+            .collect();
+    let merged_after = merges.first().map(|m| m.at.duration_since(hooked));
+    assert_eq!(merges.len(), 2, "each PR merged once");
+    for m in &merges {
+        assert_eq!(m.status, 200);
+        assert_eq!(m.body["merge_method"], "squash");
+    }
+    w.wait(30, "the parent saying Promoted", |w| {
+        w.message(&format!("gaffer:parent:{TASK}"))
+            .filter(|p| p.all_text().contains("Phase: *Promoted*"))
+    });
+    step(&w, "approved by review, merged, promoted");
+
+    // Every external effect once: the model's steps, the Slack posts, the applies, the PRs.
+    let counts = crate::test_opencode::step_counts(&w.llm, TITLE);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each model step once: {counts:?}"
+    );
+    assert!(counts.len() >= 8, "{counts:?}");
+    let posts = w.slack.messages();
+    let mut keys: Vec<String> = posts
+        .iter()
+        .map(|m| m.key())
+        .filter(|k| !k.is_empty())
+        .collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "no Slack message posted twice");
+    let applied: Vec<String> = w
+        .kube
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.changed)
+        .map(|r| r.path)
+        .collect();
+    let mut uniq = applied.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(
+        uniq.len(),
+        applied.len(),
+        "each object applied (changed) once: {applied:#?}"
+    );
+    assert_eq!(
+        w.gh.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/pulls"))
+            .count(),
+        2
+    );
+    let apis = w.tmp.path().join("origins/domain-apis.git");
+    assert!(has_file(&apis, "main", "app/auth.py"));
+    assert!(has_file(&apis, "main", "app/signing.txt"));
+    insta::assert_snapshot!("e2e_story", story(&w.state));
+    println!(
+        "latency: task commit → OpenCode's first model request {:.2}s; Slack click → answer \
+         recorded {:.2}s; webhook → first merge {:.2}s",
+        session_started.as_secs_f64(),
+        answered.as_secs_f64(),
+        merged_after.unwrap_or_default().as_secs_f64()
+    );
+    if slow() {
+        println!("\nThe Slack thread:\n{}", w.thread_text());
+        println!("\nThe state repository's story:\n{}", story(&w.state));
+    }
+}
