@@ -1774,6 +1774,9 @@ async fn deploying(
     project: &ProjectSpec,
     plan: &mut Plan,
 ) -> Result<Action, ReconcileError> {
+    if let Some(action) = late_answer(view, plan) {
+        return Ok(action);
+    }
     let Some(lab) = &project.lab else {
         plan.transition(
             Phase::InReview,
@@ -1987,6 +1990,9 @@ async fn testing(
     project: &ProjectSpec,
     plan: &mut Plan,
 ) -> Result<Action, ReconcileError> {
+    if let Some(action) = late_answer(view, plan) {
+        return Ok(action);
+    }
     let Some(test) = project.lab.as_ref().and_then(|l| l.test.clone()) else {
         plan.transition(Phase::InReview, "NoTests", "");
         return Ok(Action::requeue(Duration::ZERO));
@@ -2083,6 +2089,9 @@ async fn in_review(
     project: &ProjectSpec,
     plan: &mut Plan,
 ) -> Result<Action, ReconcileError> {
+    if let Some(action) = late_answer(view, plan) {
+        return Ok(action);
+    }
     sync_heads(ctx, t, project, plan).await?;
     let forge = ctx.forge_for(project)?;
     let method = project
@@ -2399,6 +2408,43 @@ async fn merge_conflict(
         "asked the agent to resolve conflicts",
     );
     Ok(Action::requeue(Duration::ZERO))
+}
+
+/// A person's answer that came after the work went on (a default applied at the deadline,
+/// then someone chose differently): back to `Running`, where answers are applied and the
+/// work since the question is set aside. Once per answer.
+fn late_answer(view: &View, plan: &mut Plan) -> Option<Action> {
+    for (qid, a) in &view.answers {
+        let Some(q) = plan.questions.get(qid).or_else(|| view.questions.get(qid)) else {
+            continue;
+        };
+        let mut chosen: Vec<String> = a
+            .choice
+            .as_ref()
+            .map(|c| c.value.labels().into_iter().map(str::to_string).collect())
+            .unwrap_or_default();
+        if chosen.is_empty()
+            && let Some(t) = &a.text
+        {
+            chosen.push(t.clone());
+        }
+        let differs = match &q.decision {
+            Some(d) => d.decided_by == DecidedBy::TimeoutDefault && d.choice != chosen,
+            None => false,
+        };
+        let key = format!("lateAnswer.{qid}");
+        let seen = format!("{chosen:?} {:?}", a.by);
+        if differs && plan.status.effects.get(&key) != Some(&seen) {
+            plan.set_effect(&key, seen);
+            plan.transition(
+                Phase::Running,
+                "AnswerChanged",
+                format!("{qid} answered after its default was applied; applying it"),
+            );
+            return Some(Action::requeue(Duration::ZERO));
+        }
+    }
+    None
 }
 
 /// The forge's view of a recorded change.

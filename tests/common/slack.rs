@@ -221,11 +221,20 @@ impl FakeSlack {
     /// Sends a Socket Mode envelope of `kind` (`slash_commands`, `interactive`) on a
     /// connected socket and waits for its ack; returns the ack's payload (Null if none).
     pub fn send_envelope(&self, kind: &str, payload: Value) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.try_envelope(kind, payload, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("envelope ({kind}) was not acknowledged"))
+    }
+
+    /// Like [`FakeSlack::send_envelope`], `None` when no ack came within `wait` (Slack
+    /// would deliver it again).
+    pub fn try_envelope(&self, kind: &str, payload: Value, wait: Duration) -> Option<Value> {
+        let deadline = Instant::now() + wait;
         let mut g = self.lock();
         while g.sockets.iter().all(|s| s.is_closed()) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no Socket Mode connection");
+            if left.is_zero() {
+                return None;
+            }
             g = self.inner.1.wait_timeout(g, left).unwrap().0;
         }
         g.next_envelope += 1;
@@ -233,16 +242,17 @@ impl FakeSlack {
         let envelope = json!({"envelope_id": id, "type": kind, "payload": payload,
             "accepts_response_payload": true, "retry_attempt": 0, "retry_reason": ""});
         let sock = g.sockets.iter().rev().find(|s| !s.is_closed()).unwrap();
-        sock.send(envelope.to_string()).unwrap();
+        if sock.send(envelope.to_string()).is_err() {
+            return None;
+        }
         loop {
             if let Some(p) = g.acks.remove(&id) {
-                return p;
+                return Some(p);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "envelope {id} ({kind}) was not acknowledged"
-            );
+            if left.is_zero() {
+                return None;
+            }
             g = self.inner.1.wait_timeout(g, left).unwrap().0;
         }
     }
@@ -260,7 +270,20 @@ impl FakeSlack {
 
     /// A click on the button `action_id` of message `ts` in `channel` by `user`.
     pub fn click(&self, user: &str, channel: &str, ts: &str, action_id: &str) -> Value {
-        self.send_envelope(
+        self.try_click(user, channel, ts, action_id, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("the click on {action_id} was not acknowledged"))
+    }
+
+    /// Like [`FakeSlack::click`], `None` without an ack within `wait`.
+    pub fn try_click(
+        &self,
+        user: &str,
+        channel: &str,
+        ts: &str,
+        action_id: &str,
+        wait: Duration,
+    ) -> Option<Value> {
+        self.try_envelope(
             "interactive",
             json!({"type": "block_actions", "team": {"id": TEAM, "domain": "gaffer"},
                 "user": {"id": user, "username": user, "team_id": TEAM},
@@ -270,6 +293,7 @@ impl FakeSlack {
                 "response_url": "https://hooks.slack.com/actions/1",
                 "actions": [{"type": "button", "action_id": action_id, "block_id": "b",
                     "value": "v", "action_ts": "1700000000.1"}]}),
+            wait,
         )
     }
 
