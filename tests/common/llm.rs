@@ -253,7 +253,15 @@ async fn complete(State((inner, release)): State<AppState>, body: String) -> Res
     if hold {
         let _ = release.subscribe().wait_for(|released| *released).await;
     }
-    let _ = key;
+    // `task demo:full` slows the model down so a person can follow it in tmux.
+    if key.is_some()
+        && let Some(ms) = std::env::var("GAFFER_DEMO_SLOW")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 1)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     sse(&reply, step)
 }
 
