@@ -804,8 +804,8 @@ fn nobody_answers_the_default_applies_at_the_deadline_and_a_late_click_redoes_th
         w.slack
             .messages()
             .into_iter()
-            .filter(|m| m.key().starts_with("gaffer:x:review-"))
-            .last()
+            .rev()
+            .find(|m| m.key().starts_with("gaffer:x:review-"))
     });
     let action = review.blocks.to_string();
     let action_id = action
