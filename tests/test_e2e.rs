@@ -10,7 +10,7 @@
 //! watch the builder and shows the Slack thread as text.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gaffer::cli::demo::{PERSON, bare_repo_with, sample_app};
@@ -19,12 +19,12 @@ use gaffer::state::snapshot::Snapshot;
 use gaffer::state::status::{DecidedBy, Phase, QuestionState, TaskStatus};
 use serde_json::json;
 
-use crate::common::git;
 use crate::common::github::FakeGitHub;
 use crate::common::kube::FakeKube;
 use crate::common::llm::{Llm, Step, todos};
 use crate::common::opencode::World;
 use crate::common::slack::{APP_TOKEN, BOT_TOKEN, FakeSlack, Message};
+use crate::common::{Proc, free_port, git, snapshot_of};
 
 const ALICE: &str = "U0ALICE";
 const TITLE: &str = "Implement JWT authentication";
@@ -33,22 +33,6 @@ const CHANNEL: &str = "ai-dev-proj-api-service";
 const NS: &str = "ai-dev-proj-api-service-lab";
 const SECRET: &[u8] = b"e2e-webhook-secret";
 const SIGNING: &str = "Should I use RS256 or HS256 for JWT signing?";
-
-struct Proc(Child);
-
-impl Proc {
-    fn kill9(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn slow() -> bool {
     std::env::var_os("GAFFER_DEMO_SLOW").is_some()
@@ -181,11 +165,7 @@ impl E2e {
         std::fs::write(tmp.path().join("webhook.secret"), SECRET).unwrap();
         // Wednesday 25 November 2026, 10:00 in London.
         std::fs::write(tmp.path().join("clock"), "2026-11-25T10:00:00Z").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         E2e {
             tmp,
             state,
@@ -264,16 +244,7 @@ impl E2e {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let t = gaffer::store::Transport::open(
-            self.state.to_str().unwrap(),
-            "main",
-            &self.tmp.path().join("ro"),
-            false,
-        )
-        .unwrap();
-        let mut tracker = gaffer::store::Tracker::new(None, None);
-        tracker.resync(&t.repo(), t.head().unwrap()).unwrap();
-        tracker.snapshot().clone()
+        snapshot_of(&self.state, &self.tmp.path().join("ro"))
     }
 
     fn status(&self) -> Option<TaskStatus> {
@@ -865,21 +836,40 @@ fn kill_9_of_the_reconciler_and_the_bot_at_20_random_points_changes_nothing() {
     let deadline = Instant::now() + Duration::from_secs(300);
     let (mut kills, mut answered, mut reviewed) = (0, false, false);
     let mut phases: std::collections::BTreeMap<String, u32> = Default::default();
+    let (mut reconciler_seen, mut bot_seen) = (String::new(), 0);
     loop {
-        std::thread::sleep(Duration::from_millis(rng.u64(400..1400)));
-        // Kill one of them at a random moment, and start it again.
-        if rng.bool() {
-            reconciler.take().unwrap().kill9();
-            reconciler = Some(w.reconciler());
+        std::thread::sleep(Duration::from_millis(rng.u64(200..900)));
+        // Kill one of them at a random moment, and start it again. A process is killed again
+        // only once it made progress since its last start (a state commit; a Slack call), so
+        // the kills spread over the whole scenario rather than piling up where starting is
+        // slow; once promoted, anything goes.
+        let head = git(&w.state, &["rev-parse", "main"]);
+        let calls = w.slack.calls().len();
+        let done = w.status().is_some_and(|s| s.phase == Phase::Promoted);
+        let killed = if rng.bool() {
+            let progressed = head != reconciler_seen || done;
+            if progressed {
+                reconciler.take().unwrap().kill9();
+                reconciler = Some(w.reconciler());
+                reconciler_seen = head;
+            }
+            progressed
         } else {
-            bot.take().unwrap().kill9();
-            bot = Some(w.bot());
+            let progressed = calls != bot_seen || done;
+            if progressed {
+                bot.take().unwrap().kill9();
+                bot = Some(w.bot());
+                bot_seen = w.slack.calls().len();
+            }
+            progressed
+        };
+        if killed {
+            kills += 1;
+            let at = w
+                .status()
+                .map_or("Pending".to_string(), |s| s.phase.to_string());
+            *phases.entry(at).or_insert(0) += 1;
         }
-        kills += 1;
-        let at = w
-            .status()
-            .map_or("Pending".to_string(), |s| s.phase.to_string());
-        *phases.entry(at).or_insert(0) += 1;
         // Alice acts as soon as she can; a click the bot did not acknowledge is delivered
         // again, as Slack does.
         if !answered && let (Some(q), Some(channel)) = (w.message("gaffer:q:q-001"), w.channel()) {

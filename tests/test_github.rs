@@ -5,7 +5,7 @@
 //! new push updating the PR, blocked merges, rate limits, webhooks and image builds.
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use gaffer::cli::demo::{PERSON, bare_repo_with, sample_app, state_files};
@@ -15,7 +15,7 @@ use gaffer::state::status::{Phase, TaskStatus};
 use serde_json::Value;
 
 use crate::common::github::{BOT, FakeGitHub, TOKEN, wait_for};
-use crate::common::{commit_as, commit_to_bare, git};
+use crate::common::{Proc, commit_as, commit_to_bare, free_port, git, snapshot_of};
 
 const REPO: &str = "example/web-api";
 const SECRET: &[u8] = b"webhook-secret";
@@ -43,22 +43,6 @@ fix:
       content: "review addressed\n"
   - done: Addressed the review
 "#;
-
-struct Proc(Child);
-
-impl Proc {
-    fn kill9(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Hub {
     tmp: tempfile::TempDir,
@@ -103,11 +87,7 @@ impl Hub {
         let fake = FakeGitHub::start();
         fake.add_repo(REPO, &origin);
         std::fs::write(tmp.path().join("webhook.secret"), SECRET).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         Hub {
             tmp,
             state,
@@ -165,16 +145,7 @@ impl Hub {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let t = gaffer::store::Transport::open(
-            self.state.to_str().unwrap(),
-            "main",
-            &self.tmp.path().join("ro"),
-            false,
-        )
-        .unwrap();
-        let mut tracker = gaffer::store::Tracker::new(None, None);
-        tracker.resync(&t.repo(), t.head().unwrap()).unwrap();
-        tracker.snapshot().clone()
+        snapshot_of(&self.state, &self.tmp.path().join("ro"))
     }
 
     fn status(&self) -> Option<TaskStatus> {

@@ -393,16 +393,7 @@ impl ClusterLab {
     }
 
     fn snapshot(&self) -> gaffer::state::snapshot::Snapshot {
-        let t = gaffer::store::Transport::open(
-            self.state.to_str().unwrap(),
-            "main",
-            &self.tmp.path().join("ro"),
-            false,
-        )
-        .unwrap();
-        let mut tracker = gaffer::store::Tracker::new(None, None);
-        tracker.resync(&t.repo(), t.head().unwrap()).unwrap();
-        tracker.snapshot().clone()
+        crate::common::snapshot_of(&self.state, &self.tmp.path().join("ro"))
     }
 
     /// Runs the reconciler until `done` holds for the task's status.
@@ -412,33 +403,26 @@ impl ClusterLab {
         done: impl Fn(&gaffer::state::status::TaskStatus) -> bool,
     ) -> gaffer::state::snapshot::Snapshot {
         let log = std::fs::File::create(self.tmp.path().join("daemon.log")).unwrap();
-        let child = self
-            .gaffer()
-            .args([
-                "reconcile",
-                "--lab",
-                "cluster",
-                "--lab-rollout-secs",
-                rollout_secs,
-            ])
-            .args(["--state", self.state.to_str().unwrap()])
-            .arg("--data-dir")
-            .arg(self.tmp.path().join("data"))
-            .arg("--builders")
-            .arg(self.tmp.path().join("builders"))
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        struct Kill(std::process::Child);
-        impl Drop for Kill {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let _guard = Kill(child);
+        let _guard = crate::common::Proc(
+            self.gaffer()
+                .args([
+                    "reconcile",
+                    "--lab",
+                    "cluster",
+                    "--lab-rollout-secs",
+                    rollout_secs,
+                ])
+                .args(["--state", self.state.to_str().unwrap()])
+                .arg("--data-dir")
+                .arg(self.tmp.path().join("data"))
+                .arg("--builders")
+                .arg(self.tmp.path().join("builders"))
+                .env("RUST_LOG", "info")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
         let t = gaffer::names::TaskRef::parse("demo/web-api/jwt").unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let (mut answered, mut approved) = (false, false);

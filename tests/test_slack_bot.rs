@@ -4,18 +4,17 @@
 //! approve, strangers are refused, and kill -9 neither repeats nor skips a post.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gaffer::cli::demo::{PERSON, bare_repo_with, sample_app, state_files};
 use gaffer::names::{Qid, TaskRef};
 use gaffer::state::snapshot::Snapshot;
 use gaffer::state::status::{DecidedBy, Phase};
-use gaffer::store::{Tracker, Transport};
 use serde_json::Value;
 
 use crate::common::slack::{APP_TOKEN, BOT_TOKEN, FakeSlack, Message};
-use crate::common::{commit_as, commit_to_bare, git};
+use crate::common::{Proc, commit_as, commit_to_bare, free_port, git, snapshot_of};
 
 const ALLOWED: &str = "U0ALLOWED";
 const STRANGER: &str = "U0STRANGER";
@@ -45,22 +44,6 @@ const SCRIPT: &str = r#"steps:
       content: "lifetime: {{answer}}\n"
   - done: JWT authentication implemented
 "#;
-
-struct Proc(Child);
-
-impl Proc {
-    fn kill9(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct World {
     tmp: tempfile::TempDir,
@@ -173,16 +156,7 @@ impl World {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let t = Transport::open(
-            self.state.to_str().unwrap(),
-            "main",
-            &self.tmp.path().join("ro"),
-            false,
-        )
-        .unwrap();
-        let mut tracker = Tracker::new(None, None);
-        tracker.resync(&t.repo(), t.head().unwrap()).unwrap();
-        tracker.snapshot().clone()
+        snapshot_of(&self.state, &self.tmp.path().join("ro"))
     }
 
     fn wait<T>(&self, secs: u64, what: &str, mut f: impl FnMut(&World) -> Option<T>) -> T {
@@ -650,15 +624,6 @@ fn kill_9_of_the_bot_between_posts_neither_repeats_nor_skips() {
         "{log}"
     );
     assert!(log.contains("found a post not yet recorded"), "{log}");
-}
-
-/// A free local port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// POSTs `body` with Slack's signature headers; returns (status, body).

@@ -2234,18 +2234,8 @@ async fn in_review(
     }
     let mut requested: Vec<(String, u64, crate::forge::Review)> = Vec::new();
     let mut review_approvals = Vec::new();
-    for repo in &repos {
+    for (repo, cs, head, change) in unmerged(plan, &repos, spec) {
         let name = repo.name.value.clone();
-        let Some(rs) = plan.status.repos.get(&name).cloned() else {
-            continue;
-        };
-        let (Some(cs), Some(head)) = (rs.change.clone(), rs.head_commit.clone()) else {
-            continue;
-        };
-        if cs.state == "merged" {
-            continue;
-        }
-        let change = change_of_status(repo, &rs, &cs, spec, &head);
         let reviews = match forge.reviews(&change).await {
             Ok(r) => r,
             Err(crate::forge::ForgeError::RateLimited { until }) => {
@@ -2305,18 +2295,8 @@ async fn in_review(
             Action::await_change()
         });
     };
-    for repo in &repos {
+    for (repo, cs, head, change) in unmerged(plan, &repos, spec) {
         let name = repo.name.value.clone();
-        let Some(rs) = plan.status.repos.get(&name).cloned() else {
-            continue;
-        };
-        let (Some(cs), Some(head)) = (rs.change.clone(), rs.head_commit.clone()) else {
-            continue;
-        };
-        if cs.state == "merged" {
-            continue;
-        }
-        let change = change_of_status(repo, &rs, &cs, spec, &head);
         match forge.merge(&change, &head, method).await {
             Ok(merged) => {
                 if let Some(rs) = plan.status.repos.get_mut(&name)
@@ -2445,6 +2425,31 @@ fn late_answer(view: &View, plan: &mut Plan) -> Option<Action> {
         }
     }
     None
+}
+
+/// The repos whose change is recorded and not merged yet, in `repos`' order: the repo, its
+/// change, its head and the forge's view of it.
+fn unmerged<'a>(
+    plan: &Plan,
+    repos: &[&'a crate::state::spec::RepoSpec],
+    spec: &TaskSpec,
+) -> Vec<(
+    &'a crate::state::spec::RepoSpec,
+    ChangeStatus,
+    String,
+    Change,
+)> {
+    repos
+        .iter()
+        .filter_map(|repo| {
+            let rs = plan.status.repos.get(&repo.name.value)?;
+            let (cs, head) = (rs.change.clone()?, rs.head_commit.clone()?);
+            (cs.state != "merged").then(|| {
+                let change = change_of_status(repo, rs, &cs, spec, &head);
+                (*repo, cs, head, change)
+            })
+        })
+        .collect()
 }
 
 /// The forge's view of a recorded change.

@@ -117,6 +117,43 @@ impl Drop for Served {
     }
 }
 
+/// A child process, killed (SIGKILL) and reaped when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Proc {
+    /// SIGKILL now.
+    pub fn kill9(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The parsed state at the head of `state`'s `main` (a bare repository), read in place or
+/// through a clone under `scratch`.
+pub fn snapshot_of(state: &Path, scratch: &Path) -> gaffer::state::snapshot::Snapshot {
+    let t =
+        gaffer::store::Transport::open(state.to_str().unwrap(), "main", scratch, false).unwrap();
+    let mut tracker = gaffer::store::Tracker::new(None, None);
+    tracker.resync(&t.repo(), t.head().unwrap()).unwrap();
+    tracker.snapshot().clone()
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The repository root (where Cargo.toml is).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

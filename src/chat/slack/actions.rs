@@ -371,6 +371,27 @@ impl Bot {
         }
     }
 
+    /// Commits `update` for `user` within Slack's ack budget (a slower push goes on in the
+    /// background); `what` names it in errors.
+    async fn commit_before_ack(
+        self: &Arc<Self>,
+        user: &str,
+        update: Update,
+        what: &str,
+    ) -> Result<(), String> {
+        let bot = self.clone();
+        let u = user.to_string();
+        let path = update.path.to_path();
+        match within_ack(async move { bot.commit_for(&u, vec![update]).await }).await {
+            Some(Err(e)) => Err(format!("could not commit {what}: {e}")),
+            Some(Ok(_)) => Ok(()),
+            None => {
+                tracing::warn!(%path, "{what} is still being committed");
+                Ok(())
+            }
+        }
+    }
+
     /// Commits `answers/<qid>.yaml` for `user` and shows the decision on the message.
     async fn answer(
         self: &Arc<Self>,
@@ -407,13 +428,7 @@ impl Bot {
             body,
             format!("{task} {qid} answered {shown:?} by Slack user {user}"),
         );
-        let bot = self.clone();
-        let user_owned = user.to_string();
-        match within_ack(async move { bot.commit_for(&user_owned, vec![update]).await }).await {
-            Some(Err(e)) => return Err(format!("could not commit the answer: {e}")),
-            Some(Ok(_)) => {}
-            None => tracing::warn!(task = %task, %qid, "the answer is still being committed"),
-        }
+        self.commit_before_ack(user, update, "the answer").await?;
         if !message.ts.is_empty() && !message.channel.is_empty() {
             let mut q = question;
             q.decision = Some(Decision {
@@ -478,13 +493,7 @@ impl Bot {
             body,
             format!("{task} approved by Slack user {user}"),
         );
-        let bot = self.clone();
-        let u = user.to_string();
-        match within_ack(async move { bot.commit_for(&u, vec![update]).await }).await {
-            Some(Err(e)) => return Err(format!("could not commit the approval: {e}")),
-            Some(Ok(_)) => {}
-            None => tracing::warn!(task = %task, "the approval is still being committed"),
-        }
+        self.commit_before_ack(user, update, "the approval").await?;
         if !message.ts.is_empty() {
             let mut m = blocks::approved(task, &changes, user);
             if let Some(k) = key {
