@@ -58,6 +58,12 @@ pub enum Command {
     Builders(builders::BuildersArgs),
     /// Run the Slack bot: a thread per task, questions as buttons, `/opencode start`; it
     /// only reads and commits to the state repository.
+    ///
+    /// Tokens come from the environment or from files, never from the state repository:
+    /// SLACK_BOT_TOKEN (xoxb-…) or SLACK_BOT_TOKEN_FILE; for Socket Mode (the default, no
+    /// public URL) SLACK_APP_TOKEN (xapp-…, scope connections:write) or SLACK_APP_TOKEN_FILE;
+    /// for the Events API (--listen) SLACK_SIGNING_SECRET or SLACK_SIGNING_SECRET_FILE. The
+    /// Slack app manifest is in docs/slack.md.
     Slack(slack::SlackArgs),
     /// Create things in a state repository.
     #[command(subcommand)]

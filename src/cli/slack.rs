@@ -9,12 +9,7 @@ use super::reconcile::{LogFormat, init_tracing};
 use super::{CliError, CmdResult};
 use crate::chat::slack::bot::{self, Options};
 
-/// Arguments of `gaffer slack`.
-///
-/// Tokens come from the environment or from files, never from the state repository:
-/// SLACK_BOT_TOKEN (xoxb-…) or SLACK_BOT_TOKEN_FILE; for Socket Mode (the default, no public
-/// URL needed) SLACK_APP_TOKEN (xapp-…, scope connections:write) or SLACK_APP_TOKEN_FILE;
-/// for the Events API (--listen) SLACK_SIGNING_SECRET or SLACK_SIGNING_SECRET_FILE.
+/// Arguments of `gaffer slack` (the tokens are described on the command).
 #[derive(Debug, clap::Args)]
 pub struct SlackArgs {
     /// The state repository (a local bare repo path or a URL git can fetch and push).
