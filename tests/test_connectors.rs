@@ -315,3 +315,31 @@ fn provisional_branches_chain_confirm_and_set_aside() {
         point2.values().next().unwrap().as_str()
     );
 }
+
+/// A mirror left half-made by a crash (initialised, no remote yet) is completed, not left
+/// failing every fetch: found by the kill -9 test (seed 17872406979948178577).
+#[test]
+fn a_half_made_mirror_is_completed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origin.git");
+    gaffer::cli::demo::bare_repo_with(&origin, &gaffer::cli::demo::sample_app(), "app").unwrap();
+    let project: gaffer::state::spec::ProjectSpec = gaffer::state::yaml::parse(
+        format!(
+            "repos:\n  - {{name: web-api, url: {}}}\n",
+            serde_json::json!(origin.display().to_string())
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let ws = gaffer::workspace::Workspaces::new(tmp.path().join("builders"));
+    let mirror = ws.mirror_dir(&project.repos[0].url);
+    std::fs::create_dir_all(&mirror).unwrap();
+    git(&mirror, &["init", "--quiet", "--bare"]);
+    let t = TaskRef::parse("demo/web-api/crash").unwrap();
+    let st = ws.prepare(&t, &project).unwrap();
+    assert!(st.values().next().unwrap().base_commit.is_some());
+    assert_eq!(
+        git(&mirror, &["config", "--get", "remote.origin.url"]),
+        origin.display().to_string()
+    );
+}

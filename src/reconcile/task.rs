@@ -1796,6 +1796,15 @@ async fn deploying(
         .iter()
         .filter_map(|(k, v)| v.head_commit.clone().map(|h| (k.clone(), h)))
         .collect();
+    // Refresh the builder's lab access (its token lasts two days; its kubeconfig is rewritten
+    // in place, so a running builder picks the new one up).
+    if let Err(e) = ctx
+        .lab
+        .builder_access(&t.project, &settings.lab_host(&t.project.project))
+        .await
+    {
+        tracing::warn!(task = %t, error = %e, "could not refresh the builder's lab access");
+    }
     let images = match image_build(ctx, project, lab, plan).await? {
         Ok(images) => images,
         Err(action) => return Ok(action),

@@ -99,13 +99,23 @@ impl Workspaces {
         if !dir.join("HEAD").is_file() {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             Git::new(&dir).run(["init", "--quiet", "--bare"])?;
-            Git::new(&dir).run(["remote", "add", "origin", repo.url.as_str()])?;
-            Git::new(&dir).run([
-                "config",
-                "remote.origin.fetch",
-                "+refs/heads/*:refs/remotes/origin/*",
-            ])?;
         }
+        // Each step is checked on its own: a crash between them (found by the kill -9 test)
+        // left a mirror without its remote, which every later fetch failed on.
+        match Git::new(&dir).run(["config", "--get", "remote.origin.url"]) {
+            Ok(url) if url == repo.url => {}
+            Ok(_) => {
+                Git::new(&dir).run(["remote", "set-url", "origin", repo.url.as_str()])?;
+            }
+            Err(_) => {
+                Git::new(&dir).run(["remote", "add", "origin", repo.url.as_str()])?;
+            }
+        }
+        Git::new(&dir).run([
+            "config",
+            "remote.origin.fetch",
+            "+refs/heads/*:refs/remotes/origin/*",
+        ])?;
         crate::git::remove_stale_locks(&dir, STALE_LOCK);
         Git::new(&dir).run(["fetch", "--quiet", "--no-tags", "--prune", "origin"])?;
         Ok(dir)
