@@ -251,17 +251,7 @@ fn init_command_is_an_argument_vector_from_validated_names() {
 #[test]
 fn provisional_branches_chain_confirm_and_set_aside() {
     let tmp = tempfile::tempdir().unwrap();
-    let origin = tmp.path().join("origin.git");
-    gaffer::cli::demo::bare_repo_with(&origin, &gaffer::cli::demo::sample_app(), "app").unwrap();
-    let project: gaffer::state::spec::ProjectSpec = gaffer::state::yaml::parse(
-        format!(
-            "repos:\n  - {{name: web-api, url: {}}}\n",
-            serde_json::json!(origin.display().to_string())
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let ws = gaffer::workspace::Workspaces::new(tmp.path().join("builders"));
+    let (_origin, project, ws) = sample_workspace(tmp.path());
     let t = TaskRef::parse("demo/web-api/nest").unwrap();
     ws.prepare(&t, &project).unwrap();
     let dir = ws.repo_dir(&t, &"web-api".parse().unwrap());
@@ -316,14 +306,17 @@ fn provisional_branches_chain_confirm_and_set_aside() {
     );
 }
 
-/// A mirror left half-made by a crash (initialised, no remote yet) is completed, not left
-/// failing every fetch: found by the kill -9 test (seed 17872406979948178577).
-#[test]
-fn a_half_made_mirror_is_completed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let origin = tmp.path().join("origin.git");
+/// The sample app as a bare origin, a project building it, and workspaces under `dir`.
+fn sample_workspace(
+    dir: &std::path::Path,
+) -> (
+    std::path::PathBuf,
+    gaffer::state::spec::ProjectSpec,
+    gaffer::workspace::Workspaces,
+) {
+    let origin = dir.join("origin.git");
     gaffer::cli::demo::bare_repo_with(&origin, &gaffer::cli::demo::sample_app(), "app").unwrap();
-    let project: gaffer::state::spec::ProjectSpec = gaffer::state::yaml::parse(
+    let project = gaffer::state::yaml::parse(
         format!(
             "repos:\n  - {{name: web-api, url: {}}}\n",
             serde_json::json!(origin.display().to_string())
@@ -331,7 +324,19 @@ fn a_half_made_mirror_is_completed() {
         .as_bytes(),
     )
     .unwrap();
-    let ws = gaffer::workspace::Workspaces::new(tmp.path().join("builders"));
+    (
+        origin,
+        project,
+        gaffer::workspace::Workspaces::new(dir.join("builders")),
+    )
+}
+
+/// A mirror left half-made by a crash (initialised, no remote yet) is completed, not left
+/// failing every fetch: found by the kill -9 test (seed 17872406979948178577).
+#[test]
+fn a_half_made_mirror_is_completed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (origin, project, ws) = sample_workspace(tmp.path());
     let mirror = ws.mirror_dir(&project.repos[0].url);
     std::fs::create_dir_all(&mirror).unwrap();
     git(&mirror, &["init", "--quiet", "--bare"]);

@@ -239,6 +239,31 @@ impl E2e {
         )
     }
 
+    /// Alice's `/opencode start` form, submitted; when it was (the task is committed before
+    /// the ack).
+    fn start_task(&self) -> Instant {
+        self.slack
+            .slash(ALICE, "C0GENERAL", "start ai-dev/proj-api-service");
+        let (view_id, _) = self.slack.views().pop().expect("the form opened");
+        let submitted = Instant::now();
+        let ack = self.slack.submit(
+            ALICE,
+            &view_id,
+            &[
+                ("category", "selected:ai-dev"),
+                ("project", "selected:ai-dev/proj-api-service"),
+                ("title", TITLE),
+                (
+                    "description",
+                    "Add JWT auth to the API: issue tokens, check them on every call.",
+                ),
+                ("priority", "selected:high"),
+            ],
+        );
+        assert!(ack.is_null(), "{ack}");
+        submitted
+    }
+
     fn set_clock(&self, at: &str) {
         std::fs::write(self.tmp.path().join("clock"), at).unwrap();
     }
@@ -343,6 +368,64 @@ fn has_file(repo: &Path, rev: &str, file: &str) -> bool {
         .success()
 }
 
+/// Every external effect of the scenario happened once: each model step, each Slack
+/// message (milestones in order), each changed apply, one PR per repo, one merge each.
+fn assert_effects_once(w: &E2e) {
+    let counts = crate::test_opencode::step_counts(&w.llm, TITLE);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each model step once: {counts:?}"
+    );
+    let msgs = w.slack.messages();
+    let mut keys: Vec<String> = msgs
+        .iter()
+        .map(|m| m.key())
+        .filter(|k| !k.is_empty())
+        .collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "no Slack message posted twice: {msgs:#?}");
+    let seqs: Vec<u32> = msgs
+        .iter()
+        .filter_map(|m| {
+            m.key()
+                .strip_prefix("gaffer:m:")
+                .map(|s| s.parse().unwrap())
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|p| p[0] < p[1]),
+        "milestones in order: {seqs:?}"
+    );
+    let applied: Vec<String> = w
+        .kube
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.changed)
+        .map(|r| r.path)
+        .collect();
+    let mut uniq = applied.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(
+        uniq.len(),
+        applied.len(),
+        "each object applied (changed) once: {applied:#?}"
+    );
+    let gh = w.gh.requests();
+    let count =
+        |f: &dyn Fn(&crate::common::github::Request) -> bool| gh.iter().filter(|r| f(r)).count();
+    assert_eq!(
+        count(&|r| r.method == "POST" && r.path.ends_with("/pulls")),
+        2
+    );
+    assert_eq!(
+        count(&|r| r.method == "PUT" && r.path.ends_with("/merge") && r.status == 200),
+        2
+    );
+}
+
 /// The story the state repository's log tells: every phase change, decision and person's
 /// or bot's action, in order (commit batching and the bot's own bookkeeping vary with
 /// timing, so those are left out).
@@ -388,25 +471,7 @@ fn from_a_slack_form_to_a_promoted_pr_with_the_real_opencode() {
     }
 
     // 1. /opencode start → the form → task.yaml, attributed to the Slack user.
-    w.slack
-        .slash(ALICE, "C0GENERAL", "start ai-dev/proj-api-service");
-    let (view_id, _) = w.slack.views().pop().expect("the form opened");
-    let submitted = Instant::now();
-    let ack = w.slack.submit(
-        ALICE,
-        &view_id,
-        &[
-            ("category", "selected:ai-dev"),
-            ("project", "selected:ai-dev/proj-api-service"),
-            ("title", TITLE),
-            (
-                "description",
-                "Add JWT auth to the API: issue tokens, check them on every call.",
-            ),
-            ("priority", "selected:high"),
-        ],
-    );
-    assert!(ack.is_null(), "{ack}");
+    let submitted = w.start_task();
     let author = git(
         &w.state,
         &[
@@ -592,43 +657,10 @@ fn from_a_slack_form_to_a_promoted_pr_with_the_real_opencode() {
     step(&w, "approved by review, merged, promoted");
 
     // Every external effect once: the model's steps, the Slack posts, the applies, the PRs.
-    let counts = crate::test_opencode::step_counts(&w.llm, TITLE);
+    assert_effects_once(&w);
     assert!(
-        counts.values().all(|&n| n == 1),
-        "each model step once: {counts:?}"
-    );
-    assert!(counts.len() >= 8, "{counts:?}");
-    let posts = w.slack.messages();
-    let mut keys: Vec<String> = posts
-        .iter()
-        .map(|m| m.key())
-        .filter(|k| !k.is_empty())
-        .collect();
-    let n = keys.len();
-    keys.sort();
-    keys.dedup();
-    assert_eq!(keys.len(), n, "no Slack message posted twice");
-    let applied: Vec<String> = w
-        .kube
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PATCH" && r.changed)
-        .map(|r| r.path)
-        .collect();
-    let mut uniq = applied.clone();
-    uniq.sort();
-    uniq.dedup();
-    assert_eq!(
-        uniq.len(),
-        applied.len(),
-        "each object applied (changed) once: {applied:#?}"
-    );
-    assert_eq!(
-        w.gh.requests()
-            .iter()
-            .filter(|r| r.method == "POST" && r.path.ends_with("/pulls"))
-            .count(),
-        2
+        crate::test_opencode::step_counts(&w.llm, TITLE).len() >= 8,
+        "every step reached the model"
     );
     let apis = w.tmp.path().join("origins/domain-apis.git");
     assert!(has_file(&apis, "main", "app/auth.py"));
@@ -670,18 +702,7 @@ fn nobody_answers_the_default_applies_at_the_deadline_and_a_late_click_redoes_th
     w.llm.script(TITLE, redo);
     let _reconciler = w.reconciler();
     let _bot = w.bot();
-    w.slack.slash(ALICE, "C0GENERAL", "start ai-dev");
-    let (view_id, _) = w.slack.views().pop().unwrap();
-    w.slack.submit(
-        ALICE,
-        &view_id,
-        &[
-            ("category", "selected:ai-dev"),
-            ("project", "selected:ai-dev/proj-api-service"),
-            ("title", TITLE),
-            ("priority", "selected:high"),
-        ],
-    );
+    w.start_task();
     // The builder asks, goes on with RS256 and finishes; the task waits for the deadline.
     w.wait(180, "the builder done, waiting for the deadline", |w| {
         w.status()
@@ -815,24 +836,7 @@ fn kill_9_of_the_reconciler_and_the_bot_at_20_random_points_changes_nothing() {
     let w = E2e::new();
     let mut reconciler = Some(w.reconciler());
     let mut bot = Some(w.bot());
-    w.slack
-        .slash(ALICE, "C0GENERAL", "start ai-dev/proj-api-service");
-    let (view_id, _) = w.slack.views().pop().unwrap();
-    let ack = w.slack.submit(
-        ALICE,
-        &view_id,
-        &[
-            ("category", "selected:ai-dev"),
-            ("project", "selected:ai-dev/proj-api-service"),
-            ("title", TITLE),
-            (
-                "description",
-                "Add JWT auth to the API: issue tokens, check them on every call.",
-            ),
-            ("priority", "selected:high"),
-        ],
-    );
-    assert!(ack.is_null(), "{ack}");
+    w.start_task();
     let deadline = Instant::now() + Duration::from_secs(300);
     let (mut kills, mut answered, mut reviewed) = (0, false, false);
     let mut phases: std::collections::BTreeMap<String, u32> = Default::default();
@@ -937,66 +941,6 @@ fn kill_9_of_the_reconciler_and_the_bot_at_20_random_points_changes_nothing() {
     drop(bot);
     drop(reconciler);
     // The same story, and every effect once.
-    assert_eq!(story(&w.state), {
-        let snap = std::fs::read_to_string(
-            crate::common::root().join("tests/snapshots/runner__test_e2e__e2e_story.snap"),
-        )
-        .unwrap();
-        snap.split("---\n").nth(2).unwrap().trim_end().to_string()
-    });
-    let counts = crate::test_opencode::step_counts(&w.llm, TITLE);
-    assert!(
-        counts.values().all(|&n| n == 1),
-        "each model step once: {counts:?}"
-    );
-    let msgs = w.slack.messages();
-    let mut keys: Vec<String> = msgs
-        .iter()
-        .map(|m| m.key())
-        .filter(|k| !k.is_empty())
-        .collect();
-    let n = keys.len();
-    keys.sort();
-    keys.dedup();
-    assert_eq!(keys.len(), n, "no Slack message posted twice: {msgs:#?}");
-    let seqs: Vec<u32> = msgs
-        .iter()
-        .filter_map(|m| {
-            m.key()
-                .strip_prefix("gaffer:m:")
-                .map(|s| s.parse().unwrap())
-        })
-        .collect();
-    assert!(
-        seqs.windows(2).all(|p| p[0] < p[1]),
-        "milestones in order: {seqs:?}"
-    );
-    let applied: Vec<String> = w
-        .kube
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "PATCH" && r.changed)
-        .map(|r| r.path)
-        .collect();
-    let mut uniq = applied.clone();
-    uniq.sort();
-    uniq.dedup();
-    assert_eq!(
-        uniq.len(),
-        applied.len(),
-        "each object applied once: {applied:#?}"
-    );
-    let gh = w.gh.requests();
-    assert_eq!(
-        gh.iter()
-            .filter(|r| r.method == "POST" && r.path.ends_with("/pulls"))
-            .count(),
-        2
-    );
-    assert_eq!(
-        gh.iter()
-            .filter(|r| r.method == "PUT" && r.path.ends_with("/merge") && r.status == 200)
-            .count(),
-        2
-    );
+    insta::assert_snapshot!("e2e_story", story(&w.state));
+    assert_effects_once(&w);
 }

@@ -199,6 +199,28 @@ impl Hub {
         })
     }
 
+    /// The task's milestone texts.
+    fn milestones(&self) -> Vec<String> {
+        self.snapshot()
+            .task(&self.task)
+            .and_then(|e| e.progress.clone())
+            .map(|p| p.milestones.into_iter().map(|m| m.text).collect())
+            .unwrap_or_default()
+    }
+
+    /// The person approves with an `approvals/ok.yaml` they commit.
+    fn approve(&self) {
+        commit_as(
+            &self.state,
+            PERSON,
+            &[(
+                "projects/demo/web-api/tasks/jwt/approvals/ok.yaml",
+                &format!("by: {PERSON}\n"),
+            )],
+            "approve",
+        );
+    }
+
     fn pr(&self) -> Value {
         let prs = self.fake.prs(REPO);
         assert_eq!(prs.len(), 1, "one pull request: {prs:#?}");
@@ -434,15 +456,7 @@ fn changes_requested_reach_the_builder_the_new_push_updates_the_pr_and_an_approv
     assert_eq!(hub.status().unwrap().phase, Phase::InReview);
     assert!(hub.merges().is_empty());
     // The old "changes requested" is handled once; an approvals/ file now promotes.
-    commit_as(
-        &hub.state,
-        PERSON,
-        &[(
-            "projects/demo/web-api/tasks/jwt/approvals/ok.yaml",
-            &format!("by: {PERSON}\n"),
-        )],
-        "approve",
-    );
+    hub.approve();
     let st = hub.wait(30, "Promoted", |s| s.phase == Phase::Promoted);
     assert!(st.message.unwrap_or_default().contains(PERSON));
     assert_eq!(hub.merges().len(), 1);
@@ -470,15 +484,7 @@ fn a_moved_head_or_a_conflict_blocks_the_merge_and_the_task_stays_in_review() {
         &[("app/someone.txt", "x\n")],
         "someone else",
     );
-    commit_as(
-        &hub.state,
-        PERSON,
-        &[(
-            "projects/demo/web-api/tasks/jwt/approvals/ok.yaml",
-            &format!("by: {PERSON}\n"),
-        )],
-        "approve",
-    );
+    hub.approve();
     let st = hub.wait(30, "MergeBlocked", |s| {
         s.reason.as_deref() == Some("MergeBlocked")
     });
@@ -508,17 +514,7 @@ fn a_moved_head_or_a_conflict_blocks_the_merge_and_the_task_stays_in_review() {
     });
     assert_eq!(hub.status().unwrap().phase, Phase::InReview);
     assert!(hub.pr()["merged"] != true);
-    let snap = hub.snapshot();
-    let texts: Vec<String> = snap
-        .task(&hub.task)
-        .unwrap()
-        .progress
-        .as_ref()
-        .unwrap()
-        .milestones
-        .iter()
-        .map(|m| m.text.clone())
-        .collect();
+    let texts = hub.milestones();
     assert!(
         texts
             .iter()
@@ -537,7 +533,6 @@ fn a_rate_limit_is_waited_out_until_its_reset() {
     let before = hub.fake.requests().len();
     let reset_in = 2;
     hub.fake.rate_limit(1, reset_in);
-    let limited_at = std::time::SystemTime::now();
     hub.fake.review(REPO, 1, "alice", "APPROVED", "ok", &[]);
     hub.wait(30, "Promoted", |s| s.phase == Phase::Promoted);
     let reqs = hub.fake.requests();
@@ -557,7 +552,6 @@ fn a_rate_limit_is_waited_out_until_its_reset() {
         waited >= Duration::from_secs(reset_in - 1),
         "asked again after {waited:?}"
     );
-    let _ = limited_at;
 }
 
 #[test]
@@ -617,17 +611,7 @@ fn an_image_built_by_the_workflow_is_deployed_with_its_sha_tag() {
         rendered.contains(&format!("image: ghcr.io/example/web-api:{sha}")),
         "{rendered}"
     );
-    let snap = hub.snapshot();
-    let texts: Vec<String> = snap
-        .task(&hub.task)
-        .unwrap()
-        .progress
-        .as_ref()
-        .unwrap()
-        .milestones
-        .iter()
-        .map(|m| m.text.clone())
-        .collect();
+    let texts = hub.milestones();
     assert!(
         texts
             .iter()

@@ -228,6 +228,34 @@ impl Plan {
         }
     }
 
+    /// Sends feedback (test failures, review comments, a merge to make) to the task's
+    /// session as prompt `id` (`feedback-…`), records it, and goes back to `Running`.
+    async fn send_feedback(
+        &mut self,
+        ctx: &Context,
+        t: &TaskRef,
+        id: &str,
+        text: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<Action, ReconcileError> {
+        let Some(session) = self
+            .status
+            .agent
+            .as_ref()
+            .and_then(|a| a.session_id.clone())
+        else {
+            return Err(ReconcileError::Other(format!(
+                "no agent session to send {id} to"
+            )));
+        };
+        let id = format!("{}{id}", crate::agent::scripted::FEEDBACK_PREFIX);
+        self.agent(ctx)?.send(t, &session, &id, text).await?;
+        self.record_prompt(&id);
+        self.transition(Phase::Running, reason, message);
+        Ok(Action::requeue(Duration::ZERO))
+    }
+
     /// How long until `at` (zero when it has passed).
     fn until(&self, at: Timestamp) -> Duration {
         Duration::from_millis((at.as_millisecond() - self.now.as_millisecond()).max(0) as u64)
@@ -599,6 +627,14 @@ async fn step(
         return Ok(Action::await_change());
     }
 
+    // An answer that came after its default was applied, once the work moved on.
+    if matches!(
+        plan.phase(),
+        Phase::Deploying | Phase::Testing | Phase::InReview
+    ) && let Some(action) = late_answer(view, plan)
+    {
+        return Ok(action);
+    }
     match plan.phase() {
         Phase::Pending => {
             plan.transition(Phase::Queued, "Queued", "");
@@ -1774,9 +1810,6 @@ async fn deploying(
     project: &ProjectSpec,
     plan: &mut Plan,
 ) -> Result<Action, ReconcileError> {
-    if let Some(action) = late_answer(view, plan) {
-        return Ok(action);
-    }
     let Some(lab) = &project.lab else {
         plan.transition(
             Phase::InReview,
@@ -1796,8 +1829,13 @@ async fn deploying(
         .iter()
         .filter_map(|(k, v)| v.head_commit.clone().map(|h| (k.clone(), h)))
         .collect();
-    // Refresh the builder's lab access (its token lasts two days; its kubeconfig is rewritten
-    // in place, so a running builder picks the new one up).
+    let images = match image_build(ctx, project, lab, plan).await? {
+        Ok(images) => images,
+        Err(action) => return Ok(action),
+    };
+    // Refresh the builder's lab access once per deploy, not on every pass while an image
+    // builds (its token lasts two days; the kubeconfig is rewritten in place, so a running
+    // builder picks the new one up).
     if let Err(e) = ctx
         .lab
         .builder_access(&t.project, &settings.lab_host(&t.project.project))
@@ -1805,10 +1843,6 @@ async fn deploying(
     {
         tracing::warn!(task = %t, error = %e, "could not refresh the builder's lab access");
     }
-    let images = match image_build(ctx, project, lab, plan).await? {
-        Ok(images) => images,
-        Err(action) => return Ok(action),
-    };
     let req = DeployRequest {
         project: t.project.clone(),
         task: t.task.clone(),
@@ -1999,9 +2033,6 @@ async fn testing(
     project: &ProjectSpec,
     plan: &mut Plan,
 ) -> Result<Action, ReconcileError> {
-    if let Some(action) = late_answer(view, plan) {
-        return Ok(action);
-    }
     let Some(test) = project.lab.as_ref().and_then(|l| l.test.clone()) else {
         plan.transition(Phase::InReview, "NoTests", "");
         return Ok(Action::requeue(Duration::ZERO));
@@ -2052,16 +2083,6 @@ async fn testing(
         );
         return Ok(Action::await_change());
     }
-    let Some(session) = plan
-        .status
-        .agent
-        .as_ref()
-        .and_then(|a| a.session_id.clone())
-    else {
-        return Err(ReconcileError::Other(
-            "no agent session to send test failures to".into(),
-        ));
-    };
     let mut text = format!(
         "The lab tests failed ({} of {}):\n",
         results.failed,
@@ -2078,15 +2099,15 @@ async fn testing(
         .agent
         .as_ref()
         .map_or(0, |a| a.prompts_sent.len());
-    let id = format!("{}tests-{sent}", crate::agent::scripted::FEEDBACK_PREFIX);
-    plan.agent(ctx)?.send(t, &session, &id, &text).await?;
-    plan.record_prompt(&id);
-    plan.transition(
-        Phase::Running,
+    plan.send_feedback(
+        ctx,
+        t,
+        &format!("tests-{sent}"),
+        &text,
         "TestsFailed",
         "test failures sent back to the agent",
-    );
-    Ok(Action::requeue(Duration::ZERO))
+    )
+    .await
 }
 
 async fn in_review(
@@ -2098,9 +2119,6 @@ async fn in_review(
     project: &ProjectSpec,
     plan: &mut Plan,
 ) -> Result<Action, ReconcileError> {
-    if let Some(action) = late_answer(view, plan) {
-        return Ok(action);
-    }
     sync_heads(ctx, t, project, plan).await?;
     let forge = ctx.forge_for(project)?;
     let method = project
@@ -2365,38 +2383,25 @@ async fn merge_conflict(
     number: u64,
     why: &str,
 ) -> Result<Action, ReconcileError> {
-    let Some(session) = plan
-        .status
-        .agent
-        .as_ref()
-        .and_then(|a| a.session_id.clone())
-    else {
-        return Err(ReconcileError::Other(
-            "no agent session to ask for a merge".into(),
-        ));
-    };
     let text = format!(
         "Pull request {repo} #{number} cannot be merged: {why}.\nPlease merge the latest `{base}` \
          into your branch in repos/{repo} (git fetch origin && git merge origin/{base}), \
          resolve the conflicts and commit.\n"
     );
-    let id = format!(
-        "{}merge-{repo}-{number}",
-        crate::agent::scripted::FEEDBACK_PREFIX
-    );
-    plan.agent(ctx)?.send(t, &session, &id, &text).await?;
-    plan.record_prompt(&id);
     plan.milestone(
         MilestoneKind::Error,
         format!("⛔ {repo} #{number} conflicts with {base}; asked the builder to merge it in"),
         None,
     );
-    plan.transition(
-        Phase::Running,
+    plan.send_feedback(
+        ctx,
+        t,
+        &format!("merge-{repo}-{number}"),
+        &text,
         "MergeConflict",
         "asked the agent to resolve conflicts",
-    );
-    Ok(Action::requeue(Duration::ZERO))
+    )
+    .await
 }
 
 /// A person's answer that came after the work went on (a default applied at the deadline,
@@ -2501,16 +2506,6 @@ async fn changes_requested(
     plan: &mut Plan,
     requested: Vec<(String, u64, crate::forge::Review)>,
 ) -> Result<Action, ReconcileError> {
-    let Some(session) = plan
-        .status
-        .agent
-        .as_ref()
-        .and_then(|a| a.session_id.clone())
-    else {
-        return Err(ReconcileError::Other(
-            "no agent session to send review comments to".into(),
-        ));
-    };
     let mut text = String::from("Reviewers asked for changes to your pull requests:\n");
     let mut ids = Vec::new();
     for (repo, number, r) in &requested {
@@ -2527,13 +2522,7 @@ async fn changes_requested(
         "\nPlease address them; when you are done the work is deployed, tested and the pull \
          requests are updated.\n",
     );
-    let id = format!(
-        "{}review-{}",
-        crate::agent::scripted::FEEDBACK_PREFIX,
-        ids.join("-")
-    );
-    plan.agent(ctx)?.send(t, &session, &id, &text).await?;
-    plan.record_prompt(&id);
+    // Recorded with the prompt, in one status commit (a failed send records nothing).
     for (repo, number, r) in &requested {
         plan.set_effect(&format!("review.{}", r.id), "sent");
         plan.milestone(
@@ -2545,10 +2534,13 @@ async fn changes_requested(
             None,
         );
     }
-    plan.transition(
-        Phase::Running,
+    plan.send_feedback(
+        ctx,
+        t,
+        &format!("review-{}", ids.join("-")),
+        &text,
         "ChangesRequested",
         "review comments sent back to the agent",
-    );
-    Ok(Action::requeue(Duration::ZERO))
+    )
+    .await
 }

@@ -107,7 +107,7 @@ pub struct FakeSlack {
     pub addr: SocketAddr,
     inner: Shared,
     _server: super::Served,
-    _socket: super::ServedWith,
+    _socket: super::Served,
 }
 
 /// The bot token the fake accepts.
@@ -121,7 +121,7 @@ impl FakeSlack {
     /// Starts the fake.
     pub fn start() -> Self {
         let inner: Shared = Arc::new((Mutex::new(Inner::default()), Condvar::new()));
-        let socket = super::ServedWith::start({
+        let socket = super::Served::start_with({
             let inner = inner.clone();
             move |listener| socket_server(listener, inner)
         });

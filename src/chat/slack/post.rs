@@ -311,8 +311,6 @@ pub struct Poster {
     first: bool,
     /// Threads whose `slack.yaml` is behind.
     unrecorded: std::collections::BTreeSet<TaskRef>,
-    /// Messages posted or updated by this process.
-    pub calls: u64,
 }
 
 impl Poster {
@@ -324,7 +322,6 @@ impl Poster {
             backlog: HashSet::new(),
             first: true,
             unrecorded: Default::default(),
-            calls: 0,
         }
     }
 
@@ -483,7 +480,6 @@ impl Poster {
                 Op::Parent { message, phase } => {
                     api.update(&channel, &thread_ts, &tagged(message, &Key::Parent, task))
                         .await?;
-                    self.calls += 1;
                     th.rec.shown_phase = Some(*phase);
                     *dirty = true;
                 }
@@ -504,7 +500,6 @@ impl Poster {
                             *broadcast,
                         )
                         .await?;
-                    self.calls += 1;
                     record(&mut th.rec, key, ts, tag.clone());
                     *dirty = true;
                 }
@@ -517,7 +512,6 @@ impl Poster {
                     let Some(ts) = ts else { continue };
                     api.update(&channel, &ts, &tagged(message, key, task))
                         .await?;
-                    self.calls += 1;
                     th.rec.shown.insert(key_name(key), tag.clone());
                     *dirty = true;
                 }
@@ -552,7 +546,6 @@ impl Poster {
             }
             None => (api.post(&channel, None, &message).await?, true),
         };
-        self.calls += 1;
         Ok(Thread {
             rec: SlackThread {
                 channel_id: channel,
