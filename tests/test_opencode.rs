@@ -330,14 +330,27 @@ fn two_projects_run_full_tasks_in_their_own_builders() {
     });
 
     // One builder per project: its own tmux session with both windows, port and session.
+    // Status records the host and how to attach; the port is the host's own business
+    // (`gaffer builders` shows it, below).
     let a = status_of(&snap, "demo/web-api/alpha").unwrap();
     let b = status_of(&snap, "demo/other/beta").unwrap();
     let (aa, ba) = (a.agent.clone().unwrap(), b.agent.clone().unwrap());
-    assert_eq!(aa.runtime, "opencode");
-    assert_eq!(aa.tmux.as_deref(), Some("gaffer-demo-web-api"));
-    assert_eq!(ba.tmux.as_deref(), Some("gaffer-demo-other"));
-    assert_ne!(aa.port, ba.port);
-    assert!(aa.port.is_some() && ba.port.is_some());
+    assert_eq!(aa.runtime, gaffer::state::spec::RuntimeKind::Opencode);
+    assert_eq!(aa.host, Some(gaffer::state::status::HostKind::Tmux));
+    assert!(
+        aa.attach
+            .as_deref()
+            .unwrap()
+            .ends_with("attach -t gaffer-demo-web-api"),
+        "{aa:?}"
+    );
+    assert!(
+        ba.attach
+            .as_deref()
+            .unwrap()
+            .ends_with("attach -t gaffer-demo-other"),
+        "{ba:?}"
+    );
     assert_ne!(aa.session_id, ba.session_id);
     assert!(aa.session_id.as_deref().unwrap().starts_with("ses"));
     for s in ["gaffer-demo-web-api", "gaffer-demo-other"] {
@@ -410,7 +423,7 @@ fn two_projects_run_full_tasks_in_their_own_builders() {
         &lab.state,
         &["show", "main:projects/demo/web-api/tasks/alpha/status.yaml"],
     );
-    assert!(status_yaml.contains(&format!("port: {}", aa.port.unwrap())));
+    assert!(status_yaml.contains("host: tmux"), "{status_yaml}");
     assert!(!status_yaml.contains(password));
     assert!(!git(&lab.state, &["log", "-p", "main"]).contains(password));
 
@@ -434,7 +447,9 @@ fn two_projects_run_full_tasks_in_their_own_builders() {
         .iter()
         .find(|r| r["project"] == "demo/web-api")
         .unwrap();
-    assert_eq!(web["port"], json!(aa.port.unwrap()));
+    let other = rows.iter().find(|r| r["project"] == "demo/other").unwrap();
+    assert!(web["port"].is_u64() && other["port"].is_u64(), "{rows:#?}");
+    assert_ne!(web["port"], other["port"]);
     assert_eq!(web["tmux"], "gaffer-demo-web-api");
     assert!(
         web["state"]

@@ -633,6 +633,7 @@ impl InProcess {
         let run = tokio::spawn(gaffer::reconcile::daemon::run(
             opts,
             ctx.clone(),
+            handles.clone(),
             rx,
             async {
                 let _ = stop_rx.await;

@@ -6,6 +6,7 @@
 //! the real OpenCode runtime fits behind it. [`scripted::ScriptedAgent`] is the embedded
 //! default used by `gaffer demo`: it plays a YAML script of steps in the task's worktrees.
 
+pub mod host;
 pub mod opencode;
 pub mod scripted;
 
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::names::{RepoName, TaskRef};
+use crate::state::spec::RuntimeKind;
 use crate::state::status::QuestionOption;
 
 /// Everything a runtime needs to start working on a task.
@@ -45,10 +47,10 @@ pub struct SessionRequest {
 pub struct Session {
     /// The session id, recorded in the task's status.
     pub id: String,
-    /// The local port of the server, when there is one.
-    pub port: Option<u16>,
-    /// The tmux session, when there is one.
-    pub tmux: Option<String>,
+    /// Where the builder runs.
+    pub host: crate::state::status::HostKind,
+    /// How a person attaches to it (a command or a link), when they can.
+    pub attach: Option<String>,
 }
 
 /// What kind of request the agent made.
@@ -162,8 +164,8 @@ pub enum AgentError {
 /// so a runtime that keeps one server per project finds it again after gaffer restarts.
 #[async_trait::async_trait]
 pub trait AgentRuntime: Send + Sync + std::fmt::Debug {
-    /// `opencode` or `scripted`.
-    fn name(&self) -> &'static str;
+    /// Which kind of runtime this is.
+    fn kind(&self) -> RuntimeKind;
 
     /// Whether the runtime wakes tasks itself when something happens (so the reconciler only
     /// polls as a safety net).
@@ -214,42 +216,32 @@ pub trait AgentRuntime: Send + Sync + std::fmt::Debug {
     async fn stop(&self, task: &TaskRef, session: &str) -> Result<(), AgentError>;
 }
 
-/// The runtimes a reconciler has; a project picks one with `agent.runtime`, and a task keeps
-/// the one its session was made with (recorded in its status).
-#[derive(Debug, Clone)]
+/// The runtimes a reconciler has, registered by kind; a project picks one with
+/// `agent.runtime`, and a task keeps the one its session was made with (recorded in its
+/// status).
+#[derive(Debug, Clone, Default)]
 pub struct Agents {
-    /// The embedded scripted agent.
-    pub scripted: Arc<dyn AgentRuntime>,
-    /// OpenCode, when configured.
-    pub opencode: Option<Arc<dyn AgentRuntime>>,
+    runtimes: BTreeMap<RuntimeKind, Arc<dyn AgentRuntime>>,
 }
 
 impl Agents {
-    /// The runtime called `name` (`opencode` or `scripted`).
-    pub fn by_name(&self, name: &str) -> Result<&Arc<dyn AgentRuntime>, AgentError> {
-        match name {
-            "scripted" => Ok(&self.scripted),
-            "opencode" => self.opencode.as_ref().ok_or_else(|| {
-                AgentError::Config(
-                    "the project uses runtime: opencode, but no OpenCode binary was found: install \
-                     opencode-ai (npm install -g opencode-ai@1.18.33) or pass --opencode PATH"
-                        .into(),
-                )
-            }),
-            other => Err(AgentError::Config(format!(
-                "unknown agent runtime {other:?}"
-            ))),
-        }
+    /// Adds (or replaces) the runtime of its kind.
+    pub fn register(mut self, runtime: Arc<dyn AgentRuntime>) -> Self {
+        self.runtimes.insert(runtime.kind(), runtime);
+        self
     }
 
-    /// The runtime a project asks for.
-    pub fn for_spec(
-        &self,
-        kind: crate::state::spec::AgentRuntime,
-    ) -> Result<&Arc<dyn AgentRuntime>, AgentError> {
-        self.by_name(match kind {
-            crate::state::spec::AgentRuntime::Opencode => "opencode",
-            crate::state::spec::AgentRuntime::Scripted => "scripted",
+    /// The runtime of `kind`.
+    pub fn get(&self, kind: RuntimeKind) -> Result<&Arc<dyn AgentRuntime>, AgentError> {
+        self.runtimes.get(&kind).ok_or_else(|| match kind {
+            RuntimeKind::Opencode => AgentError::Config(
+                "the project uses runtime: opencode, but no OpenCode binary was found: install \
+                 opencode-ai (npm install -g opencode-ai@1.18.33) or pass --opencode PATH"
+                    .into(),
+            ),
+            other => AgentError::Config(format!(
+                "agent runtime {other:?} is not available in this reconciler"
+            )),
         })
     }
 }

@@ -186,8 +186,8 @@ fn timeline(state: &SessionState) -> Vec<Step> {
 
 #[async_trait::async_trait]
 impl AgentRuntime for ScriptedAgent {
-    fn name(&self) -> &'static str {
-        "scripted"
+    fn kind(&self) -> crate::state::spec::RuntimeKind {
+        crate::state::spec::RuntimeKind::Scripted
     }
 
     async fn ensure_session(
@@ -199,8 +199,8 @@ impl AgentRuntime for ScriptedAgent {
             Some(id) if self.path(id).is_file() => {
                 return Ok(Session {
                     id: id.to_string(),
-                    port: None,
-                    tmux: None,
+                    host: crate::state::status::HostKind::InProcess,
+                    attach: None,
                 });
             }
             Some(id) => id.to_string(),
@@ -232,8 +232,8 @@ impl AgentRuntime for ScriptedAgent {
         }
         Ok(Session {
             id,
-            port: None,
-            tmux: None,
+            host: crate::state::status::HostKind::InProcess,
+            attach: None,
         })
     }
 

@@ -212,7 +212,7 @@ async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Re
             .await
             .map_err(|e| CliError::internal(e.to_string()))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let reconciler = tokio::spawn(daemon::run(opts, ctx, rx, async move {
+    let reconciler = tokio::spawn(daemon::run(opts, ctx, handles.clone(), rx, async move {
         let _ = stop_rx.await;
     }));
 

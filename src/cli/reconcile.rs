@@ -234,11 +234,11 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
             Some(f) => Arc::new(crate::hours::FileClock::new(f)),
             None => Arc::new(crate::hours::SystemClock),
         };
-        let (ctx, _handles, rx) = daemon::start(&opts, clock, None)
+        let (ctx, handles, rx) = daemon::start(&opts, clock, None)
             .await
             .map_err(|e| CliError::user(format!("cannot start: {e}")))?;
         tracing::info!(state = %opts.state, data_dir = %opts.data_dir.display(), "reconciler started");
-        daemon::run(opts, ctx, rx, crate::server::shutdown_signal())
+        daemon::run(opts, ctx, handles, rx, crate::server::shutdown_signal())
             .await
             .map_err(|e| CliError::internal(e.to_string()))?;
         tracing::info!("reconciler stopped");

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::{Context, ReconcileError, Settings, runtime, task};
+use super::{Context, ReconcileError, Tunables, runtime, task};
 use crate::agent::Agents;
+use crate::agent::host::TmuxHost;
 use crate::agent::opencode::OpenCode;
 use crate::agent::opencode::tmux::Tmux;
 use crate::agent::scripted::ScriptedAgent;
@@ -20,7 +21,9 @@ use crate::lab::tests::CommandTestRunner;
 use crate::server::{Metrics, ServerState};
 use crate::state::path::ObjectKey;
 use crate::store::watch::{self, Reason, Syncer};
-use crate::store::{Identity, StatusWriter, Tracker, Transport, WriterConfig, WriterRole};
+use crate::store::{
+    GitStore, Identity, StatusWriter, Tracker, Transport, WriterConfig, WriterRole,
+};
 use crate::workspace::Workspaces;
 
 /// How to run the reconciler.
@@ -127,7 +130,7 @@ impl Options {
     }
 }
 
-/// A running reconciler's shared parts, for callers that watch it (the demo).
+/// A running reconciler's shared parts, for [`run`] and for callers that watch it (the demo).
 #[derive(Debug, Clone)]
 pub struct Handles {
     /// The state as the reconciler sees it.
@@ -150,8 +153,8 @@ pub async fn start(
     ReconcileError,
 > {
     std::fs::create_dir_all(&opts.data_dir)
-        .map_err(|e| ReconcileError::Other(format!("{}: {e}", opts.data_dir.display())))?;
-    crate::git::Git::check_version().map_err(|e| ReconcileError::Other(e.to_string()))?;
+        .map_err(|e| ReconcileError::Startup(format!("{}: {e}", opts.data_dir.display())))?;
+    crate::git::Git::check_version().map_err(|e| ReconcileError::Store(e.into()))?;
     let (state, branch, data, force) = (
         opts.state.clone(),
         opts.branch.clone(),
@@ -160,8 +163,7 @@ pub async fn start(
     );
     let transport =
         tokio::task::spawn_blocking(move || Transport::open(&state, &branch, &data, force))
-            .await
-            .map_err(|e| ReconcileError::Other(e.to_string()))??;
+            .await??;
     let tracker = Arc::new(RwLock::new(Tracker::new(
         Some(Identity::reconciler().email),
         Some(WriterRole::Reconciler.owned()),
@@ -191,45 +193,46 @@ pub async fn start(
             }
         }
     };
+    let mut agents =
+        Agents::default().register(Arc::new(ScriptedAgent::new(opts.data_dir.join("scripted"))));
+    if let Some(o) = &opts.opencode {
+        let wake = scheduler.clone();
+        agents = agents.register(Arc::new(OpenCode::new(
+            crate::agent::opencode::Config {
+                binary: o.binary.clone(),
+                launcher: o.launcher.clone(),
+                state_dir: opts.data_dir.join("opencode"),
+                host: Arc::new(TmuxHost::new(Tmux::new(o.tmux_socket.clone()))),
+                env: o.env.clone(),
+                start_timeout: o.start_timeout,
+            },
+            &opts.builders,
+            Some(Arc::new(move |t: &crate::names::TaskRef| {
+                wake.now(ObjectKey::Task(t.clone()))
+            })),
+        )));
+    }
     let ctx = Arc::new(Context {
-        transport: transport.clone(),
-        tracker: tracker.clone(),
-        writer,
-        agents: Agents {
-            scripted: Arc::new(ScriptedAgent::new(opts.data_dir.join("scripted"))),
-            opencode: opts.opencode.as_ref().map(|o| {
-                let wake = scheduler.clone();
-                let rt: Arc<dyn crate::agent::AgentRuntime> = Arc::new(OpenCode::new(
-                    crate::agent::opencode::Config {
-                        binary: o.binary.clone(),
-                        launcher: o.launcher.clone(),
-                        state_dir: opts.data_dir.join("opencode"),
-                        tmux: Tmux::new(o.tmux_socket.clone()),
-                        env: o.env.clone(),
-                        start_timeout: o.start_timeout,
-                    },
-                    &opts.builders,
-                    Some(Arc::new(move |t: &crate::names::TaskRef| {
-                        wake.now(ObjectKey::Task(t.clone()))
-                    })),
-                ));
-                rt
-            }),
-        },
+        store: Arc::new(GitStore {
+            transport: transport.clone(),
+            tracker: tracker.clone(),
+            writer,
+        }),
+        agents,
         notifier,
         forge: Arc::new(LocalForge::new(opts.data_dir.join("forge"))),
         github: match &opts.github_token {
             Some(token) => Some(Arc::new(
                 crate::forge::github::GitHubForge::new(token, opts.github_api.as_deref())
-                    .map_err(|e| ReconcileError::Other(e.to_string()))?,
+                    .map_err(ReconcileError::Forge)?,
             )),
             None => None,
         },
         lab: lab_deployer(opts).await?,
         tests: Arc::new(CommandTestRunner),
-        workspaces: Workspaces::new(&opts.builders),
+        workspaces: Arc::new(Workspaces::new(&opts.builders)),
         clock,
-        settings: Settings {
+        settings: Tunables {
             poll_interval: Duration::from_millis(100),
             max_test_retries: 2,
             retry_pause: opts.retry_pause,
@@ -246,9 +249,9 @@ pub async fn start(
 fn pull_request_hook(ctx: Arc<Context>) -> crate::server::PullRequestHook {
     Arc::new(move |repo: &str, number: u64| {
         let suffix = format!("/{repo}/pull/{number}");
-        let tasks: Vec<crate::names::TaskRef> = match ctx.tracker.read() {
-            Ok(t) => t
-                .snapshot()
+        let mut tasks: Vec<crate::names::TaskRef> = Vec::new();
+        let _ = ctx.store.read(&mut |_, snap| {
+            tasks = snap
                 .tasks()
                 .filter(|(_, e)| {
                     e.status.as_ref().is_some_and(|s| {
@@ -261,9 +264,8 @@ fn pull_request_hook(ctx: Arc<Context>) -> crate::server::PullRequestHook {
                     })
                 })
                 .map(|(t, _)| t)
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+                .collect();
+        });
         for t in &tasks {
             ctx.scheduler.now(ObjectKey::Task(t.clone()));
         }
@@ -291,7 +293,7 @@ async fn lab_deployer(opts: &Options) -> Result<Arc<dyn crate::lab::LabDeployer>
             );
             Ok(render_only())
         }
-        Err(why) => Err(ReconcileError::Other(format!("--lab cluster: {why}"))),
+        Err(why) => Err(ReconcileError::Startup(format!("--lab cluster: {why}"))),
     }
 }
 
@@ -299,10 +301,11 @@ async fn lab_deployer(opts: &Options) -> Result<Arc<dyn crate::lab::LabDeployer>
 pub async fn run(
     opts: Options,
     ctx: Arc<Context>,
+    handles: Handles,
     sched_rx: tokio::sync::mpsc::UnboundedReceiver<(ObjectKey, Duration)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReconcileError> {
-    let transport = ctx.transport.clone();
+    let transport = handles.transport.clone();
     let (waker, wake_rx) = watch::channel();
     let _watcher = match transport.watch_dir() {
         Some(dir) => match watch::watch_refs(&dir, waker.clone()) {
@@ -342,7 +345,7 @@ pub async fn run(
     }
     let (wake_tx, mut wakes) = tokio::sync::mpsc::unbounded_channel();
     background.push(tokio::spawn(
-        Syncer::new(transport.clone(), ctx.tracker.clone()).run(wake_rx, wake_tx),
+        Syncer::new(transport.clone(), handles.tracker.clone()).run(wake_rx, wake_tx),
     ));
     let c = ctx.clone();
     background.push(tokio::spawn(async move {
@@ -365,7 +368,7 @@ pub async fn run(
         });
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| ReconcileError::Other(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| ReconcileError::Startup(format!("cannot listen on {addr}: {e}")))?;
         tracing::info!(%addr, "serving /healthz, /metrics and /webhooks/github");
         let mut stop = stop_rx.clone();
         background.push(tokio::spawn(async move {

@@ -1,16 +1,17 @@
 //! The reconciler: turns the state repository's spec into actions and records what happened.
 //!
 //! [`runtime`] is the controller loop (queue, backoff, concurrency); [`task`] is the task
-//! lifecycle, one idempotent step per reconcile; [`Context`] holds the connectors as trait
-//! objects. The rule for every external effect is in docs/reconciler.md.
+//! lifecycle, one phase per file, one idempotent step per reconcile; [`Context`] holds the
+//! state store and the connectors as trait objects. The rule for every external effect is in docs/reconciler.md.
 
 pub mod daemon;
 pub mod metrics;
 pub mod runtime;
 pub mod task;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::Agents;
@@ -18,8 +19,9 @@ use crate::chat::Notifier;
 use crate::forge::Forge;
 use crate::hours::Clock;
 use crate::lab::{LabDeployer, TestRunner};
-use crate::store::{StatusWriter, StoreError, Tracker, Transport};
-use crate::workspace::Workspaces;
+use crate::state::path::ObjectKey;
+use crate::store::{Store, StoreError};
+use crate::workspace::Workspace;
 
 pub use runtime::Action;
 
@@ -38,15 +40,45 @@ pub enum ReconcileError {
     /// The lab.
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
+    /// Setting up the builder's own lab access.
+    #[error("lab access for the builder: {0}")]
+    BuilderAccess(#[source] crate::lab::LabError),
     /// The forge.
     #[error(transparent)]
     Forge(#[from] crate::forge::ForgeError),
     /// A notifier.
     #[error(transparent)]
     Notify(#[from] crate::chat::NotifyError),
-    /// Anything else.
+    /// Writing a status file.
+    #[error(transparent)]
+    Yaml(#[from] crate::state::yaml::YamlError),
+    /// A name made from parts (a question id, a batch) is invalid.
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
+    /// Business hours (a deadline).
+    #[error(transparent)]
+    Hours(#[from] crate::hours::HoursError),
+    /// A prompt template.
+    #[error("prompt template: {0}")]
+    Prompt(#[from] minijinja::Error),
+    /// The pull request body template.
+    #[error("pull request body: {0}")]
+    PullRequestBody(String),
+    /// The task has no agent session to talk to.
+    #[error("no agent session: {0}")]
+    NoSession(String),
+    /// The workspace lacks a repo or a head the step needs.
+    #[error("workspace: {0}")]
+    NoWorkspace(String),
+    /// The project's forge is not configured in this reconciler.
     #[error("{0}")]
-    Other(String),
+    ForgeMissing(String),
+    /// Blocking work panicked or was cancelled.
+    #[error("background work: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// Starting the reconciler.
+    #[error("{0}")]
+    Startup(String),
 }
 
 impl ReconcileError {
@@ -54,19 +86,26 @@ impl ReconcileError {
     pub fn reason(&self) -> &'static str {
         match self {
             ReconcileError::Store(_) => "store",
-            ReconcileError::Workspace(_) => "workspace",
-            ReconcileError::Agent(_) => "agent",
-            ReconcileError::Lab(_) => "lab",
-            ReconcileError::Forge(_) => "forge",
+            ReconcileError::Workspace(_) | ReconcileError::NoWorkspace(_) => "workspace",
+            ReconcileError::Agent(_) | ReconcileError::NoSession(_) => "agent",
+            ReconcileError::Lab(_) | ReconcileError::BuilderAccess(_) => "lab",
+            ReconcileError::Forge(_)
+            | ReconcileError::ForgeMissing(_)
+            | ReconcileError::PullRequestBody(_) => "forge",
             ReconcileError::Notify(_) => "notify",
-            ReconcileError::Other(_) => "other",
+            ReconcileError::Yaml(_)
+            | ReconcileError::Name(_)
+            | ReconcileError::Hours(_)
+            | ReconcileError::Prompt(_)
+            | ReconcileError::Join(_)
+            | ReconcileError::Startup(_) => "other",
         }
     }
 }
 
-/// Tunables.
+/// Tunables of the reconciler itself (not of the state repository's `gaffer.yaml`).
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct Tunables {
     /// How often a running agent is polled when nothing wakes the task.
     pub poll_interval: Duration,
     /// Test failures sent back to the agent before the task fails.
@@ -82,13 +121,9 @@ pub struct Settings {
 /// Everything a reconcile needs.
 #[derive(Debug)]
 pub struct Context {
-    /// The state remote.
-    pub transport: Transport,
-    /// The state at the remote's head.
-    pub tracker: Arc<RwLock<Tracker>>,
-    /// The reconciler's status writer.
-    pub writer: StatusWriter,
-    /// The coding agents.
+    /// The state repository: read, write, history.
+    pub store: Arc<dyn Store>,
+    /// The coding agents, by kind.
     pub agents: Agents,
     /// Chat notifications.
     pub notifier: Arc<dyn Notifier>,
@@ -100,12 +135,12 @@ pub struct Context {
     pub lab: Arc<dyn LabDeployer>,
     /// Lab tests.
     pub tests: Arc<dyn TestRunner>,
-    /// Worktrees.
-    pub workspaces: Workspaces,
+    /// Where the worktrees live and how builders see them.
+    pub workspaces: Arc<dyn Workspace>,
     /// The clock (injected in tests).
     pub clock: Arc<dyn Clock>,
     /// Tunables.
-    pub settings: Settings,
+    pub settings: Tunables,
     /// Schedules other objects (a finished task wakes its project's queue).
     pub scheduler: runtime::Scheduler,
     /// Metrics for `/metrics`.
@@ -121,7 +156,7 @@ impl Context {
         match project.forge.as_ref().map(|f| f.kind).unwrap_or_default() {
             crate::state::spec::ForgeKind::Local => Ok(self.forge.clone()),
             crate::state::spec::ForgeKind::Github => self.github.clone().ok_or_else(|| {
-                ReconcileError::Other(
+                ReconcileError::ForgeMissing(
                     "the project uses forge: github, but gaffer reconcile has no GitHub token: \
                      set GITHUB_TOKEN or GITHUB_TOKEN_FILE"
                         .into(),
@@ -130,60 +165,44 @@ impl Context {
         }
     }
 
-    /// Advances the tracker to the remote's head, so the next step sees what was just written.
-    pub async fn refresh(&self) -> Result<(), ReconcileError> {
-        let transport = self.transport.clone();
-        let tracker = self.tracker.clone();
-        let keys = tokio::task::spawn_blocking(move || -> Result<std::collections::BTreeSet<crate::state::path::ObjectKey>, StoreError> {
-            let head = transport.head()?;
-            let repo = transport.repo();
-            let mut t = tracker
-                .write()
-                .map_err(|_| StoreError::WriterStopped("tracker lock poisoned".into()))?;
-            if t.head() == head {
-                return Ok(Default::default());
-            }
-            Ok(t.advance(&repo, head)?.keys)
-        })
-        .await
-        .map_err(|e| ReconcileError::Other(e.to_string()))??;
-        // Someone else's commits may have come in with ours: their objects still wake.
-        self.dispatch(&keys);
-        Ok(())
-    }
-
     /// Schedules the reconciles a set of changed objects calls for: a task wakes itself, a
     /// project wakes its tasks, `gaffer.yaml` wakes every task.
-    pub fn dispatch(&self, keys: &std::collections::BTreeSet<crate::state::path::ObjectKey>) {
-        use crate::state::path::ObjectKey;
-        let Ok(tracker) = self.tracker.read() else {
+    pub fn dispatch(&self, keys: &BTreeSet<ObjectKey>) {
+        if keys.is_empty() {
             return;
-        };
-        let snap = tracker.snapshot();
-        for key in keys {
-            self.metrics.woken(key);
-            match key {
-                ObjectKey::Task(_) => self.scheduler.now(key.clone()),
-                ObjectKey::Project(p) => {
-                    if let Some(pe) = snap.projects.get(p) {
-                        for t in pe.tasks.keys() {
-                            let k = ObjectKey::Task(crate::names::TaskRef {
-                                project: p.clone(),
-                                task: t.clone(),
-                            });
-                            self.metrics.woken(&k);
-                            self.scheduler.now(k);
+        }
+        let mut woken = Vec::new();
+        let read = self.store.read(&mut |_, snap| {
+            for key in keys {
+                match key {
+                    ObjectKey::Task(_) => woken.push(key.clone()),
+                    ObjectKey::Project(p) => {
+                        if let Some(pe) = snap.projects.get(p) {
+                            for t in pe.tasks.keys() {
+                                woken.push(ObjectKey::Task(crate::names::TaskRef {
+                                    project: p.clone(),
+                                    task: t.clone(),
+                                }));
+                            }
                         }
                     }
-                }
-                ObjectKey::Settings => {
-                    for (t, _) in snap.tasks() {
-                        let k = ObjectKey::Task(t);
-                        self.metrics.woken(&k);
-                        self.scheduler.now(k);
+                    ObjectKey::Settings => {
+                        woken.extend(snap.tasks().map(|(t, _)| ObjectKey::Task(t)));
                     }
                 }
             }
+        });
+        if read.is_err() {
+            return;
+        }
+        for key in keys {
+            if !matches!(key, ObjectKey::Task(_)) {
+                self.metrics.woken(key);
+            }
+        }
+        for k in woken {
+            self.metrics.woken(&k);
+            self.scheduler.now(k);
         }
     }
 }

@@ -5,6 +5,7 @@
 //! module that parses YAML.
 
 pub mod doc;
+pub mod effects;
 pub mod path;
 pub mod snapshot;
 pub mod spec;

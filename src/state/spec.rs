@@ -167,6 +167,44 @@ pub struct Authors {
     /// GitHub logins whose approving reviews promote a task.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reviewers: Vec<String>,
+    /// Bots that commit decisions (answers, approvals) on behalf of people, naming the
+    /// person in `by:`. When none are listed, the Slack bot
+    /// (`slack-bot@gaffer.invalid`) may commit for the users in `slack_users`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegates: Vec<Delegate>,
+}
+
+/// A bot allowed to commit decisions for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Delegate {
+    /// The bot's committer email.
+    pub committer: String,
+    /// The people it may decide for, as it names them in `by:` (e.g. Slack user ids).
+    #[serde(rename = "for")]
+    pub for_: Vec<String>,
+}
+
+impl Authors {
+    /// The delegates in force: those listed, else the Slack bot for `slack_users`.
+    pub fn delegates(&self) -> Vec<Delegate> {
+        if !self.delegates.is_empty() {
+            return self.delegates.clone();
+        }
+        vec![Delegate {
+            committer: crate::store::Identity::slack_bot().email,
+            for_: self.slack_users.clone(),
+        }]
+    }
+
+    /// Whether `who` may decide: a listed author, or someone a delegate may decide for.
+    pub fn may_decide(&self, who: &str) -> bool {
+        self.answers.iter().any(|a| a == who)
+            || self
+                .delegates()
+                .iter()
+                .any(|d| d.for_.iter().any(|p| p == who))
+    }
 }
 
 /// `project.yaml`: one project's repos, workspace, agent and lab.
@@ -245,7 +283,7 @@ pub enum WorkspaceInit {
 pub struct AgentSpec {
     /// Which runtime drives the work.
     #[serde(default)]
-    pub runtime: AgentRuntime,
+    pub runtime: RuntimeKind,
     /// Model as `provider/model`, e.g. `anthropic/claude-sonnet-4`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -293,10 +331,24 @@ pub enum PermissionAction {
     Deny,
 }
 
-/// Agent runtimes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// The kinds of agent runtime (`agent.runtime`); the reconciler registers one
+/// [`crate::agent::AgentRuntime`] per kind it can drive.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
-pub enum AgentRuntime {
+pub enum RuntimeKind {
     /// OpenCode server in tmux, driven over HTTP.
     #[default]
     Opencode,

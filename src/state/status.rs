@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{Qid, RepoName, TaskName};
+pub use crate::state::effects::TaskEffects;
 
 /// The phases of a task, in lifecycle order.
 #[derive(
@@ -86,6 +87,27 @@ impl Phase {
                 | Phase::Testing
                 | Phase::InReview
         )
+    }
+
+    /// Every phase, in lifecycle order.
+    pub const ALL: [Phase; 12] = [
+        Phase::Pending,
+        Phase::Queued,
+        Phase::Preparing,
+        Phase::Running,
+        Phase::AwaitingAnswer,
+        Phase::Deploying,
+        Phase::Testing,
+        Phase::InReview,
+        Phase::Promoted,
+        Phase::Failed,
+        Phase::Suspended,
+        Phase::Cancelled,
+    ];
+
+    /// The phase named `s` as written in YAML, if there is one.
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
     }
 
     /// Whether nothing more happens without a spec change.
@@ -163,9 +185,9 @@ pub struct TaskStatus {
     /// Links for people (lab URL, PRs, attach command).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<Link>,
-    /// Ids of external effects already performed, so a restart never repeats one.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub effects: BTreeMap<String, String>,
+    /// The external effects already performed, so a restart never repeats one.
+    #[serde(default, skip_serializing_if = "TaskEffects::is_empty")]
+    pub effects: TaskEffects,
     /// When the task entered its current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
@@ -180,20 +202,38 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentStatus {
-    /// `opencode` or `scripted`.
-    pub runtime: String,
+    /// The runtime the session was made with.
+    pub runtime: crate::state::spec::RuntimeKind,
     /// The agent session id (OpenCode session id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
-    /// The local port of the OpenCode server.
+    /// Where the builder runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostKind>,
+    /// How a person attaches to the session: a command or a link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<String>,
+    /// Written by releases before builder hosts (the server's port); read, never written.
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
     pub port: Option<u16>,
-    /// The tmux session.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written by releases before builder hosts (the tmux session); read, never written.
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
     pub tmux: Option<String>,
     /// Ids of prompts already sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompts_sent: Vec<String>,
+}
+
+/// Where a builder runs, as recorded in status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKind {
+    /// A tmux session on gaffer's machine (or in gaffer's pod).
+    Tmux,
+    /// Inside gaffer's own process (the embedded scripted agent).
+    InProcess,
 }
 
 /// One workspace repo of a task.

@@ -10,14 +10,18 @@
 //!   O(changed files), and says which objects a range of commits woke.
 //! - [`writer`] coalesces a writer's own file updates into commits and publishes them as
 //!   fast-forwards, re-applying them on the new head when someone else pushed first.
+//! - [`shared`] is the seam the reconciler reads and writes through ([`Store`]), with
+//!   [`GitStore`] over the three above.
 //! - [`watch`] turns filesystem events, polls, webhooks and timers into wake-ups.
 
 pub mod read;
+pub mod shared;
 pub mod tracker;
 pub mod transport;
 pub mod watch;
 pub mod writer;
 
+pub use shared::{GitStore, Signature, Store};
 pub use tracker::{Tracker, Wake};
 pub use transport::Transport;
 pub use writer::{StatusWriter, Update, WriterConfig, WriterRole};

@@ -166,8 +166,6 @@ impl Syncer {
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "syncing the state repository failed; will retry");
-                    let waker = Waker(mpsc::unbounded_channel().0);
-                    drop(waker);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(_) => return,

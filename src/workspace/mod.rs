@@ -499,3 +499,134 @@ pub fn render_command(
     }
     Ok(argv)
 }
+
+/// Where a task's git worktrees live and how its builder sees them. The task lifecycle uses
+/// only this, so a builder host that does not share gaffer's disk (a pod with its workspace
+/// on a volume) brings its own implementation and no phase changes. [`Workspaces`] is the
+/// local one: worktrees on gaffer's own disk, seen by the builder at the same paths.
+pub trait Workspace: Send + Sync + std::fmt::Debug {
+    /// The project's workspace as gaffer reaches it (renders, lab tests).
+    fn local_dir(&self, task: &TaskRef) -> PathBuf;
+    /// The project's workspace as the builder sees it (its prompt and session).
+    fn builder_dir(&self, task: &TaskRef) -> PathBuf {
+        self.local_dir(task)
+    }
+    /// The mirror clone of `url` that pull requests are pushed from.
+    fn mirror_dir(&self, url: &str) -> PathBuf;
+    /// See [`Workspaces::prepare`].
+    fn prepare(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+    ) -> Result<BTreeMap<RepoName, RepoStatus>, WorkspaceError>;
+    /// See [`Workspaces::checkpoint`].
+    fn checkpoint(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        message: &str,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError>;
+    /// See [`Workspaces::changed_files`].
+    fn changed_files(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        bases: &BTreeMap<RepoName, String>,
+    ) -> Result<Vec<String>, WorkspaceError>;
+    /// See [`Workspaces::branch_off`].
+    fn branch_off(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        branch: &str,
+    ) -> Result<(String, BTreeMap<RepoName, String>), WorkspaceError>;
+    /// See [`Workspaces::confirm`].
+    fn confirm(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        parent: &str,
+        branch: &str,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError>;
+    /// See [`Workspaces::set_aside`].
+    fn set_aside(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        parent: &str,
+        branch: &str,
+        points: &BTreeMap<RepoName, String>,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError>;
+    /// See [`Workspaces::heads`].
+    fn heads(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError>;
+}
+
+impl Workspace for Workspaces {
+    fn local_dir(&self, task: &TaskRef) -> PathBuf {
+        self.project_dir(task)
+    }
+    fn mirror_dir(&self, url: &str) -> PathBuf {
+        Workspaces::mirror_dir(self, url)
+    }
+    fn prepare(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+    ) -> Result<BTreeMap<RepoName, RepoStatus>, WorkspaceError> {
+        Workspaces::prepare(self, task, project)
+    }
+    fn checkpoint(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        message: &str,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
+        Workspaces::checkpoint(self, task, project, message)
+    }
+    fn changed_files(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        bases: &BTreeMap<RepoName, String>,
+    ) -> Result<Vec<String>, WorkspaceError> {
+        Workspaces::changed_files(self, task, project, bases)
+    }
+    fn branch_off(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        branch: &str,
+    ) -> Result<(String, BTreeMap<RepoName, String>), WorkspaceError> {
+        Workspaces::branch_off(self, task, project, branch)
+    }
+    fn confirm(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        parent: &str,
+        branch: &str,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
+        Workspaces::confirm(self, task, project, parent, branch)
+    }
+    fn set_aside(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+        parent: &str,
+        branch: &str,
+        points: &BTreeMap<RepoName, String>,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
+        Workspaces::set_aside(self, task, project, parent, branch, points)
+    }
+    fn heads(
+        &self,
+        task: &TaskRef,
+        project: &ProjectSpec,
+    ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
+        Workspaces::heads(self, task, project)
+    }
+}

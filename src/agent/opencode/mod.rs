@@ -15,8 +15,13 @@
 //! resume with a prompt.
 
 pub mod client;
+mod files;
+mod follow;
 pub mod history;
 pub mod tmux;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -31,18 +36,18 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use self::client::Client;
+use self::files::*;
+pub use self::files::{exec_env, last_event};
+use self::follow::*;
 use self::history::{LOST_PREFIX, Live};
-use self::tmux::Tmux;
 use super::{AgentError, AgentRuntime, Polled, Reply, Session, SessionRequest};
+use crate::agent::host::BuilderHost;
 use crate::names::{ProjectRef, TaskRef};
 
 /// Wakes a task's reconcile when its session did something.
-pub type Wake = Arc<dyn Fn(&TaskRef) + Send + Sync>;
+pub type WakeTask = Arc<dyn Fn(&TaskRef) + Send + Sync>;
 
-/// The window running the server.
-pub const SERVER_WINDOW: &str = "server";
-/// The window attached to the driven session.
-pub const ATTACH_WINDOW: &str = "attach";
+pub use crate::agent::host::{ATTACH_WINDOW, SERVER_WINDOW};
 
 /// How to run builders.
 #[derive(Debug, Clone)]
@@ -54,8 +59,8 @@ pub struct Config {
     pub launcher: PathBuf,
     /// Builder records and passwords (`<data>/opencode`).
     pub state_dir: PathBuf,
-    /// The tmux server.
-    pub tmux: Tmux,
+    /// Where the builders run (tmux on this machine).
+    pub host: Arc<dyn BuilderHost>,
     /// Extra environment for OpenCode processes (tests point HOME and XDG_* at a temp dir).
     pub env: Vec<(String, String)>,
     /// How long a server may take to answer after it starts.
@@ -121,7 +126,7 @@ pub struct OpenCode {
     builders: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Builder>>>>,
     /// Session id → task, for routing events.
     tasks: Arc<Mutex<HashMap<String, TaskRef>>>,
-    wake: Option<Wake>,
+    wake: Option<WakeTask>,
 }
 
 impl std::fmt::Debug for OpenCode {
@@ -141,7 +146,7 @@ fn now_ms() -> i64 {
 impl OpenCode {
     /// A runtime whose project workspaces live under `workspaces`
     /// (`<workspaces>/{category}-{project}`), waking tasks through `wake`.
-    pub fn new(cfg: Config, workspaces: impl Into<PathBuf>, wake: Option<Wake>) -> Self {
+    pub fn new(cfg: Config, workspaces: impl Into<PathBuf>, wake: Option<WakeTask>) -> Self {
         Self {
             cfg,
             workspaces: workspaces.into(),
@@ -236,21 +241,11 @@ impl OpenCode {
                 port.to_string().into(),
             ],
         );
-        let tmux = &self.cfg.tmux;
+        let host = &self.cfg.host;
         let started_ms = now_ms();
-        if !tmux.has_session(&session).await? {
-            tracing::info!(builder = %name, port, "starting OpenCode");
-            tmux.new_session(&session, SERVER_WINDOW, &b.project_dir, &argv)
-                .await?;
-        } else if tmux.pane(&session, SERVER_WINDOW).await?.is_none() {
-            tracing::info!(builder = %name, port, "starting OpenCode in the existing tmux session");
-            tmux.new_window(&session, SERVER_WINDOW, &b.project_dir, &argv)
-                .await?;
-        } else {
-            tracing::warn!(builder = %name, port, "restarting OpenCode");
-            tmux.respawn(&session, SERVER_WINDOW, &b.project_dir, &argv)
-                .await?;
-        }
+        tracing::info!(builder = %name, port, "OpenCode server on port {port}");
+        host.ensure_server(&b.project, &b.project_dir, &argv)
+            .await?;
         let client = Client::new(port, &b.password);
         let deadline = tokio::time::Instant::now() + self.cfg.start_timeout;
         loop {
@@ -259,13 +254,8 @@ impl OpenCode {
             {
                 break;
             }
-            if let Some(p) = tmux.pane(&session, SERVER_WINDOW).await?
-                && p.dead
-            {
-                let screen = tmux
-                    .capture(&session, SERVER_WINDOW)
-                    .await
-                    .unwrap_or_default();
+            if !host.is_alive(&b.project).await? {
+                let screen = host.logs(&b.project).await.unwrap_or_default();
                 return Err(runtime(format!(
                     "OpenCode exited on start ({}): {}",
                     self.cfg.binary.display(),
@@ -288,13 +278,8 @@ impl OpenCode {
         // it at the new one.
         if let Some(id) = b.record.attached.clone() {
             let argv = self.attach_argv(&name, port, &id, &b.project_dir);
-            if tmux.pane(&session, ATTACH_WINDOW).await?.is_some() {
-                tmux.respawn(&session, ATTACH_WINDOW, &b.project_dir, &argv)
-                    .await?;
-            } else {
-                tmux.new_window(&session, ATTACH_WINDOW, &b.project_dir, &argv)
-                    .await?;
-            }
+            host.ensure_attach(&b.project, &b.project_dir, &argv, true)
+                .await?;
         }
         write_record(&self.cfg.state_dir, &name, &b.record)?;
         if let Some(f) = b.follower.take() {
@@ -448,8 +433,8 @@ impl OpenCode {
 
 #[async_trait::async_trait]
 impl AgentRuntime for OpenCode {
-    fn name(&self) -> &'static str {
-        "opencode"
+    fn kind(&self) -> crate::state::spec::RuntimeKind {
+        crate::state::spec::RuntimeKind::Opencode
     }
 
     fn wakes(&self) -> bool {
@@ -488,7 +473,6 @@ impl AgentRuntime for OpenCode {
         };
         self.remember(&id, &req.task);
         let name = req.task.project.builder_name();
-        let session = req.task.project.tmux_session();
         let b = self.builder(&req.task.project)?;
         let mut b = b.lock().await;
         b.record.sessions.insert(
@@ -499,25 +483,18 @@ impl AgentRuntime for OpenCode {
                 agent: req.agent.clone(),
             },
         );
-        let tmux = &self.cfg.tmux;
         let argv = self.attach_argv(&name, b.record.port, &id, &b.project_dir);
-        match tmux.pane(&session, ATTACH_WINDOW).await? {
-            None => {
-                tmux.new_window(&session, ATTACH_WINDOW, &b.project_dir, &argv)
-                    .await?
-            }
-            Some(p) if p.dead || b.record.attached.as_deref() != Some(id.as_str()) => {
-                tmux.respawn(&session, ATTACH_WINDOW, &b.project_dir, &argv)
-                    .await?
-            }
-            Some(_) => {}
-        }
+        let other = b.record.attached.as_deref() != Some(id.as_str());
+        self.cfg
+            .host
+            .ensure_attach(&req.task.project, &b.project_dir, &argv, other)
+            .await?;
         b.record.attached = Some(id.clone());
         write_record(&self.cfg.state_dir, &name, &b.record)?;
         Ok(Session {
             id,
-            port: Some(b.record.port),
-            tmux: Some(session),
+            host: self.cfg.host.kind(),
+            attach: self.cfg.host.attach(&req.task.project),
         })
     }
 
@@ -715,10 +692,7 @@ impl AgentRuntime for OpenCode {
             if let Some(f) = b.follower.take() {
                 f.abort();
             }
-            self.cfg
-                .tmux
-                .kill_session(&b.project.tmux_session())
-                .await?;
+            self.cfg.host.stop(&b.project).await?;
             b.record.stopped = true;
             write_record(&self.cfg.state_dir, &b.project.builder_name(), &b.record)?;
         }
@@ -742,117 +716,6 @@ fn question_answered(messages: &[history::Message], question: &str) -> bool {
                         })
             })
     })
-}
-
-/// Follows `GET /event` of one server, waking tasks and recording the last event.
-struct Follower {
-    client: Client,
-    tasks: Arc<Mutex<HashMap<String, TaskRef>>>,
-    wake: Option<Wake>,
-    project: ProjectRef,
-    state_dir: PathBuf,
-}
-
-impl Follower {
-    async fn run(self) {
-        let mut failures = 0u32;
-        let name = self.project.builder_name();
-        let mut last_saved = 0i64;
-        loop {
-            match self.client.events().await {
-                Ok(mut stream) => {
-                    failures = 0;
-                    // After any gap, every task of the project re-syncs from the history.
-                    self.wake_all();
-                    while let Some(ev) = stream.next().await {
-                        let kind = ev.get("type").and_then(Value::as_str).unwrap_or("");
-                        if !significant(&ev) {
-                            continue;
-                        }
-                        if let Some(session) = session_of(&ev)
-                            && let Some(task) = self.task_of(session)
-                            && let Some(w) = &self.wake
-                        {
-                            w(&task);
-                        }
-                        let now = now_ms();
-                        if now - last_saved > 1000 {
-                            last_saved = now;
-                            let line = serde_json::to_vec(&(kind, now)).unwrap_or_default();
-                            let _ = write_atomic(
-                                &last_event_path(&self.state_dir, &name),
-                                &line,
-                                0o644,
-                            );
-                        }
-                    }
-                    tracing::info!(builder = %name, "OpenCode event stream ended; reconnecting");
-                    self.wake_all();
-                }
-                Err(e) => {
-                    tracing::debug!(builder = %name, error = %e, "cannot follow OpenCode events");
-                    if failures == 2 {
-                        // The server may be down: let the tasks find out and restart it.
-                        self.wake_all();
-                    }
-                }
-            }
-            failures += 1;
-            let backoff =
-                Duration::from_millis(250u64 << failures.min(6)).min(Duration::from_secs(10));
-            tokio::time::sleep(backoff).await;
-        }
-    }
-
-    fn task_of(&self, session: &str) -> Option<TaskRef> {
-        self.tasks.lock().ok()?.get(session).cloned()
-    }
-
-    fn wake_all(&self) {
-        let Some(w) = &self.wake else { return };
-        let tasks: Vec<TaskRef> = self
-            .tasks
-            .lock()
-            .map(|m| {
-                m.values()
-                    .filter(|t| t.project == self.project)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        for t in tasks {
-            w(&t);
-        }
-    }
-}
-
-/// Events worth a reconcile (not the token-by-token deltas).
-fn significant(ev: &Value) -> bool {
-    let kind = ev.get("type").and_then(Value::as_str).unwrap_or("");
-    let props = ev.get("properties");
-    match kind {
-        "todo.updated" | "session.idle" | "session.status" | "session.error" => true,
-        k if k.starts_with("question.") || k.starts_with("permission.") => true,
-        "message.updated" => props
-            .and_then(|p| p.get("info"))
-            .is_some_and(|i| i.pointer("/time/completed").is_some() || i.get("error").is_some()),
-        "message.part.updated" => props.and_then(|p| p.get("part")).is_some_and(|p| {
-            p.get("type").and_then(Value::as_str) == Some("tool")
-                && matches!(
-                    p.pointer("/state/status").and_then(Value::as_str),
-                    Some("completed" | "error" | "running")
-                )
-        }),
-        _ => false,
-    }
-}
-
-fn session_of(ev: &Value) -> Option<&str> {
-    let p = ev.get("properties")?;
-    p.get("sessionID")
-        .or_else(|| p.pointer("/info/sessionID"))
-        .or_else(|| p.pointer("/part/sessionID"))
-        .and_then(Value::as_str)
 }
 
 /// A message id in OpenCode's ascending format (`msg_` + 12 hex digits of
@@ -886,251 +749,4 @@ pub fn prompt_suffix(prompt_id: &str) -> String {
         s.push(B62[(*b as usize) % 62] as char);
     }
     s
-}
-
-fn record_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.json"))
-}
-
-fn last_event_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.last-event"))
-}
-
-/// The last significant event a builder's stream carried: its type and when (ms), as the
-/// reconciler that follows it recorded.
-pub fn last_event(state_dir: &Path, record: &Record) -> Option<(String, i64)> {
-    let name = record.project.replace('/', "-");
-    serde_json::from_slice(&std::fs::read(last_event_path(state_dir, &name)).ok()?).ok()
-}
-
-fn env_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.env"))
-}
-
-/// The builder's lab environment (`KUBECONFIG`, `LAB_NAMESPACE`, `LAB_URL`), from the lab
-/// deployer; kept apart from the password file so each has one writer.
-fn lab_env_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.lab.env"))
-}
-
-fn read_record(dir: &Path, name: &str) -> Result<Option<Record>, AgentError> {
-    match std::fs::read(record_path(dir, name)) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| runtime(format!("{}: {e}", record_path(dir, name).display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(runtime(e)),
-    }
-}
-
-fn write_record(dir: &Path, name: &str, record: &Record) -> Result<(), AgentError> {
-    let bytes = serde_json::to_vec_pretty(record).map_err(runtime)?;
-    write_atomic(&record_path(dir, name), &bytes, 0o644)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AgentError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| runtime(format!("{}: {e}", dir.display())))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| runtime(format!("{}: {e}", tmp.display())))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| runtime(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| runtime(format!("{}: {e}", path.display())))
-}
-
-/// Writes `<builder>.lab.env` (mode 0600) when its content changes. A running server keeps
-/// the environment it started with; the values are stable per project (the kubeconfig's
-/// path stays, its token is refreshed in place).
-fn write_lab_env(dir: &Path, name: &str, env: &[(String, String)]) -> Result<(), AgentError> {
-    let mut text = String::new();
-    for (k, v) in env {
-        if k.is_empty() || k.contains('=') || k.contains('\n') || v.contains('\n') {
-            return Err(AgentError::Config(format!(
-                "bad environment variable {k:?}"
-            )));
-        }
-        text.push_str(&format!("{k}={v}\n"));
-    }
-    let path = lab_env_path(dir, name);
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-        write_atomic(&path, text.as_bytes(), 0o600)?;
-    }
-    Ok(())
-}
-
-/// Writes `<builder>.env` (mode 0600) with a password kept from before, or a new one; returns
-/// the password.
-fn ensure_env_file(cfg: &Config, name: &str) -> Result<String, AgentError> {
-    let path = env_path(&cfg.state_dir, name);
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let password = match old
-        .lines()
-        .find_map(|l| l.strip_prefix("OPENCODE_SERVER_PASSWORD="))
-    {
-        Some(p) if !p.is_empty() => p.to_string(),
-        _ => random_password()?,
-    };
-    let mut env = format!("OPENCODE_SERVER_PASSWORD={password}\nOPENCODE_DISABLE_AUTOUPDATE=1\n");
-    for (k, v) in &cfg.env {
-        if k.contains('=') || k.contains('\n') || v.contains('\n') {
-            return Err(AgentError::Config(format!(
-                "bad environment variable {k:?}"
-            )));
-        }
-        env.push_str(&format!("{k}={v}\n"));
-    }
-    if env != old {
-        write_atomic(&path, env.as_bytes(), 0o600)?;
-    }
-    Ok(password)
-}
-
-fn random_password() -> Result<String, AgentError> {
-    let mut buf = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .map_err(|e| runtime(format!("cannot read /dev/urandom: {e}")))?;
-    Ok(hex::encode(buf))
-}
-
-fn parts_path(dir: &Path, request: &str) -> PathBuf {
-    dir.join("answers").join(format!("{request}.json"))
-}
-
-fn read_parts(dir: &Path, request: &str) -> Result<BTreeMap<usize, Vec<String>>, AgentError> {
-    match std::fs::read(parts_path(dir, request)) {
-        Ok(b) => serde_json::from_slice(&b).map_err(runtime),
-        Err(_) => Ok(BTreeMap::new()),
-    }
-}
-
-fn write_parts(
-    dir: &Path,
-    request: &str,
-    parts: &BTreeMap<usize, Vec<String>>,
-) -> Result<(), AgentError> {
-    let bytes = serde_json::to_vec(parts).map_err(runtime)?;
-    write_atomic(&parts_path(dir, request), &bytes, 0o644)
-}
-
-fn port_free(port: u16) -> bool {
-    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
-fn free_port() -> Result<u16, AgentError> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(runtime)?;
-    Ok(l.local_addr().map_err(runtime)?.port())
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let s = lines[lines.len().saturating_sub(n)..].join(" / ");
-    if s.chars().count() > 300 {
-        let t: String = s.chars().take(299).collect();
-        format!("{t}…")
-    } else {
-        s
-    }
-}
-
-/// Reads `KEY=VALUE` lines from the `env_files` (a missing file counts as empty) and
-/// replaces this process with `argv` run in that environment (`gaffer exec-env`), so secrets
-/// reach OpenCode without a command line.
-pub fn exec_env(env_files: &[PathBuf], argv: &[OsString]) -> std::io::Error {
-    use std::os::unix::process::CommandExt as _;
-    let mut text = String::new();
-    for f in env_files {
-        match std::fs::read_to_string(f) {
-            Ok(t) => {
-                text.push_str(&t);
-                text.push('\n');
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return std::io::Error::new(e.kind(), format!("{}: {e}", f.display())),
-        }
-    }
-    let Some((program, args)) = argv.split_first() else {
-        return std::io::Error::other("nothing to run");
-    };
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args);
-    for line in text.lines() {
-        if let Some((k, v)) = line.split_once('=')
-            && !k.is_empty()
-        {
-            cmd.env(k, v);
-        }
-    }
-    cmd.exec()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn message_ids_sort_in_time_and_name_their_prompt() {
-        let a = message_id("task");
-        let b = message_id("feedback-tests-1");
-        assert!(a < b, "{a} then {b}");
-        assert_eq!(a.len(), 30);
-        assert!(a.starts_with("msg_"));
-        assert!(a.ends_with(&prompt_suffix("task")));
-        assert_ne!(prompt_suffix("task"), prompt_suffix("task2"));
-    }
-
-    #[test]
-    fn significant_events_leave_out_deltas() {
-        assert!(!significant(
-            &json!({"type": "message.part.delta", "properties": {}})
-        ));
-        assert!(significant(
-            &json!({"type": "todo.updated", "properties": {"sessionID": "s"}})
-        ));
-        assert!(significant(
-            &json!({"type": "message.part.updated", "properties": {"part": {
-            "type": "tool", "state": {"status": "completed"}}}})
-        ));
-        assert!(!significant(
-            &json!({"type": "message.part.updated", "properties": {"part": {
-            "type": "text"}}})
-        ));
-    }
-
-    #[test]
-    fn env_file_is_private_and_keeps_its_password() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = Config {
-            binary: "opencode".into(),
-            launcher: "gaffer".into(),
-            state_dir: dir.path().into(),
-            tmux: Tmux::default(),
-            env: vec![("HOME".into(), "/tmp/x".into())],
-            start_timeout: Duration::from_secs(1),
-        };
-        let p1 = ensure_env_file(&cfg, "ai-x").unwrap();
-        let p2 = ensure_env_file(&cfg, "ai-x").unwrap();
-        assert_eq!(p1, p2);
-        assert_eq!(p1.len(), 48);
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(env_path(dir.path(), "ai-x"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let text = std::fs::read_to_string(env_path(dir.path(), "ai-x")).unwrap();
-        assert!(text.contains("HOME=/tmp/x\n"));
-        assert!(text.contains("OPENCODE_DISABLE_AUTOUPDATE=1\n"));
-    }
 }

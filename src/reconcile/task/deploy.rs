@@ -1,0 +1,324 @@
+//! Deploying and Testing: the task's work goes to the project's lab namespace (after an image
+//! build when `lab.image` names a workflow), then the lab tests run against it; failures go
+//! back to the builder a bounded number of times.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use minijinja::context;
+
+use super::prompts::{self, Prompt};
+use super::review::rate_limited;
+use super::{Plan, View, blocking};
+use crate::lab::DeployRequest;
+use crate::names::RepoName;
+use crate::reconcile::{Action, Context, ReconcileError};
+use crate::state::effects::ImageBuildState;
+use crate::state::status::{Deploy, MilestoneKind, Phase};
+
+/// Deploys the task's heads to the lab.
+pub async fn deploying(
+    ctx: &Context,
+    view: &View,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
+    let (t, project) = (&view.t, &view.project);
+    let Some(lab) = &project.lab else {
+        plan.transition(
+            Phase::InReview,
+            "NoLab",
+            "the project has no lab; going to review",
+        );
+        return Ok(Action::requeue(Duration::ZERO));
+    };
+    let overlay = ctx
+        .workspaces
+        .local_dir(t)
+        .join("repos")
+        .join(&lab.overlay.value);
+    let commits: BTreeMap<RepoName, String> = plan
+        .status
+        .repos
+        .iter()
+        .filter_map(|(k, v)| v.head_commit.clone().map(|h| (k.clone(), h)))
+        .collect();
+    let images = match image_build(ctx, view, lab, plan).await? {
+        Ok(images) => images,
+        Err(action) => return Ok(action),
+    };
+    let host = view.settings.lab_host(&t.project.project);
+    // Refresh the builder's lab access once per deploy, not on every pass while an image
+    // builds (its token lasts two days; the kubeconfig is rewritten in place, so a running
+    // builder picks the new one up).
+    if let Err(e) = ctx.lab.builder_access(&t.project, &host).await {
+        tracing::warn!(task = %t, error = %e, "could not refresh the builder's lab access");
+    }
+    let req = DeployRequest {
+        project: t.project.clone(),
+        task: t.task.clone(),
+        overlay,
+        host,
+        commits: commits.clone(),
+        images,
+        tool: lab.tool,
+        previous: view
+            .lab
+            .as_ref()
+            .filter(|l| !l.deleted)
+            .map(|l| l.inventory.clone())
+            .unwrap_or_default(),
+    };
+    let out = match ctx.lab.deploy(&req).await {
+        Ok(out) => out,
+        Err(e) => {
+            plan.status.effects.failed_in = Some(Phase::Deploying);
+            plan.transition(Phase::Failed, "DeployFailed", e.to_string());
+            return Ok(Action::await_change());
+        }
+    };
+    let mut lab_status = view.lab.clone().unwrap_or_default();
+    lab_status.observed_commit = view.head.clone();
+    lab_status.namespace = out.namespace.clone();
+    if lab_status.created_at.is_none() || lab_status.deleted {
+        // New, or made again after `gaffer lab cleanup` removed it.
+        lab_status.created_at = Some(plan.now);
+        lab_status.deleted = false;
+    }
+    lab_status.mode = Some(out.mode.clone());
+    lab_status.inventory = out.inventory.clone();
+    lab_status.urls = out.urls.clone();
+    lab_status.last_deploy = Some(Deploy {
+        task: t.task.clone(),
+        commits,
+        at: plan.now,
+        no_op: out.no_op,
+    });
+    plan.lab = Some(lab_status);
+    if let Some(url) = out.urls.first() {
+        plan.link("lab", url.clone());
+    }
+    plan.milestone(
+        MilestoneKind::Deploy,
+        format!(
+            "🚀 {} {} objects to {}{}",
+            if out.mode == "render-only" {
+                "rendered"
+            } else {
+                "deployed"
+            },
+            out.inventory.len(),
+            out.namespace,
+            if out.no_op { " (unchanged)" } else { "" }
+        ),
+        None,
+    );
+    if let Some(url) = out.urls.first() {
+        plan.milestone(MilestoneKind::Deploy, format!("🔗 Lab: {url}"), None);
+    }
+    if lab.test.is_some() {
+        plan.transition(Phase::Testing, "Deployed", "");
+    } else {
+        plan.transition(Phase::InReview, "Deployed", "no lab.test configured");
+    }
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+/// The image overrides of a deploy: when `lab.image` names a workflow, the task branch is
+/// pushed, the workflow dispatched (once per commit) and waited for, and the image it pushed
+/// (`<registry>:<sha>`) replaces `lab.image.name` in the render. `Err` is what to do while
+/// the build runs or after it failed.
+async fn image_build(
+    ctx: &Context,
+    view: &View,
+    lab: &crate::state::spec::LabSpec,
+    plan: &mut Plan,
+) -> Result<Result<BTreeMap<String, String>, Action>, ReconcileError> {
+    let project = &view.project;
+    let Some(img) = &lab.image else {
+        return Ok(Ok(BTreeMap::new()));
+    };
+    let forge = ctx.forge_for(project)?;
+    let Some(repo) = project.repos.iter().find(|r| r.name.value == img.repo) else {
+        plan.transition(
+            Phase::Failed,
+            "ImageBuildFailed",
+            format!(
+                "lab.image.repo {} is not one of the project's repos",
+                img.repo
+            ),
+        );
+        return Ok(Err(Action::await_change()));
+    };
+    let Some(gh) = repo
+        .github
+        .clone()
+        .or_else(|| crate::forge::github::repo_of_url(&repo.url))
+    else {
+        plan.transition(
+            Phase::Failed,
+            "ImageBuildFailed",
+            format!(
+                "{} is not on GitHub: set `github: owner/name` on the repo",
+                repo.url
+            ),
+        );
+        return Ok(Err(Action::await_change()));
+    };
+    let Some(rs) = plan.status.repos.get(&img.repo).cloned() else {
+        return Err(ReconcileError::NoWorkspace(format!(
+            "no workspace repo {}",
+            img.repo
+        )));
+    };
+    let Some(head) = rs.head_commit.clone() else {
+        return Err(ReconcileError::NoWorkspace(format!(
+            "{} has no head yet",
+            img.repo
+        )));
+    };
+    let mirror = ctx.workspaces.mirror_dir(&repo.url);
+    let branch = rs.branch.clone();
+    blocking(move || crate::forge::push_branch(&mirror, &branch)).await?;
+    let dispatched = plan.status.effects.image_builds.contains_key(&head);
+    let waiting = |plan: &mut Plan, msg: String| {
+        plan.waiting("ImageBuilding", msg);
+        Action::requeue(ctx.settings.forge_poll.min(Duration::from_secs(15)))
+    };
+    match forge
+        .build_image(&gh, &img.workflow, &rs.branch, &head, !dispatched)
+        .await
+    {
+        Ok(crate::forge::ImageBuild::Dispatched) => {
+            plan.status
+                .effects
+                .image_builds
+                .insert(head.clone(), ImageBuildState::Dispatched);
+            plan.milestone(
+                MilestoneKind::Deploy,
+                format!(
+                    "🏗 image build dispatched: {} on {} ({})",
+                    img.workflow,
+                    rs.branch,
+                    &head[..head.len().min(12)]
+                ),
+                None,
+            );
+            Ok(Err(waiting(
+                plan,
+                format!("building the image ({})", img.workflow),
+            )))
+        }
+        Ok(crate::forge::ImageBuild::Running(url)) => Ok(Err(waiting(
+            plan,
+            format!("building the image {url}").trim().to_string(),
+        ))),
+        Ok(crate::forge::ImageBuild::Built) => {
+            let registry = img
+                .registry
+                .clone()
+                .unwrap_or_else(|| format!("ghcr.io/{}", gh.to_lowercase()));
+            let image = format!("{registry}:{head}");
+            if plan.status.effects.image_builds.get(&head) != Some(&ImageBuildState::Built) {
+                plan.status
+                    .effects
+                    .image_builds
+                    .insert(head.clone(), ImageBuildState::Built);
+                plan.milestone(
+                    MilestoneKind::Deploy,
+                    format!("🏗 image built: {image}"),
+                    None,
+                );
+            }
+            Ok(Ok(BTreeMap::from([(img.name.clone(), image)])))
+        }
+        Err(crate::forge::ForgeError::RateLimited { until }) => Ok(Err(rate_limited(plan, until))),
+        Err(e) => {
+            plan.status.effects.failed_in = Some(Phase::Deploying);
+            plan.transition(Phase::Failed, "ImageBuildFailed", e.to_string());
+            Ok(Err(Action::await_change()))
+        }
+    }
+}
+
+/// Runs the lab tests; failures go back to the builder, at most `max_test_retries` times.
+pub async fn testing(
+    ctx: &Context,
+    view: &View,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
+    let (t, project) = (&view.t, &view.project);
+    let Some(test) = project.lab.as_ref().and_then(|l| l.test.clone()) else {
+        plan.transition(Phase::InReview, "NoTests", "");
+        return Ok(Action::requeue(Duration::ZERO));
+    };
+    let argv: Vec<String> = test.split_whitespace().map(str::to_string).collect();
+    let Some(first_repo) = project.repos.first() else {
+        return Err(ReconcileError::NoWorkspace("project has no repos".into()));
+    };
+    let workdir = ctx
+        .workspaces
+        .local_dir(t)
+        .join("repos")
+        .join(first_repo.name.value.as_str());
+    let url = plan
+        .status
+        .links
+        .iter()
+        .find(|l| l.name == "lab")
+        .map(|l| l.url.clone())
+        .unwrap_or_default();
+    let results = ctx
+        .tests
+        .run(&argv, &workdir, &t.project.lab_namespace(), &url)
+        .await?;
+    let line = crate::lab::tests::summary_line(&results);
+    let mut lab_status = plan
+        .lab
+        .clone()
+        .or_else(|| view.lab.clone())
+        .unwrap_or_default();
+    lab_status.tests = Some(results.clone());
+    plan.lab = Some(lab_status);
+    plan.milestone(MilestoneKind::Test, line, None);
+    if results.failed == 0 {
+        plan.status.effects.test_attempts = 0;
+        plan.transition(Phase::InReview, "TestsPassed", "");
+        return Ok(Action::requeue(Duration::ZERO));
+    }
+    // Test attempts are counted apart from agent retries, and reset by `retry:`.
+    let attempts = plan.status.effects.test_attempts + 1;
+    plan.status.effects.test_attempts = attempts;
+    if attempts > ctx.settings.max_test_retries {
+        plan.status.effects.failed_in = Some(Phase::Testing);
+        plan.transition(
+            Phase::Failed,
+            "TestsFailing",
+            format!("lab tests still failing after {attempts} attempts"),
+        );
+        return Ok(Action::await_change());
+    }
+    let failures: Vec<_> = results
+        .failures
+        .iter()
+        .map(|f| context! { name => &f.name, message => &f.message })
+        .collect();
+    let text = prompts::render(
+        Prompt::TestsFailed,
+        context! {
+            failed => results.failed,
+            total => results.passed + results.failed,
+            failures,
+        },
+    )?;
+    // Unique for the session (a retry must not reuse an id the runtime already saw) and
+    // stable when this step is replayed after a crash.
+    let id = format!("tests-{}", plan.prompts_count());
+    plan.send_feedback(
+        ctx,
+        &id,
+        &text,
+        "TestsFailed",
+        "test failures sent back to the agent",
+    )
+    .await
+}

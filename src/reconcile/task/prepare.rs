@@ -1,0 +1,155 @@
+//! Preparing: the workspace on the task's branch, the builder's lab access, the builder's
+//! session, and the first prompt (or, for a resumed task, back to the phase it left).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use minijinja::context;
+
+use super::prompts::{self, Prompt};
+use super::{Plan, View, blocking};
+use crate::agent::SessionRequest;
+use crate::names::RepoName;
+use crate::reconcile::{Action, Context, ReconcileError};
+use crate::state::status::{AgentStatus, Phase};
+
+/// Prepares the workspace and the session, then goes to `Running` (or where a resumed task
+/// left off).
+pub async fn preparing(
+    ctx: &Context,
+    view: &View,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
+    let (t, project, spec) = (&view.t, &view.project, &view.spec);
+    // Where a resumed task goes is checked before anything is done: an unknown target is
+    // never guessed (it once became InReview, skipping deploy and test).
+    let resume_to = plan.status.effects.resume_to;
+    if let Some(p) = resume_to
+        && !matches!(
+            p,
+            Phase::Running | Phase::Deploying | Phase::Testing | Phase::InReview
+        )
+    {
+        let msg = format!(
+            "status.yaml effects resumeTo: {p} is not a phase a task resumes to (Running, \
+             Deploying, Testing or InReview); fix or remove it by hand"
+        );
+        return Ok(plan.blocked("EffectsValid", "InvalidEffects", &msg));
+    }
+    let ws = ctx.workspaces.clone();
+    let (tt, pp) = (t.clone(), project.clone());
+    let repos = blocking(move || ws.prepare(&tt, &pp)).await?;
+    for (name, rs) in repos {
+        let entry = plan.status.repos.entry(name).or_insert(rs.clone());
+        entry.branch = rs.branch;
+        if entry.base_commit.is_none() {
+            entry.base_commit = rs.base_commit;
+        }
+        entry.head_commit = rs.head_commit;
+    }
+    let builder_dir = ctx.workspaces.builder_dir(t);
+    let worktrees: BTreeMap<RepoName, std::path::PathBuf> = project
+        .repos
+        .iter()
+        .map(|r| {
+            let name = r.name.value.clone();
+            let dir = builder_dir.join("repos").join(name.as_str());
+            (name, dir)
+        })
+        .collect();
+    // The builder runs its own work in the lab: its access is set up before it starts.
+    let env = match &project.lab {
+        Some(_) => ctx
+            .lab
+            .builder_access(&t.project, &view.settings.lab_host(&t.project.project))
+            .await
+            .map_err(ReconcileError::BuilderAccess)?,
+        None => Vec::new(),
+    };
+    let req = SessionRequest {
+        task: t.clone(),
+        title: spec.title.clone(),
+        permissions: project.agent.permissions.clone(),
+        project_dir: builder_dir,
+        worktrees: worktrees.clone(),
+        model: project.agent.model.clone(),
+        agent: project.agent.agent.clone(),
+        script: project.agent.script.clone(),
+        env,
+    };
+    let agent_rt = ctx.agents.get(project.agent.runtime)?;
+    let session = agent_rt
+        .ensure_session(&req, plan.session().as_deref())
+        .await?;
+    let repos: Vec<_> = worktrees
+        .iter()
+        .map(|(name, dir)| context! { name => name.as_str(), dir => dir.display().to_string() })
+        .collect();
+    let lab = project.lab.as_ref().map(|lab| {
+        context! {
+            overlay => &lab.overlay.value,
+            namespace => t.project.lab_namespace(),
+            test => &lab.test,
+        }
+    });
+    let prompt = prompts::render(
+        Prompt::Task,
+        context! {
+            title => &spec.title, project => t.project.to_string(), branch => t.branch(),
+            description => &spec.description, repos, lab,
+            done_marker => crate::agent::opencode::history::DONE_MARKER,
+        },
+    )?;
+    agent_rt.send(t, &session.id, "task", &prompt).await?;
+    let mut agent = plan.status.agent.clone().unwrap_or_else(|| {
+        Box::new(AgentStatus {
+            runtime: agent_rt.kind(),
+            session_id: None,
+            host: None,
+            attach: None,
+            port: None,
+            tmux: None,
+            prompts_sent: Vec::new(),
+        })
+    });
+    agent.session_id = Some(session.id.clone());
+    agent.host = Some(session.host);
+    agent.attach = session.attach.clone();
+    // Records of earlier releases give way to the host's own.
+    agent.port = None;
+    agent.tmux = None;
+    plan.status.agent = Some(agent);
+    plan.record_prompt("task");
+    if let Some(attach) = &session.attach {
+        plan.link("attach", attach.clone());
+    }
+    plan.status.effects.resume_to = None;
+    match resume_to {
+        Some(p @ (Phase::Deploying | Phase::Testing | Phase::InReview)) => {
+            plan.transition(p, "Resumed", "workspace back on the task's branch");
+        }
+        Some(_) => {
+            let id = format!("resume-{}", plan.prompts_count());
+            agent_rt
+                .send(
+                    t,
+                    &session.id,
+                    &id,
+                    &prompts::render(Prompt::Resumed, context! {})?,
+                )
+                .await?;
+            plan.record_prompt(&id);
+            plan.transition(
+                Phase::Running,
+                "Resumed",
+                "workspace back on the task's branch",
+            );
+        }
+        None => plan.transition(
+            Phase::Running,
+            "AgentStarted",
+            format!("workspace ready, session {}", session.id),
+        ),
+    }
+    Ok(Action::requeue(Duration::ZERO))
+}

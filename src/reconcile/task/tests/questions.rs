@@ -1,0 +1,397 @@
+//! The question rules: who may answer, what counts as an answer, deadlines, and what a
+//! decision does to the provisional work.
+
+use super::*;
+use crate::names::Qid;
+use crate::state::effects::Applied;
+use crate::state::status::{DecidedBy, Decision, Question, QuestionKind, QuestionState};
+
+fn q1() -> Qid {
+    Qid::new("q-001").unwrap()
+}
+
+/// Question q-001 (RS256 recommended), going on provisionally unless `open`.
+fn question(w: &mut World, state: QuestionState) {
+    let provisional = state != QuestionState::Open;
+    let q = Question {
+        kind: QuestionKind::Question,
+        text: "Which algorithm?".into(),
+        header: "Algorithm".into(),
+        recommended: "RS256".into(),
+        options: ["RS256", "HS256"]
+            .iter()
+            .map(|l| QuestionOption {
+                label: l.to_string(),
+                description: String::new(),
+            })
+            .collect(),
+        multiple: false,
+        custom: false,
+        asked_at: w.now - jiff::SignedDuration::from_mins(30),
+        deadline: Some(w.now + jiff::SignedDuration::from_mins(90)),
+        state,
+        request_id: Some("que_1".into()),
+        decision: None,
+        point: per_repo_point(),
+        provisional_branch: provisional.then(|| "gaffer/jwt/q-001".into()),
+        parent_branch: provisional.then(|| "gaffer/jwt".into()),
+        problems: vec![],
+    };
+    let y = crate::state::yaml::to_string(&q).unwrap();
+    w.task_file("questions/q-001.yaml", &y);
+    if provisional {
+        // The builder went on with the recommended option.
+        w.edit_status(|s| {
+            s.effects.relayed.insert(q1(), vec!["RS256".into()]);
+        });
+    }
+}
+
+fn per_repo_point() -> BTreeMap<RepoName, String> {
+    BTreeMap::from([(RepoName::new("api").unwrap(), "p".repeat(40))])
+}
+
+fn answer(w: &mut World, choice: &str, author: &str, committer: &str, by: Option<&str>) {
+    let by = by.map(|b| format!("by: {b}\n")).unwrap_or_default();
+    w.task_file("answers/q-001.yaml", &format!("choice: {choice}\n{by}"));
+    w.by("answers/q-001.yaml", author, committer);
+}
+
+fn q(p: &Plan) -> &Question {
+    &p.questions[&q1()]
+}
+
+struct Case {
+    name: &'static str,
+    given: fn(&mut World),
+    check: fn(&World, &Plan),
+}
+
+fn table() -> Vec<Case> {
+    vec![
+        Case {
+            name: "an answer by a listed author decides the open question and reaches the builder",
+            given: |w| {
+                question(w, QuestionState::Open);
+                answer(w, "HS256", "alice@example.com", "alice@example.com", None);
+            },
+            check: |w, p| {
+                assert_eq!(q(p).state, QuestionState::Answered);
+                let d = q(p).decision.as_ref().unwrap();
+                assert_eq!(
+                    (d.by.as_deref(), d.decided_by),
+                    (Some("alice@example.com"), DecidedBy::Human)
+                );
+                assert_eq!(
+                    *w.agent.answers.lock().unwrap(),
+                    [("que_1".to_string(), vec!["HS256".to_string()])]
+                );
+                assert_eq!(p.status.effects.relayed[&q1()], ["HS256"]);
+                assert!(
+                    milestones(p)
+                        .contains(&"✅ q-001 answered HS256 by alice@example.com".to_string())
+                );
+            },
+        },
+        Case {
+            name: "an answer committed by someone unlisted is noted on the question, nothing else",
+            given: |w| {
+                question(w, QuestionState::Open);
+                answer(
+                    w,
+                    "HS256",
+                    "mallory@example.com",
+                    "mallory@example.com",
+                    None,
+                );
+            },
+            check: |w, p| {
+                assert_eq!(q(p).state, QuestionState::Open);
+                assert!(q(p).problems[0].contains(
+                    "mallory@example.com ignored: not listed in gaffer.yaml authors.answers"
+                ));
+                assert!(w.agent.answers.lock().unwrap().is_empty());
+            },
+        },
+        Case {
+            name: "the Slack bot answers for a listed Slack user",
+            given: |w| {
+                question(w, QuestionState::Open);
+                answer(
+                    w,
+                    "RS256",
+                    "Alice <alice@example.com>",
+                    "slack-bot@gaffer.invalid",
+                    Some("U1"),
+                );
+            },
+            check: |_, p| {
+                assert_eq!(q(p).state, QuestionState::Answered);
+                assert_eq!(q(p).decision.as_ref().unwrap().by.as_deref(), Some("U1"));
+            },
+        },
+        Case {
+            name: "the Slack bot naming nobody is refused",
+            given: |w| {
+                question(w, QuestionState::Open);
+                answer(
+                    w,
+                    "RS256",
+                    "x@example.com",
+                    "slack-bot@gaffer.invalid",
+                    None,
+                );
+            },
+            check: |_, p| {
+                assert_eq!(q(p).state, QuestionState::Open);
+                assert!(q(p).problems[0].contains("names no Slack user"));
+            },
+        },
+        Case {
+            name: "the Slack bot for an unlisted Slack user is refused",
+            given: |w| {
+                question(w, QuestionState::Open);
+                answer(
+                    w,
+                    "RS256",
+                    "x@example.com",
+                    "slack-bot@gaffer.invalid",
+                    Some("U9"),
+                );
+            },
+            check: |_, p| {
+                assert!(q(p).problems[0].contains("Slack user U9 ignored"));
+            },
+        },
+        Case {
+            name: "delegates come from authors.delegates: a configured bot may answer for its people",
+            given: |w| {
+                w.file("gaffer.yaml", &GAFFER.replace(
+                    "reviewers: [bob]}",
+                    "reviewers: [bob], delegates: [{committer: n8n@example.com, for: [carol]}]}",
+                ));
+                question(w, QuestionState::Open);
+                answer(
+                    w,
+                    "HS256",
+                    "n8n@example.com",
+                    "n8n@example.com",
+                    Some("carol"),
+                );
+            },
+            check: |_, p| {
+                assert_eq!(q(p).decision.as_ref().unwrap().by.as_deref(), Some("carol"));
+            },
+        },
+        Case {
+            name: "with delegates configured, the Slack bot is no longer one by default",
+            given: |w| {
+                w.file("gaffer.yaml", &GAFFER.replace(
+                    "reviewers: [bob]}",
+                    "reviewers: [bob], delegates: [{committer: n8n@example.com, for: [carol]}]}",
+                ));
+                question(w, QuestionState::Open);
+                answer(
+                    w,
+                    "HS256",
+                    "slack-bot@gaffer.invalid",
+                    "slack-bot@gaffer.invalid",
+                    Some("U1"),
+                );
+            },
+            check: |_, p| {
+                assert!(q(p).decision.is_none());
+                assert!(q(p).problems[0].contains("not listed in gaffer.yaml authors.answers"));
+            },
+        },
+        Case {
+            name: "an answer that is not an option is ignored, and said so",
+            given: |w| {
+                question(w, QuestionState::Open);
+                answer(w, "ES256", "alice@example.com", "alice@example.com", None);
+            },
+            check: |_, p| {
+                assert!(q(p).decision.is_none());
+                assert_eq!(
+                    q(p).problems,
+                    ["answer \"ES256\" ignored: not one of the options"]
+                );
+            },
+        },
+        Case {
+            name: "a passed deadline applies the recommended option as the default",
+            given: |w| {
+                question(w, QuestionState::Open);
+                let past = w.now - jiff::SignedDuration::from_mins(1);
+                let y = w.files["projects/demo/api/tasks/jwt/questions/q-001.yaml"].clone();
+                let mut qq: Question = crate::state::yaml::parse(y.as_bytes()).unwrap();
+                qq.deadline = Some(past);
+                w.task_file(
+                    "questions/q-001.yaml",
+                    &crate::state::yaml::to_string(&qq).unwrap(),
+                );
+            },
+            check: |w, p| {
+                assert_eq!(
+                    q(p).state,
+                    QuestionState::Defaulted,
+                    "{:?} {:?}",
+                    q(p),
+                    w.ws.calls
+                );
+                assert_eq!(
+                    q(p).decision.as_ref().unwrap().decided_by,
+                    DecidedBy::TimeoutDefault
+                );
+                // Work goes on from here on a provisional branch, so a later answer can set it aside.
+                assert!(w.ws.called("branch_off gaffer-provisional/jwt/q-001"));
+                assert_eq!(
+                    *w.agent.answers.lock().unwrap(),
+                    [("que_1".to_string(), vec!["RS256".to_string()])]
+                );
+            },
+        },
+        Case {
+            name: "an answer that matches what the builder went on with confirms the work",
+            given: |w| {
+                question(w, QuestionState::Provisional);
+                answer(w, "RS256", "alice@example.com", "alice@example.com", None);
+            },
+            check: |w, p| {
+                assert!(w.ws.called("confirm gaffer/jwt gaffer/jwt/q-001"));
+                assert_eq!(
+                    p.status.effects.applied[&q1()],
+                    Applied::Confirmed(vec!["RS256".into()])
+                );
+                // Heard once: no second answer to the builder.
+                assert!(w.agent.answers.lock().unwrap().is_empty());
+            },
+        },
+        Case {
+            name: "a different answer sets the work aside and tells the builder",
+            given: |w| {
+                question(w, QuestionState::Provisional);
+                answer(w, "HS256", "alice@example.com", "alice@example.com", None);
+                w.edit_status(|s| s.effects.agent_done = Some("done early".into()));
+            },
+            check: |w, p| {
+                assert_eq!(q(p).state, QuestionState::Overridden);
+                assert_eq!(*w.agent.calls.lock().unwrap(), ["interrupt"]);
+                assert!(w.ws.called("set_aside gaffer/jwt gaffer/jwt/q-001"));
+                let text = w.agent.sent_text("override-q-001-");
+                assert!(
+                    text.starts_with(
+                        "A person answered your earlier question \"Which algorithm?\": HS256."
+                    ),
+                    "{text}"
+                );
+                assert!(text.contains("(api aaaaaaaaaaaa)"), "{text}");
+                assert_eq!(
+                    p.status.effects.applied[&q1()],
+                    Applied::SetAside(vec!["HS256".into()])
+                );
+                assert_eq!(p.status.effects.agent_done, None);
+            },
+        },
+        Case {
+            name: "a decision already applied is not applied again",
+            given: |w| {
+                question(w, QuestionState::Provisional);
+                answer(w, "HS256", "alice@example.com", "alice@example.com", None);
+                w.edit_status(|s| {
+                    s.effects
+                        .applied
+                        .insert(q1(), Applied::SetAside(vec!["HS256".into()]));
+                });
+                let y = w.files["projects/demo/api/tasks/jwt/questions/q-001.yaml"].clone();
+                let mut qq: Question = crate::state::yaml::parse(y.as_bytes()).unwrap();
+                qq.state = QuestionState::Overridden;
+                qq.decision = Some(Decision {
+                    choice: vec!["HS256".into()],
+                    decided_by: DecidedBy::Human,
+                    by: Some("alice@example.com".into()),
+                    at: w.now,
+                    note: None,
+                });
+                w.task_file(
+                    "questions/q-001.yaml",
+                    &crate::state::yaml::to_string(&qq).unwrap(),
+                );
+            },
+            check: |w, _| {
+                assert!(!w.ws.called("set_aside"));
+                assert!(w.agent.sent.lock().unwrap().is_empty());
+            },
+        },
+        Case {
+            name: "a question document as generated is nobody's answer",
+            given: |w| {
+                question(w, QuestionState::Open);
+                w.task_file(
+                    "questions/batch-001.md",
+                    "# Questions\n\n## q-001: Which algorithm?\n\n- [x] HS256\n",
+                );
+                w.by(
+                    "questions/batch-001.md",
+                    "reconciler@gaffer.invalid",
+                    "reconciler@gaffer.invalid",
+                );
+            },
+            check: |_, p| {
+                assert!(q(p).decision.is_none());
+                assert!(q(p).problems.is_empty(), "{:?}", q(p).problems);
+            },
+        },
+    ]
+}
+
+#[tokio::test]
+async fn question_rules() {
+    assert_eq!(
+        crate::store::Identity::reconciler().email,
+        "reconciler@gaffer.invalid"
+    );
+    for case in table() {
+        let mut w = World::new(Phase::Running);
+        (case.given)(&mut w);
+        let (_, plan) = w
+            .step()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        (case.check)(&w, &plan);
+    }
+}
+
+#[tokio::test]
+async fn a_late_answer_after_the_default_sends_the_task_back_once() {
+    let mut w = World::new(Phase::InReview);
+    question(&mut w, QuestionState::Defaulted);
+    let y = w.files["projects/demo/api/tasks/jwt/questions/q-001.yaml"].clone();
+    let mut qq: Question = crate::state::yaml::parse(y.as_bytes()).unwrap();
+    qq.decision = Some(Decision {
+        choice: vec!["RS256".into()],
+        decided_by: DecidedBy::TimeoutDefault,
+        by: None,
+        at: w.now,
+        note: None,
+    });
+    w.task_file(
+        "questions/q-001.yaml",
+        &crate::state::yaml::to_string(&qq).unwrap(),
+    );
+    answer(
+        &mut w,
+        "HS256",
+        "alice@example.com",
+        "alice@example.com",
+        None,
+    );
+    let (action, mut plan) = w.step().await.unwrap();
+    assert_eq!((plan.phase(), action), (Phase::Running, requeue(0)));
+    assert_eq!(plan.status.reason.as_deref(), Some("AnswerChanged"));
+    // Once: back in review with the same answer, it does not bounce again.
+    plan.status.phase = Phase::InReview;
+    w.apply(&mut plan);
+    let (_, plan) = w.step().await.unwrap();
+    assert_ne!(plan.status.reason.as_deref(), Some("AnswerChanged"));
+}
