@@ -1,0 +1,373 @@
+use super::*;
+use serde_json::json;
+
+fn msg(v: Value) -> Message {
+    serde_json::from_value(v).unwrap()
+}
+
+fn user(id: &str, created: i64) -> Message {
+    msg(
+        json!({"info": {"id": id, "role": "user", "time": {"created": created}}, "parts": [
+        {"type": "text", "text": "do it"}]}),
+    )
+}
+
+fn tool(tool: &str, call: &str, status: &str, input: Value) -> Value {
+    json!({"type": "tool", "tool": tool, "callID": call, "state": {"status": status, "input": input}})
+}
+
+fn assistant(
+    id: &str,
+    created: i64,
+    completed: Option<i64>,
+    finish: &str,
+    parts: Vec<Value>,
+) -> Message {
+    let mut time = json!({"created": created});
+    if let Some(c) = completed {
+        time["completed"] = json!(c);
+    }
+    msg(
+        json!({"info": {"id": id, "role": "assistant", "time": time, "finish": finish}, "parts": parts}),
+    )
+}
+
+fn todos(items: &[(&str, &str)]) -> Value {
+    json!({"todos": items.iter().map(|(c, s)| json!({"content": c, "status": s, "priority": "high"})).collect::<Vec<_>>()})
+}
+
+fn live_busy() -> Live {
+    Live {
+        busy: true,
+        server_started_ms: 1,
+        ..Live::default()
+    }
+}
+
+#[test]
+fn a_whole_turn_gives_todos_edits_and_done_once_each() {
+    let h = vec![
+        user("msg_1", 10),
+        assistant(
+            "msg_2",
+            11,
+            Some(12),
+            "tool-calls",
+            vec![
+                tool(
+                    "todowrite",
+                    "c1",
+                    "completed",
+                    todos(&[("plan", "completed"), ("code", "pending")]),
+                ),
+                tool(
+                    "write",
+                    "c2",
+                    "completed",
+                    json!({"filePath": "repos/app/x.py", "content": ""}),
+                ),
+            ],
+        ),
+        assistant(
+            "msg_3",
+            13,
+            Some(14),
+            "tool-calls",
+            vec![tool(
+                "todowrite",
+                "c3",
+                "completed",
+                todos(&[("plan", "completed"), ("code", "completed")]),
+            )],
+        ),
+        assistant(
+            "msg_4",
+            15,
+            Some(16),
+            "stop",
+            vec![json!({"type": "text", "text": "All good.\nDONE: wrote x.py"})],
+        ),
+    ];
+    let d = derive(&h, &Live::default());
+    let events: Vec<_> = d.events.iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(
+        events,
+        vec![
+            AgentEvent::Todo("plan".into()),
+            AgentEvent::Edited(vec!["repos/app/x.py".into()]),
+            AgentEvent::Todo("code".into()),
+            AgentEvent::Finished("wrote x.py".into()),
+        ]
+    );
+    // Positions strictly increase, so a cursor splits them cleanly.
+    assert!(d.events.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(d.interrupted, None);
+    assert!(!d.waiting);
+}
+
+#[test]
+fn a_session_idle_after_tool_calls_has_ended_its_turn() {
+    let h = vec![
+        user("msg_1", 10),
+        assistant(
+            "msg_2",
+            11,
+            Some(12),
+            "tool-calls",
+            vec![tool("bash", "c1", "error", json!({}))],
+        ),
+    ];
+    let d = derive(&h, &Live::default());
+    assert_eq!(
+        d.events,
+        vec![(
+            position(1, END_PART, 0),
+            AgentEvent::TurnEnded(String::new())
+        )]
+    );
+    assert!(
+        derive(&h, &live_busy()).events.is_empty(),
+        "busy: the loop goes on"
+    );
+}
+
+#[test]
+fn a_turn_without_the_marker_ends_without_finishing() {
+    let h = vec![
+        user("msg_1", 10),
+        assistant(
+            "msg_2",
+            11,
+            Some(12),
+            "stop",
+            vec![json!({"type": "text", "text": "Shall I go on?"})],
+        ),
+    ];
+    let d = derive(&h, &Live::default());
+    assert_eq!(d.events.len(), 1);
+    assert_eq!(
+        d.events[0].1,
+        AgentEvent::TurnEnded("Shall I go on?".into())
+    );
+}
+
+#[test]
+fn derivation_stops_at_a_running_call_and_resumes_at_the_same_positions() {
+    let running = vec![
+        user("msg_1", 10),
+        assistant(
+            "msg_2",
+            11,
+            None,
+            "",
+            vec![
+                tool("write", "c1", "completed", json!({"filePath": "a"})),
+                tool("bash", "c2", "running", json!({"command": "make"})),
+                tool("write", "c3", "completed", json!({"filePath": "b"})),
+            ],
+        ),
+    ];
+    let d1 = derive(&running, &live_busy());
+    assert_eq!(
+        d1.events.len(),
+        1,
+        "nothing after a running call: {:?}",
+        d1.events
+    );
+    let mut done = running.clone();
+    done[1].parts[1].state.as_mut().unwrap().status = "completed".into();
+    done[1].info.time.completed = Some(20);
+    done[1].info.finish = Some("tool-calls".into());
+    let d2 = derive(&done, &live_busy());
+    assert_eq!(d2.events.len(), 2);
+    assert_eq!(d1.events[0], d2.events[0]);
+    assert!(d2.events[1].0 > d1.events[0].0);
+}
+
+#[test]
+fn a_pending_question_is_asked_and_blocks() {
+    let h = vec![
+        user("msg_1", 10),
+        assistant(
+            "msg_2",
+            11,
+            None,
+            "",
+            vec![tool("question", "c9", "running", json!({}))],
+        ),
+    ];
+    let mut live = live_busy();
+    let d = derive(&h, &live);
+    assert!(
+        d.events.is_empty(),
+        "the request is not registered yet: wait"
+    );
+    live.questions.push(serde_json::from_value(json!({
+        "id": "que_1", "sessionID": "ses_1",
+        "questions": [{"question": "Which db?", "header": "DB", "options": [
+            {"label": "Postgres (Recommended)", "description": "x"}, {"label": "SQLite", "description": "y"}]}],
+        "tool": {"messageID": "msg_2", "callID": "c9"}})).unwrap());
+    let d = derive(&h, &live);
+    assert!(d.waiting);
+    let AgentEvent::Question(q) = &d.events[0].1 else {
+        panic!("{:?}", d.events)
+    };
+    assert_eq!(q.request_id, "que_1");
+    assert_eq!(q.recommended(), "Postgres (Recommended)");
+    assert!(q.custom, "OpenCode allows free text unless told otherwise");
+}
+
+#[test]
+fn a_question_lost_in_a_restart_is_still_asked_and_the_turn_is_interrupted() {
+    let h = vec![
+        user("msg_1", 10),
+        assistant(
+            "msg_2",
+            11,
+            None,
+            "",
+            vec![tool(
+                "question",
+                "c9",
+                "running",
+                json!({
+            "questions": [{"question": "Which db?", "header": "DB", "options": [{"label": "A", "description": ""}]}]}),
+            )],
+        ),
+    ];
+    let live = Live {
+        busy: false,
+        server_started_ms: 100,
+        ..Live::default()
+    };
+    let d = derive(&h, &live);
+    let AgentEvent::Question(q) = &d.events[0].1 else {
+        panic!("{:?}", d.events)
+    };
+    assert_eq!(q.request_id, "lost-c9");
+    assert!(!d.waiting, "nothing on the server waits for it");
+    assert_eq!(d.interrupted.as_deref(), Some("msg_2"));
+}
+
+#[test]
+fn a_restart_interrupts_an_unfinished_turn_but_not_a_new_prompt() {
+    let h = vec![
+        user("msg_1", 10),
+        assistant(
+            "msg_2",
+            11,
+            None,
+            "",
+            vec![tool("write", "c1", "completed", json!({"filePath": "a"}))],
+        ),
+    ];
+    let restarted = Live {
+        busy: false,
+        server_started_ms: 50,
+        ..Live::default()
+    };
+    let d = derive(&h, &restarted);
+    assert_eq!(d.interrupted.as_deref(), Some("msg_2"));
+    assert_eq!(
+        d.events.len(),
+        1,
+        "what finished before the crash still counts"
+    );
+    // The resume prompt comes after the restart: not interrupted, and the dead message
+    // does not block what follows.
+    let mut h2 = h.clone();
+    h2.push(user("msg_3", 60));
+    h2.push(assistant(
+        "msg_4",
+        61,
+        Some(62),
+        "stop",
+        vec![json!({"type": "text", "text": "DONE: ok"})],
+    ));
+    let d2 = derive(&h2, &restarted);
+    assert_eq!(d2.interrupted, None);
+    assert_eq!(
+        d2.events.last().unwrap().1,
+        AgentEvent::Finished("ok".into())
+    );
+    // A prompt just sent to a live server is not an interruption.
+    let fresh = vec![user("msg_1", 10)];
+    assert_eq!(
+        derive(
+            &fresh,
+            &Live {
+                busy: false,
+                server_started_ms: 5,
+                ..Live::default()
+            }
+        )
+        .interrupted,
+        None
+    );
+}
+
+#[test]
+fn errors_fail_with_retryability_and_aborts_are_quiet() {
+    let mut m = assistant("msg_2", 11, Some(12), "", vec![]);
+    m.info.error = Some(
+        json!({"name": "APIError", "data": {"message": "overloaded", "isRetryable": true}}),
+    );
+    let d = derive(&[user("msg_1", 10), m.clone()], &Live::default());
+    assert_eq!(
+        d.events[0].1,
+        AgentEvent::Failed {
+            message: "APIError: overloaded".into(),
+            retryable: true
+        }
+    );
+    m.info.error = Some(json!({"name": "MessageAbortedError", "data": {"message": "aborted"}}));
+    assert!(
+        derive(&[user("msg_1", 10), m], &Live::default())
+            .events
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_permission_request_becomes_a_permission_question() {
+    let h = vec![
+        user("msg_1", 10),
+        assistant(
+            "msg_2",
+            11,
+            None,
+            "",
+            vec![tool(
+                "bash",
+                "c1",
+                "running",
+                json!({"command": "rm -rf x"}),
+            )],
+        ),
+    ];
+    let mut live = live_busy();
+    live.permissions.push(
+        serde_json::from_value(json!({
+        "id": "per_1", "sessionID": "ses_1", "permission": "bash", "patterns": ["rm -rf x"],
+        "metadata": {}, "always": [], "tool": {"messageID": "msg_2", "callID": "c1"}}))
+        .unwrap(),
+    );
+    let d = derive(&h, &live);
+    let AgentEvent::Question(q) = &d.events[0].1 else {
+        panic!()
+    };
+    assert_eq!(q.kind, AskKind::Permission);
+    assert_eq!(q.request_id, "per_1");
+    assert_eq!(q.options.len(), 3);
+    assert!(d.waiting);
+}
+
+#[test]
+fn done_marker_is_found_in_markdown() {
+    assert_eq!(
+        done_summary("ok\n**DONE: shipped it**").as_deref(),
+        Some("shipped it")
+    );
+    assert_eq!(done_summary("DONE:").as_deref(), Some(""));
+    assert_eq!(done_summary("not done yet"), None);
+}
