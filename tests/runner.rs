@@ -7,6 +7,7 @@ mod test_cli;
 mod test_connectors;
 mod test_e2e;
 mod test_github;
+mod test_host;
 mod test_lab;
 mod test_opencode;
 mod test_questions;

@@ -309,9 +309,8 @@ fn a_restart_interrupts_an_unfinished_turn_but_not_a_new_prompt() {
 #[test]
 fn errors_fail_with_retryability_and_aborts_are_quiet() {
     let mut m = assistant("msg_2", 11, Some(12), "", vec![]);
-    m.info.error = Some(
-        json!({"name": "APIError", "data": {"message": "overloaded", "isRetryable": true}}),
-    );
+    m.info.error =
+        Some(json!({"name": "APIError", "data": {"message": "overloaded", "isRetryable": true}}));
     let d = derive(&[user("msg_1", 10), m.clone()], &Live::default());
     assert_eq!(
         d.events[0].1,
