@@ -18,6 +18,7 @@ use super::bot::{Bot, within_ack};
 use super::post::{Key, tagged};
 use crate::names::{Id, ProjectRef, Qid, TaskName, TaskRef};
 use crate::state::StatePath;
+use crate::state::accept::{Answer, Refusal};
 use crate::state::spec::{AnswerSpec, ApprovalSpec, Choice, Priority, TaskSpec};
 use crate::state::status::{DecidedBy, Decision, Question};
 use crate::state::yaml::Located;
@@ -405,13 +406,15 @@ impl Bot {
         let question = self
             .read(|s| s.task(task).and_then(|e| e.questions.get(qid)).cloned())
             .ok_or_else(|| format!("{task} has no question {qid}"))?;
-        if let Some(c) = &choice
-            && !question.has_option(c)
-        {
-            return Err(format!("{c:?} is not an option of {qid}"));
-        }
-        if choice.is_none() && !question.custom {
-            return Err(format!("{qid} only takes one of its options"));
+        let answer = match &choice {
+            Some(c) => Answer::Choice(std::slice::from_ref(c)),
+            None => Answer::Text(text.as_deref().unwrap_or_default()),
+        };
+        match question.accepts(&answer) {
+            Ok(()) => {}
+            Err(Refusal::NotAnOption(c)) => return Err(format!("{c:?} is not an option of {qid}")),
+            Err(Refusal::NoFreeText) => return Err(format!("{qid} only takes one of its options")),
+            Err(why) => return Err(format!("{qid}: {why}")),
         }
         let now = jiff::Timestamp::now();
         let spec = AnswerSpec {

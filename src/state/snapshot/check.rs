@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::names::Qid;
+use crate::state::accept::{Answer, Refusal};
 use crate::state::spec::{AnswerSpec, ProjectSpec, Settings};
 use crate::state::status::Question;
 
@@ -152,39 +153,30 @@ pub(super) fn check_answer(
             format!("answer to question {qid}, but questions/{qid}.yaml does not exist"),
         )];
     };
-    let mut out = Vec::new();
-    if let Some(choice) = &a.choice {
-        let labels = choice.value.labels();
-        if labels.len() > 1 && !q.multiple {
-            out.push(Problem::at(
-                path,
-                choice.line,
-                choice.column,
-                format!(
-                    "{} choices given, but question {qid} allows only one",
-                    labels.len()
-                ),
-            ));
-        }
-        for l in labels {
-            if !q.has_option(l) {
+    let answer = match &a.choice {
+        Some(choice) => Answer::from(&choice.value),
+        None => Answer::Text(a.text.as_deref().unwrap_or_default()),
+    };
+    let at = |message: String| match &a.choice {
+        Some(choice) => Problem::at(path, choice.line, choice.column, message),
+        None => Problem::file(path, message),
+    };
+    q.refusals(&answer)
+        .into_iter()
+        .map(|why| match why {
+            Refusal::TooMany(n) => at(format!(
+                "{n} choices given, but question {qid} allows only one"
+            )),
+            Refusal::NotAnOption(l) => {
                 let opts: Vec<&str> = q.options.iter().map(|o| o.label.as_str()).collect();
-                out.push(Problem::at(
-                    path,
-                    choice.line,
-                    choice.column,
-                    format!(
-                        "choice {l:?} is not an option of question {qid} (options: {})",
-                        opts.join(", ")
-                    ),
-                ));
+                at(format!(
+                    "choice {l:?} is not an option of question {qid} (options: {})",
+                    opts.join(", ")
+                ))
             }
-        }
-    } else if !q.custom {
-        out.push(Problem::file(
-            path,
-            format!("question {qid} does not accept free text; give a `choice`"),
-        ));
-    }
-    out
+            Refusal::NoFreeText => at(format!(
+                "question {qid} does not accept free text; give a `choice`"
+            )),
+        })
+        .collect()
 }
