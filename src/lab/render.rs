@@ -543,13 +543,11 @@ async fn write_yaml<T: Serialize>(path: &Path, value: &T) -> Result<(), LabError
 
 /// Writes `bytes` to `path` through a sibling temporary file, so a reader never sees half.
 async fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    tokio::fs::write(&tmp, bytes)
+    let (owned_path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&owned_path, &bytes, None))
         .await
-        .map_err(|e| io(&tmp, e))?;
-    tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
+        .map_err(|e| io(path, std::io::Error::other(e)))?
+        .map_err(|e| io(path, e))
 }
 
 fn io(path: &Path, source: std::io::Error) -> LabError {
