@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::blocks::{self, escape};
+use super::blocks::{self, Key, escape, tagged};
 use super::bot::{Bot, within_ack};
-use super::post::{Key, tagged};
 use crate::names::{Id, ProjectRef, Qid, TaskName, TaskRef};
 use crate::state::StatePath;
 use crate::state::accept::{Answer, Refusal};

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::api::SlackError;
-use super::blocks;
+use super::blocks::{self, Key, tagged};
 use super::bot::Bot;
 use crate::names::{ProjectRef, Qid, TaskRef};
 use crate::state::StatePath;
@@ -26,43 +26,6 @@ use crate::state::snapshot::TaskEntry;
 use crate::state::status::{DecidedBy, Link, Phase, Question, SlackThread};
 use crate::store::Update;
 use crate::store::tracker::Wake;
-
-/// What identifies a posted message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Key {
-    /// The thread's parent message.
-    Parent,
-    /// Milestone `seq`.
-    Milestone(u32),
-    /// A question.
-    Question(Qid),
-    /// Anything else, by name (`links-…`, `review-…`, a question document id).
-    Other(String),
-}
-
-impl Key {
-    /// The `block_id` carrying the key.
-    pub fn block_id(&self, task: &TaskRef) -> String {
-        match self {
-            Key::Parent => format!("gaffer:parent:{task}"),
-            Key::Milestone(seq) => format!("gaffer:m:{seq}"),
-            Key::Question(q) => format!("gaffer:q:{q}"),
-            Key::Other(name) => format!("gaffer:x:{name}"),
-        }
-    }
-
-    fn parse(block_id: &str) -> Option<Key> {
-        let rest = block_id.strip_prefix("gaffer:")?;
-        let (kind, v) = rest.split_once(':')?;
-        match kind {
-            "parent" => Some(Key::Parent),
-            "m" => v.parse().ok().map(Key::Milestone),
-            "q" => Qid::new(v).ok().map(Key::Question),
-            "x" => Some(Key::Other(v.to_string())),
-            _ => None,
-        }
-    }
-}
 
 /// One thing a thread lacks.
 #[derive(Debug, Clone, PartialEq)]
@@ -646,19 +609,6 @@ fn merge_keys(rec: &mut SlackThread, keys: Vec<(String, String)>) {
             record(rec, &key, ts, None);
         }
     }
-}
-
-/// `message` with `key` as its first block's `block_id`.
-pub(crate) fn tagged(message: &Value, key: &Key, task: &TaskRef) -> Value {
-    let mut m = message.clone();
-    if let Some(first) = m
-        .get_mut("blocks")
-        .and_then(Value::as_array_mut)
-        .and_then(|b| b.first_mut())
-    {
-        first["block_id"] = Value::String(key.block_id(task));
-    }
-    m
 }
 
 /// How long records may lag behind posts while more posts keep coming.
