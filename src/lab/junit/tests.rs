@@ -99,7 +99,7 @@ fn entities_decode_and_unknown_ones_are_errors() {
     };
     let r = parse_junit(&report("&lt;&gt;&amp;&quot;&apos;&#65;&#x42;")).unwrap();
     assert_eq!(r.failures[0].message, "<>&\"'AB");
-    // Not well-formed XML; the hand-written parser kept these as written.
+    // Not well-formed XML: an error rather than text kept as written.
     for bad in ["&nbsp;", "& ;"] {
         let err = parse_junit(&report(bad)).unwrap_err();
         assert!(err.message.contains("entity reference"), "{bad}: {err}");
@@ -108,7 +108,7 @@ fn entities_decode_and_unknown_ones_are_errors() {
 
 #[test]
 fn text_cdata_and_line_ends_follow_xml() {
-    // CRLF inside text is one newline in XML; the hand-written parser kept the CR.
+    // CRLF inside text is one newline in XML.
     let xml = "<testsuite><testcase name='t'><failure>first &amp; <![CDATA[<second> &amp;]]>\r\n\
         third<!-- not text --></failure><system-out>ignored</system-out></testcase></testsuite>";
     let r = parse_junit(xml).unwrap();
