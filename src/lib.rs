@@ -8,6 +8,7 @@ pub mod agent;
 pub mod chat;
 pub mod cli;
 pub mod forge;
+pub mod fsutil;
 pub mod git;
 pub mod hours;
 pub mod lab;

@@ -6,6 +6,7 @@ use super::person::PersonArgs;
 use super::{CliError, CmdResult};
 use crate::names::{Id, Qid, TaskRef};
 use crate::state::StatePath;
+use crate::state::accept::Answer;
 use crate::state::spec::{AnswerSpec, ApprovalSpec, Choice};
 use crate::state::yaml::Located;
 use crate::store::Update;
@@ -55,7 +56,9 @@ pub fn cmd_answer(args: AnswerArgs) -> CmdResult {
         .questions
         .get(&qid)
         .ok_or_else(|| CliError::user(format!("task {task} has no question {qid}")))?;
-    if !question.has_option(&args.choice) && !question.custom {
+    // The argument is an option's label, or free text when the question takes that.
+    let as_choice = question.accepts(&Answer::Choice(std::slice::from_ref(&args.choice)));
+    if as_choice.is_err() && question.accepts(&Answer::Text(&args.choice)).is_err() {
         let options: Vec<&str> = question.options.iter().map(|o| o.label.as_str()).collect();
         return Err(CliError::user(format!(
             "{:?} is not an option of {qid}; the options are: {}",
@@ -80,7 +83,7 @@ pub fn cmd_answer(args: AnswerArgs) -> CmdResult {
         ))
         .hint("answer as a listed author: --by EMAIL, or git config user.email EMAIL"));
     }
-    let (choice, text) = if question.has_option(&args.choice) {
+    let (choice, text) = if as_choice.is_ok() {
         (Some(Located::new(Choice::One(args.choice.clone()))), None)
     } else {
         (None, Some(args.choice.clone()))

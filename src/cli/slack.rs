@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::reconcile::{LogFormat, init_tracing};
 use super::{CliError, CmdResult};
-use crate::chat::slack::bot::{self, Options};
+use crate::chat::slack::bot::Options;
 
 /// Arguments of `gaffer slack` (the tokens are described on the command).
 #[derive(Debug, clap::Args)]
@@ -100,7 +100,7 @@ pub fn cmd_slack(args: SlackArgs) -> CmdResult {
     opts.browse_url = args.browse_url.clone();
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::internal(e.to_string()))?;
     rt.block_on(async move {
-        bot::run(opts, crate::server::shutdown_signal())
+        crate::chat::slack::run(opts, crate::server::shutdown_signal())
             .await
             .map_err(|e| CliError::user(format!("slack bot: {e}")))?;
         Ok(ExitCode::SUCCESS)

@@ -88,7 +88,7 @@ pub fn render(input: &BodyInput<'_>) -> Result<String, String> {
     let tests = input
         .lab
         .and_then(|l| l.tests.as_ref())
-        .map(crate::lab::tests::summary_line);
+        .map(crate::lab::junit::summary_line);
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_template("body", TEMPLATE)

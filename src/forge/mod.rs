@@ -214,11 +214,10 @@ impl LocalForge {
 
     fn save(&self, book: &Book) -> Result<(), ForgeError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| ForgeError::Storage(e.to_string()))?;
-        let tmp = self.dir.join("changes.json.tmp");
         let text =
             serde_json::to_string_pretty(book).map_err(|e| ForgeError::Storage(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(|e| ForgeError::Storage(e.to_string()))?;
-        std::fs::rename(&tmp, self.book_path()).map_err(|e| ForgeError::Storage(e.to_string()))
+        crate::fsutil::write_atomic(&self.book_path(), text.as_bytes(), None)
+            .map_err(|e| ForgeError::Storage(e.to_string()))
     }
 }
 

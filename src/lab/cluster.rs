@@ -622,10 +622,8 @@ fn kubeconfig(config: &kube::Config, namespace: &str, token: &str) -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
-/// Writes `bytes` to `path` (mode 0600) atomically.
+/// Writes `bytes` to `path` (mode 0600) atomically, creating its directory.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| LabError::Io {
         path: path.display().to_string(),
         source,
@@ -633,17 +631,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::fsutil::write_atomic(path, bytes, Some(0o600)).map_err(io)
 }
 
 #[cfg(test)]

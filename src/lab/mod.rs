@@ -1,12 +1,16 @@
 //! The lab: deploying what a builder built to its project's namespace and testing it there.
 //!
 //! [`LabDeployer`] is the connector trait; [`render::RenderOnly`] is the embedded default
-//! (`kubectl kustomize` of the project's overlay, recorded but not applied). [`tests`] runs the
+//! (`kubectl kustomize` of the project's overlay, recorded but not applied). [`junit`] runs the
 //! project's `lab.test` command and reads its JUnit XML report.
 
 pub mod cluster;
+pub mod junit;
 pub mod render;
-pub mod tests;
+
+/// The old name of [`junit`], kept until the reconciler's last `lab::tests::` paths move.
+#[doc(hidden)]
+pub use junit as tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 //! record, [`path`] maps repository paths to typed keys and owners, and [`yaml`] is the only
 //! module that parses YAML.
 
+pub mod accept;
 pub mod doc;
 pub mod effects;
 pub mod path;

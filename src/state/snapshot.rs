@@ -4,17 +4,28 @@
 //! (files from git trees): [`Snapshot::upsert`] and [`Snapshot::remove`] touch one file,
 //! so a wake-up costs O(changed files). Every problem is kept with its file and position;
 //! a bad file never stops the valid objects around it from loading.
+//!
+//! One file is parsed on its own by [`parse_file`] (module `parse`, with the checks beyond
+//! the YAML shape in module `check`); this module keeps the parsed files together.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+mod check;
+mod parse;
+
+pub use parse::{Parsed, ParsedFile, parse_file};
+
+use check::check_answer;
+use parse::classify;
+
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use serde::Serialize;
 
 use crate::names::{Id, ProjectRef, Qid, TaskName, TaskRef};
-use crate::state::path::{PathError, StatePath};
+use crate::state::path::StatePath;
 use crate::state::spec::{AnswerSpec, ApprovalSpec, ProjectSpec, Settings, TaskSpec};
 use crate::state::status::{LabStatus, Progress, Question, SlackThread, TaskStatus};
-use crate::state::yaml::{self, YamlError};
+use crate::state::yaml::YamlError;
 
 /// One file as stored: a blob, or a symlink with its target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -482,170 +493,6 @@ impl Snapshot {
     }
 }
 
-/// A parsed state file, ready for [`Snapshot::apply`].
-#[derive(Debug, Clone)]
-pub enum Parsed {
-    /// `gaffer.yaml`.
-    Settings(Box<Settings>),
-    /// `project.yaml`.
-    Project(Box<ProjectSpec>),
-    /// `lab/status.yaml`.
-    Lab(Box<LabStatus>),
-    /// `task.yaml`.
-    TaskSpec(Box<TaskSpec>),
-    /// `status.yaml`.
-    TaskStatus(Box<TaskStatus>),
-    /// `progress.yaml`.
-    Progress(Progress),
-    /// `slack.yaml`.
-    Slack(Box<SlackThread>),
-    /// `questions/<qid>.yaml`.
-    Question(Box<Question>),
-    /// `questions/<batch>.md`.
-    QuestionDoc(String),
-    /// `answers/<qid>.yaml`.
-    Answer(Box<AnswerSpec>),
-    /// `approvals/<id>.yaml`.
-    Approval(Box<ApprovalSpec>),
-}
-
-/// One file after parsing: what it is, its value when valid, and its problems.
-#[derive(Debug, Clone)]
-pub struct ParsedFile {
-    /// Repository-relative path.
-    pub path: String,
-    /// What the path maps to, when it is a state file.
-    pub state_path: Option<StatePath>,
-    /// The parsed value (None when invalid, or not a state file).
-    pub value: Option<Parsed>,
-    /// Problems of this file alone.
-    pub problems: Vec<Problem>,
-}
-
-/// Parses one file without touching any snapshot, so many files can be parsed in parallel.
-pub fn parse_file(path: &str, content: &RawContent) -> ParsedFile {
-    let mut out = ParsedFile {
-        path: path.to_string(),
-        state_path: None,
-        value: None,
-        problems: Vec::new(),
-    };
-    let sp = match classify(path) {
-        Ok(Some(sp)) => sp,
-        Ok(None) => return out,
-        Err(p) => {
-            out.problems.push(p);
-            return out;
-        }
-    };
-    out.state_path = Some(sp.clone());
-    match content {
-        RawContent::Blob(bytes) => match parse_value(&sp, path, bytes) {
-            Ok((value, problems)) => {
-                out.value = value;
-                out.problems = problems;
-            }
-            Err(p) => out.problems.push(p),
-        },
-        RawContent::Symlink(target) => {
-            out.problems
-                .push(Problem::file(path, symlink_message(path, target)));
-        }
-        RawContent::Oversize(size) => out.problems.push(Problem::file(
-            path,
-            format!(
-                "file is {size} bytes; state files are limited to {} bytes",
-                yaml::MAX_FILE_BYTES
-            ),
-        )),
-    }
-    out
-}
-
-/// Parses a state file's bytes. A hard error drops the value; soft problems keep it.
-fn parse_value(
-    sp: &StatePath,
-    path: &str,
-    bytes: &[u8],
-) -> Result<(Option<Parsed>, Vec<Problem>), Problem> {
-    let wrap = |e: YamlError| Problem::from_yaml(path, e);
-    let one = |v: Parsed| Ok((Some(v), Vec::new()));
-    match sp {
-        StatePath::Settings => {
-            let s: Settings = yaml::parse(bytes).map_err(wrap)?;
-            let problems = check_settings(path, &s);
-            if problems.is_empty() {
-                one(Parsed::Settings(Box::new(s)))
-            } else {
-                Ok((None, problems))
-            }
-        }
-        StatePath::Project(_) => {
-            let spec: ProjectSpec = yaml::parse(bytes).map_err(wrap)?;
-            let problems = check_project(path, &spec);
-            Ok((Some(Parsed::Project(Box::new(spec))), problems))
-        }
-        StatePath::LabStatus(_) => one(Parsed::Lab(Box::new(yaml::parse(bytes).map_err(wrap)?))),
-        StatePath::TaskSpec(_) => {
-            let spec: TaskSpec = yaml::parse(bytes).map_err(wrap)?;
-            if spec.title.trim().is_empty() {
-                return Err(Problem::file(path, "title must not be empty"));
-            }
-            one(Parsed::TaskSpec(Box::new(spec)))
-        }
-        StatePath::TaskStatus(_) => {
-            let mut st: TaskStatus = yaml::parse(bytes).map_err(wrap)?;
-            // Deserialized vectors keep spare capacity; at 10,000 tasks that is megabytes.
-            st.conditions.shrink_to_fit();
-            st.links.shrink_to_fit();
-            for a in st.agent.iter_mut() {
-                a.prompts_sent.shrink_to_fit();
-            }
-            one(Parsed::TaskStatus(Box::new(st)))
-        }
-        StatePath::Progress(_) => {
-            let mut progress: Progress = yaml::parse(bytes).map_err(wrap)?;
-            progress.milestones.shrink_to_fit();
-            for (i, m) in progress.milestones.iter().enumerate() {
-                if m.seq as usize != i + 1 {
-                    return Err(Problem::file(
-                        path,
-                        format!(
-                            "milestone {} has seq {}; seq numbers must be 1, 2, 3, ... without gaps or duplicates",
-                            i + 1,
-                            m.seq
-                        ),
-                    ));
-                }
-            }
-            one(Parsed::Progress(progress))
-        }
-        StatePath::Slack(_) => one(Parsed::Slack(Box::new(yaml::parse(bytes).map_err(wrap)?))),
-        StatePath::Question(..) => {
-            let question: Question = yaml::parse(bytes).map_err(wrap)?;
-            check_question(path, &question)?;
-            one(Parsed::Question(Box::new(question)))
-        }
-        StatePath::QuestionDoc(..) => {
-            let text = yaml::check_text(bytes).map_err(wrap)?;
-            one(Parsed::QuestionDoc(text.to_string()))
-        }
-        StatePath::Answer(..) => {
-            let answer: AnswerSpec = yaml::parse(bytes).map_err(wrap)?;
-            if answer.choice.is_none() && answer.text.is_none() {
-                return Err(Problem::file(
-                    path,
-                    "an answer needs a `choice` or a `text`",
-                ));
-            }
-            one(Parsed::Answer(Box::new(answer)))
-        }
-        StatePath::Approval(..) => one(Parsed::Approval(Box::new(
-            yaml::parse(bytes).map_err(wrap)?,
-        ))),
-    }
-}
-
 fn path_hash(path: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
@@ -653,212 +500,6 @@ fn path_hash(path: &str) -> u64 {
     h.finish()
 }
 
-fn classify(path: &str) -> Result<Option<StatePath>, Problem> {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    if name.starts_with('.') || name == "README.md" {
-        return Ok(None);
-    }
-    StatePath::parse(path).map_err(|e| match e {
-        PathError::Name(n) => Problem::file(path, format!("bad path: {n}")),
-        PathError::Layout(msg) => Problem::file(path, msg),
-    })
-}
-
 fn task_of(sp: &StatePath) -> Option<&TaskRef> {
     sp.task()
-}
-
-fn symlink_message(path: &str, target: &str) -> String {
-    let mut depth: i64 = path.matches('/').count() as i64;
-    let escapes = target.starts_with('/')
-        || target.split('/').any(|c| {
-            match c {
-                ".." => depth -= 1,
-                "" | "." => {}
-                _ => depth += 1,
-            }
-            depth < 0
-        });
-    if escapes {
-        format!(
-            "symlink to {target:?} points outside the repository; state files must be regular files"
-        )
-    } else {
-        format!("symlink to {target:?}; state files must be regular files, not symlinks")
-    }
-}
-
-fn check_settings(path: &str, s: &Settings) -> Vec<Problem> {
-    let mut out = Vec::new();
-    if let Err(e) = s.business_hours.validate() {
-        out.push(Problem::file(path, format!("business_hours: {e}")));
-    }
-    let domain_ok = !s.domain.is_empty()
-        && s.domain.len() <= 200
-        && s.domain
-            .split('.')
-            .all(|l| crate::names::check(crate::names::NameKind::Id, l).is_ok());
-    if !domain_ok {
-        out.push(Problem::file(
-            path,
-            format!(
-                "domain {:?} is not a lowercase DNS name like lab.example.com",
-                s.domain
-            ),
-        ));
-    }
-    if s.limits.active_tasks_per_project == 0 {
-        out.push(Problem::file(
-            path,
-            "limits.active_tasks_per_project must be at least 1",
-        ));
-    }
-    out
-}
-
-fn check_project(path: &str, spec: &ProjectSpec) -> Vec<Problem> {
-    let mut out = Vec::new();
-    if spec.repos.is_empty() {
-        out.push(Problem::file(
-            path,
-            "repos: a project needs at least one repo",
-        ));
-    }
-    let mut seen = BTreeSet::new();
-    for r in &spec.repos {
-        if !seen.insert(r.name.value.as_str()) {
-            out.push(Problem::at(
-                path,
-                r.name.line,
-                r.name.column,
-                format!("duplicate repo name {:?}", r.name.value.as_str()),
-            ));
-        }
-        if r.url.trim().is_empty() {
-            out.push(Problem::file(
-                path,
-                format!("repo {}: url must not be empty", r.name.value),
-            ));
-        }
-    }
-    if let Some(lab) = &spec.lab {
-        let overlay = lab.overlay.value.as_str();
-        let first = overlay.split('/').next().unwrap_or("");
-        let msg = if overlay.starts_with('/') {
-            Some("must be a relative path inside the workspace".to_string())
-        } else if overlay
-            .split('/')
-            .any(|c| c == ".." || c == "." || c.is_empty())
-        {
-            Some("must not contain '..', '.' or empty components".to_string())
-        } else if !seen.contains(first) {
-            Some(format!(
-                "must start with one of the project's repos, not {first:?}"
-            ))
-        } else {
-            None
-        };
-        if let Some(msg) = msg {
-            out.push(Problem::at(
-                path,
-                lab.overlay.line,
-                lab.overlay.column,
-                format!("lab.overlay {overlay:?} {msg}"),
-            ));
-        }
-    }
-    if let Some(channel) = spec.slack.as_ref().and_then(|s| s.channel.as_deref()) {
-        let ok = !channel.is_empty()
-            && channel.len() <= 80
-            && channel
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if !ok {
-            out.push(Problem::file(
-                path,
-                format!("slack.channel {channel:?}: Slack channel names are lowercase letters, digits, '-' and '_', at most 80 characters"),
-            ));
-        }
-    }
-    if spec.workspace.init == crate::state::spec::WorkspaceInit::Command
-        && spec.workspace.run.is_none()
-    {
-        out.push(Problem::file(
-            path,
-            "workspace.init is `command` but workspace.run is not set",
-        ));
-    }
-    out
-}
-
-fn check_question(path: &str, q: &Question) -> Result<(), Problem> {
-    if q.options.is_empty() && !q.custom {
-        return Err(Problem::file(
-            path,
-            "a question needs options or `custom: true`",
-        ));
-    }
-    let mut seen = BTreeSet::new();
-    for o in &q.options {
-        if !seen.insert(o.label.as_str()) {
-            return Err(Problem::file(
-                path,
-                format!("duplicate option label {:?}", o.label),
-            ));
-        }
-    }
-    if !q.options.is_empty() && !q.has_option(&q.recommended) {
-        return Err(Problem::file(
-            path,
-            format!(
-                "recommended option {:?} is not one of the options",
-                q.recommended
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_answer(path: &str, qid: &Qid, a: &AnswerSpec, q: Option<&Question>) -> Vec<Problem> {
-    let Some(q) = q else {
-        return vec![Problem::file(
-            path,
-            format!("answer to question {qid}, but questions/{qid}.yaml does not exist"),
-        )];
-    };
-    let mut out = Vec::new();
-    if let Some(choice) = &a.choice {
-        let labels = choice.value.labels();
-        if labels.len() > 1 && !q.multiple {
-            out.push(Problem::at(
-                path,
-                choice.line,
-                choice.column,
-                format!(
-                    "{} choices given, but question {qid} allows only one",
-                    labels.len()
-                ),
-            ));
-        }
-        for l in labels {
-            if !q.has_option(l) {
-                let opts: Vec<&str> = q.options.iter().map(|o| o.label.as_str()).collect();
-                out.push(Problem::at(
-                    path,
-                    choice.line,
-                    choice.column,
-                    format!(
-                        "choice {l:?} is not an option of question {qid} (options: {})",
-                        opts.join(", ")
-                    ),
-                ));
-            }
-        }
-    } else if !q.custom {
-        out.push(Problem::file(
-            path,
-            format!("question {qid} does not accept free text; give a `choice`"),
-        ));
-    }
-    out
 }

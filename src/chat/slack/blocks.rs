@@ -278,6 +278,57 @@ fn who(by: &str) -> String {
     }
 }
 
+/// What identifies a posted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// The thread's parent message.
+    Parent,
+    /// Milestone `seq`.
+    Milestone(u32),
+    /// A question.
+    Question(Qid),
+    /// Anything else, by name (`links-…`, `review-…`, a question document id).
+    Other(String),
+}
+
+impl Key {
+    /// The `block_id` carrying the key.
+    pub fn block_id(&self, task: &TaskRef) -> String {
+        match self {
+            Key::Parent => format!("gaffer:parent:{task}"),
+            Key::Milestone(seq) => format!("gaffer:m:{seq}"),
+            Key::Question(q) => format!("gaffer:q:{q}"),
+            Key::Other(name) => format!("gaffer:x:{name}"),
+        }
+    }
+
+    /// The key a `block_id` carries, if it is one of the bot's.
+    pub(crate) fn parse(block_id: &str) -> Option<Key> {
+        let rest = block_id.strip_prefix("gaffer:")?;
+        let (kind, v) = rest.split_once(':')?;
+        match kind {
+            "parent" => Some(Key::Parent),
+            "m" => v.parse().ok().map(Key::Milestone),
+            "q" => Qid::new(v).ok().map(Key::Question),
+            "x" => Some(Key::Other(v.to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// `message` with `key` as its first block's `block_id`.
+pub(crate) fn tagged(message: &Value, key: &Key, task: &TaskRef) -> Value {
+    let mut m = message.clone();
+    if let Some(first) = m
+        .get_mut("blocks")
+        .and_then(Value::as_array_mut)
+        .and_then(|b| b.first_mut())
+    {
+        first["block_id"] = Value::String(key.block_id(task));
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

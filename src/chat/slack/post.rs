@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::api::SlackError;
-use super::blocks;
+use super::blocks::{self, Key, tagged};
 use super::bot::Bot;
 use crate::names::{ProjectRef, Qid, TaskRef};
 use crate::state::StatePath;
@@ -26,43 +26,6 @@ use crate::state::snapshot::TaskEntry;
 use crate::state::status::{DecidedBy, Link, Phase, Question, SlackThread};
 use crate::store::Update;
 use crate::store::tracker::Wake;
-
-/// What identifies a posted message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Key {
-    /// The thread's parent message.
-    Parent,
-    /// Milestone `seq`.
-    Milestone(u32),
-    /// A question.
-    Question(Qid),
-    /// Anything else, by name (`links-…`, `review-…`, a question document id).
-    Other(String),
-}
-
-impl Key {
-    /// The `block_id` carrying the key.
-    pub fn block_id(&self, task: &TaskRef) -> String {
-        match self {
-            Key::Parent => format!("gaffer:parent:{task}"),
-            Key::Milestone(seq) => format!("gaffer:m:{seq}"),
-            Key::Question(q) => format!("gaffer:q:{q}"),
-            Key::Other(name) => format!("gaffer:x:{name}"),
-        }
-    }
-
-    fn parse(block_id: &str) -> Option<Key> {
-        let rest = block_id.strip_prefix("gaffer:")?;
-        let (kind, v) = rest.split_once(':')?;
-        match kind {
-            "parent" => Some(Key::Parent),
-            "m" => v.parse().ok().map(Key::Milestone),
-            "q" => Qid::new(v).ok().map(Key::Question),
-            "x" => Some(Key::Other(v.to_string())),
-            _ => None,
-        }
-    }
-}
 
 /// One thing a thread lacks.
 #[derive(Debug, Clone, PartialEq)]
@@ -648,19 +611,6 @@ fn merge_keys(rec: &mut SlackThread, keys: Vec<(String, String)>) {
     }
 }
 
-/// `message` with `key` as its first block's `block_id`.
-pub(crate) fn tagged(message: &Value, key: &Key, task: &TaskRef) -> Value {
-    let mut m = message.clone();
-    if let Some(first) = m
-        .get_mut("blocks")
-        .and_then(Value::as_array_mut)
-        .and_then(|b| b.first_mut())
-    {
-        first["block_id"] = Value::String(key.block_id(task));
-    }
-    m
-}
-
 /// How long records may lag behind posts while more posts keep coming.
 const RECORD_AFTER: Duration = Duration::from_secs(2);
 
@@ -709,169 +659,4 @@ pub async fn run(bot: Arc<Bot>, mut wakes: mpsc::UnboundedReceiver<Wake>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::state::status::{Milestone, MilestoneKind, Progress, TaskStatus};
-
-    fn entry(phase: Phase, milestones: u32) -> TaskEntry {
-        let spec: crate::state::spec::TaskSpec =
-            crate::state::yaml::parse(b"title: Implement JWT authentication\n").unwrap();
-        let status: TaskStatus = crate::state::yaml::parse(
-            format!("phase: {phase}\nlinks: [{{name: attach, url: tmux attach -t x}}, {{name: 'pr:api', url: 'https://x/pull/1'}}]\n").as_bytes(),
-        )
-        .unwrap();
-        TaskEntry {
-            spec: Some(Box::new(spec)),
-            spec_present: true,
-            status: Some(Box::new(status)),
-            progress: Some(Progress {
-                milestones: (1..=milestones)
-                    .map(|seq| Milestone {
-                        seq,
-                        at: jiff::Timestamp::UNIX_EPOCH,
-                        kind: MilestoneKind::Todo,
-                        text: format!("step {seq}"),
-                        commit: None,
-                    })
-                    .collect(),
-            }),
-            ..TaskEntry::default()
-        }
-    }
-
-    fn cx() -> PlanContext<'static> {
-        static TZ: std::sync::LazyLock<jiff::tz::TimeZone> =
-            std::sync::LazyLock::new(|| jiff::tz::TimeZone::UTC);
-        PlanContext {
-            tz: &TZ,
-            browse_url: None,
-        }
-    }
-
-    fn keys(ops: &[Op]) -> Vec<String> {
-        ops.iter()
-            .map(|o| match o {
-                Op::Thread { .. } => "thread".into(),
-                Op::Parent { phase, .. } => format!("parent:{phase}"),
-                Op::Post { key, .. } => format!("post:{}", key_name(key)),
-                Op::Update { key, tag, .. } => format!("update:{}:{tag}", key_name(key)),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_new_thread_gets_everything_in_order_then_only_what_is_new() {
-        let t = TaskRef::parse("ai-dev/api/jwt").unwrap();
-        let e = entry(Phase::InReview, 2);
-        let ops = plan(&t, &e, None, &cx());
-        let k = keys(&ops);
-        assert_eq!(k[0], "thread");
-        assert_eq!(&k[1..3], ["post:m-1", "post:m-2"]);
-        assert!(k[3].starts_with("post:links-"), "{k:?}");
-        assert!(k[4].starts_with("post:review-"), "{k:?}");
-        assert_eq!(k.len(), 5);
-
-        let mut rec = SlackThread {
-            channel_id: "C1".into(),
-            thread_ts: "1.0".into(),
-            shown_phase: Some(Phase::Running),
-            ..SlackThread::default()
-        };
-        for op in &ops {
-            if let Op::Post { key, tag, .. } = op {
-                record(&mut rec, key, "2.0".into(), tag.clone());
-            }
-        }
-        let later = plan(&t, &entry(Phase::InReview, 3), Some(&rec), &cx());
-        assert_eq!(keys(&later), ["parent:InReview", "post:m-3"]);
-        rec.shown_phase = Some(Phase::Promoted);
-        let done = plan(&t, &entry(Phase::Promoted, 2), Some(&rec), &cx());
-        let k = keys(&done);
-        assert_eq!(k.len(), 1);
-        assert!(
-            k[0].starts_with("update:review-") && k[0].ends_with(":promoted"),
-            "{k:?}"
-        );
-    }
-
-    #[test]
-    fn several_new_questions_get_one_message_linking_the_document_first() {
-        let t = TaskRef::parse("ai-dev/api/jwt").unwrap();
-        let mut e = entry(Phase::AwaitingAnswer, 0);
-        let q: Question = crate::state::yaml::parse(
-            b"text: Which?\noptions: [{label: A (Recommended)}, {label: B}]\nrecommended: A (Recommended)\naskedAt: 2026-11-25T10:00:00Z\nstate: open\ndeadline: 2026-11-25T12:00:00Z\n",
-        )
-        .unwrap();
-        for id in ["q-001", "q-002"] {
-            e.questions
-                .insert(Qid::new(id).unwrap(), Box::new(q.clone()));
-        }
-        e.question_docs
-            .insert(crate::names::Id::new("batch-001").unwrap(), "doc".into());
-        let cx = PlanContext {
-            browse_url: Some("https://git.example.com/state/blob/main/"),
-            ..cx()
-        };
-        let ops = plan(&t, &e, None, &cx);
-        let k = keys(&ops);
-        assert_eq!(
-            &k[..4],
-            ["thread", "post:batch-001", "post:q-001", "post:q-002"]
-        );
-        let Op::Post {
-            message, broadcast, ..
-        } = &ops[1]
-        else {
-            unreachable!()
-        };
-        assert!(broadcast);
-        assert!(
-            message.to_string().contains(
-                "https://git.example.com/state/blob/main/projects/ai-dev/api/tasks/jwt/questions/batch-001.md"
-            ),
-            "{message}"
-        );
-        let Op::Post { message, .. } = &ops[2] else {
-            unreachable!()
-        };
-        assert!(
-            message.to_string().contains("Wed 25 Nov 12:00 UTC"),
-            "{message}"
-        );
-        // One new question later: no batch message.
-        let mut rec = SlackThread::default();
-        for op in &ops {
-            if let Op::Post { key, tag, .. } = op {
-                record(&mut rec, key, "2.0".into(), tag.clone());
-            }
-        }
-        rec.shown_phase = Some(Phase::AwaitingAnswer);
-        e.questions.insert(Qid::new("q-003").unwrap(), Box::new(q));
-        assert_eq!(keys(&plan(&t, &e, Some(&rec), &cx)), ["post:q-003"]);
-    }
-
-    #[test]
-    fn keys_found_in_the_thread_count_as_posted() {
-        let t = TaskRef::parse("ai-dev/api/jwt").unwrap();
-        let mut rec = SlackThread::default();
-        merge_keys(
-            &mut rec,
-            vec![
-                (Key::Parent.block_id(&t), "1.0".into()),
-                (Key::Milestone(1).block_id(&t), "1.1".into()),
-                (Key::Milestone(2).block_id(&t), "1.2".into()),
-                (
-                    Key::Question(Qid::new("q-001").unwrap()).block_id(&t),
-                    "1.3".into(),
-                ),
-                ("someone-elses-block".into(), "1.4".into()),
-            ],
-        );
-        assert_eq!(rec.posted_seq, 2);
-        assert_eq!(rec.questions.len(), 1);
-        assert!(rec.shown.is_empty(), "what it shows is unknown");
-        let ops = plan(&t, &entry(Phase::Running, 3), Some(&rec), &cx());
-        let k = keys(&ops);
-        assert!(k.contains(&"post:m-3".to_string()) && !k.contains(&"post:m-2".to_string()));
-    }
-}
+mod tests;
