@@ -147,12 +147,11 @@ impl ScriptedAgent {
 
     fn save(&self, session: &str, state: &SessionState) -> Result<(), AgentError> {
         std::fs::create_dir_all(&self.state_dir).map_err(|e| AgentError::Runtime(e.to_string()))?;
-        let tmp = self.path(&format!("{session}.tmp"));
         let text =
             serde_json::to_string_pretty(state).map_err(|e| AgentError::Runtime(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(|e| AgentError::Runtime(e.to_string()))?;
         // Atomic replace: a crash leaves the old or the new state, never half of one.
-        std::fs::rename(&tmp, self.path(session)).map_err(|e| AgentError::Runtime(e.to_string()))
+        crate::fsutil::write_atomic(&self.path(session), text.as_bytes(), None)
+            .map_err(|e| AgentError::Runtime(e.to_string()))
     }
 }
 

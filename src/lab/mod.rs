@@ -8,10 +8,6 @@ pub mod cluster;
 pub mod junit;
 pub mod render;
 
-/// The old name of [`junit`], kept until the reconciler's last `lab::tests::` paths move.
-#[doc(hidden)]
-pub use junit as tests;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

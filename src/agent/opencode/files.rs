@@ -46,18 +46,8 @@ pub(super) fn write_record(dir: &Path, name: &str, record: &Record) -> Result<()
 pub(super) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AgentError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| runtime(format!("{}: {e}", dir.display())))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| runtime(format!("{}: {e}", tmp.display())))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| runtime(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| runtime(format!("{}: {e}", path.display())))
+    crate::fsutil::write_atomic(path, bytes, Some(mode))
+        .map_err(|e| runtime(format!("{}: {e}", path.display())))
 }
 
 /// Writes `<builder>.lab.env` (mode 0600) when its content changes. A running server keeps

@@ -25,8 +25,6 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -271,7 +271,7 @@ pub async fn testing(
         .tests
         .run(&argv, &workdir, &t.project.lab_namespace(), &url)
         .await?;
-    let line = crate::lab::tests::summary_line(&results);
+    let line = crate::lab::junit::summary_line(&results);
     let mut lab_status = plan
         .lab
         .clone()

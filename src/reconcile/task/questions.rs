@@ -17,6 +17,7 @@ use crate::agent::{AskKind, AskedQuestion};
 use crate::names::{Id, Qid};
 use crate::reconcile::{Action, Context, ReconcileError};
 use crate::state::StatePath;
+use crate::state::accept::{Answer, Refusal};
 use crate::state::effects::Applied;
 use crate::state::spec::{ContinuePolicy, OnTimeout, PermissionReply, Settings};
 use crate::state::status::{
@@ -324,12 +325,20 @@ pub async fn people_answers(
                 continue;
             }
         };
-        let valid = choice.iter().all(|c| q.has_option(c)) || (q.custom && g.free_text);
-        if !valid {
-            let why = format!(
-                "answer {:?} ignored: not one of the options",
-                choice.join(", ")
-            );
+        // Free text that names an option counts as choosing it.
+        let text = choice.join(", ");
+        let answer = if g.free_text && !choice.iter().all(|c| q.has_option(c)) {
+            Answer::Text(&text)
+        } else {
+            Answer::Choice(&choice)
+        };
+        if let Err(refusal) = q.accepts(&answer) {
+            let why = match refusal {
+                Refusal::TooMany(_) => format!("answer {text:?} ignored: {refusal}"),
+                Refusal::NotAnOption(_) | Refusal::NoFreeText => {
+                    format!("answer {text:?} ignored: not one of the options")
+                }
+            };
             problem(plan, qid, q, why);
             continue;
         }
