@@ -12,6 +12,7 @@ mod test_lab;
 mod test_opencode;
 mod test_questions;
 mod test_reconcile;
+mod test_sandbox;
 mod test_schema;
 mod test_server;
 mod test_slack;

@@ -416,3 +416,54 @@ fn questions_lists_what_waits_for_a_person_soonest_deadline_first() {
         r.stdout
     );
 }
+
+#[test]
+fn answer_is_signed_when_git_is_configured_to_sign_and_names_its_signer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = example_remote(tmp.path());
+    let (key, line) = crate::common::ssh_key(tmp.path(), "you");
+    std::fs::write(
+        tmp.path().join("gitconfig"),
+        format!(
+            "[user]\n\tname = You\n\temail = you@example.com\n\tsigningkey = {}\n\
+             [gpg]\n\tformat = ssh\n[commit]\n\tgpgsign = true\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let r = run(gaffer(tmp.path()).args([
+        "answer",
+        "ai-dev/proj-api-service/jwt-auth",
+        "q-002",
+        "Postgres",
+        "--state",
+        state.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let allowed = tmp.path().join("allowed_signers");
+    std::fs::write(&allowed, format!("{line}\n")).unwrap();
+    let config = format!("gpg.ssh.allowedSignersFile={}", allowed.display());
+    let log = git(
+        &state,
+        &[
+            "-c",
+            &config,
+            "log",
+            "-1",
+            "--format=%G?%n%GS%n%ae%n%s",
+            "main",
+        ],
+    );
+    assert_eq!(
+        log,
+        "G\nyou@example.com\nyou@example.com\nai-dev/proj-api-service/jwt-auth q-002 answered by you@example.com"
+    );
+    let text = git(
+        &state,
+        &[
+            "show",
+            "main:projects/ai-dev/proj-api-service/tasks/jwt-auth/answers/q-002.yaml",
+        ],
+    );
+    assert!(text.contains("choice: Postgres"), "{text}");
+}

@@ -181,6 +181,8 @@ async fn scripted_agent_waits_for_answers_and_dedupes_prompts() {
         agent: None,
         script: Some("app/.gaffer/s.yaml".into()),
         env: Vec::new(),
+        sandbox: false,
+        builder_dirs: Vec::new(),
     };
     let s = agent.ensure_session(&req, None).await.unwrap();
     assert_eq!(agent.ensure_session(&req, Some(&s.id)).await.unwrap(), s);

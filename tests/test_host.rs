@@ -125,6 +125,7 @@ async fn opencode_runs_on_a_second_builder_host_without_tmux() {
             host: host.clone(),
             env: world.env(),
             start_timeout: Duration::from_secs(60),
+            bwrap: None,
         },
         &workspaces,
         None,
@@ -140,6 +141,8 @@ async fn opencode_runs_on_a_second_builder_host_without_tmux() {
         agent: None,
         script: None,
         env: vec![],
+        sandbox: false,
+        builder_dirs: vec![],
     };
     let session = rt.ensure_session(&req, None).await.unwrap();
     assert_eq!(session.host, HostKind::InProcess);

@@ -111,6 +111,11 @@ impl Lab {
     }
 
     pub(crate) fn daemon(&self) -> Daemon {
+        self.daemon_env(&[])
+    }
+
+    /// A reconciler with `env` added to its environment (secrets a builder must not see).
+    pub(crate) fn daemon_env(&self, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -131,6 +136,7 @@ impl Lab {
             .args(self.world.daemon_args())
             .env("RUST_LOG", "info")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -597,8 +597,9 @@ impl InProcess {
         ));
         gaffer::cli::demo::bare_repo_with(&origin, &app, "app").unwrap();
         let state = tmp.path().join("state.git");
-        let settings =
-            format!("domain: lab.example.com\n{settings}authors: {{answers: [{PERSON}]}}\n");
+        let settings = format!(
+            "domain: lab.example.com\n{settings}authors: {{answers: [{PERSON}], accept_unsigned: true}}\n"
+        );
         let project = format!(
             "repos:\n  - {{name: web-api, url: {}}}\nagent: {{runtime: scripted, script: web-api/.gaffer/script.yaml}}\n",
             json!(origin.display().to_string())

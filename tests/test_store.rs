@@ -749,3 +749,206 @@ async fn create_only_never_overwrites() {
         "title: theirs"
     );
 }
+
+/// Commits `file` in the clone `work` as alice, signed with `key` (or unsigned), and pushes.
+fn commit_signed(work: &Path, file: &str, key: Option<&Path>) {
+    std::fs::write(work.join(file), file).unwrap();
+    git(work, &["add", file]);
+    let mut cmd = std::process::Command::new("git");
+    cmd.current_dir(work)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Alice")
+        .env("GIT_AUTHOR_EMAIL", "alice@example.com")
+        .env("GIT_COMMITTER_NAME", "Alice")
+        .env("GIT_COMMITTER_EMAIL", "alice@example.com");
+    if let Some(k) = key {
+        cmd.arg("-c")
+            .arg("gpg.format=ssh")
+            .arg("-c")
+            .arg(format!("user.signingkey={}", k.display()));
+    }
+    cmd.args(["commit", "-q", "-m", file]);
+    if key.is_some() {
+        cmd.arg("-S");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    git(work, &["push", "-q", "origin", "HEAD:main"]);
+}
+
+#[tokio::test]
+async fn a_signature_names_its_signer_only_when_its_key_is_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bare = tmp.path().join("state.git");
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    commit_to_bare(&bare, "main", &[("gaffer.yaml", SETTINGS)], "init");
+    let work = tmp.path().join("work");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    let (alice_key, alice_line) = crate::common::ssh_key(tmp.path(), "alice");
+    let (mallory_key, _) = crate::common::ssh_key(tmp.path(), "mallory");
+    commit_signed(&work, "signed", Some(&alice_key));
+    commit_signed(&work, "by-another-key", Some(&mallory_key));
+    commit_signed(&work, "unsigned", None);
+
+    let transport = Transport::open(
+        bare.to_str().unwrap(),
+        "main",
+        &tmp.path().join("data"),
+        false,
+    )
+    .unwrap();
+    let head = transport.head().unwrap().unwrap().to_string();
+    let store = gaffer::store::GitStore {
+        tracker: Arc::new(RwLock::new(Tracker::new(None, None))),
+        writer: StatusWriter::spawn(
+            transport.clone(),
+            WriterConfig::new(WriterRole::Reconciler, Identity::reconciler()),
+        ),
+        transport,
+    };
+    use gaffer::store::Store as _;
+    let keys = [alice_line];
+    let of = |path: &'static str| {
+        let (store, head, keys) = (&store, &head, &keys);
+        async move { store.last_change(head, path, keys).await.unwrap().unwrap() }
+    };
+    let signed = of("signed").await;
+    assert_eq!(signed.author, "alice@example.com");
+    assert_eq!(signed.signer.as_deref(), Some("alice@example.com"));
+    // A key nobody listed proves nothing, and neither does no signature.
+    assert_eq!(of("by-another-key").await.signer, None);
+    assert_eq!(of("unsigned").await.signer, None);
+    // Without listed keys nothing is checked.
+    let plain = store
+        .last_change(&head, "signed", &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (plain.author.as_str(), plain.signer),
+        ("alice@example.com", None)
+    );
+}
+
+#[tokio::test]
+async fn an_openpgp_signature_by_a_listed_key_names_the_email_of_its_user_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bare = tmp.path().join("state.git");
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    commit_to_bare(&bare, "main", &[("gaffer.yaml", SETTINGS)], "init");
+    let work = tmp.path().join("work");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    let gnupg = tmp.path().join("gnupg");
+    std::fs::create_dir_all(&gnupg).unwrap();
+    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = std::process::Command::new("gpg")
+            .args(["--batch", "--quiet"])
+            .args(args)
+            .env("GNUPGHOME", &gnupg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    gpg(&[
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        "Alice <alice@example.com>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let public = gpg(&["--armor", "--export", "alice@example.com"]);
+    std::fs::write(work.join("signed"), "x").unwrap();
+    git(&work, &["add", "signed"]);
+    let out = std::process::Command::new("git")
+        .current_dir(&work)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GNUPGHOME", &gnupg)
+        .env("GIT_AUTHOR_NAME", "Alice")
+        .env("GIT_AUTHOR_EMAIL", "alice@example.com")
+        .env("GIT_COMMITTER_NAME", "Alice")
+        .env("GIT_COMMITTER_EMAIL", "alice@example.com")
+        .args([
+            "-c",
+            "user.signingkey=alice@example.com",
+            "commit",
+            "-q",
+            "-S",
+            "-m",
+            "signed",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+
+    let transport = Transport::open(
+        bare.to_str().unwrap(),
+        "main",
+        &tmp.path().join("data"),
+        false,
+    )
+    .unwrap();
+    let head = transport.head().unwrap().unwrap().to_string();
+    let store = gaffer::store::GitStore {
+        tracker: Arc::new(RwLock::new(Tracker::new(None, None))),
+        writer: StatusWriter::spawn(
+            transport.clone(),
+            WriterConfig::new(WriterRole::Reconciler, Identity::reconciler()),
+        ),
+        transport,
+    };
+    use gaffer::store::Store as _;
+    let sig = store
+        .last_change(&head, "signed", &[public])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sig.signer.as_deref(), Some("alice@example.com"));
+    // The same commit, with no key listed for it: no signer.
+    let (_, someone_else) = crate::common::ssh_key(tmp.path(), "bob");
+    let sig = store
+        .last_change(&head, "signed", &[someone_else])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sig.signer, None);
+}

@@ -162,3 +162,38 @@ fn incremental_updates_match_a_full_load() {
     inc.upsert(path, &RawContent::Blob(b"title: fixed\n".to_vec()));
     assert!(inc.all_problems().is_empty());
 }
+
+#[test]
+fn a_malformed_signing_key_is_located_and_accept_unsigned_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gaffer.yaml"),
+        "domain: lab.example.com\n\
+         authors:\n  answers: [you@example.com]\n  signing_keys:\n    \
+         - \"you@example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI\"\n    \
+         - \"you@example.com not-a-key\"\n",
+    )
+    .unwrap();
+    let (code, out) = validate(dir.path(), false);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("gaffer.yaml:6:7: authors.signing_keys: not an allowed_signers line"),
+        "{out}"
+    );
+    assert!(
+        out.contains("gaffer.yaml:5:7: authors.signing_keys: the ssh-ed25519 key is not base64"),
+        "{out}"
+    );
+
+    std::fs::write(
+        dir.path().join("gaffer.yaml"),
+        "domain: lab.example.com\nauthors: {answers: [you@example.com], accept_unsigned: true}\n",
+    )
+    .unwrap();
+    let (code, out) = validate(dir.path(), false);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("gaffer.yaml: warning: authors.accept_unsigned: true"),
+        "{out}"
+    );
+}

@@ -8,6 +8,7 @@
 
 pub mod host;
 pub mod opencode;
+pub mod sandbox;
 pub mod scripted;
 
 use std::collections::BTreeMap;
@@ -38,8 +39,13 @@ pub struct SessionRequest {
     /// For the scripted runtime: the script, as `<repo>/<path>` inside the workspace.
     pub script: Option<String>,
     /// Environment for the builder's processes: its lab access (`KUBECONFIG`,
-    /// `LAB_NAMESPACE`, `LAB_URL`).
+    /// `LAB_NAMESPACE`, `LAB_URL`) and the credentials the project names (`agent.env_from`).
     pub env: Vec<(String, String)>,
+    /// Whether the project wants its builder sandboxed (`agent.sandbox`).
+    pub sandbox: bool,
+    /// Directories besides its workspace the builder writes to (the git dirs its worktrees
+    /// point into).
+    pub builder_dirs: Vec<PathBuf>,
 }
 
 /// A running (or resumable) session.
@@ -51,6 +57,8 @@ pub struct Session {
     pub host: crate::state::status::HostKind,
     /// How a person attaches to it (a command or a link), when they can.
     pub attach: Option<String>,
+    /// Whether its tools run in a sandbox; `None` when it runs no tools of its own.
+    pub sandboxed: Option<bool>,
 }
 
 /// What kind of request the agent made.

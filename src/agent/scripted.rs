@@ -200,6 +200,7 @@ impl AgentRuntime for ScriptedAgent {
                     id: id.to_string(),
                     host: crate::state::status::HostKind::InProcess,
                     attach: None,
+                    sandboxed: None,
                 });
             }
             Some(id) => id.to_string(),
@@ -233,6 +234,7 @@ impl AgentRuntime for ScriptedAgent {
             id,
             host: crate::state::status::HostKind::InProcess,
             attach: None,
+            sandboxed: None,
         })
     }
 

@@ -99,7 +99,7 @@ pub fn state_files(app_origin: &Path, timeout: &str) -> Vec<(String, Option<Vec<
         "domain: lab.example.com\n\
          business_hours: {{timezone: Europe/London, days: [mon, tue, wed, thu, fri, sat, sun], start: \"00:00\", end: \"23:59\"}}\n\
          questions: {{timeout: {timeout}, on_timeout: recommended, continue: at-deadline}}\n\
-         authors: {{answers: [{PERSON}], slack_users: []}}\n"
+         authors: {{answers: [{PERSON}], slack_users: [], accept_unsigned: true}}\n"
     );
     let project = format!(
         "repos:\n  - {{name: web-api, url: {}, base: main}}\n\

@@ -136,6 +136,9 @@ pub fn cmd_status(args: StatusArgs) -> CmdResult {
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", render(&rows));
+    for w in snapshot.settings.iter().flat_map(|s| s.warnings()) {
+        println!("\n⚠ gaffer.yaml: {w}");
+    }
     if !problems.is_empty() {
         println!(
             "\n{} problem{} in the state repository (see `gaffer validate` on a checkout):",

@@ -41,6 +41,9 @@ pub fn cmd_validate(args: ValidateArgs) -> CmdResult {
             for p in &report.problems {
                 println!("{p}");
             }
+            for w in settings_warnings(&args.dir) {
+                println!("gaffer.yaml: warning: {w}");
+            }
             println!("{}", report.summary());
         }
         Output::Json => {
@@ -54,4 +57,14 @@ pub fn cmd_validate(args: ValidateArgs) -> CmdResult {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Warnings about a valid `gaffer.yaml` in `dir` (none when it is missing or invalid: those
+/// are problems, reported already).
+fn settings_warnings(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read(dir.join("gaffer.yaml"))
+        .ok()
+        .and_then(|b| crate::state::yaml::parse::<crate::state::spec::Settings>(&b).ok())
+        .map(|s| s.warnings())
+        .unwrap_or_default()
 }

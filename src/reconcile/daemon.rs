@@ -205,6 +205,17 @@ pub async fn start(
                 host: Arc::new(TmuxHost::new(Tmux::new(o.tmux_socket.clone()))),
                 env: o.env.clone(),
                 start_timeout: o.start_timeout,
+                bwrap: match crate::agent::sandbox::bwrap_available() {
+                    Ok(p) => Some(p),
+                    Err(why) => {
+                        tracing::warn!(
+                            "builders run WITHOUT a sandbox: {why}. They can read whatever this \
+                             user can (gaffer's data dir, your HOME). Install bubblewrap, or set \
+                             agent.sandbox: none to say you accept it."
+                        );
+                        None
+                    }
+                },
             },
             &opts.builders,
             Some(Arc::new(move |t: &crate::names::TaskRef| {

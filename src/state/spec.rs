@@ -36,6 +36,22 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What people should know about these settings although they are valid: decisions
+    /// trusted on their commit author alone.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.authors.accept_unsigned {
+            out.push(
+                "authors.accept_unsigned: true: a decision committed under a listed author's \
+                 email counts unsigned, so anyone who can push (an unsandboxed builder too) \
+                 can decide as them; list signing keys in authors.signing_keys instead \
+                 (docs/security.md)"
+                    .to_string(),
+            );
+        }
+        out
+    }
+
     /// The lab host of a project: `{project}.builder.<domain>`.
     pub fn lab_host(&self, project: &Project) -> String {
         format!("{project}.builder.{}", self.domain)
@@ -172,6 +188,59 @@ pub struct Authors {
     /// (`slack-bot@gaffer.invalid`) may commit for the users in `slack_users`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delegates: Vec<Delegate>,
+    /// Keys whose signatures prove who committed a decision: SSH keys in git's
+    /// `allowed_signers` format, one line each (`alice@example.com ssh-ed25519 AAAA…
+    /// [comment]`), or ASCII-armoured OpenPGP public keys (`gpg --armor --export`), whose
+    /// user ids name the person. A decision a person commits counts when its commit is
+    /// signed by a key listed for its author.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing_keys: Vec<crate::state::yaml::Located<String>>,
+    /// Count decisions committed by a listed author without a signature. Anyone who can
+    /// push can write any author's email, so this trusts everyone with push access (an
+    /// unsandboxed builder too); `gaffer validate` and `gaffer status` say so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_unsigned: bool,
+}
+
+/// The first line of an ASCII-armoured OpenPGP public key.
+pub const PGP_KEY_BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+
+/// Why a `signing_keys` entry is neither an `allowed_signers` line (principals, optional
+/// options, a key type and a base64 key) nor an armoured OpenPGP public key, or `None`.
+pub fn signer_line_problem(line: &str) -> Option<String> {
+    if line.trim_start().starts_with(PGP_KEY_BEGIN) {
+        return (!line
+            .trim_end()
+            .ends_with("-----END PGP PUBLIC KEY BLOCK-----"))
+        .then(|| "an OpenPGP key block without its END line".to_string());
+    }
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if line.contains('\n') || fields.len() < 3 {
+        return Some(
+            "not an allowed_signers line: expected `<email> <key type> <base64 key> [comment]`"
+                .into(),
+        );
+    }
+    // Options (e.g. namespaces="git") may stand between the principals and the key type.
+    let Some(i) = fields
+        .iter()
+        .position(|f| f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("sk-"))
+    else {
+        return Some(format!(
+            "no key type (ssh-ed25519, ssh-rsa, ecdsa-…) in {:?}",
+            line.chars().take(80).collect::<String>()
+        ));
+    };
+    if i == 0 {
+        return Some("the line names nobody: it must start with the person's email".into());
+    }
+    let key = fields.get(i + 1).copied().unwrap_or("");
+    let base64 = !key.is_empty()
+        && key.len() % 4 == 0
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=');
+    (!base64).then(|| format!("the {} key is not base64", fields[i]))
 }
 
 /// A bot allowed to commit decisions for people.
@@ -300,6 +369,72 @@ pub struct AgentSpec {
     /// the last matching rule wins); the user's own OpenCode config applies otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<PermissionRule>,
+    /// How the builder's server is confined: `bwrap` (the default; bubblewrap, where it
+    /// works) or `none` (the builder can read whatever gaffer's OS user can).
+    #[serde(default)]
+    pub sandbox: SandboxKind,
+    /// Credentials the builder gets (its model provider's key, …): its environment is
+    /// otherwise cleared of everything gaffer was started with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFrom>,
+}
+
+/// How a builder's server is confined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxKind {
+    /// bubblewrap: its own PID namespace, the toolchain read-only, only its workspace and
+    /// HOME writable, nothing of gaffer's data or the person's HOME.
+    #[default]
+    Bwrap,
+    /// No sandbox (a warning on every task's status).
+    None,
+}
+
+/// One variable of a builder's environment and where its value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvFrom {
+    /// The variable the builder sees, e.g. `ANTHROPIC_API_KEY`.
+    pub name: String,
+    /// Take the value from this variable of gaffer's own environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Take the value from this file (its first line), e.g. a mounted secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl EnvFrom {
+    /// The value, read from gaffer's environment or the file.
+    pub fn resolve(&self) -> Result<String, String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(format!(
+                "agent.env_from: {:?} is not a variable name",
+                self.name
+            ));
+        }
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var).map_err(|_| {
+                format!(
+                    "agent.env_from {}: gaffer's environment has no {var}",
+                    self.name
+                )
+            }),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map(|t| t.lines().next().unwrap_or("").trim().to_string())
+                .map_err(|e| format!("agent.env_from {}: {file}: {e}", self.name)),
+            _ => Err(format!(
+                "agent.env_from {}: give exactly one of env: or file:",
+                self.name
+            )),
+        }
+    }
 }
 
 /// One OpenCode permission rule.

@@ -513,6 +513,11 @@ pub trait Workspace: Send + Sync + std::fmt::Debug {
     }
     /// The mirror clone of `url` that pull requests are pushed from.
     fn mirror_dir(&self, url: &str) -> PathBuf;
+    /// Directories besides its workspace that the builder writes to (the git dirs its
+    /// worktrees point into), for its sandbox.
+    fn builder_dirs(&self, _task: &TaskRef, _project: &ProjectSpec) -> Vec<PathBuf> {
+        Vec::new()
+    }
     /// See [`Workspaces::prepare`].
     fn prepare(
         &self,
@@ -571,6 +576,17 @@ impl Workspace for Workspaces {
     }
     fn mirror_dir(&self, url: &str) -> PathBuf {
         Workspaces::mirror_dir(self, url)
+    }
+    fn builder_dirs(&self, _task: &TaskRef, project: &ProjectSpec) -> Vec<PathBuf> {
+        // A worktree's `.git` names its git dir inside the mirror: commits write there.
+        let mut dirs: Vec<PathBuf> = project
+            .repos
+            .iter()
+            .map(|r| Workspaces::mirror_dir(self, &r.url))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
     }
     fn prepare(
         &self,

@@ -231,3 +231,27 @@ fn change_bare_as(
         repo.display()
     );
 }
+
+/// Makes an SSH key for `who` in `dir`; returns its private key path and its
+/// `allowed_signers` line.
+pub fn ssh_key(dir: &Path, who: &str) -> (PathBuf, String) {
+    let key = dir.join(format!("{who}-key"));
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", who, "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let mut parts = public.split_whitespace();
+    let line = format!(
+        "{who}@example.com {} {}",
+        parts.next().unwrap(),
+        parts.next().unwrap()
+    );
+    (key, line)
+}

@@ -157,8 +157,9 @@ pub(super) fn last_lines(text: &str, n: usize) -> String {
 }
 
 /// Reads `KEY=VALUE` lines from the `env_files` (a missing file counts as empty) and
-/// replaces this process with `argv` run in that environment (`gaffer exec-env`), so secrets
-/// reach OpenCode without a command line.
+/// replaces this process with `argv` run in a clean environment — the allowlisted variables
+/// of this one ([`crate::agent::sandbox::ALLOWED`]) plus the files' — so secrets reach
+/// OpenCode without a command line and gaffer's own never do (`gaffer exec-env`).
 pub fn exec_env(env_files: &[PathBuf], argv: &[OsString]) -> std::io::Error {
     use std::os::unix::process::CommandExt as _;
     let mut text = String::new();
@@ -177,6 +178,10 @@ pub fn exec_env(env_files: &[PathBuf], argv: &[OsString]) -> std::io::Error {
     };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
+    // Nothing of gaffer's own environment (its tokens, the person's agent sockets) passes
+    // but the allowlist; the env files add what the builder is meant to have.
+    cmd.env_clear();
+    cmd.envs(crate::agent::sandbox::clean(std::env::vars_os()));
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=')
             && !k.is_empty()

@@ -61,6 +61,8 @@ pub struct Config {
     pub host: Arc<dyn BuilderHost>,
     /// Extra environment for OpenCode processes (tests point HOME and XDG_* at a temp dir).
     pub env: Vec<(String, String)>,
+    /// bubblewrap, when it works here (`None`: builders run unsandboxed, with a warning).
+    pub bwrap: Option<PathBuf>,
     /// How long a server may take to answer after it starts.
     pub start_timeout: Duration,
 }
@@ -85,6 +87,9 @@ pub struct Record {
     /// Stopped on purpose (`cancel`): not restarted until a task needs it.
     #[serde(default)]
     pub stopped: bool,
+    /// The sandbox the server runs in (none when unsandboxed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<crate::agent::sandbox::Sandbox>,
 }
 
 /// A session gaffer drives.
@@ -228,17 +233,23 @@ impl OpenCode {
         } else {
             free_port()?
         };
-        let argv = self.launch(
-            &name,
-            [
-                OsString::from(&self.cfg.binary),
-                "serve".into(),
-                "--hostname".into(),
-                "127.0.0.1".into(),
-                "--port".into(),
-                port.to_string().into(),
-            ],
-        );
+        let serve: Vec<OsString> = vec![
+            OsString::from(&self.cfg.binary),
+            "serve".into(),
+            "--hostname".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string().into(),
+        ];
+        let serve = match (&b.record.sandbox, &self.cfg.bwrap) {
+            (Some(sandbox), Some(bwrap)) => {
+                std::fs::create_dir_all(&sandbox.home)
+                    .map_err(|e| runtime(format!("{}: {e}", sandbox.home.display())))?;
+                sandbox.wrap(bwrap, &serve)
+            }
+            _ => serve,
+        };
+        let argv = self.launch(&name, serve);
         let host = &self.cfg.host;
         let started_ms = now_ms();
         tracing::info!(builder = %name, port, "OpenCode server on port {port}");
@@ -286,8 +297,48 @@ impl OpenCode {
         Ok(())
     }
 
+    /// The sandbox a session request calls for, when bubblewrap works here: the workspace and
+    /// the git dirs its worktrees use read-write, its own HOME (the configured one, else
+    /// `<data>/opencode/homes/<builder>`), the OpenCode package and the lab kubeconfig
+    /// read-only.
+    fn sandbox_for(&self, req: &SessionRequest) -> Option<crate::agent::sandbox::Sandbox> {
+        self.cfg.bwrap.as_ref()?;
+        if !req.sandbox {
+            return None;
+        }
+        let name = req.task.project.builder_name();
+        let home = self
+            .cfg
+            .env
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_else(|| self.cfg.state_dir.join("homes").join(&name));
+        let binary = std::fs::canonicalize(&self.cfg.binary).unwrap_or(self.cfg.binary.clone());
+        let package = binary
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/"))
+            .to_path_buf();
+        let mut ro = vec![package];
+        ro.extend(
+            req.env
+                .iter()
+                .filter(|(k, _)| k == "KUBECONFIG")
+                .map(|(_, v)| PathBuf::from(v)),
+        );
+        let mut rw = vec![req.project_dir.clone()];
+        rw.extend(req.builder_dirs.iter().cloned());
+        Some(crate::agent::sandbox::Sandbox {
+            home,
+            rw,
+            ro,
+            workdir: req.project_dir.clone(),
+        })
+    }
+
     /// `gaffer exec-env --env-file <builder>.env --env-file <builder>.lab.env -- <argv>`.
-    fn launch<const N: usize>(&self, name: &str, argv: [OsString; N]) -> Vec<OsString> {
+    fn launch(&self, name: &str, argv: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         let mut v: Vec<OsString> = vec![
             self.cfg.launcher.clone().into(),
             "exec-env".into(),
@@ -446,6 +497,20 @@ impl AgentRuntime for OpenCode {
     ) -> Result<Session, AgentError> {
         let name = req.task.project.builder_name();
         write_lab_env(&self.cfg.state_dir, &name, &req.env)?;
+        {
+            // The sandbox follows the project's setting: a server started otherwise (an older
+            // release, or the setting changed) is started again inside the one wanted.
+            let want = self.sandbox_for(req);
+            let b = self.builder(&req.task.project)?;
+            let mut b = b.lock().await;
+            if b.record.sandbox != want {
+                b.record.sandbox = want;
+                write_record(&self.cfg.state_dir, &name, &b.record)?;
+                if b.record.port != 0 {
+                    self.start_server(&mut b).await?;
+                }
+            }
+        }
         let (client, _) = self.ensure_server(&req.task.project).await?;
         let id = match existing {
             Some(id) if client.session_exists(id).await? => id.to_string(),
@@ -493,6 +558,7 @@ impl AgentRuntime for OpenCode {
             id,
             host: self.cfg.host.kind(),
             attach: self.cfg.host.attach(&req.task.project),
+            sandboxed: Some(b.record.sandbox.is_some()),
         })
     }
 

@@ -11,7 +11,8 @@ use super::{Plan, View, blocking};
 use crate::agent::SessionRequest;
 use crate::names::RepoName;
 use crate::reconcile::{Action, Context, ReconcileError};
-use crate::state::status::{AgentStatus, Phase};
+use crate::state::spec::SandboxKind;
+use crate::state::status::{AgentStatus, ConditionStatus, Phase};
 
 /// Prepares the workspace and the session, then goes to `Running` (or where a resumed task
 /// left off).
@@ -58,7 +59,7 @@ pub async fn preparing(
         })
         .collect();
     // The builder runs its own work in the lab: its access is set up before it starts.
-    let env = match &project.lab {
+    let mut env = match &project.lab {
         Some(_) => ctx
             .lab
             .builder_access(&t.project, &view.settings.lab_host(&t.project.project))
@@ -66,6 +67,12 @@ pub async fn preparing(
             .map_err(ReconcileError::BuilderAccess)?,
         None => Vec::new(),
     };
+    // Its credentials are the ones the project names, never gaffer's own.
+    for e in &project.agent.env_from {
+        let value = e.resolve().map_err(crate::agent::AgentError::Config)?;
+        env.push((e.name.clone(), value));
+    }
+    let sandbox = project.agent.sandbox == SandboxKind::Bwrap;
     let req = SessionRequest {
         task: t.clone(),
         title: spec.title.clone(),
@@ -76,6 +83,8 @@ pub async fn preparing(
         agent: project.agent.agent.clone(),
         script: project.agent.script.clone(),
         env,
+        sandbox,
+        builder_dirs: ctx.workspaces.builder_dirs(t, project),
     };
     let agent_rt = ctx.agents.get(project.agent.runtime)?;
     let session = agent_rt
@@ -123,6 +132,7 @@ pub async fn preparing(
     if let Some(attach) = &session.attach {
         plan.link("attach", attach.clone());
     }
+    sandbox_condition(plan, sandbox, session.sandboxed);
     plan.status.effects.resume_to = None;
     match resume_to {
         Some(p @ (Phase::Deploying | Phase::Testing | Phase::InReview)) => {
@@ -152,4 +162,32 @@ pub async fn preparing(
         ),
     }
     Ok(Action::requeue(Duration::ZERO))
+}
+
+/// Says on the task's status whether its builder is sandboxed; an unsandboxed builder is a
+/// warning on every task it works on (and in the log).
+fn sandbox_condition(plan: &mut Plan, wanted: bool, sandboxed: Option<bool>) {
+    let (value, reason, message) = match (sandboxed, wanted) {
+        (None, _) => return,
+        (Some(true), _) => (ConditionStatus::True, "Bwrap", String::new()),
+        (Some(false), true) => (
+            ConditionStatus::False,
+            "NoSandbox",
+            "bubblewrap does not work on gaffer's machine: the builder runs unsandboxed and \
+             can read whatever gaffer's user can"
+                .to_string(),
+        ),
+        (Some(false), false) => (
+            ConditionStatus::False,
+            "SandboxOff",
+            "agent.sandbox: none: the builder runs unsandboxed and can read whatever gaffer's \
+             user can"
+                .to_string(),
+        ),
+    };
+    if value == ConditionStatus::False {
+        tracing::warn!(task = %plan.t, "{message}");
+    }
+    let now = plan.now;
+    super::plan::set_condition(&mut plan.status, "Sandboxed", value, reason, &message, now);
 }

@@ -40,7 +40,10 @@ pub fn policy(view: &View) -> (jiff::SignedDuration, OnTimeout, ContinuePolicy) 
 
 /// Who a decision counts as coming from, given who committed it and whom it names (`by:`):
 /// a delegate (`authors.delegates`; by default the Slack bot) committing for someone it may
-/// decide for, or an author listed in `authors.answers`.
+/// decide for, or an author listed in `authors.answers` whose commit is signed by a key
+/// listed for them (`authors.signing_keys`) — or unsigned, only with
+/// `authors.accept_unsigned: true`. A commit author alone proves nothing: anyone who can
+/// push can write any email there.
 pub fn authorize(
     settings: &Settings,
     commit: Option<&Signature>,
@@ -70,13 +73,24 @@ pub fn authorize(
             )),
         };
     }
-    if settings.authors.answers.contains(&sig.author) {
-        Ok(sig.author.clone())
-    } else {
-        Err(format!(
+    if !settings.authors.answers.contains(&sig.author) {
+        return Err(format!(
             "answer committed by {} ignored: not listed in gaffer.yaml authors.answers",
             sig.author
-        ))
+        ));
+    }
+    match &sig.signer {
+        Some(signer) if *signer == sig.author => Ok(sig.author.clone()),
+        Some(signer) => Err(format!(
+            "answer committed by {} ignored: it is signed by {signer}'s key, not theirs",
+            sig.author
+        )),
+        None if settings.authors.accept_unsigned => Ok(sig.author.clone()),
+        None => Err(format!(
+            "answer committed by {} ignored: its commit is not signed by a key listed for \
+             them in gaffer.yaml authors.signing_keys (or set authors.accept_unsigned: true)",
+            sig.author
+        )),
     }
 }
 
@@ -86,8 +100,15 @@ pub async fn last_change(
     view: &View,
     path: &str,
 ) -> Result<Option<Signature>, ReconcileError> {
+    let keys: Vec<String> = view
+        .settings
+        .authors
+        .signing_keys
+        .iter()
+        .map(|k| k.value.clone())
+        .collect();
     match view.head.as_deref() {
-        Some(head) => Ok(ctx.store.last_change(head, path).await?),
+        Some(head) => Ok(ctx.store.last_change(head, path, &keys).await?),
         None => Ok(None),
     }
 }

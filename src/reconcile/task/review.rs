@@ -159,24 +159,32 @@ pub async fn in_review(
             Ok(_) | Err(_) => {
                 // Said once per approval file.
                 if !plan.status.effects.approvals_ignored.contains_key(id) {
+                    // The person's own email, but no signature of theirs: anyone can write it.
+                    let unsigned = sig.as_ref().is_some_and(|s| {
+                        s.author == a.by && s.signer.as_deref() != Some(a.by.as_str())
+                    });
                     let who = sig.map(|s| shown_author(&s, settings)).unwrap_or_default();
                     plan.status
                         .effects
                         .approvals_ignored
                         .insert(id.clone(), who.clone());
-                    plan.milestone(
-                        MilestoneKind::Error,
+                    let who = if who.is_empty() {
+                        "someone unknown"
+                    } else {
+                        &who
+                    };
+                    let text = if unsigned {
                         format!(
-                            "⚠️ approval {id} ignored: committed by {}, who may not approve as {}",
-                            if who.is_empty() {
-                                "someone unknown"
-                            } else {
-                                &who
-                            },
+                            "⚠️ approval {id} ignored: committed as {who} without a signature by \
+                             a key listed for them in gaffer.yaml authors.signing_keys"
+                        )
+                    } else {
+                        format!(
+                            "⚠️ approval {id} ignored: committed by {who}, who may not approve as {}",
                             a.by
-                        ),
-                        None,
-                    );
+                        )
+                    };
+                    plan.milestone(MilestoneKind::Error, text, None);
                 }
             }
         }

@@ -29,6 +29,16 @@ pub(super) fn check_settings(path: &str, s: &Settings) -> Vec<Problem> {
             ),
         ));
     }
+    for k in &s.authors.signing_keys {
+        if let Some(why) = crate::state::spec::signer_line_problem(&k.value) {
+            out.push(Problem::at(
+                path,
+                k.line,
+                k.column,
+                format!("authors.signing_keys: {why}"),
+            ));
+        }
+    }
     if s.limits.active_tasks_per_project == 0 {
         out.push(Problem::file(
             path,

@@ -68,7 +68,12 @@ impl Store for MemoryStore {
         self.writes.lock().unwrap().push(updates);
         Ok(BTreeSet::new())
     }
-    async fn last_change(&self, _head: &str, path: &str) -> Result<Option<Signature>, StoreError> {
+    async fn last_change(
+        &self,
+        _head: &str,
+        path: &str,
+        _allowed_signers: &[String],
+    ) -> Result<Option<Signature>, StoreError> {
         Ok(self.authors.lock().unwrap().get(path).cloned())
     }
 }
@@ -120,6 +125,7 @@ impl AgentRuntime for FakeAgent {
             id: existing.unwrap_or("ses-1").into(),
             host: HostKind::Tmux,
             attach: Some("tmux attach -t gaffer-demo-api".into()),
+            sandboxed: Some(true),
         })
     }
     async fn send(&self, _t: &TaskRef, _s: &str, id: &str, text: &str) -> Result<(), AgentError> {
@@ -479,8 +485,19 @@ impl World {
             Signature {
                 author: author.into(),
                 committer: committer.into(),
+                // Signed by their own listed key, unless a row says otherwise.
+                signer: Some(author.into()).filter(|_| author == committer),
             },
         );
+        self
+    }
+
+    /// The last commit of `rel` carries `signer`'s good signature (`None`: unsigned).
+    pub fn signed_by(&mut self, rel: &str, signer: Option<&str>) -> &mut Self {
+        let path = format!("projects/demo/api/tasks/jwt/{rel}");
+        if let Some(sig) = self.authors.get_mut(&path) {
+            sig.signer = signer.map(str::to_string);
+        }
         self
     }
 

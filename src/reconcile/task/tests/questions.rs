@@ -114,6 +114,56 @@ fn table() -> Vec<Case> {
             },
         },
         Case {
+            name: "an unsigned answer under a listed author's email is ignored: anyone can write an email",
+            given: |w| {
+                question(w, QuestionState::Open);
+                answer(w, "HS256", "alice@example.com", "alice@example.com", None);
+                w.signed_by("answers/q-001.yaml", None);
+            },
+            check: |w, p| {
+                assert!(q(p).decision.is_none());
+                assert!(
+                    q(p).problems[0].contains("not signed by a key listed for them"),
+                    "{:?}",
+                    q(p).problems
+                );
+                assert!(w.agent.answers.lock().unwrap().is_empty());
+            },
+        },
+        Case {
+            name: "an answer signed by another person's key is ignored",
+            given: |w| {
+                question(w, QuestionState::Open);
+                answer(w, "HS256", "alice@example.com", "alice@example.com", None);
+                w.signed_by("answers/q-001.yaml", Some("bob@example.com"));
+            },
+            check: |_, p| {
+                assert!(q(p).decision.is_none());
+                assert!(q(p).problems[0].contains("signed by bob@example.com's key"));
+            },
+        },
+        Case {
+            name: "with authors.accept_unsigned an unsigned answer by a listed author counts",
+            given: |w| {
+                w.file(
+                    "gaffer.yaml",
+                    &GAFFER.replace(
+                        "reviewers: [bob]}",
+                        "reviewers: [bob], accept_unsigned: true}",
+                    ),
+                );
+                question(w, QuestionState::Open);
+                answer(w, "HS256", "alice@example.com", "alice@example.com", None);
+                w.signed_by("answers/q-001.yaml", None);
+            },
+            check: |_, p| {
+                assert_eq!(
+                    q(p).decision.as_ref().unwrap().by.as_deref(),
+                    Some("alice@example.com")
+                );
+            },
+        },
+        Case {
             name: "the Slack bot answers for a listed Slack user",
             given: |w| {
                 question(w, QuestionState::Open);

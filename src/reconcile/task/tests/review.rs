@@ -209,6 +209,32 @@ fn table() -> Vec<Case> {
             },
         },
         Case {
+            name: "an unsigned approval under the allowed person's email is ignored, once said",
+            phase: Phase::InReview,
+            given: |w| {
+                opened(w);
+                w.task_file("approvals/forged.yaml", "by: alice@example.com\n");
+                w.by(
+                    "approvals/forged.yaml",
+                    "alice@example.com",
+                    "alice@example.com",
+                );
+                w.signed_by("approvals/forged.yaml", None);
+            },
+            then_phase: Phase::InReview,
+            reason: Some("AwaitingApproval"),
+            action: Action::await_change(),
+            check: |w, p| {
+                assert!(w.forge.merged.lock().unwrap().is_empty());
+                assert_eq!(
+                    milestones(p),
+                    [
+                        "⚠️ approval forged ignored: committed as alice@example.com without a signature by a key listed for them in gaffer.yaml authors.signing_keys"
+                    ]
+                );
+            },
+        },
+        Case {
             name: "an approving review of the head by a listed reviewer promotes",
             phase: Phase::InReview,
             given: |w| {
