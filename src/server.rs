@@ -2,7 +2,11 @@
 //!
 //! [`app`] builds the router without binding a port, so tests drive it in-process. Webhooks
 //! are accepted only with a valid `X-Hub-Signature-256` (HMAC-SHA256 over the raw body,
-//! compared in constant time); a verified GitHub `push` wakes the state syncer at once.
+//! compared in constant time, before anything is parsed); a verified GitHub `push` wakes the
+//! state syncer at once. GitHub sends a delivery as `application/json` or, the default of a
+//! hook made in its settings page, `application/x-www-form-urlencoded` with the JSON in
+//! `payload=`; both are read. Any other content type is refused with 415 and a signed body
+//! that does not parse with 400, each counted by reason.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +28,16 @@ pub struct Metrics {
     pub webhooks_accepted: AtomicU64,
     /// Webhooks refused (bad or missing signature).
     pub webhooks_rejected: AtomicU64,
+    /// Signed webhooks refused because their body was not one GitHub sends: by reason.
+    pub webhooks_malformed: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    fn malformed(&self, reason: &'static str) {
+        if let Ok(mut m) = self.webhooks_malformed.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
 }
 
 /// Wakes the tasks whose pull request (`owner/name`, number) a webhook named.
@@ -82,7 +96,75 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> String {
             n.load(Ordering::Relaxed)
         ));
     }
+    crate::reconcile::metrics::header(
+        &mut out,
+        "gaffer_webhooks_malformed_total",
+        "counter",
+        "Signed webhooks refused for their content type or body, by reason.",
+    );
+    if let Ok(by_reason) = m.webhooks_malformed.lock() {
+        for (reason, n) in by_reason.iter() {
+            out.push_str(&format!(
+                "gaffer_webhooks_malformed_total{{reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+    }
     out
+}
+
+/// Why a signed delivery was refused before it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// Neither JSON nor a form: 415.
+    ContentType,
+    /// A form without a `payload` field: 400.
+    NoPayload,
+    /// The JSON does not parse: 400.
+    Json,
+}
+
+impl Malformed {
+    /// The metric label and the status and text of the answer.
+    pub fn answer(self) -> (&'static str, StatusCode, &'static str) {
+        match self {
+            Malformed::ContentType => (
+                "content_type",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a GitHub delivery is application/json or application/x-www-form-urlencoded\n",
+            ),
+            Malformed::NoPayload => (
+                "no_payload",
+                StatusCode::BAD_REQUEST,
+                "a form-encoded delivery carries its JSON in payload=\n",
+            ),
+            Malformed::Json => ("json", StatusCode::BAD_REQUEST, "the payload is not JSON\n"),
+        }
+    }
+}
+
+/// The JSON payload of a GitHub delivery, whichever content type its hook was made with.
+pub fn github_payload(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<serde_json::Value, Malformed> {
+    let media = content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => serde_json::from_slice(body).map_err(|_| Malformed::Json),
+        "application/x-www-form-urlencoded" => {
+            let payload = form_urlencoded::parse(body)
+                .find(|(k, _)| k == "payload")
+                .map(|(_, v)| v.into_owned())
+                .ok_or(Malformed::NoPayload)?;
+            serde_json::from_str(&payload).map_err(|_| Malformed::Json)
+        }
+        _ => Err(Malformed::ContentType),
+    }
 }
 
 /// Checks a `sha256=<hex>` signature of `body` with `secret`, in constant time.
@@ -128,6 +210,18 @@ async fn github_webhook(
             "bad or missing X-Hub-Signature-256\n",
         );
     }
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let v = match github_payload(content_type, &body) {
+        Ok(v) => v,
+        Err(why) => {
+            let (reason, status, text) = why.answer();
+            tracing::warn!(reason, "refused a signed GitHub delivery");
+            state.metrics.malformed(reason);
+            return (status, text);
+        }
+    };
     state
         .metrics
         .webhooks_accepted
@@ -144,7 +238,6 @@ async fn github_webhook(
             (StatusCode::ACCEPTED, "checking the state repository\n")
         }
         "pull_request" | "pull_request_review" => {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let repo = v["repository"]["full_name"].as_str().unwrap_or_default();
             let number = v["pull_request"]["number"].as_u64().unwrap_or_default();
             let woke = match &state.on_pull_request {

@@ -183,3 +183,141 @@ async fn other_events_are_ignored_and_health_answers() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+fn delivery(event: &str, content_type: &str, body: Vec<u8>, secret: &[u8]) -> Request<Body> {
+    Request::post("/webhooks/github")
+        .header("x-github-event", event)
+        .header("content-type", content_type)
+        .header("x-hub-signature-256", sign(secret, &body))
+        .body(Body::from(body))
+        .unwrap()
+}
+
+async fn metrics_text(s: Arc<ServerState>) -> String {
+    let resp = app(s)
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn githubs_default_form_encoded_delivery_is_read_not_dropped() {
+    // A hook made in GitHub's settings page sends `payload=<json>` unless changed.
+    let (s, _rx, seen) = state_seeing();
+    let json = crate::common::real_payload("github", "pull_request_opened.payload.json");
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", std::str::from_utf8(&json).unwrap())
+        .finish();
+    let resp = app(s.clone())
+        .oneshot(delivery(
+            "pull_request",
+            "application/x-www-form-urlencoded",
+            form.into_bytes(),
+            SECRET,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("Codertocat/Hello-World".to_string(), 2)]
+    );
+}
+
+#[tokio::test]
+async fn octokits_payload_examples_are_read_as_github_sends_them() {
+    let (s, mut rx, seen) = state_seeing();
+    for (event, file) in [
+        ("pull_request", "pull_request_opened.payload.json"),
+        ("pull_request", "pull_request_synchronize.payload.json"),
+        ("pull_request", "pull_request_closed.payload.json"),
+        (
+            "pull_request_review",
+            "pull_request_review_submitted.payload.json",
+        ),
+        (
+            "pull_request_review",
+            "pull_request_review_dismissed.payload.json",
+        ),
+        ("push", "push_payload.json"),
+        ("ping", "ping_payload.json"),
+        ("ping", "ping_with-app_id.payload.json"),
+    ] {
+        let body = crate::common::real_payload("github", file);
+        let resp = app(s.clone())
+            .oneshot(delivery(event, "application/json", body, SECRET))
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{file}: {}", resp.status());
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        5,
+        "every pull request event named its PR"
+    );
+    assert_eq!(
+        rx.try_recv().unwrap(),
+        Reason::Webhook,
+        "the push woke the syncer"
+    );
+    // octokit's signature test vector, as it is.
+    let headers: serde_json::Value = serde_json::from_slice(&crate::common::real_payload(
+        "github",
+        "octokit-webhooks-methods_foo-bar.headers.json",
+    ))
+    .unwrap();
+    let body = crate::common::real_payload("github", "octokit-webhooks-methods_foo-bar.payload");
+    assert!(gaffer::server::verify_signature(
+        headers["secret"].as_str().unwrap().as_bytes(),
+        &body,
+        headers["x-hub-signature-256"].as_str()
+    ));
+}
+
+#[tokio::test]
+async fn an_unparseable_signed_delivery_is_refused_and_counted_not_acknowledged() {
+    let (s, mut rx) = state();
+    let cases: [(&str, &[u8], StatusCode); 4] = [
+        ("application/json", b"{not json", StatusCode::BAD_REQUEST),
+        (
+            "application/x-www-form-urlencoded",
+            b"other=1",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            b"payload=%7Bnope",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("text/plain", b"{}", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+    ];
+    for (ct, body, want) in cases {
+        let resp = app(s.clone())
+            .oneshot(delivery("push", ct, body.to_vec(), SECRET))
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            want,
+            "{ct} {:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert!(rx.try_recv().is_err(), "nothing woke");
+    let text = metrics_text(s).await;
+    for line in [
+        "gaffer_webhooks_malformed_total{reason=\"json\"} 2",
+        "gaffer_webhooks_malformed_total{reason=\"no_payload\"} 1",
+        "gaffer_webhooks_malformed_total{reason=\"content_type\"} 1",
+        "gaffer_webhooks_total{result=\"accepted\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+}

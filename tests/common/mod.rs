@@ -255,3 +255,13 @@ pub fn ssh_key(dir: &Path, who: &str) -> (PathBuf, String) {
     );
     (key, line)
 }
+
+/// A real request body published by Slack's SDKs or by octokit
+/// (`../shared/fixtures/real-payloads/<kind>/<name>`; SOURCES.md there says where from).
+pub fn real_payload(kind: &str, name: &str) -> Vec<u8> {
+    let path = root()
+        .join("../shared/fixtures/real-payloads")
+        .join(kind)
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
