@@ -628,12 +628,31 @@ fn kill_9_of_the_bot_between_posts_neither_repeats_nor_skips() {
 
 /// POSTs `body` with Slack's signature headers; returns (status, body).
 fn post(port: u16, path: &str, body: &str, ts: i64, sig: &str) -> (u16, String) {
+    post_as(
+        port,
+        path,
+        "application/x-www-form-urlencoded",
+        body,
+        ts,
+        sig,
+    )
+}
+
+/// [`post`] with another content type.
+fn post_as(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: &str,
+    ts: i64,
+    sig: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
          X-Slack-Request-Timestamp: {ts}\r\nX-Slack-Signature: {sig}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -765,4 +784,123 @@ fn the_events_api_accepts_only_fresh_correctly_signed_requests() {
     // An unsigned one is not even looked at.
     let (code, _) = post(port, "/slack/interactive", &form, now, "v0=00");
     assert_eq!(code, 401);
+}
+
+#[test]
+fn a_signed_request_replayed_after_the_bot_restarts_is_refused() {
+    let w = World::new(Some(SCRIPT), "1h");
+    let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+    let start = |port: u16| {
+        Proc(
+            w.bot_command()
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .env("SLACK_SIGNING_SECRET", secret)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let port = free_port();
+    let bot = start(port);
+    wait_listening(port, &w);
+    let v = gaffer::chat::slack::verify::Verifier::new(secret.as_bytes().to_vec());
+    let now = jiff::Timestamp::now().as_second();
+    let status = "token=x&team_id=T0GAFFER&channel_id=C0GENERAL&user_id=U0ALLOWED&command=%2Fopencode&text=status&trigger_id=t1&response_url=https%3A%2F%2Fx";
+    let sig = v.sign(now, status.as_bytes());
+    let (code, body) = post(port, "/slack/commands", status, now, &sig);
+    assert_eq!(code, 200, "{body}");
+    drop(bot);
+    // Captured, and sent again once the bot is back: refused, within the five minutes.
+    let port = free_port();
+    let _bot = start(port);
+    wait_listening(port, &w);
+    let (code, _) = post(port, "/slack/commands", status, now, &sig);
+    assert_eq!(code, 401, "a replay across a restart was accepted");
+}
+
+#[test]
+fn slacks_own_request_bodies_are_read_and_unparseable_signed_ones_refused() {
+    let w = World::new(Some(SCRIPT), "1h");
+    let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+    let port = free_port();
+    let _bot = Proc(
+        w.bot_command()
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("SLACK_SIGNING_SECRET", secret)
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(port, &w);
+    let v = gaffer::chat::slack::verify::Verifier::new(secret.as_bytes().to_vec());
+    let send = |path: &str, ct: &str, body: &str| {
+        let now = jiff::Timestamp::now().as_second();
+        post_as(port, path, ct, body, now, &v.sign(now, body.as_bytes()))
+    };
+    let text = |name: &str| String::from_utf8(crate::common::real_payload("slack", name)).unwrap();
+    const JSON: &str = "application/json";
+    const FORM: &str = "application/x-www-form-urlencoded";
+    // Slack's URL check gets its challenge back.
+    let (code, body) = send(
+        "/slack/events",
+        JSON,
+        &text("bolt-python_url_verification.json"),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"),
+        "{body}"
+    );
+    // Events, a slash command and an interaction as Slack's SDKs publish them are read.
+    for name in [
+        "bolt-python_app_mention.json",
+        "bolt-python_message.json",
+        "java-slack-sdk_AppMentionPayload.json",
+    ] {
+        let (code, body) = send("/slack/events", JSON, &text(name));
+        assert_eq!(code, 200, "{name}: {body}");
+    }
+    let (code, body) = send(
+        "/slack/commands",
+        FORM,
+        text("bolt-python_slash_command.form").trim_end(),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = send("/slack/commands", FORM, "token=random&ssl_check=1");
+    assert_eq!(code, 200);
+    let interaction: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &text("bolt-python_view_closed.json"))
+        .finish();
+    let (code, body) = send("/slack/interactive", FORM, &interaction);
+    assert_eq!(code, 200, "{body}");
+    // Signed, but not what Slack sends: refused and counted, not acknowledged.
+    for (path, ct, body, want) in [
+        ("/slack/events", JSON, "{not json", 400),
+        ("/slack/events", FORM, "type=event_callback", 415),
+        ("/slack/interactive", FORM, "payload=%7Bnope", 400),
+        ("/slack/interactive", FORM, "other=1", 400),
+        ("/slack/commands", JSON, "{}", 415),
+        ("/slack/commands", FORM, "token=x&text=hi", 400),
+    ] {
+        let (code, text) = send(path, ct, body);
+        assert_eq!(code, want, "{path} {ct} {body}: {text}");
+    }
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    for line in [
+        "gaffer_slack_requests_refused_total{reason=\"json\"} 2",
+        "gaffer_slack_requests_refused_total{reason=\"content_type\"} 2",
+        "gaffer_slack_requests_refused_total{reason=\"no_payload\"} 1",
+        "gaffer_slack_requests_refused_total{reason=\"no_command\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 }

@@ -1,7 +1,11 @@
 //! The Events API alternative to Socket Mode (`gaffer slack --listen ADDR`): Slack POSTs
 //! slash commands to `/slack/commands`, interactions to `/slack/interactive` and events to
 //! `/slack/events`. Every request must carry a valid `X-Slack-Signature` over its exact
-//! body, made within 5 minutes and not seen before; anything else gets 401 and is ignored.
+//! body, made within 5 minutes and not seen before — by this process or, through a record in
+//! the data dir, by an earlier one; anything else gets 401 and is ignored. Only then is the
+//! body read, as Slack sends it: commands and interactions form-encoded (interactions with
+//! their JSON in `payload=`), events as JSON. Any other content type gets 415 and a body that
+//! does not parse 400, counted by reason on `/metrics`.
 
 use std::sync::Arc;
 
@@ -17,21 +21,74 @@ use super::verify::Verifier;
 struct Endpoint {
     bot: Arc<Bot>,
     verifier: Verifier,
+    /// Requests refused after their signature passed, by reason.
+    refused: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
-/// The routes, verifying with `signing_secret`.
-pub fn router(bot: Arc<Bot>, signing_secret: Vec<u8>) -> axum::Router {
+/// The routes, verifying with `signing_secret` and remembering accepted requests in `record`.
+pub fn router(bot: Arc<Bot>, signing_secret: Vec<u8>, record: std::path::PathBuf) -> axum::Router {
     let state = Arc::new(Endpoint {
         bot,
-        verifier: Verifier::new(signing_secret),
+        verifier: Verifier::with_record(signing_secret, record),
+        refused: Default::default(),
     });
     axum::Router::new()
         .route("/slack/commands", axum::routing::post(commands))
         .route("/slack/interactive", axum::routing::post(interactive))
         .route("/slack/events", axum::routing::post(events))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/metrics", axum::routing::get(metrics))
         .with_state(state)
 }
+
+async fn metrics(State(ep): State<Arc<Endpoint>>) -> String {
+    let mut out = String::new();
+    crate::reconcile::metrics::header(
+        &mut out,
+        "gaffer_slack_requests_refused_total",
+        "counter",
+        "Signed Slack requests refused for their content type or body, by reason.",
+    );
+    if let Ok(m) = ep.refused.lock() {
+        for (reason, n) in m.iter() {
+            out.push_str(&format!(
+                "gaffer_slack_requests_refused_total{{reason=\"{reason}\"}} {n}\n"
+            ));
+        }
+    }
+    out
+}
+
+/// Refuses a verified request whose body is not what Slack sends there, counting why.
+fn refuse(ep: &Endpoint, reason: &'static str) -> Response {
+    tracing::warn!(reason, "refused a signed Slack request");
+    if let Ok(mut m) = ep.refused.lock() {
+        *m.entry(reason).or_default() += 1;
+    }
+    match reason {
+        "content_type" => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "commands and interactions are form-encoded, events JSON",
+        )
+            .into_response(),
+        _ => (StatusCode::BAD_REQUEST, reason).into_response(),
+    }
+}
+
+/// The media type of a request, lowercased, without parameters.
+fn media(headers: &HeaderMap) -> String {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
 
 fn verified(ep: &Endpoint, headers: &HeaderMap, body: &[u8]) -> Result<(), (StatusCode, String)> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -68,19 +125,33 @@ async fn commands(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: Byt
     if let Err(r) = verified(&ep, &headers, &body) {
         return r.into_response();
     }
-    reply(ep.bot.on_command(&form(&body)).await)
+    if media(&headers) != FORM {
+        return refuse(&ep, "content_type");
+    }
+    let f = form(&body);
+    if f["ssl_check"] == "1" {
+        // Slack checks the endpoint's certificate with this; nothing to do.
+        return StatusCode::OK.into_response();
+    }
+    if !f["command"].is_string() {
+        return refuse(&ep, "no_command");
+    }
+    reply(ep.bot.on_command(&f).await)
 }
 
 async fn interactive(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = verified(&ep, &headers, &body) {
         return r.into_response();
     }
+    if media(&headers) != FORM {
+        return refuse(&ep, "content_type");
+    }
     let f = form(&body);
-    let Some(payload) = f["payload"]
-        .as_str()
-        .and_then(|p| serde_json::from_str::<Value>(p).ok())
-    else {
-        return (StatusCode::BAD_REQUEST, "no payload").into_response();
+    let Some(payload) = f["payload"].as_str() else {
+        return refuse(&ep, "no_payload");
+    };
+    let Ok(payload) = serde_json::from_str::<Value>(payload) else {
+        return refuse(&ep, "json");
     };
     reply(ep.bot.on_interaction(&payload).await)
 }
@@ -89,7 +160,12 @@ async fn events(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: Bytes
     if let Err(r) = verified(&ep, &headers, &body) {
         return r.into_response();
     }
-    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if media(&headers) != "application/json" {
+        return refuse(&ep, "content_type");
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return refuse(&ep, "json");
+    };
     match v["type"].as_str() {
         // Slack checks the URL when it is configured.
         Some("url_verification") => {

@@ -58,7 +58,8 @@ pub async fn run(
             .await
             .map_err(|e| BotError::Other(format!("cannot listen on {addr}: {e}")))?;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "events API endpoint listening");
-        let app = http::router(bot.clone(), secret);
+        let record = opts.data_dir.join("slack-seen-requests");
+        let app = http::router(bot.clone(), secret, record);
         background.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "events API endpoint stopped");

@@ -2,6 +2,13 @@
 //! `v0:{X-Slack-Request-Timestamp}:{body}` with the app's signing secret. Requests older (or
 //! newer) than five minutes are refused, the signature is compared in constant time, and a
 //! signature seen before within the window is a replay.
+//!
+//! The signatures accepted within the window are also written to a file in the bot's data
+//! dir before the request is acted on, so a request captured and replayed after the bot
+//! restarts is still refused. The data dir, not the state repository: the record is only
+//! this process's, lives five minutes, and a commit per click would be noise in the history
+//! that people read. The file holds at most [`MAX_SEEN`] entries; past that, requests are
+//! refused until old ones leave the window, never forgotten early.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,6 +18,9 @@ use sha2::Sha256;
 
 /// How far a request's timestamp may be from now, in seconds.
 pub const WINDOW_SECS: i64 = 300;
+
+/// Signatures remembered at most (within one window).
+pub const MAX_SEEN: usize = 10_000;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,12 +37,20 @@ pub enum VerifyError {
     /// The same signed request was seen before.
     #[error("replayed request")]
     Replay,
+    /// More signed requests within the window than can be remembered.
+    #[error("too many requests within five minutes")]
+    Full,
+    /// The record of accepted requests could not be written: refused rather than forgotten.
+    #[error("cannot record the request: {0}")]
+    Record(String),
 }
 
 /// Checks signed requests with one signing secret.
 pub struct Verifier {
     secret: Vec<u8>,
     seen: Mutex<VecDeque<(i64, Vec<u8>)>>,
+    /// Where accepted signatures are kept across restarts.
+    record: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -47,7 +65,55 @@ impl Verifier {
         Self {
             secret: secret.into(),
             seen: Mutex::new(VecDeque::new()),
+            record: None,
         }
+    }
+
+    /// A verifier that remembers accepted signatures in `path` (`<timestamp> <hex>` lines),
+    /// starting with those an earlier process recorded there.
+    pub fn with_record(secret: impl Into<Vec<u8>>, path: impl Into<std::path::PathBuf>) -> Self {
+        let path = path.into();
+        let seen = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (ts, sig) = l.split_once(' ')?;
+                Some((ts.parse().ok()?, hex::decode(sig.trim()).ok()?))
+            })
+            .collect();
+        Self {
+            secret: secret.into(),
+            seen: Mutex::new(seen),
+            record: Some(path),
+        }
+    }
+
+    /// Appends an accepted signature to the record, durably; rewrites the record without
+    /// the expired ones when some left the window.
+    fn remember(&self, seen: &VecDeque<(i64, Vec<u8>)>, pruned: bool) -> Result<(), VerifyError> {
+        let Some(path) = &self.record else {
+            return Ok(());
+        };
+        let fail = |e: std::io::Error| VerifyError::Record(format!("{}: {e}", path.display()));
+        if pruned {
+            let text: String = seen
+                .iter()
+                .map(|(t, s)| format!("{t} {}\n", hex::encode(s)))
+                .collect();
+            return crate::fsutil::write_atomic(path, text.as_bytes(), Some(0o600)).map_err(fail);
+        }
+        use std::io::Write as _;
+        let Some((t, s)) = seen.back() else {
+            return Ok(());
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(fail)?;
+        f.write_all(format!("{t} {}\n", hex::encode(s)).as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(fail)
     }
 
     /// The `X-Slack-Signature` value for `timestamp` and `body` (for fakes and tests).
@@ -93,13 +159,20 @@ impl Verifier {
             .seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while seen.front().is_some_and(|(t, _)| now - t > WINDOW_SECS) {
-            seen.pop_front();
-        }
+        let before = seen.len();
+        seen.retain(|(t, _)| (now - t).abs() <= WINDOW_SECS);
+        let pruned = seen.len() != before;
         if seen.iter().any(|(_, s)| *s == sig) {
             return Err(VerifyError::Replay);
         }
+        if seen.len() >= MAX_SEEN {
+            return Err(VerifyError::Full);
+        }
         seen.push_back((ts, sig));
+        if let Err(e) = self.remember(&seen, pruned) {
+            seen.pop_back();
+            return Err(e);
+        }
         Ok(())
     }
 }
@@ -149,6 +222,34 @@ mod tests {
             v.verify(now, Some(&ts), Some("v1=abc"), body),
             Err(VerifyError::Malformed("X-Slack-Signature"))
         );
+    }
+
+    #[test]
+    fn a_replay_after_a_restart_is_still_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("slack-seen");
+        let body = b"payload=%7B%22type%22%3A%22block_actions%22%7D";
+        let now = 1_700_000_000;
+        let first = Verifier::with_record("secret", &record);
+        let sig = first.sign(now, body);
+        let ts = now.to_string();
+        assert_eq!(first.verify(now, Some(&ts), Some(&sig), body), Ok(()));
+        drop(first);
+        // A new process, the same data dir: the captured request is refused.
+        let again = Verifier::with_record("secret", &record);
+        assert_eq!(
+            again.verify(now + 60, Some(&ts), Some(&sig), body),
+            Err(VerifyError::Replay)
+        );
+        // Once out of the window the record forgets it (and the request is stale anyway).
+        let later = now + WINDOW_SECS + 10;
+        let fresh = again.sign(later, body);
+        assert_eq!(
+            again.verify(later, Some(&later.to_string()), Some(&fresh), body),
+            Ok(())
+        );
+        let kept = std::fs::read_to_string(&record).unwrap();
+        assert_eq!(kept.lines().count(), 1, "{kept}");
     }
 
     #[test]
