@@ -37,6 +37,9 @@ fn a_hostile_builder_finds_no_secrets_and_cannot_reach_the_state_repo_or_push() 
     let data = lab.data.display().to_string();
     let origin = lab.tmp.path().join("origins/web-api.git");
     let origin_main = crate::common::git(&origin, &["rev-parse", "main"]);
+    let abs_file = lab
+        .builders
+        .join("demo-web-api/repos/web-api/app/absolute.txt");
     let steps = vec![
         bash("env".into()),
         bash("cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c SECRET; ls /proc | grep -c '^[0-9]'".into()),
@@ -44,6 +47,11 @@ fn a_hostile_builder_finds_no_secrets_and_cannot_reach_the_state_repo_or_push() 
         bash(format!("cat {}/.ssh/id_ed25519 2>&1; cat ~/.ssh/id_ed25519 2>&1", person_home.display())),
         bash(format!("git -C {state} log -1 2>&1; echo forged > {state}/forged 2>&1; ls {state} 2>&1")),
         bash("cd repos/web-api && git commit --allow-empty -qm hostile && git push origin HEAD:main 2>&1; echo pushed=$?".into()),
+        // OpenCode names files by absolute path, as the real model does.
+        Step::tool(
+            "write",
+            json!({"filePath": abs_file.display().to_string(), "content": "x\n"}),
+        ),
         Step::text("Looked around.\nDONE: looked around"),
     ];
     lab.add_task("web-api", "nosy", "Look around", steps);
@@ -55,7 +63,7 @@ fn a_hostile_builder_finds_no_secrets_and_cannot_reach_the_state_repo_or_push() 
     ]);
     lab.wait_llm(120, "every hostile command's output", |log| {
         log.iter()
-            .any(|l| l.key.as_deref() == Some("Look around") && l.step >= 6)
+            .any(|l| l.key.as_deref() == Some("Look around") && l.step >= 7)
     });
     let outputs: Vec<String> = lab
         .llm
@@ -97,11 +105,43 @@ fn a_hostile_builder_finds_no_secrets_and_cannot_reach_the_state_repo_or_push() 
         origin_main,
         "the builder pushed to the origin"
     );
-    let snap = lab.wait_until(60, "the builder's sandbox on the task's status", |s| {
+    lab.wait_until(60, "the builder's sandbox on the task's status", |s| {
         phase_of(s, "demo/web-api/nosy").is_some()
             && status_of(s, "demo/web-api/nosy")
                 .is_some_and(|st| st.conditions.iter().any(|c| c.type_ == "Sandboxed"))
     });
+    // host_paths_do_not_leak_into_history: the edit is shown relative to the workspace.
+    let snap = lab.wait_until(60, "the edit's milestone", |s| {
+        crate::test_opencode::milestones(s, "demo/web-api/nosy")
+            .iter()
+            .any(|(_, text, _)| text.contains("absolute.txt"))
+    });
+    let builders = lab.builders.display().to_string();
+    for (_, text, _) in crate::test_opencode::milestones(&snap, "demo/web-api/nosy") {
+        assert!(
+            !text.contains(&builders),
+            "a host path in a milestone: {text}"
+        );
+    }
+    assert!(
+        crate::test_opencode::milestones(&snap, "demo/web-api/nosy")
+            .iter()
+            .any(|(_, text, _)| text == "📝 edited repos/web-api/app/absolute.txt"),
+        "{:?}",
+        crate::test_opencode::milestones(&snap, "demo/web-api/nosy")
+    );
+    let log = crate::common::git(
+        &lab.builders.join("demo-web-api/repos/web-api"),
+        &["log", "--format=%s", "gaffer/nosy"],
+    );
+    assert!(
+        !log.contains(&builders),
+        "a host path in a commit message: {log}"
+    );
+    assert!(
+        log.contains("edited repos/web-api/app/absolute.txt"),
+        "{log}"
+    );
     let status = status_of(&snap, "demo/web-api/nosy").unwrap();
     let sandboxed = status
         .conditions

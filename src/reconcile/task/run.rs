@@ -191,6 +191,11 @@ async fn fold(
                 plan.milestone(MilestoneKind::Todo, format!("✔ {text}"), None)
             }
             AgentEvent::Edited(files) => {
+                // OpenCode names files by absolute path: the project's history and its
+                // people see them relative to the workspace, never the host's layout.
+                let base = ctx.workspaces.builder_dir(&view.t);
+                let files: Vec<String> =
+                    files.iter().map(|f| workspace_relative(f, &base)).collect();
                 let what = format!("edited {}", files.join(", "));
                 let commits = work::checkpoint(ctx, view, plan, &what).await?;
                 let commit = commits.values().next().cloned();
@@ -351,6 +356,22 @@ pub fn next_look(l: &Look) -> Duration {
         wait = wait.min(r);
     }
     wait
+}
+
+/// `path` relative to the workspace `base` when it is inside it; a path elsewhere is shown
+/// by its file name only.
+pub fn workspace_relative(path: &str, base: &std::path::Path) -> String {
+    let p = std::path::Path::new(path);
+    if !p.is_absolute() {
+        return path.to_string();
+    }
+    match p.strip_prefix(base) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => p
+            .file_name()
+            .map(|n| format!("…/{}", n.to_string_lossy()))
+            .unwrap_or_else(|| "…".into()),
+    }
 }
 
 fn human_pause(d: Duration) -> String {

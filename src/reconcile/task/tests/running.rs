@@ -54,6 +54,26 @@ fn table() -> Vec<Case> {
             },
         },
         Case {
+            name: "host_paths_do_not_leak_into_history: absolute tool paths are shown relative to the workspace",
+            given: |w| {
+                *w.ws.dirty.lock().unwrap() = true;
+                w.poll(ev(&[AgentEvent::Edited(vec![
+                    "/builders/demo-api/repos/api/app.py".into(),
+                    "/home/someone/elsewhere/notes.txt".into(),
+                ])]));
+            },
+            then_phase: Phase::Running,
+            action: None,
+            check: |w, p| {
+                assert!(
+                    w.ws.called("checkpoint edited repos/api/app.py, …/notes.txt"),
+                    "{:?}",
+                    w.ws.calls
+                );
+                assert_eq!(milestones(p), ["📝 edited repos/api/app.py, …/notes.txt"]);
+            },
+        },
+        Case {
             name: "done with nothing provisional: deploy",
             given: |w| {
                 w.poll(ev(&[AgentEvent::Finished("JWT added".into())]));
