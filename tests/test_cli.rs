@@ -467,3 +467,61 @@ fn answer_is_signed_when_git_is_configured_to_sign_and_names_its_signer() {
     );
     assert!(text.contains("choice: Postgres"), "{text}");
 }
+
+#[test]
+fn approve_names_the_round_and_heads_and_refuses_a_task_not_in_review() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = example_remote(tmp.path());
+    let s = state.to_str().unwrap();
+    let before = git(&state, &["rev-parse", "main"]);
+    let r = run(gaffer(tmp.path()).args([
+        "approve",
+        "ai-dev/proj-api-service/jwt-auth",
+        "--by",
+        "you@example.com",
+        "--state",
+        s,
+    ]));
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr
+            .contains("cannot be approved: the task is AwaitingAnswer, not in review"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        git(&state, &["rev-parse", "main"]),
+        before,
+        "nothing committed"
+    );
+    let r = run(gaffer(tmp.path()).args([
+        "approve",
+        "ai-dev/proj-api-service/health-endpoint",
+        "--by",
+        "you@example.com",
+        "--state",
+        s,
+    ]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let dir = "projects/ai-dev/proj-api-service/tasks/health-endpoint";
+    let status: gaffer::state::status::TaskStatus = gaffer::state::yaml::parse(
+        git(&state, &["show", &format!("main:{dir}/status.yaml")]).as_bytes(),
+    )
+    .unwrap();
+    let files = git(
+        &state,
+        &[
+            "ls-tree",
+            "-r",
+            "--name-only",
+            "main",
+            &format!("{dir}/approvals"),
+        ],
+    );
+    let newest = files.lines().find(|f| f.contains("cli-")).unwrap();
+    let a: gaffer::state::spec::ApprovalSpec =
+        gaffer::state::yaml::parse(git(&state, &["show", &format!("main:{newest}")]).as_bytes())
+            .unwrap();
+    let (round, heads) = status.review_target();
+    assert_eq!((a.round, a.heads), (Some(round), heads));
+}

@@ -210,12 +210,13 @@ impl Hub {
 
     /// The person approves with an `approvals/ok.yaml` they commit.
     fn approve(&self) {
+        let status = self.status();
         commit_as(
             &self.state,
             PERSON,
             &[(
                 "projects/demo/web-api/tasks/jwt/approvals/ok.yaml",
-                &format!("by: {PERSON}\n"),
+                &crate::common::approval_body(PERSON, status.as_ref()),
             )],
             "approve",
         );
@@ -510,6 +511,12 @@ fn a_moved_head_or_a_conflict_blocks_the_merge_and_the_task_stays_in_review() {
         &[("app/fixed-jwt.txt", "a conflicting line\n")],
         "conflict",
     );
+    // The builder is asked once to merge the base in; its new commits were never approved,
+    // so the task waits for a new approval of exactly them, which the person gives.
+    hub.wait(30, "a new review round awaiting approval", |s| {
+        s.review_round >= 2 && s.reason.as_deref() == Some("AwaitingApproval")
+    });
+    hub.approve();
     hub.wait(30, "blocked by the conflict", |s| {
         s.message
             .as_deref()

@@ -453,7 +453,7 @@ impl ClusterLab {
                         gaffer::cli::demo::PERSON,
                         &[(
                             "projects/demo/web-api/tasks/jwt/approvals/ok.yaml",
-                            &format!("by: {}\n", gaffer::cli::demo::PERSON),
+                            &crate::common::approval_body(gaffer::cli::demo::PERSON, Some(st)),
                         )],
                         "approve",
                     );

@@ -236,7 +236,7 @@ impl Lab {
                         "projects/{}/{}/tasks/{}/approvals/ok.yaml",
                         t.project.category, t.project.project, t.task
                     );
-                    let body = format!("by: {PERSON}\n");
+                    let body = crate::common::approval_body(PERSON, e.status.as_deref());
                     crate::common::commit_as(
                         &self.state,
                         PERSON,
@@ -433,20 +433,34 @@ fn two_projects_run_full_tasks_in_their_own_builders() {
     assert!(!status_yaml.contains(password));
     assert!(!git(&lab.state, &["log", "-p", "main"]).contains(password));
 
-    // `gaffer builders` lists both.
-    let out = Command::new(env!("CARGO_BIN_EXE_gaffer"))
-        .args(["builders", "--json", "--data-dir"])
-        .arg(&lab.data)
-        .arg("--tmux-socket")
-        .arg(&lab.world.socket)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // `gaffer builders` lists both. Its health check waits 3 s for a server: on a loaded
+    // machine a busy server can miss that once, so it is asked again for a while.
+    let builders = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_gaffer"))
+            .args(["builders", "--json", "--data-dir"])
+            .arg(&lab.data)
+            .arg("--tmux-socket")
+            .arg(&lab.world.socket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut rows = builders();
+    while !rows.as_array().unwrap().iter().all(|r| {
+        r["state"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("up (opencode"))
+    }) && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        rows = builders();
+    }
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{rows:#?}");
     let web = rows
@@ -461,7 +475,8 @@ fn two_projects_run_full_tasks_in_their_own_builders() {
         web["state"]
             .as_str()
             .unwrap()
-            .starts_with("up (opencode 1.18.33)")
+            .starts_with("up (opencode 1.18.33)"),
+        "{web:#?}"
     );
     assert_eq!(web["sessions"][0][1], json!(aa.session_id.unwrap()));
     assert!(web["last_event"].is_string(), "{web:#?}");

@@ -159,7 +159,7 @@ impl Lab {
                 && done.insert(format!("{t}/approve"))
             {
                 let path = format!("projects/demo/web-api/tasks/{}/approvals/ok.yaml", t.task);
-                let body = format!("by: {PERSON}\n");
+                let body = crate::common::approval_body(PERSON, e.status.as_deref());
                 commit_as(
                     &self.state,
                     PERSON,

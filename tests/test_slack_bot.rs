@@ -515,7 +515,7 @@ fn act_by_git(w: &World, t: &TaskRef, done: &mut Vec<&'static str>) {
     if phase_of(&snap, t) == Some(Phase::InReview) && !done.contains(&"approve") {
         done.push("approve");
         let path = format!("projects/{}/tasks/{}/approvals/ok.yaml", t.project, t.task);
-        let body = format!("by: {PERSON}\n");
+        let body = crate::common::approval_body(PERSON, e.status.as_deref());
         commit_as(
             &w.state,
             PERSON,

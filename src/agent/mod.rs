@@ -197,6 +197,17 @@ pub trait AgentRuntime: Send + Sync + std::fmt::Debug {
         text: &str,
     ) -> Result<(), AgentError>;
 
+    /// Whether prompt `prompt_id` already reached the session (a step replayed after a crash
+    /// asks before it repeats what came before the prompt).
+    async fn delivered(
+        &self,
+        _task: &TaskRef,
+        _session: &str,
+        _prompt_id: &str,
+    ) -> Result<bool, AgentError> {
+        Ok(false)
+    }
+
     /// Events after `cursor`.
     async fn poll(&self, task: &TaskRef, session: &str, cursor: u64) -> Result<Polled, AgentError>;
 

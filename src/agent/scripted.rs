@@ -238,6 +238,15 @@ impl AgentRuntime for ScriptedAgent {
         })
     }
 
+    async fn delivered(
+        &self,
+        _task: &TaskRef,
+        session: &str,
+        prompt_id: &str,
+    ) -> Result<bool, AgentError> {
+        Ok(self.load(session)?.prompts.iter().any(|p| p == prompt_id))
+    }
+
     async fn send(
         &self,
         _task: &TaskRef,

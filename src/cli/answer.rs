@@ -123,11 +123,11 @@ pub fn cmd_approve(args: ApproveArgs) -> CmdResult {
     let (identity, by) = args.person.who();
     let now = jiff::Timestamp::now();
     let id = Id::new(format!("cli-{}", now.as_second()))?;
-    let approval = ApprovalSpec {
-        by: by.clone(),
-        at: Some(now),
-        note: args.note.clone(),
-    };
+    // The approval names what it approves: this review round at these heads.
+    let status = snapshot.task(&task).and_then(|t| t.status.as_deref());
+    let mut approval = ApprovalSpec::for_review(&by, status)
+        .map_err(|why| CliError::user(format!("{task} cannot be approved: {why}")))?;
+    approval.note = args.note.clone();
     let body =
         crate::state::yaml::to_string(&approval).map_err(|e| CliError::internal(e.to_string()))?;
     let path = StatePath::Approval(task.clone(), id);

@@ -293,11 +293,19 @@ async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Re
         }
         if in_review && !approved {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let approval = ApprovalSpec {
-                by: PERSON.into(),
-                at: Some(jiff::Timestamp::now()),
-                note: Some("Approve & Promote".into()),
+            let status = {
+                let t = handles
+                    .tracker
+                    .read()
+                    .map_err(|_| CliError::internal("tracker lock"))?;
+                t.snapshot()
+                    .task(&task)
+                    .and_then(|e| e.status.as_deref())
+                    .cloned()
             };
+            let mut approval =
+                ApprovalSpec::for_review(PERSON, status.as_ref()).map_err(CliError::internal)?;
+            approval.note = Some("Approve & Promote".into());
             let id = Id::new("demo-approval").map_err(|e| CliError::internal(e.to_string()))?;
             let path = StatePath::Approval(task.clone(), id);
             put(&person, path, &approval, format!("{task} approved")).await?;

@@ -713,6 +713,37 @@ pub struct ApprovalSpec {
     /// Optional comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The review round it approves (`status.yaml` `reviewRound`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
+    /// The head commit of each change it approves, by repo. It counts only while these are
+    /// exactly the task's heads in that round.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub heads: std::collections::BTreeMap<RepoName, String>,
+}
+
+impl ApprovalSpec {
+    /// An approval by `by` of the task as `status` stands (its round and heads), or why the
+    /// task cannot be approved now.
+    pub fn for_review(
+        by: &str,
+        status: Option<&crate::state::status::TaskStatus>,
+    ) -> Result<Self, String> {
+        let phase = status.map_or(crate::state::status::Phase::Pending, |s| s.phase);
+        let Some(status) = status.filter(|_| phase == crate::state::status::Phase::InReview) else {
+            return Err(format!(
+                "the task is {phase}, not in review: there is nothing to approve yet"
+            ));
+        };
+        let (round, heads) = status.review_target();
+        Ok(Self {
+            by: by.to_string(),
+            at: Some(Timestamp::now()),
+            note: None,
+            round: Some(round),
+            heads,
+        })
+    }
 }
 
 /// `task.yaml` as committed for a person: the schema line for editors, then the spec.

@@ -188,6 +188,9 @@ pub struct TaskStatus {
     /// The external effects already performed, so a restart never repeats one.
     #[serde(default, skip_serializing_if = "TaskEffects::is_empty")]
     pub effects: TaskEffects,
+    /// How many times the task entered review; an approval names the round it approves.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub review_round: u32,
     /// When the task entered its current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
@@ -196,6 +199,21 @@ pub struct TaskStatus {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+impl TaskStatus {
+    /// What an approval of the task as it stands must name: the review round, and the head
+    /// commit of each repo that has a change (or work beyond its base, whose change review
+    /// opens).
+    pub fn review_target(&self) -> (u32, BTreeMap<RepoName, String>) {
+        let heads = self
+            .repos
+            .iter()
+            .filter(|(_, r)| r.change.is_some() || r.head_commit != r.base_commit)
+            .filter_map(|(name, r)| r.head_commit.clone().map(|h| (name.clone(), h)))
+            .collect();
+        (self.review_round, heads)
+    }
 }
 
 /// What gaffer knows about the builder session of a task (never the password).

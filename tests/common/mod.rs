@@ -265,3 +265,10 @@ pub fn real_payload(kind: &str, name: &str) -> Vec<u8> {
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// An `approvals/` file body by `by` of the task as `status` stands (its review round and
+/// heads), as `gaffer approve` and the Slack bot write it.
+pub fn approval_body(by: &str, status: Option<&gaffer::state::status::TaskStatus>) -> String {
+    let spec = gaffer::state::spec::ApprovalSpec::for_review(by, status).unwrap();
+    gaffer::state::yaml::to_string(&spec).unwrap()
+}

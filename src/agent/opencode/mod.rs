@@ -497,7 +497,7 @@ impl AgentRuntime for OpenCode {
     ) -> Result<Session, AgentError> {
         let name = req.task.project.builder_name();
         write_lab_env(&self.cfg.state_dir, &name, &req.env)?;
-        {
+        let recorded = {
             // The sandbox follows the project's setting: a server started otherwise (an older
             // release, or the setting changed) is started again inside the one wanted.
             let want = self.sandbox_for(req);
@@ -510,7 +510,15 @@ impl AgentRuntime for OpenCode {
                     self.start_server(&mut b).await?;
                 }
             }
-        }
+            b.record
+                .sessions
+                .get(req.task.task.as_str())
+                .map(|s| s.id.clone())
+        };
+        // A session made just before a crash, before the task's status recorded it, is in
+        // the builder's own record: found again, not made twice (its prompts are recognised
+        // in its history, so nothing is sent twice either).
+        let existing = existing.or(recorded.as_deref());
         let (client, _) = self.ensure_server(&req.task.project).await?;
         let id = match existing {
             Some(id) if client.session_exists(id).await? => id.to_string(),
@@ -572,6 +580,26 @@ impl AgentRuntime for OpenCode {
         let (client, _) = self.ensure_server(&task.project).await?;
         self.remember(session, task);
         self.prompt(&client, task, session, prompt_id, text).await
+    }
+
+    async fn delivered(
+        &self,
+        task: &TaskRef,
+        session: &str,
+        prompt_id: &str,
+    ) -> Result<bool, AgentError> {
+        let (client, _) = self.ensure_server(&task.project).await?;
+        let suffix = prompt_suffix(prompt_id);
+        let messages = match client.messages(session).await {
+            Ok(m) => m,
+            Err(e) if matches!(e.status(), Some(404) | Some(400)) => {
+                return Err(AgentError::NoSession(session.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(messages
+            .iter()
+            .any(|m| m.info.role == "user" && m.info.id.ends_with(&suffix)))
     }
 
     async fn poll(&self, task: &TaskRef, session: &str, cursor: u64) -> Result<Polled, AgentError> {

@@ -452,7 +452,8 @@ impl Bot {
         Ok(())
     }
 
-    /// Commits `approvals/slack-<user>-<time>.yaml` and shows who approved.
+    /// Commits `approvals/slack-<user>-<time>.yaml`, naming the review round and heads it
+    /// approves, and shows who approved; a task that is not in review is refused with why.
     async fn approve(
         self: &Arc<Self>,
         user: &str,
@@ -460,23 +461,25 @@ impl Bot {
         key: Option<String>,
         message: &MessageRef,
     ) -> Result<(), String> {
-        let changes = self
+        let (changes, status) = self
             .read(|s| {
                 s.task(task).and_then(|e| e.spec.as_ref())?;
-                Some(
-                    s.task(task)
-                        .and_then(|e| e.status.as_ref())
-                        .map(|st| {
-                            st.links
-                                .iter()
-                                .filter(|l| l.name.starts_with("pr:"))
-                                .cloned()
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default(),
-                )
+                let status = s.task(task).and_then(|e| e.status.as_deref()).cloned();
+                let changes = status
+                    .as_ref()
+                    .map(|st| {
+                        st.links
+                            .iter()
+                            .filter(|l| l.name.starts_with("pr:"))
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                Some((changes, status))
             })
             .ok_or_else(|| format!("task {task} no longer exists"))?;
+        let spec = ApprovalSpec::for_review(user, status.as_ref())
+            .map_err(|why| format!("{task} was not approved: {why}"))?;
         let now = jiff::Timestamp::now();
         let id = Id::new(format!(
             "slack-{}-{}",
@@ -484,11 +487,6 @@ impl Bot {
             now.as_second()
         ))
         .map_err(|e| e.to_string())?;
-        let spec = ApprovalSpec {
-            by: user.to_string(),
-            at: Some(now),
-            note: None,
-        };
         let body = crate::state::yaml::to_string(&spec).map_err(|e| e.to_string())?;
         let update = Update::put(
             StatePath::Approval(task.clone(), id),

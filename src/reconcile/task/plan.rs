@@ -104,6 +104,10 @@ impl Plan {
     pub fn transition(&mut self, to: Phase, reason: &str, message: impl Into<String>) {
         let from = self.status.phase;
         let message = message.into();
+        if to == Phase::InReview && from != Phase::InReview {
+            // A new round: approvals of earlier rounds no longer count.
+            self.status.review_round += 1;
+        }
         self.status.phase = to;
         self.status.phase_since = Some(self.now);
         self.status.reason = Some(reason.to_string());

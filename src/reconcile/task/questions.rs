@@ -526,24 +526,34 @@ pub async fn apply_decisions(
             }
         } else {
             // A different answer: stop the agent, keep its work since the question on the
-            // provisional branch, put the worktree back where the question was asked.
-            agent.interrupt(t, session).await?;
-            let (par, br, pt) = (parent.clone(), branch.clone(), q.point.clone());
-            let kept = blocking(move || ws.set_aside(&tt, &pp, &par, &br, &pt)).await?;
-            let kept_at = kept
-                .iter()
-                .map(|(r, c)| format!("{r} {}", &c[..c.len().min(12)]))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let text = prompts::render(
-                Prompt::Overridden,
-                context! {
-                    question => &q.text, choice => choice.join(", "), note,
-                    recommended => &q.recommended, branch => &branch, kept_at, parent => &parent,
-                },
-            )?;
+            // provisional branch, put the worktree back where the question was asked, tell
+            // the agent. Replayed after a crash (or a status write that did not land) once
+            // the agent was told, none of it is done again: stopping it would cut off its
+            // reply, and setting aside again would move the set-aside branch onto the work
+            // done for the person's answer.
             let id = format!("override-{qid}-{}", short_hash(&applied_key(&want)));
-            agent.send(t, session, &id, &text).await?;
+            let kept_commit = if agent.delivered(t, session, &id).await? {
+                None
+            } else {
+                agent.interrupt(t, session).await?;
+                let (par, br, pt) = (parent.clone(), branch.clone(), q.point.clone());
+                let kept = blocking(move || ws.set_aside(&tt, &pp, &par, &br, &pt)).await?;
+                let kept_at = kept
+                    .iter()
+                    .map(|(r, c)| format!("{r} {}", &c[..c.len().min(12)]))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let text = prompts::render(
+                    Prompt::Overridden,
+                    context! {
+                        question => &q.text, choice => choice.join(", "), note,
+                        recommended => &q.recommended, branch => &branch, kept_at,
+                        parent => &parent,
+                    },
+                )?;
+                agent.send(t, session, &id, &text).await?;
+                kept.values().next().cloned()
+            };
             plan.record_prompt(&id);
             // Whatever the agent reported done is undone: it works again.
             plan.status.effects.agent_done = None;
@@ -552,7 +562,7 @@ pub async fn apply_decisions(
                 format!(
                     "↩ {qid}: work since the question set aside on {branch}; worktree reset to the question point"
                 ),
-                kept.values().next().cloned(),
+                kept_commit,
             );
             // Questions asked during the work set aside no longer apply.
             for (other, oq) in plan.questions.clone() {

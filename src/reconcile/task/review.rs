@@ -153,8 +153,33 @@ pub async fn in_review(
         let sig = last_change(ctx, view, &path).await?;
         match authorize(settings, sig.as_ref(), Some(a.by.as_str())) {
             Ok(who) if who == a.by => {
-                approver = Some(who);
-                break;
+                // It approves exactly these heads, or nothing: an approval given in an earlier
+                // round still approves the same commits (a merge the builder could not make
+                // sends the task round again unchanged), never different ones.
+                let (round, heads) = plan.status.review_target();
+                if a.round.is_some_and(|r| r <= round) && a.heads == heads {
+                    approver = Some(who);
+                    break;
+                }
+                if !plan.status.effects.approvals_ignored.contains_key(id) {
+                    plan.status
+                        .effects
+                        .approvals_ignored
+                        .insert(id.clone(), who.clone());
+                    let named = match a.round {
+                        Some(r) => format!("review round {r} at {}", short_heads(&a.heads)),
+                        None => "no review round (re-approve)".to_string(),
+                    };
+                    plan.milestone(
+                        MilestoneKind::Error,
+                        format!(
+                            "⚠️ approval {id} by {who} ignored: it names {named}; the task is in \
+                             review round {round} at {}",
+                            short_heads(&heads)
+                        ),
+                        None,
+                    );
+                }
             }
             Ok(_) | Err(_) => {
                 // Said once per approval file.
@@ -284,6 +309,18 @@ pub async fn in_review(
     }
     plan.transition(Phase::Promoted, "Merged", format!("approved by {approver}"));
     Ok(Action::await_change())
+}
+
+/// Heads as people read them: `repo 0123456789ab, …`.
+fn short_heads(heads: &BTreeMap<RepoName, String>) -> String {
+    if heads.is_empty() {
+        return "no changes".into();
+    }
+    heads
+        .iter()
+        .map(|(r, h)| format!("{r} {}", &h[..h.len().min(12)]))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Who committed a decision, as people read it: the delegate bot when a bot committed it,

@@ -86,6 +86,8 @@ pub struct FakeAgent {
     pub answers: Mutex<Vec<(String, Vec<String>)>>,
     pub calls: Mutex<Vec<String>>,
     pub wakes: bool,
+    /// Prompt id prefixes the session already has (sent before a crash).
+    pub delivered: Mutex<Vec<String>>,
 }
 
 impl FakeAgent {
@@ -127,6 +129,14 @@ impl AgentRuntime for FakeAgent {
             attach: Some("tmux attach -t gaffer-demo-api".into()),
             sandboxed: Some(true),
         })
+    }
+    async fn delivered(&self, _t: &TaskRef, _s: &str, id: &str) -> Result<bool, AgentError> {
+        Ok(self
+            .delivered
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| id.starts_with(p.as_str())))
     }
     async fn send(&self, _t: &TaskRef, _s: &str, id: &str, text: &str) -> Result<(), AgentError> {
         self.sent.lock().unwrap().push((id.into(), text.into()));

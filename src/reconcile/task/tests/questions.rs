@@ -344,6 +344,42 @@ fn table() -> Vec<Case> {
             },
         },
         Case {
+            name: "applying_a_different_answer_is_safe_to_repeat: told before a crash, the builder is not stopped or set aside again",
+            given: |w| {
+                question(w, QuestionState::Provisional);
+                answer(w, "HS256", "alice@example.com", "alice@example.com", None);
+                // The step ran up to the prompt; its status commit never landed.
+                w.agent
+                    .delivered
+                    .lock()
+                    .unwrap()
+                    .push("override-q-001-".into());
+            },
+            check: |w, p| {
+                assert!(w.agent.calls.lock().unwrap().is_empty(), "stopped again");
+                assert!(
+                    !w.ws.called("set_aside"),
+                    "set aside again: {:?}",
+                    w.ws.calls
+                );
+                assert!(w.agent.sent.lock().unwrap().is_empty(), "told twice");
+                assert_eq!(
+                    p.status.effects.applied[&q1()],
+                    Applied::SetAside(vec!["HS256".into()])
+                );
+                let sent = &p.status.agent.as_ref().unwrap().prompts_sent;
+                assert!(
+                    sent.iter().any(|s| s.starts_with("override-q-001-")),
+                    "{sent:?}"
+                );
+                assert!(
+                    milestones(p).iter().any(|m| m.starts_with("↩ q-001")),
+                    "{:?}",
+                    milestones(p)
+                );
+            },
+        },
+        Case {
             name: "a decision already applied is not applied again",
             given: |w| {
                 question(w, QuestionState::Provisional);

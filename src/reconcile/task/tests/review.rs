@@ -31,6 +31,14 @@ fn opened(w: &mut World) {
     });
 }
 
+/// An approval by `by` of review round `round` at heads `api: <c * 40>`.
+fn bound(by: &str, round: u32, c: char) -> String {
+    format!(
+        "by: {by}\nround: {round}\nheads: {{api: '{}'}}\n",
+        c.to_string().repeat(40)
+    )
+}
+
 fn review(id: u64, user: &str, state: &str, commit: &str) -> Review {
     Review {
         id,
@@ -102,6 +110,8 @@ fn table() -> Vec<Case> {
             check: |_, p| {
                 assert_eq!(p.status.effects.test_attempts, 0);
                 assert_eq!(p.lab.as_ref().unwrap().tests.as_ref().unwrap().passed, 3);
+                // Entering review starts a round; approvals name it.
+                assert_eq!(p.status.review_round, 1);
             },
         },
         Case {
@@ -160,7 +170,7 @@ fn table() -> Vec<Case> {
             phase: Phase::InReview,
             given: |w| {
                 opened(w);
-                w.task_file("approvals/a1.yaml", "by: alice@example.com\n");
+                w.task_file("approvals/a1.yaml", &bound("alice@example.com", 0, 'h'));
                 w.by(
                     "approvals/a1.yaml",
                     "alice@example.com",
@@ -183,7 +193,7 @@ fn table() -> Vec<Case> {
             phase: Phase::InReview,
             given: |w| {
                 opened(w);
-                w.task_file("approvals/forged.yaml", "by: alice@example.com\n");
+                w.task_file("approvals/forged.yaml", &bound("alice@example.com", 0, 'h'));
                 w.by(
                     "approvals/forged.yaml",
                     "builder@example.com",
@@ -213,7 +223,7 @@ fn table() -> Vec<Case> {
             phase: Phase::InReview,
             given: |w| {
                 opened(w);
-                w.task_file("approvals/forged.yaml", "by: alice@example.com\n");
+                w.task_file("approvals/forged.yaml", &bound("alice@example.com", 0, 'h'));
                 w.by(
                     "approvals/forged.yaml",
                     "alice@example.com",
@@ -231,6 +241,71 @@ fn table() -> Vec<Case> {
                     [
                         "⚠️ approval forged ignored: committed as alice@example.com without a signature by a key listed for them in gaffer.yaml authors.signing_keys"
                     ]
+                );
+            },
+        },
+        Case {
+            name: "an_approval_of_other_heads_does_not_approve_this_change",
+            phase: Phase::InReview,
+            given: |w| {
+                opened(w);
+                w.task_file("approvals/a1.yaml", &bound("alice@example.com", 0, 'c'));
+                w.by(
+                    "approvals/a1.yaml",
+                    "alice@example.com",
+                    "alice@example.com",
+                );
+            },
+            then_phase: Phase::InReview,
+            reason: Some("AwaitingApproval"),
+            action: Action::await_change(),
+            check: |w, p| {
+                assert!(w.forge.merged.lock().unwrap().is_empty());
+                assert_eq!(
+                    milestones(p),
+                    [
+                        "⚠️ approval a1 by alice@example.com ignored: it names review round 0 at api cccccccccccc; the task is in review round 0 at api hhhhhhhhhhhh"
+                    ]
+                );
+            },
+        },
+        Case {
+            name: "an approval of a later round than the task's is not one",
+            phase: Phase::InReview,
+            given: |w| {
+                opened(w);
+                w.task_file("approvals/a1.yaml", &bound("alice@example.com", 3, 'h'));
+                w.by(
+                    "approvals/a1.yaml",
+                    "alice@example.com",
+                    "alice@example.com",
+                );
+            },
+            then_phase: Phase::InReview,
+            reason: Some("AwaitingApproval"),
+            action: Action::await_change(),
+            check: |w, _| assert!(w.forge.merged.lock().unwrap().is_empty()),
+        },
+        Case {
+            name: "an approval that names no round (made before approvals were bound) is ignored",
+            phase: Phase::InReview,
+            given: |w| {
+                opened(w);
+                w.task_file("approvals/old.yaml", "by: alice@example.com\n");
+                w.by(
+                    "approvals/old.yaml",
+                    "alice@example.com",
+                    "alice@example.com",
+                );
+            },
+            then_phase: Phase::InReview,
+            reason: Some("AwaitingApproval"),
+            action: Action::await_change(),
+            check: |_, p| {
+                assert!(
+                    milestones(p)[0].contains("no review round (re-approve)"),
+                    "{:?}",
+                    milestones(p)
                 );
             },
         },
@@ -296,7 +371,7 @@ fn table() -> Vec<Case> {
             phase: Phase::InReview,
             given: |w| {
                 opened(w);
-                w.task_file("approvals/a1.yaml", "by: alice@example.com\n");
+                w.task_file("approvals/a1.yaml", &bound("alice@example.com", 0, 'h'));
                 w.by(
                     "approvals/a1.yaml",
                     "alice@example.com",
@@ -330,7 +405,7 @@ fn table() -> Vec<Case> {
                 w.edit_status(|s| {
                     s.effects.merge_asked.insert(RepoName::new("api").unwrap());
                 });
-                w.task_file("approvals/a1.yaml", "by: alice@example.com\n");
+                w.task_file("approvals/a1.yaml", &bound("alice@example.com", 0, 'h'));
                 w.by(
                     "approvals/a1.yaml",
                     "alice@example.com",
@@ -357,7 +432,7 @@ fn table() -> Vec<Case> {
                 opened(w);
                 let until = w.now + jiff::SignedDuration::from_secs(120);
                 *w.forge.merge.lock().unwrap() = Some(ForgeError::RateLimited { until });
-                w.task_file("approvals/a1.yaml", "by: alice@example.com\n");
+                w.task_file("approvals/a1.yaml", &bound("alice@example.com", 0, 'h'));
                 w.by(
                     "approvals/a1.yaml",
                     "alice@example.com",
