@@ -299,7 +299,7 @@ impl OpenCode {
 
     /// The sandbox a session request calls for, when bubblewrap works here: the workspace and
     /// the git dirs its worktrees use read-write, its own HOME (the configured one, else
-    /// `<data>/opencode/homes/<builder>`), the OpenCode package and the lab kubeconfig
+    /// `<data>/opencode/homes/<builder>`), the OpenCode binary and the lab kubeconfig
     /// read-only.
     fn sandbox_for(&self, req: &SessionRequest) -> Option<crate::agent::sandbox::Sandbox> {
         self.cfg.bwrap.as_ref()?;
@@ -314,13 +314,9 @@ impl OpenCode {
             .find(|(k, _)| k == "HOME")
             .map(|(_, v)| PathBuf::from(v))
             .unwrap_or_else(|| self.cfg.state_dir.join("homes").join(&name));
+        // The binary itself, not its directory: that could be a HOME or `/`.
         let binary = std::fs::canonicalize(&self.cfg.binary).unwrap_or(self.cfg.binary.clone());
-        let package = binary
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or(Path::new("/"))
-            .to_path_buf();
-        let mut ro = vec![package];
+        let mut ro = vec![binary];
         ro.extend(
             req.env
                 .iter()

@@ -69,9 +69,13 @@ pub async fn preparing(
     };
     // Its credentials are the ones the project names, never gaffer's own.
     for e in &project.agent.env_from {
-        let value = e.resolve().map_err(crate::agent::AgentError::Config)?;
-        env.push((e.name.clone(), value));
+        match e.resolve() {
+            Ok(value) => env.push((e.name.clone(), value)),
+            // A person has to provide it: retrying would not help.
+            Err(why) => return Ok(plan.blocked("AgentReady", "MissingCredential", &why)),
+        }
     }
+    plan.clear_condition("AgentReady");
     let sandbox = project.agent.sandbox == SandboxKind::Bwrap;
     let req = SessionRequest {
         task: t.clone(),

@@ -298,6 +298,37 @@ fn table() -> Vec<Case> {
             },
         },
         Case {
+            name: "a credential the project names but gaffer lacks blocks the task, saying which",
+            given: |w| {
+                w.file(
+                    "projects/demo/api/project.yaml",
+                    &PROJECT.replace(
+                        "agent: {runtime: scripted}",
+                        "agent: {runtime: scripted, env_from: [{name: MODEL_KEY, env: GAFFER_TEST_SURELY_UNSET_VAR}]}",
+                    ),
+                );
+            },
+            phase: Phase::Preparing,
+            then_phase: Phase::Preparing,
+            reason: None,
+            action: Action::await_change(),
+            check: |w, p| {
+                assert_eq!(condition(p, "AgentReady").unwrap().1, "MissingCredential");
+                let c = p
+                    .status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "AgentReady")
+                    .unwrap();
+                assert!(
+                    c.message.contains("GAFFER_TEST_SURELY_UNSET_VAR"),
+                    "{}",
+                    c.message
+                );
+                assert!(w.agent.sent.lock().unwrap().is_empty());
+            },
+        },
+        Case {
             name: "a task resumed to Deploying goes straight back there",
             given: |w| {
                 w.edit_status(|s| s.effects.resume_to = Some(Phase::Deploying));
