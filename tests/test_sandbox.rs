@@ -22,10 +22,7 @@ fn bash(command: String) -> Step {
 
 #[test]
 fn a_hostile_builder_finds_no_secrets_and_cannot_reach_the_state_repo_or_push() {
-    assert!(
-        gaffer::agent::sandbox::bwrap_available().is_ok(),
-        "this test needs bubblewrap (.ci/run installs the Debian package)"
-    );
+    crate::common::ensure_bwrap();
     let lab = Lab::new(&["web-api"]);
     // The HOME gaffer runs with holds the person's key; gaffer's data dir a token file.
     let person_home = lab.tmp.path().join("person-home");

@@ -142,6 +142,7 @@ impl PersonArgs {
             "--single-branch",
             "--branch",
             &self.branch,
+            "--",
             &self.state,
             &dest,
         ])?;

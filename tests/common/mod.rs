@@ -272,3 +272,34 @@ pub fn approval_body(by: &str, status: Option<&gaffer::state::status::TaskStatus
     let spec = gaffer::state::spec::ApprovalSpec::for_review(by, status).unwrap();
     gaffer::state::yaml::to_string(&spec).unwrap()
 }
+
+/// Makes sure bubblewrap works here, installing Debian's package on first use (once across
+/// parallel test processes), as the OpenCode tests install the pinned OpenCode.
+pub fn ensure_bwrap() {
+    if gaffer::agent::sandbox::bwrap_available().is_ok() {
+        return;
+    }
+    let dir = root().join("target");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".bwrap-install.lock")).unwrap();
+    lock.lock().unwrap();
+    if gaffer::agent::sandbox::bwrap_available().is_err() {
+        for args in [
+            &["update", "-qq"][..],
+            &["install", "-y", "-qq", "bubblewrap"][..],
+        ] {
+            let out = Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .output();
+            if let Ok(o) = &out
+                && !o.status.success()
+            {
+                eprintln!("apt-get {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            }
+        }
+    }
+    if let Err(why) = gaffer::agent::sandbox::bwrap_available() {
+        panic!("the sandbox tests need bubblewrap (apt-get install bubblewrap): {why}");
+    }
+}
