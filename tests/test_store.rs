@@ -784,44 +784,14 @@ fn commit_signed(work: &Path, file: &str, key: Option<&Path>) {
 #[tokio::test]
 async fn a_signature_names_its_signer_only_when_its_key_is_listed() {
     let tmp = tempfile::tempdir().unwrap();
-    let bare = tmp.path().join("state.git");
-    git(
-        tmp.path(),
-        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
-    );
-    commit_to_bare(&bare, "main", &[("gaffer.yaml", SETTINGS)], "init");
-    let work = tmp.path().join("work");
-    git(
-        tmp.path(),
-        &[
-            "clone",
-            "-q",
-            bare.to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
+    let (bare, work) = state_and_clone(tmp.path());
     let (alice_key, alice_line) = crate::common::ssh_key(tmp.path(), "alice");
     let (mallory_key, _) = crate::common::ssh_key(tmp.path(), "mallory");
     commit_signed(&work, "signed", Some(&alice_key));
     commit_signed(&work, "by-another-key", Some(&mallory_key));
     commit_signed(&work, "unsigned", None);
 
-    let transport = Transport::open(
-        bare.to_str().unwrap(),
-        "main",
-        &tmp.path().join("data"),
-        false,
-    )
-    .unwrap();
-    let head = transport.head().unwrap().unwrap().to_string();
-    let store = gaffer::store::GitStore {
-        tracker: Arc::new(RwLock::new(Tracker::new(None, None))),
-        writer: StatusWriter::spawn(
-            transport.clone(),
-            WriterConfig::new(WriterRole::Reconciler, Identity::reconciler()),
-        ),
-        transport,
-    };
+    let (store, head) = git_store(&bare, tmp.path());
     use gaffer::store::Store as _;
     let keys = [alice_line];
     let of = |path: &'static str| {
@@ -849,22 +819,7 @@ async fn a_signature_names_its_signer_only_when_its_key_is_listed() {
 #[tokio::test]
 async fn an_openpgp_signature_by_a_listed_key_names_the_email_of_its_user_id() {
     let tmp = tempfile::tempdir().unwrap();
-    let bare = tmp.path().join("state.git");
-    git(
-        tmp.path(),
-        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
-    );
-    commit_to_bare(&bare, "main", &[("gaffer.yaml", SETTINGS)], "init");
-    let work = tmp.path().join("work");
-    git(
-        tmp.path(),
-        &[
-            "clone",
-            "-q",
-            bare.to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
+    let (bare, work) = state_and_clone(tmp.path());
     let gnupg = tmp.path().join("gnupg");
     std::fs::create_dir_all(&gnupg).unwrap();
     std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -920,22 +875,7 @@ async fn an_openpgp_signature_by_a_listed_key_names_the_email_of_its_user_id() {
     );
     git(&work, &["push", "-q", "origin", "HEAD:main"]);
 
-    let transport = Transport::open(
-        bare.to_str().unwrap(),
-        "main",
-        &tmp.path().join("data"),
-        false,
-    )
-    .unwrap();
-    let head = transport.head().unwrap().unwrap().to_string();
-    let store = gaffer::store::GitStore {
-        tracker: Arc::new(RwLock::new(Tracker::new(None, None))),
-        writer: StatusWriter::spawn(
-            transport.clone(),
-            WriterConfig::new(WriterRole::Reconciler, Identity::reconciler()),
-        ),
-        transport,
-    };
+    let (store, head) = git_store(&bare, tmp.path());
     use gaffer::store::Store as _;
     let sig = store
         .last_change(&head, "signed", &[public])
@@ -951,4 +891,41 @@ async fn an_openpgp_signature_by_a_listed_key_names_the_email_of_its_user_id() {
         .unwrap()
         .unwrap();
     assert_eq!(sig.signer, None);
+}
+
+/// A bare state repo with `gaffer.yaml`, and a clone of it to commit in.
+fn state_and_clone(dir: &Path) -> (PathBuf, PathBuf) {
+    let bare = dir.join("state.git");
+    git(
+        dir,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    commit_to_bare(&bare, "main", &[("gaffer.yaml", SETTINGS)], "init");
+    let work = dir.join("work");
+    git(
+        dir,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    (bare, work)
+}
+
+/// The reconciler's store over `bare`, and its head.
+fn git_store(bare: &Path, dir: &Path) -> (gaffer::store::GitStore, String) {
+    let transport =
+        Transport::open(bare.to_str().unwrap(), "main", &dir.join("data"), false).unwrap();
+    let head = transport.head().unwrap().unwrap().to_string();
+    let store = gaffer::store::GitStore {
+        tracker: Arc::new(RwLock::new(Tracker::new(None, None))),
+        writer: StatusWriter::spawn(
+            transport.clone(),
+            WriterConfig::new(WriterRole::Reconciler, Identity::reconciler()),
+        ),
+        transport,
+    };
+    (store, head)
 }

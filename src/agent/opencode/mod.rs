@@ -416,18 +416,7 @@ impl OpenCode {
         prompt_id: &str,
         text: &str,
     ) -> Result<(), AgentError> {
-        let suffix = prompt_suffix(prompt_id);
-        let messages = match client.messages(session).await {
-            Ok(m) => m,
-            Err(e) if matches!(e.status(), Some(404) | Some(400)) => {
-                return Err(AgentError::NoSession(session.to_string()));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if messages
-            .iter()
-            .any(|m| m.info.role == "user" && m.info.id.ends_with(&suffix))
-        {
+        if has_prompt(client, session, prompt_id).await? {
             return Ok(());
         }
         let rec = self.session_record(task).await?.unwrap_or_default();
@@ -585,17 +574,7 @@ impl AgentRuntime for OpenCode {
         prompt_id: &str,
     ) -> Result<bool, AgentError> {
         let (client, _) = self.ensure_server(&task.project).await?;
-        let suffix = prompt_suffix(prompt_id);
-        let messages = match client.messages(session).await {
-            Ok(m) => m,
-            Err(e) if matches!(e.status(), Some(404) | Some(400)) => {
-                return Err(AgentError::NoSession(session.to_string()));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok(messages
-            .iter()
-            .any(|m| m.info.role == "user" && m.info.id.ends_with(&suffix)))
+        has_prompt(&client, session, prompt_id).await
     }
 
     async fn poll(&self, task: &TaskRef, session: &str, cursor: u64) -> Result<Polled, AgentError> {
@@ -786,6 +765,22 @@ impl AgentRuntime for OpenCode {
         }
         Ok(())
     }
+}
+
+/// Whether the session's history has gaffer's message for `prompt_id` (its id ends with the
+/// prompt's suffix).
+async fn has_prompt(client: &Client, session: &str, prompt_id: &str) -> Result<bool, AgentError> {
+    let suffix = prompt_suffix(prompt_id);
+    let messages = match client.messages(session).await {
+        Ok(m) => m,
+        Err(e) if matches!(e.status(), Some(404) | Some(400)) => {
+            return Err(AgentError::NoSession(session.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(messages
+        .iter()
+        .any(|m| m.info.role == "user" && m.info.id.ends_with(&suffix)))
 }
 
 /// Whether a question with this text was asked and answered in the session.
