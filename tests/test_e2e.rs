@@ -568,7 +568,12 @@ fn from_a_slack_form_to_a_promoted_pr_with_the_real_opencode() {
             .get("apps/v1", "deployments", NS, "web-api")
             .is_some()
     );
-    let thread = w.thread_text();
+    // The bot posts what the reconciler committed as soon as it sees it, not in the same
+    // instant: the thread is read once the test result is in it (or the wait says what is).
+    let thread = w.wait(60, "the test result in the thread", |w| {
+        let t = w.thread_text();
+        t.contains("✅ Integration tests: 3/3 passing").then_some(t)
+    });
     assert!(
         thread.contains("✅ Integration tests: 3/3 passing"),
         "{thread}"
