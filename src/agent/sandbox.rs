@@ -119,6 +119,10 @@ impl Sandbox {
             push(&["--bind".as_ref(), p.as_os_str(), p.as_os_str()]);
         }
         push(&[
+            // A TMPDIR kept from gaffer's environment may name a directory not in here.
+            "--setenv".as_ref(),
+            "TMPDIR".as_ref(),
+            "/tmp".as_ref(),
             "--setenv".as_ref(),
             "HOME".as_ref(),
             self.home.as_os_str(),
@@ -222,7 +226,7 @@ mod tests {
         );
         assert!(
             joined.contains(
-                "--setenv HOME /data/homes/demo-api --chdir /b/demo-api -- opencode serve"
+                "--setenv TMPDIR /tmp --setenv HOME /data/homes/demo-api --chdir /b/demo-api -- opencode serve"
             ),
             "{joined}"
         );
