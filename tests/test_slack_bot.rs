@@ -145,6 +145,19 @@ impl World {
         c
     }
 
+    /// `gaffer slack` serving the Events API on `port` with `secret`, once it listens.
+    fn events_bot(&self, port: u16, secret: &str) -> Proc {
+        let bot = Proc(
+            self.bot_command()
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .env("SLACK_SIGNING_SECRET", secret)
+                .spawn()
+                .unwrap(),
+        );
+        wait_listening(port, self);
+        bot
+    }
+
     /// `gaffer slack` in Socket Mode.
     fn bot(&self) -> Proc {
         Proc(
@@ -682,14 +695,7 @@ fn the_events_api_accepts_only_fresh_correctly_signed_requests() {
     let w = World::new(Some(SCRIPT), "1h");
     let secret = "8f742231b10e8888abcd99yyyzzz85a5";
     let port = free_port();
-    let _bot = Proc(
-        w.bot_command()
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("SLACK_SIGNING_SECRET", secret)
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(port, &w);
+    let _bot = w.events_bot(port, secret);
     let v = gaffer::chat::slack::verify::Verifier::new(secret.as_bytes().to_vec());
     let now = jiff::Timestamp::now().as_second();
     let status = "token=x&team_id=T0GAFFER&channel_id=C0GENERAL&user_id=U0ALLOWED&command=%2Fopencode&text=status+demo%2Fweb-api&trigger_id=t1&response_url=https%3A%2F%2Fx";
@@ -790,18 +796,8 @@ fn the_events_api_accepts_only_fresh_correctly_signed_requests() {
 fn a_signed_request_replayed_after_the_bot_restarts_is_refused() {
     let w = World::new(Some(SCRIPT), "1h");
     let secret = "8f742231b10e8888abcd99yyyzzz85a5";
-    let start = |port: u16| {
-        Proc(
-            w.bot_command()
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .env("SLACK_SIGNING_SECRET", secret)
-                .spawn()
-                .unwrap(),
-        )
-    };
     let port = free_port();
-    let bot = start(port);
-    wait_listening(port, &w);
+    let bot = w.events_bot(port, secret);
     let v = gaffer::chat::slack::verify::Verifier::new(secret.as_bytes().to_vec());
     let now = jiff::Timestamp::now().as_second();
     let status = "token=x&team_id=T0GAFFER&channel_id=C0GENERAL&user_id=U0ALLOWED&command=%2Fopencode&text=status&trigger_id=t1&response_url=https%3A%2F%2Fx";
@@ -811,8 +807,7 @@ fn a_signed_request_replayed_after_the_bot_restarts_is_refused() {
     drop(bot);
     // Captured, and sent again once the bot is back: refused, within the five minutes.
     let port = free_port();
-    let _bot = start(port);
-    wait_listening(port, &w);
+    let _bot = w.events_bot(port, secret);
     let (code, _) = post(port, "/slack/commands", status, now, &sig);
     assert_eq!(code, 401, "a replay across a restart was accepted");
 }
@@ -822,14 +817,7 @@ fn slacks_own_request_bodies_are_read_and_unparseable_signed_ones_refused() {
     let w = World::new(Some(SCRIPT), "1h");
     let secret = "8f742231b10e8888abcd99yyyzzz85a5";
     let port = free_port();
-    let _bot = Proc(
-        w.bot_command()
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("SLACK_SIGNING_SECRET", secret)
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(port, &w);
+    let _bot = w.events_bot(port, secret);
     let v = gaffer::chat::slack::verify::Verifier::new(secret.as_bytes().to_vec());
     let send = |path: &str, ct: &str, body: &str| {
         let now = jiff::Timestamp::now().as_second();

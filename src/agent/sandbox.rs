@@ -81,6 +81,28 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// The sandbox of a session: its workspace and the git dirs its worktrees use
+    /// read-write, `home` as its HOME, the builder `binary` itself (not its directory, which
+    /// could be a HOME or `/`) and its lab kubeconfig read-only.
+    pub fn for_session(req: &crate::agent::SessionRequest, binary: &Path, home: PathBuf) -> Self {
+        let binary = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf());
+        let mut ro = vec![binary];
+        ro.extend(
+            req.env
+                .iter()
+                .filter(|(k, _)| k == "KUBECONFIG")
+                .map(|(_, v)| PathBuf::from(v)),
+        );
+        let mut rw = vec![req.project_dir.clone()];
+        rw.extend(req.builder_dirs.iter().cloned());
+        Self {
+            home,
+            rw,
+            ro,
+            workdir: req.project_dir.clone(),
+        }
+    }
+
     /// `bwrap` and its arguments, then `argv`: run `argv` inside this sandbox.
     pub fn wrap(&self, bwrap: &Path, argv: &[OsString]) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![bwrap.into()];

@@ -498,5 +498,23 @@ fn asked(request_id: String, info: &QuestionInfo) -> AskedQuestion {
     }
 }
 
+/// Whether a question with this text was asked and answered in the session.
+pub fn question_answered(messages: &[Message], question: &str) -> bool {
+    messages.iter().flat_map(|m| &m.parts).any(|p| {
+        p.tool.as_deref() == Some("question")
+            && p.state.as_ref().is_some_and(|s| {
+                s.status == "completed"
+                    && s.input
+                        .get("questions")
+                        .and_then(Value::as_array)
+                        .is_some_and(|qs| {
+                            qs.iter().any(|q| {
+                                q.get("question").and_then(Value::as_str) == Some(question)
+                            })
+                        })
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests;

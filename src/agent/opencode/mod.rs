@@ -297,40 +297,22 @@ impl OpenCode {
         Ok(())
     }
 
-    /// The sandbox a session request calls for, when bubblewrap works here: the workspace and
-    /// the git dirs its worktrees use read-write, its own HOME (the configured one, else
-    /// `<data>/opencode/homes/<builder>`), the OpenCode binary and the lab kubeconfig
-    /// read-only.
+    /// The sandbox a session request calls for, when bubblewrap works here; its HOME is the
+    /// configured one, else `<data>/opencode/homes/<builder>`.
     fn sandbox_for(&self, req: &SessionRequest) -> Option<crate::agent::sandbox::Sandbox> {
         self.cfg.bwrap.as_ref()?;
-        if !req.sandbox {
-            return None;
-        }
-        let name = req.task.project.builder_name();
         let home = self
             .cfg
             .env
             .iter()
             .find(|(k, _)| k == "HOME")
             .map(|(_, v)| PathBuf::from(v))
-            .unwrap_or_else(|| self.cfg.state_dir.join("homes").join(&name));
-        // The binary itself, not its directory: that could be a HOME or `/`.
-        let binary = std::fs::canonicalize(&self.cfg.binary).unwrap_or(self.cfg.binary.clone());
-        let mut ro = vec![binary];
-        ro.extend(
-            req.env
-                .iter()
-                .filter(|(k, _)| k == "KUBECONFIG")
-                .map(|(_, v)| PathBuf::from(v)),
-        );
-        let mut rw = vec![req.project_dir.clone()];
-        rw.extend(req.builder_dirs.iter().cloned());
-        Some(crate::agent::sandbox::Sandbox {
-            home,
-            rw,
-            ro,
-            workdir: req.project_dir.clone(),
-        })
+            .unwrap_or_else(|| {
+                let name = req.task.project.builder_name();
+                self.cfg.state_dir.join("homes").join(name)
+            });
+        req.sandbox
+            .then(|| crate::agent::sandbox::Sandbox::for_session(req, &self.cfg.binary, home))
     }
 
     /// `gaffer exec-env --env-file <builder>.env --env-file <builder>.lab.env -- <argv>`.
@@ -673,7 +655,7 @@ impl AgentRuntime for OpenCode {
             }
             // Not pending: answered already (the call completed), or forgotten by a restart.
             let messages = client.messages(session).await?;
-            if question_answered(&messages, reply.question) {
+            if history::question_answered(&messages, reply.question) {
                 return Ok(());
             }
         } else if !id.starts_with(LOST_PREFIX) {
@@ -781,24 +763,6 @@ async fn has_prompt(client: &Client, session: &str, prompt_id: &str) -> Result<b
     Ok(messages
         .iter()
         .any(|m| m.info.role == "user" && m.info.id.ends_with(&suffix)))
-}
-
-/// Whether a question with this text was asked and answered in the session.
-fn question_answered(messages: &[history::Message], question: &str) -> bool {
-    messages.iter().flat_map(|m| &m.parts).any(|p| {
-        p.tool.as_deref() == Some("question")
-            && p.state.as_ref().is_some_and(|s| {
-                s.status == "completed"
-                    && s.input
-                        .get("questions")
-                        .and_then(Value::as_array)
-                        .is_some_and(|qs| {
-                            qs.iter().any(|q| {
-                                q.get("question").and_then(Value::as_str) == Some(question)
-                            })
-                        })
-            })
-    })
 }
 
 /// A message id in OpenCode's ascending format (`msg_` + 12 hex digits of

@@ -2,17 +2,6 @@
 
 use super::*;
 
-struct Case {
-    name: &'static str,
-    given: fn(&mut World),
-    phase: Phase,
-    then_phase: Phase,
-    reason: Option<&'static str>,
-    action: Action,
-    check: fn(&World, &Plan),
-}
-
-fn none(_: &mut World) {}
 fn nothing(_: &World, _: &Plan) {}
 
 fn table() -> Vec<Case> {
@@ -361,20 +350,7 @@ fn table() -> Vec<Case> {
 
 #[tokio::test]
 async fn gates_queue_and_preparing() {
-    for case in table() {
-        let mut w = World::new(case.phase);
-        (case.given)(&mut w);
-        let (action, plan) = w
-            .step()
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        assert_eq!(plan.phase(), case.then_phase, "{}", case.name);
-        if let Some(r) = case.reason {
-            assert_eq!(plan.status.reason.as_deref(), Some(r), "{}", case.name);
-        }
-        assert_eq!(action, case.action, "{}", case.name);
-        (case.check)(&w, &plan);
-    }
+    run_table(table()).await;
 }
 
 #[tokio::test]

@@ -630,3 +630,36 @@ pub fn asked(id: &str, labels: &[&str]) -> AgentEvent {
 pub fn requeue(d: u64) -> Action {
     Action::requeue(Duration::from_secs(d))
 }
+
+/// A table row: from `phase`, given this world, this transition, reason and action, and
+/// whatever `check` asserts about the fakes and the plan.
+pub struct Case {
+    pub name: &'static str,
+    pub phase: Phase,
+    pub given: fn(&mut World),
+    pub then_phase: Phase,
+    pub reason: Option<&'static str>,
+    pub action: Action,
+    pub check: fn(&World, &Plan),
+}
+
+/// A `given` that changes nothing.
+pub fn none(_: &mut World) {}
+
+/// Runs each row in a world of its own.
+pub async fn run_table(table: Vec<Case>) {
+    for case in table {
+        let mut w = World::new(case.phase);
+        (case.given)(&mut w);
+        let (action, plan) = w
+            .step()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        assert_eq!(plan.phase(), case.then_phase, "{}", case.name);
+        if let Some(r) = case.reason {
+            assert_eq!(plan.status.reason.as_deref(), Some(r), "{}", case.name);
+        }
+        assert_eq!(action, case.action, "{}", case.name);
+        (case.check)(&w, &plan);
+    }
+}

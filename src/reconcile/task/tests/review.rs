@@ -4,18 +4,6 @@ use super::*;
 use crate::forge::Review;
 use crate::state::status::ChangeStatus;
 
-struct Case {
-    name: &'static str,
-    phase: Phase,
-    given: fn(&mut World),
-    then_phase: Phase,
-    reason: Option<&'static str>,
-    action: Action,
-    check: fn(&World, &Plan),
-}
-
-fn none(_: &mut World) {}
-
 /// The task's change is open at the current head.
 fn opened(w: &mut World) {
     w.edit_status(|s| {
@@ -449,18 +437,5 @@ fn table() -> Vec<Case> {
 
 #[tokio::test]
 async fn deploy_test_and_review() {
-    for case in table() {
-        let mut w = World::new(case.phase);
-        (case.given)(&mut w);
-        let (action, plan) = w
-            .step()
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        assert_eq!(plan.phase(), case.then_phase, "{}", case.name);
-        if let Some(r) = case.reason {
-            assert_eq!(plan.status.reason.as_deref(), Some(r), "{}", case.name);
-        }
-        assert_eq!(action, case.action, "{}", case.name);
-        (case.check)(&w, &plan);
-    }
+    run_table(table()).await;
 }
