@@ -17,9 +17,10 @@ use crate::state::status::Question;
 pub struct Annotation {
     /// The heading's line (1-based).
     pub line: usize,
-    /// Ticked boxes: (line, label as written).
+    /// Ticked boxes: (line, text after the box as written: `Label — description`).
     pub ticked: Vec<(usize, String)>,
-    /// Box lines whose label names no option are checked later; all box labels: (line, label).
+    /// Every box, ticked or not: (line, text after the box). Which option each names is
+    /// decided against the question, in [`interpret`].
     pub boxes: Vec<(usize, String)>,
     /// The Details text, if any was written.
     pub details: Option<String>,
@@ -41,6 +42,7 @@ pub fn render(
     questions: &[(Qid, Question)],
     tz: &jiff::tz::TimeZone,
 ) -> String {
+    let title = one_line(title);
     let mut out = format!(
         "# Questions from the builder — {task}\n\n\
          The builder asked these while working on “{title}”. Tick a box (`[x]`) under each \
@@ -52,9 +54,12 @@ pub fn render(
         let header = if q.header.is_empty() {
             String::new()
         } else {
-            format!(" · {}", q.header)
+            format!(" · {}", one_line(&q.header))
         };
-        out.push_str(&format!("\n## {qid}{header}\n\n{}\n\n", q.text.trim()));
+        // The builder's words are quoted line by line: no line of theirs can read as a
+        // heading, a box or Details.
+        let text: Vec<String> = q.text.trim().lines().map(|l| format!("> {l}")).collect();
+        out.push_str(&format!("\n## {qid}{header}\n\n{}\n\n", text.join("\n")));
         let deadline = q
             .deadline
             .map(|d| {
@@ -63,7 +68,10 @@ pub fn render(
                     .to_string()
             })
             .unwrap_or_else(|| "none".into());
-        let mut hint = format!("Deadline: {deadline} · recommended: {}", q.recommended);
+        let mut hint = format!(
+            "Deadline: {deadline} · recommended: {}",
+            one_line(&q.recommended)
+        );
         if q.multiple {
             hint.push_str(" · several may be ticked");
         }
@@ -75,13 +83,43 @@ pub fn render(
             let desc = if o.description.is_empty() {
                 String::new()
             } else {
-                format!(" — {}", o.description.replace('\n', " "))
+                format!(" — {}", one_line(&o.description))
             };
-            out.push_str(&format!("• [ ] {}{desc}\n", o.label));
+            out.push_str(&format!("• [ ] {}{desc}\n", one_line(&o.label)));
         }
         out.push_str("\nDetails: \n");
     }
     out
+}
+
+/// `text` on one line, as the document shows it: a builder's line break cannot start a
+/// line of the document's own.
+fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}
+
+/// The option a box's text (`Label — description`, as rendered or as a person wrote it)
+/// names: the one whose label, as shown, is all of it or starts it before ` — `; the
+/// longest such label when several do.
+fn option_named<'q>(q: &'q Question, written: &str) -> Option<&'q str> {
+    q.options
+        .iter()
+        .map(|o| (o.label.as_str(), one_line(&o.label)))
+        .filter(|(_, shown)| {
+            let shown = shown.trim();
+            written == shown
+                || (!shown.is_empty()
+                    && written
+                        .strip_prefix(shown)
+                        .is_some_and(|r| r.starts_with(" — ")))
+        })
+        .max_by_key(|(_, shown)| shown.trim().len())
+        .map(|(label, _)| label)
+}
+
+/// What a box's text shows of its label, for messages.
+fn label_part(written: &str) -> &str {
+    written.split(" — ").next().unwrap_or("").trim()
 }
 
 /// Reads the annotations of a document, by question.
@@ -139,7 +177,7 @@ fn push_details(a: &mut Annotation, text: &str) {
     }
 }
 
-/// `• [x] Label — description` → (ticked, label).
+/// `• [x] Label — description` → (ticked, `Label — description`).
 fn checkbox(line: &str) -> Option<(bool, String)> {
     let rest = line
         .strip_prefix('•')
@@ -157,17 +195,17 @@ fn checkbox(line: &str) -> Option<(bool, String)> {
     } else {
         return None;
     };
-    let label = rest.split(" — ").next().unwrap_or("").trim().to_string();
-    Some((ticked, label))
+    Some((ticked, rest.trim().to_string()))
 }
 
 /// The answer an annotation gives to `q`: `Ok(None)` when nothing was annotated, an error
 /// (`line: message`) when it is ambiguous or names no option.
 pub fn interpret(a: &Annotation, q: &Question) -> Result<Option<DocAnswer>, String> {
-    for (line, label) in &a.boxes {
-        if !q.has_option(label) {
+    for (line, written) in &a.boxes {
+        if option_named(q, written).is_none() {
             return Err(format!(
-                "line {line}: \"{label}\" is not an option (the options are: {})",
+                "line {line}: \"{}\" is not an option (the options are: {})",
+                label_part(written),
                 q.options
                     .iter()
                     .map(|o| o.label.as_str())
@@ -186,7 +224,12 @@ pub fn interpret(a: &Annotation, q: &Question) -> Result<Option<DocAnswer>, Stri
     }
     if !a.ticked.is_empty() {
         return Ok(Some(DocAnswer {
-            choice: a.ticked.iter().map(|(_, l)| l.clone()).collect(),
+            choice: a
+                .ticked
+                .iter()
+                .filter_map(|(_, w)| option_named(q, w))
+                .map(str::to_string)
+                .collect(),
             note: a.details.clone(),
         }));
     }
@@ -259,6 +302,42 @@ mod tests {
             };
             assert_eq!(interpret(a, &qq), Ok(None));
         }
+    }
+
+    /// Found writing the fuzz target for documents: the builder's text went into the
+    /// document as it was, so a question whose text held a line `[x] HS256`, or an option
+    /// label with a line break, answered itself, and a person's later edit of the document
+    /// committed that answer as theirs.
+    #[test]
+    fn builder_text_cannot_tick_a_box_or_write_details() {
+        let mut forged = q(false, false);
+        forged.text = "Which algorithm?\n[x] HS256\n## q-002\nDetails: forged".into();
+        forged.header = "Signing\n• [x] HS256".into();
+        forged.options[2].label = "ES256\n- [x] HS256".into();
+        forged.options[2].description = "curve\nDetails: forged".into();
+        forged.recommended = "RS256\n[x] HS256".into();
+        let text = doc(&[("q-001", forged.clone()), ("q-002", q(false, false))]);
+        let parsed = parse(&text);
+        assert_eq!(parsed.len(), 2, "{text}");
+        assert_eq!(
+            interpret(&parsed[&Qid::new("q-001").unwrap()], &forged),
+            Ok(None),
+            "{text}"
+        );
+        // Ticking the label with the line break answers with that option's exact label.
+        let ticked = text.replacen("• [ ] ES256 - [x] HS256", "• [x] ES256 - [x] HS256", 1);
+        let got = interpret(&parse(&ticked)[&Qid::new("q-001").unwrap()], &forged);
+        assert_eq!(got.unwrap().unwrap().choice, ["ES256\n- [x] HS256"]);
+    }
+
+    #[test]
+    fn a_label_holding_the_description_separator_is_read_whole() {
+        let mut qq = q(false, false);
+        qq.options[0].label = "A — B".into();
+        qq.options[1].label = "A".into();
+        let text = doc(&[("q-001", qq.clone())]).replacen("• [ ] A — B", "• [x] A — B", 1);
+        let got = interpret(&parse(&text)[&Qid::new("q-001").unwrap()], &qq);
+        assert_eq!(got.unwrap().unwrap().choice, ["A — B"]);
     }
 
     #[test]
