@@ -33,7 +33,12 @@ pub async fn sync_heads(ctx: &Context, view: &View, plan: &mut Plan) -> Result<(
     Ok(())
 }
 
-/// Commits the worktrees' changes and records the new heads; returns them per repo.
+/// Commits the worktrees' changes and records every repo's head; returns the new commits
+/// per repo.
+///
+/// Every head is recorded, not only the new commits: a step replayed after its status write
+/// was lost finds the worktrees already committed, and the heads in the status it starts
+/// from may be older work (the provisional work of a question answered differently since).
 pub async fn checkpoint(
     ctx: &Context,
     view: &View,
@@ -43,11 +48,7 @@ pub async fn checkpoint(
     let ws = ctx.workspaces.clone();
     let (t, p, m) = (view.t.clone(), view.project.clone(), message.to_string());
     let commits = blocking(move || ws.checkpoint(&t, &p, &m)).await?;
-    for (repo, head) in &commits {
-        if let Some(rs) = plan.status.repos.get_mut(repo) {
-            rs.head_commit = Some(head.clone());
-        }
-    }
+    sync_heads(ctx, view, plan).await?;
     Ok(commits)
 }
 
