@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod chat;
 pub mod cli;
+pub mod crash;
 pub mod forge;
 pub mod fsutil;
 pub mod git;

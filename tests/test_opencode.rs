@@ -37,6 +37,23 @@ impl Drop for Daemon {
     }
 }
 
+impl Daemon {
+    /// Waits up to `secs` for the process to end by itself (a crash point), with its status.
+    pub(crate) fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reconciler did not stop at its crash point within {secs}s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 impl Lab {
     /// A state repo with `projects` (names under `demo/`), each building its own copy of the
     /// sample app with `runtime: opencode`.
@@ -116,6 +133,11 @@ impl Lab {
 
     /// A reconciler with `env` added to its environment (secrets a builder must not see).
     pub(crate) fn daemon_env(&self, env: &[(&str, &str)]) -> Daemon {
+        self.daemon_at(self.state.to_str().unwrap(), env)
+    }
+
+    /// A reconciler reading the state repository at `state` (a path or a URL of it).
+    pub(crate) fn daemon_at(&self, state: &str, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -127,7 +149,7 @@ impl Lab {
                 "--lab",
                 "render-only",
                 "--state",
-                self.state.to_str().unwrap(),
+                state,
             ])
             .arg("--data-dir")
             .arg(&self.data)

@@ -215,6 +215,125 @@ fn a_different_answer_sets_the_work_aside_and_an_unlisted_author_is_ignored() {
     assert!(has(&lab, "gaffer/sig2", "app/fixed-sig2.txt"));
 }
 
+/// Applying a different answer (stop the turn, set the work aside, reset the worktree,
+/// prompt, commit status) with the reconciler SIGKILLed at `point` and started again: the
+/// agent is told once and its reply is not cut off, the provisional work stays on its
+/// branch, which never moves onto the work done for the person's answer.
+fn a_different_answer_is_applied_once_across_a_sigkill_at(t: &str, point: &str) {
+    let lab = Lab::build(&["web-api"], "1h", "immediately", "");
+    let key = format!("Crash at {point}");
+    lab.add_task("web-api", t, &key, signing_steps(t));
+    let mut d = lab.daemon_env(&[(gaffer::crash::ENV, point)]);
+    lab.wait_llm(120, "the held step", |log| log.iter().any(|l| l.held));
+    let task_ref = format!("demo/web-api/{t}");
+    lab.wait_until(60, "the edit after the question checkpointed", |s| {
+        milestones(s, &task_ref)
+            .iter()
+            .any(|(_, m, _)| m.contains("edited repos/web-api/app/signing.txt"))
+    });
+    answer(&lab, t, "q-001", "HS256", PERSON);
+    let status = d.wait_exit(60);
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        lab.daemon_log()
+            .contains(&format!("{}={point}: killing", gaffer::crash::ENV)),
+        "the reconciler died at {point}"
+    );
+    let _d = lab.daemon();
+    assert_applied_once(&lab, t, &key);
+}
+
+/// The task promoted with the person's answer, told to the agent once, and the provisional
+/// work kept on its branch, which did not move.
+fn assert_applied_once(lab: &Lab, t: &str, key: &str) {
+    let task_ref = format!("demo/web-api/{t}");
+    lab.wait_until(180, "promoted", |s| {
+        phase_of(s, &task_ref) == Some(Phase::Promoted)
+    });
+    assert_eq!(user_messages_with(&lab.llm, key, "A person answered"), 1);
+    let provisional = format!("gaffer-provisional/{t}/q-001");
+    assert!(
+        has(lab, &provisional, "app/signing.txt"),
+        "the provisional work is kept"
+    );
+    assert!(
+        !has(lab, &provisional, &format!("app/fixed-{t}.txt")),
+        "the set-aside branch did not move onto the work done for the answer"
+    );
+    let branch = format!("gaffer/{t}");
+    assert!(!has(lab, &branch, "app/signing.txt"));
+    assert!(has(lab, &branch, &format!("app/fixed-{t}.txt")));
+    let q = question(&lab.snapshot(), &task_ref, "q-001").unwrap();
+    assert_eq!(q.state, QuestionState::Overridden);
+}
+
+#[test]
+fn a_different_answer_is_applied_once_while_the_state_remote_refuses_writes_for_longer_than_the_writer_retries()
+ {
+    let lab = Lab::build(&["web-api"], "1h", "immediately", "");
+    let (t, key) = ("outage", "Write outage");
+    lab.add_task("web-api", t, key, signing_steps(t));
+    // A URL remote, as on GitHub: gaffer fetches and pushes with git, so the remote's
+    // hooks see every write.
+    let url = format!("file://localhost{}", lab.state.display());
+    let _d = lab.daemon_at(&url, &[]);
+    lab.wait_llm(120, "the held step", |log| log.iter().any(|l| l.held));
+    lab.wait_until(60, "the edit after the question checkpointed", |s| {
+        milestones(s, "demo/web-api/outage")
+            .iter()
+            .any(|(_, m, _)| m.contains("edited repos/web-api/app/signing.txt"))
+    });
+    // From now on the state remote refuses every push; the person's answer still lands.
+    let hook = lab.state.join("hooks/pre-receive");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'test outage: writes refused' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    answer(&lab, t, "q-001", "HS256", PERSON);
+    lab.wait_llm(60, "the agent told", |log| {
+        log.iter()
+            .any(|l| l.last_user.contains("A person answered"))
+    });
+    // The writer gives up twice: the step that told the agent ran again after its status
+    // write failed, and repeated nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
+    while lab
+        .daemon_log()
+        .matches("status writer could not publish")
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", lab.daemon_log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(user_messages_with(&lab.llm, key, "A person answered"), 1);
+    std::fs::remove_file(&hook).unwrap();
+    assert_applied_once(&lab, t, key);
+}
+
+#[test]
+fn a_different_answer_survives_sigkill_after_the_turn_is_stopped() {
+    a_different_answer_is_applied_once_across_a_sigkill_at("kstop", "override:stopped");
+}
+
+#[test]
+fn a_different_answer_survives_sigkill_after_the_work_is_set_aside() {
+    a_different_answer_is_applied_once_across_a_sigkill_at("kaside", "override:set-aside");
+}
+
+#[test]
+fn a_different_answer_survives_sigkill_after_the_worktree_is_reset() {
+    a_different_answer_is_applied_once_across_a_sigkill_at("kreset", "override:reset");
+}
+
+#[test]
+fn a_different_answer_survives_sigkill_after_the_prompt_before_the_status_commit() {
+    a_different_answer_is_applied_once_across_a_sigkill_at("kprompt", "override:prompted");
+}
+
 #[test]
 fn at_the_deadline_the_recommended_option_is_confirmed_and_a_late_answer_still_overrides() {
     let lab = Lab::build(&["web-api"], "3s", "immediately", "");

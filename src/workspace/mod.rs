@@ -396,6 +396,7 @@ impl Workspaces {
                 // Confirmed at the deadline and worked on since: all of it goes aside.
                 g.run(["branch", "--force", branch, &head])?;
             }
+            crate::crash::point("override:set-aside");
             g.run([
                 "switch",
                 "--quiet",
@@ -404,6 +405,7 @@ impl Workspaces {
                 parent,
                 point.as_str(),
             ])?;
+            crate::crash::point("override:reset");
             out.insert(repo.name.value.clone(), head);
         }
         Ok(out)

@@ -536,6 +536,7 @@ pub async fn apply_decisions(
                 None
             } else {
                 agent.interrupt(t, session).await?;
+                crate::crash::point("override:stopped");
                 let (par, br, pt) = (parent.clone(), branch.clone(), q.point.clone());
                 let kept = blocking(move || ws.set_aside(&tt, &pp, &par, &br, &pt)).await?;
                 let kept_at = kept
@@ -552,6 +553,7 @@ pub async fn apply_decisions(
                     },
                 )?;
                 agent.send(t, session, &id, &text).await?;
+                crate::crash::point("override:prompted");
                 kept.values().next().cloned()
             };
             plan.record_prompt(&id);
