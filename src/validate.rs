@@ -105,15 +105,21 @@ fn walk(
 
 /// Validates the working tree at `root`.
 pub fn validate_dir(root: &Path) -> std::io::Result<Report> {
-    let (files, mut problems) = load_dir(root)?;
+    let (files, problems) = load_dir(root)?;
+    Ok(report(files, problems))
+}
+
+/// Validates files read from a tree (repository-relative paths), with the problems found
+/// while reading it.
+pub fn report(files: Vec<(String, RawContent)>, mut problems: Vec<Problem>) -> Report {
     let count = files.len() + problems.len();
     let snapshot = Snapshot::from_files(files);
     problems.extend(snapshot.all_problems());
     problems.sort();
     problems.dedup();
-    Ok(Report {
+    Report {
         valid: problems.is_empty(),
         files_checked: count,
         problems,
-    })
+    }
 }

@@ -302,7 +302,7 @@ impl Client {
         }
         Ok(EventStream {
             body: resp.into_body(),
-            buf: Vec::new(),
+            frames: SseFrames::default(),
         })
     }
 }
@@ -324,28 +324,48 @@ pub struct SessionStatus {
 /// The SSE body of `GET /event`.
 pub struct EventStream {
     body: hyper::body::Incoming,
-    buf: Vec<u8>,
+    frames: SseFrames,
 }
 
 impl EventStream {
     /// The next event's JSON (`data:` lines of one frame), or `None` at the end of the stream.
     pub async fn next(&mut self) -> Option<Value> {
         loop {
-            if let Some(end) = find_frame_end(&self.buf) {
-                let frame: Vec<u8> = self.buf.drain(..end.1).collect();
-                let data = frame_data(&frame[..end.0]);
-                if let Some(data) = data
-                    && let Ok(v) = serde_json::from_str::<Value>(&data)
-                {
-                    return Some(v);
-                }
-                continue;
+            if let Some(v) = self.frames.next_event() {
+                return Some(v);
             }
             let frame = self.body.frame().await?.ok()?;
             if let Ok(data) = frame.into_data() {
-                self.buf.extend_from_slice(&data);
+                self.frames.push(&data);
             }
         }
+    }
+}
+
+/// Server-sent events, decoded from bytes as they arrive: frames end at a blank line, an
+/// event is the JSON of a frame's joined `data:` lines; frames without JSON are skipped.
+#[derive(Debug, Default)]
+pub struct SseFrames {
+    buf: Vec<u8>,
+}
+
+impl SseFrames {
+    /// Adds bytes as they came off the wire.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete event, if one has arrived.
+    pub fn next_event(&mut self) -> Option<Value> {
+        while let Some(end) = find_frame_end(&self.buf) {
+            let frame: Vec<u8> = self.buf.drain(..end.1).collect();
+            if let Some(data) = frame_data(&frame[..end.0])
+                && let Ok(v) = serde_json::from_str::<Value>(&data)
+            {
+                return Some(v);
+            }
+        }
+        None
     }
 }
 

@@ -87,7 +87,7 @@ impl Follower {
 }
 
 /// Events worth a reconcile (not the token-by-token deltas).
-pub(super) fn significant(ev: &Value) -> bool {
+pub fn significant(ev: &Value) -> bool {
     let kind = ev.get("type").and_then(Value::as_str).unwrap_or("");
     let props = ev.get("properties");
     match kind {
@@ -107,7 +107,8 @@ pub(super) fn significant(ev: &Value) -> bool {
     }
 }
 
-pub(super) fn session_of(ev: &Value) -> Option<&str> {
+/// The session an event is about.
+pub fn session_of(ev: &Value) -> Option<&str> {
     let p = ev.get("properties")?;
     p.get("sessionID")
         .or_else(|| p.pointer("/info/sessionID"))

@@ -23,6 +23,8 @@ pub mod tmux;
 #[cfg(test)]
 mod tests;
 
+pub use follow::{session_of, significant};
+
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

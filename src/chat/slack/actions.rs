@@ -45,6 +45,70 @@ impl Reply {
     }
 }
 
+/// A button's `action_id` (`<kind>:<task>:…`), decoded before anything is read or done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Click {
+    /// `answer:<task>:<qid>:<option index>`
+    Answer {
+        /// The task.
+        task: TaskRef,
+        /// The question.
+        qid: Qid,
+        /// The option's index in the question.
+        option: usize,
+    },
+    /// `other:<task>:<qid>` (a written answer) or `change:<task>:<qid>` (a new one).
+    Other {
+        /// The task.
+        task: TaskRef,
+        /// The question.
+        qid: Qid,
+        /// Changing an answer already given.
+        change: bool,
+    },
+    /// `approve:<task>[:<key>]`
+    Approve {
+        /// The task.
+        task: TaskRef,
+        /// The round and heads the button was made for.
+        key: Option<String>,
+    },
+}
+
+impl Click {
+    /// `None` for an action that is not gaffer's (another kind, or no task); an error for
+    /// one of gaffer's that does not parse.
+    pub fn parse(id: &str) -> Option<Result<Click, String>> {
+        let parts: Vec<&str> = id.split(':').collect();
+        let [kind, task, rest @ ..] = parts.as_slice() else {
+            return None;
+        };
+        if !matches!(*kind, "answer" | "other" | "change" | "approve") {
+            return None;
+        }
+        let task = TaskRef::parse(task).ok()?;
+        let malformed = || format!("malformed action {id}");
+        Some(match (*kind, rest) {
+            ("answer", [qid, index]) => match (Qid::new(*qid), index.parse::<usize>()) {
+                (Ok(qid), Ok(option)) => Ok(Click::Answer { task, qid, option }),
+                _ => Err(malformed()),
+            },
+            ("other" | "change", [qid]) => Qid::new(*qid)
+                .map(|qid| Click::Other {
+                    task,
+                    qid,
+                    change: *kind == "change",
+                })
+                .map_err(|e| e.to_string()),
+            ("approve", rest) => Ok(Click::Approve {
+                task,
+                key: rest.first().map(|k| k.to_string()),
+            }),
+            _ => Err(malformed()),
+        })
+    }
+}
+
 fn refusal(user: &str) -> String {
     format!(
         "Sorry <@{user}>, you are not allowed to start tasks, answer or approve here: ask the \
@@ -207,17 +271,9 @@ impl Bot {
         }
         .to_string();
         let message_ts = str_at(p, &["container", "message_ts"]).to_string();
-        let parts: Vec<&str> = id.split(':').collect();
-        let (kind, task) = match parts.as_slice() {
-            [kind, task, ..] => match TaskRef::parse(task) {
-                Ok(t) => (*kind, t),
-                Err(_) => return,
-            },
-            _ => return,
-        };
-        if !matches!(kind, "answer" | "other" | "change" | "approve") {
+        let Some(click) = Click::parse(id) else {
             return;
-        }
+        };
         if !self.may_act(&user) {
             tracing::info!(%user, action = %id, "refused: not in authors.slack_users");
             if let Err(e) = self
@@ -233,48 +289,39 @@ impl Bot {
             channel: channel.clone(),
             ts: message_ts,
         };
-        let outcome = match (kind, parts.as_slice()) {
-            ("answer", [_, _, qid, index]) => match (Qid::new(*qid), index.parse::<usize>()) {
-                (Ok(qid), Ok(i)) => {
-                    let label = self.read(|s| {
-                        s.task(&task)
-                            .and_then(|e| e.questions.get(&qid))
-                            .and_then(|q| q.options.get(i))
-                            .map(|o| o.label.clone())
-                    });
-                    match label {
-                        Some(label) => {
-                            self.answer(&user, &task, &qid, Some(label), None, &message)
-                                .await
-                        }
-                        None => Err(format!("{task} has no question {qid} with option {i}")),
-                    }
-                }
-                _ => Err(format!("malformed action {id}")),
-            },
-            ("other" | "change", [_, _, qid]) => match Qid::new(*qid) {
-                Ok(qid) => {
-                    let view = self.read(|s| {
-                        s.task(&task)
-                            .and_then(|e| e.questions.get(&qid))
-                            .map(|q| answer_view(&task, &qid, q, kind == "change", &message))
-                    });
-                    match view {
-                        Some(v) => self
-                            .api
-                            .open_view(str_at(p, &["trigger_id"]), &v)
+        let outcome = match click {
+            Err(e) => Err(e),
+            Ok(Click::Answer { task, qid, option }) => {
+                let label = self.read(|s| {
+                    s.task(&task)
+                        .and_then(|e| e.questions.get(&qid))
+                        .and_then(|q| q.options.get(option))
+                        .map(|o| o.label.clone())
+                });
+                match label {
+                    Some(label) => {
+                        self.answer(&user, &task, &qid, Some(label), None, &message)
                             .await
-                            .map_err(|e| e.to_string()),
-                        None => Err(format!("{task} has no question {qid}")),
                     }
+                    None => Err(format!("{task} has no question {qid} with option {option}")),
                 }
-                Err(e) => Err(e.to_string()),
-            },
-            ("approve", [_, _, rest @ ..]) => {
-                let key = rest.first().map(|k| k.to_string());
-                self.approve(&user, &task, key, &message).await
             }
-            _ => Err(format!("malformed action {id}")),
+            Ok(Click::Other { task, qid, change }) => {
+                let view = self.read(|s| {
+                    s.task(&task)
+                        .and_then(|e| e.questions.get(&qid))
+                        .map(|q| answer_view(&task, &qid, q, change, &message))
+                });
+                match view {
+                    Some(v) => self
+                        .api
+                        .open_view(str_at(p, &["trigger_id"]), &v)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("{task} has no question {qid}")),
+                }
+            }
+            Ok(Click::Approve { task, key }) => self.approve(&user, &task, key, &message).await,
         };
         if let Err(e) = outcome {
             tracing::warn!(%user, action = %id, error = %e, "action failed");

@@ -75,17 +75,12 @@ fn refuse(ep: &Endpoint, reason: &'static str) -> Response {
     }
 }
 
-/// The media type of a request, lowercased, without parameters.
-fn media(headers: &HeaderMap) -> String {
+/// The request's `Content-Type`, as sent.
+fn content_type(headers: &HeaderMap) -> &str {
     headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -114,6 +109,75 @@ fn form(body: &[u8]) -> Value {
     )
 }
 
+/// Where a request was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/slack/commands`
+    Commands,
+    /// `/slack/interactive`
+    Interactive,
+    /// `/slack/events`
+    Events,
+}
+
+/// A verified request's body, read as Slack sends it to that route.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// A slash command's form, as a JSON object of strings.
+    Command(Value),
+    /// Slack's certificate check on the commands URL.
+    SslCheck,
+    /// An interaction payload (`block_actions`, `view_submission`).
+    Interaction(Value),
+    /// The Events API's URL check: answer with this challenge.
+    UrlVerification(Value),
+    /// Any other event (the bot subscribes to none).
+    Event(Value),
+}
+
+/// Reads `body` as Slack sends it to `route` with the `Content-Type` `content_type`, or
+/// names why it is not (the metric's reason): nothing here acts on it.
+pub fn decode(route: Route, content_type: &str, body: &[u8]) -> Result<Inbound, &'static str> {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let want = match route {
+        Route::Commands | Route::Interactive => FORM,
+        Route::Events => "application/json",
+    };
+    if media != want {
+        return Err("content_type");
+    }
+    match route {
+        Route::Commands => {
+            let f = form(body);
+            if f["ssl_check"] == "1" {
+                Ok(Inbound::SslCheck)
+            } else if f["command"].is_string() {
+                Ok(Inbound::Command(f))
+            } else {
+                Err("no_command")
+            }
+        }
+        Route::Interactive => {
+            let f = form(body);
+            let payload = f["payload"].as_str().ok_or("no_payload")?;
+            let v = serde_json::from_str::<Value>(payload).map_err(|_| "json")?;
+            Ok(Inbound::Interaction(v))
+        }
+        Route::Events => {
+            let v = serde_json::from_slice::<Value>(body).map_err(|_| "json")?;
+            Ok(match v["type"].as_str() {
+                Some("url_verification") => Inbound::UrlVerification(v["challenge"].clone()),
+                _ => Inbound::Event(v),
+            })
+        }
+    }
+}
+
 fn reply(r: super::actions::Reply) -> Response {
     match r.to_json() {
         Some(v) => axum::Json(v).into_response(),
@@ -125,52 +189,36 @@ async fn commands(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: Byt
     if let Err(r) = verified(&ep, &headers, &body) {
         return r.into_response();
     }
-    if media(&headers) != FORM {
-        return refuse(&ep, "content_type");
-    }
-    let f = form(&body);
-    if f["ssl_check"] == "1" {
+    match decode(Route::Commands, content_type(&headers), &body) {
         // Slack checks the endpoint's certificate with this; nothing to do.
-        return StatusCode::OK.into_response();
+        Ok(Inbound::SslCheck) => StatusCode::OK.into_response(),
+        Ok(Inbound::Command(f)) => reply(ep.bot.on_command(&f).await),
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(reason) => refuse(&ep, reason),
     }
-    if !f["command"].is_string() {
-        return refuse(&ep, "no_command");
-    }
-    reply(ep.bot.on_command(&f).await)
 }
 
 async fn interactive(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = verified(&ep, &headers, &body) {
         return r.into_response();
     }
-    if media(&headers) != FORM {
-        return refuse(&ep, "content_type");
+    match decode(Route::Interactive, content_type(&headers), &body) {
+        Ok(Inbound::Interaction(p)) => reply(ep.bot.on_interaction(&p).await),
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(reason) => refuse(&ep, reason),
     }
-    let f = form(&body);
-    let Some(payload) = f["payload"].as_str() else {
-        return refuse(&ep, "no_payload");
-    };
-    let Ok(payload) = serde_json::from_str::<Value>(payload) else {
-        return refuse(&ep, "json");
-    };
-    reply(ep.bot.on_interaction(&payload).await)
 }
 
 async fn events(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = verified(&ep, &headers, &body) {
         return r.into_response();
     }
-    if media(&headers) != "application/json" {
-        return refuse(&ep, "content_type");
-    }
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
-        return refuse(&ep, "json");
-    };
-    match v["type"].as_str() {
+    match decode(Route::Events, content_type(&headers), &body) {
         // Slack checks the URL when it is configured.
-        Some("url_verification") => {
-            axum::Json(serde_json::json!({"challenge": v["challenge"]})).into_response()
+        Ok(Inbound::UrlVerification(challenge)) => {
+            axum::Json(serde_json::json!({ "challenge": challenge })).into_response()
         }
-        _ => StatusCode::OK.into_response(),
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(reason) => refuse(&ep, reason),
     }
 }
