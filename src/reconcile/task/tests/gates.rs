@@ -367,3 +367,92 @@ async fn an_old_status_with_tmux_fields_loads_and_is_rewritten_with_the_host() {
         "{written}"
     );
 }
+
+/// The queue: priority decides, then the time a task was queued (its status's `phaseSince`,
+/// set by the commit that queued it), then the name — in rows where the three disagree.
+#[tokio::test]
+async fn priority_decides_the_queue_then_queue_time_then_name() {
+    // (row, jwt's priority, jwt queued minutes after NOW, sibling, its priority, its minutes,
+    // jwt starts)
+    let rows = [
+        (
+            "higher priority beats an earlier queue time and a name first",
+            "medium",
+            10,
+            "aaa",
+            "low",
+            0,
+            true,
+        ),
+        (
+            "lower priority waits though queued first and named first",
+            "low",
+            0,
+            "zzz",
+            "medium",
+            10,
+            false,
+        ),
+        (
+            "equal priority: queued first goes first, whatever the names",
+            "high",
+            0,
+            "aaa",
+            "high",
+            10,
+            true,
+        ),
+        (
+            "equal priority: queued later waits, whatever the names",
+            "medium",
+            10,
+            "zzz",
+            "medium",
+            0,
+            false,
+        ),
+        (
+            "equal priority and time: the name decides (ahead)",
+            "medium",
+            0,
+            "aaa",
+            "medium",
+            0,
+            false,
+        ),
+        (
+            "equal priority and time: the name decides (behind)",
+            "medium",
+            0,
+            "zzz",
+            "medium",
+            0,
+            true,
+        ),
+    ];
+    for (row, prio, mins, sibling, sib_prio, sib_mins, starts) in rows {
+        let mut w = World::new(Phase::Queued);
+        let now = w.now;
+        let at = |m: i64| now.checked_add(jiff::SignedDuration::from_mins(m)).unwrap();
+        w.file(
+            "projects/demo/api/tasks/jwt/task.yaml",
+            &format!("title: Add JWT\npriority: {prio}\n"),
+        );
+        w.edit_status(|s| s.phase_since = Some(at(mins)));
+        w.file(
+            &format!("projects/demo/api/tasks/{sibling}/task.yaml"),
+            &format!("title: Sibling\npriority: {sib_prio}\n"),
+        );
+        w.file(
+            &format!("projects/demo/api/tasks/{sibling}/status.yaml"),
+            &format!("phase: Queued\nphaseSince: {}\n", at(sib_mins)),
+        );
+        let (_, plan) = w.step().await.unwrap_or_else(|e| panic!("{row}: {e}"));
+        let want = if starts {
+            Phase::Preparing
+        } else {
+            Phase::Queued
+        };
+        assert_eq!(plan.phase(), want, "{row}: {:?}", plan.status.message);
+    }
+}
