@@ -229,7 +229,7 @@ async fn scripted_agent_waits_for_answers_and_dedupes_prompts() {
 #[test]
 fn init_command_is_an_argument_vector_from_validated_names() {
     let project: gaffer::state::spec::ProjectSpec = gaffer::state::yaml::parse(
-        b"repos:\n  - {name: domain-apis, url: x}\n  - {name: k8s-lab, url: y}\nworkspace: {init: command, run: \"task builder:init BUILDER_NAME={{project}} REPOS={{repos}}\"}\n",
+        b"repos:\n  - {name: domain-apis, url: x}\n  - {name: k8s-lab, url: y}\nworkspace: {init: command, run: \"task builder:init BUILDER_NAME={{builder}} REPOS={{repos}} BRANCH={{branch}} T={{task}}\"}\n",
     )
     .unwrap();
     let t = TaskRef::parse("ai-dev/proj-api-service/jwt-auth").unwrap();
@@ -240,8 +240,10 @@ fn init_command_is_an_argument_vector_from_validated_names() {
         [
             "task",
             "builder:init",
-            "BUILDER_NAME=proj-api-service",
-            "REPOS=domain-apis,k8s-lab"
+            "BUILDER_NAME=ai-dev-proj-api-service",
+            "REPOS=domain-apis,k8s-lab",
+            "BRANCH=gaffer/jwt-auth",
+            "T=jwt-auth"
         ]
     );
     let err = gaffer::workspace::render_command(&t, &project, "make {{nope}}").unwrap_err();

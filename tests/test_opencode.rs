@@ -144,13 +144,7 @@ impl Lab {
             .open(self.tmp.path().join("daemon.log"))
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_gaffer"))
-            .args([
-                "reconcile",
-                "--lab",
-                "render-only",
-                "--state",
-                state,
-            ])
+            .args(["reconcile", "--lab", "render-only", "--state", state])
             .arg("--data-dir")
             .arg(&self.data)
             .arg("--builders")

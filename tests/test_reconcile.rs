@@ -689,3 +689,162 @@ fn failing_tests_fail_the_task_and_retry_goes_back_through_the_queue_with_new_fe
         ]
     );
 }
+
+/// A Taskfile written the way codev's `builder:init` makes a builder's workspace: a bare
+/// clone per repo under `.mirrors/`, a git worktree per repo under
+/// `.builders/<builder>/repos/`. Run by the real go-task; each run is logged to `init.log`.
+const BUILDER_INIT_TASKFILE: &str = r#"version: '3'
+
+tasks:
+  builder:init:
+    desc: Make .builders/<BUILDER_NAME>/repos/<repo> for each of REPOS
+    requires:
+      vars: [BUILDER_NAME, REPOS, REMOTES]
+    cmds:
+      - for: {var: REPOS, split: ','}
+        cmd: |
+          set -e
+          echo "{{.BUILDER_NAME}} {{.ITEM}}" >> init.log
+          mkdir -p .mirrors .builders/{{.BUILDER_NAME}}/repos
+          if [ ! -d .mirrors/{{.ITEM}}.git ]; then
+            git clone --quiet --bare {{.REMOTES}}/{{.ITEM}}.git .mirrors/{{.ITEM}}.git
+          fi
+          if [ ! -e .builders/{{.BUILDER_NAME}}/repos/{{.ITEM}}/.git ]; then
+            git -C .mirrors/{{.ITEM}}.git worktree add --quiet --detach \
+              "$PWD/.builders/{{.BUILDER_NAME}}/repos/{{.ITEM}}" main
+          fi
+"#;
+
+/// A lab whose project makes its workspace with the real go-task running `taskfile` (as
+/// `builder:init`, or `task` when given); gaffer's builders root is the `.builders/` beside
+/// the Taskfile. Returns the lab and the Taskfile's dir.
+fn lab_with_workspace_command(taskfile: &str, task: &str) -> (Lab, PathBuf) {
+    // Questions default after a second: the test is about the workspace.
+    let mut lab = Lab::new("1s");
+    let ws = lab.tmp.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::fs::write(ws.join("Taskfile.yml"), taskfile).unwrap();
+    lab.builders = ws.join(".builders");
+    let run = format!(
+        "{} --dir {} {task} BUILDER_NAME={{{{builder}}}} REPOS={{{{repos}}}} REMOTES={}",
+        crate::common::go_task().display(),
+        ws.display(),
+        lab.origin().parent().unwrap().display()
+    );
+    let project = format!(
+        "repos:\n  - {{name: web-api, url: {}, base: main}}\n\
+         agent: {{runtime: scripted, script: web-api/.gaffer/agent-script.yaml}}\n\
+         lab: {{overlay: web-api/deploy, test: sh tests/run-tests.sh}}\n\
+         forge: {{kind: local, merge_method: merge}}\n\
+         workspace:\n  init: command\n  run: {}\n",
+        serde_json::Value::String(lab.origin().display().to_string()),
+        serde_json::Value::String(run),
+    );
+    lab.commit(
+        &[("projects/demo/web-api/project.yaml", project.as_str())],
+        "workspace by command",
+    );
+    (lab, ws)
+}
+
+#[test]
+fn the_users_own_taskfile_builder_init_makes_the_workspace_and_gaffer_adopts_it() {
+    let (lab, ws) = lab_with_workspace_command(BUILDER_INIT_TASKFILE, "builder:init");
+    lab.add_task("jwt", "");
+    let _d = lab.daemon();
+    wait_until(&lab, 120, "promoted", |s| {
+        phase(s, "jwt") == Some(Phase::Promoted)
+    });
+
+    // The Taskfile made the worktree where gaffer looks; gaffer put it on the task branch
+    // and made no mirror of its own.
+    let worktree = ws.join(".builders/demo-web-api/repos/web-api");
+    let mirror = ws.join(".mirrors/web-api.git").canonicalize().unwrap();
+    assert!(
+        !ws.join(".builders/.mirrors").exists(),
+        "gaffer made no mirror of its own"
+    );
+    assert_eq!(
+        git(
+            &worktree,
+            &["rev-parse", "--path-format=absolute", "--git-common-dir"]
+        ),
+        mirror.display().to_string()
+    );
+    assert_eq!(git(&worktree, &["branch", "--show-current"]), "gaffer/jwt");
+    // The work reached the project's repository, pushed from the user's mirror.
+    let work = git(&mirror, &["rev-parse", "refs/heads/gaffer/jwt"]);
+    let merged = Command::new("git")
+        .current_dir(lab.origin())
+        .args(["merge-base", "--is-ancestor", &work, "main"])
+        .status()
+        .unwrap();
+    assert!(merged.success(), "gaffer/jwt {work} is merged into main");
+    // A second task of the project does not run the command again: the repos did not change.
+    lab.add_task("second", "");
+    wait_until(&lab, 120, "second promoted", |s| {
+        phase(s, "second") == Some(Phase::Promoted)
+    });
+    assert_eq!(
+        std::fs::read_to_string(ws.join("init.log")).unwrap(),
+        "demo-web-api web-api\n"
+    );
+    assert_eq!(
+        git(&worktree, &["branch", "--show-current"]),
+        "gaffer/second"
+    );
+}
+
+/// jwt's `WorkspaceReady` condition, once it has one.
+fn workspace_ready(snap: &Snapshot) -> Option<gaffer::state::status::Condition> {
+    let t = TaskRef::parse("demo/web-api/jwt").unwrap();
+    snap.task(&t)?
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "WorkspaceReady")
+        .cloned()
+}
+
+#[test]
+fn a_workspace_command_that_fails_or_makes_the_wrong_thing_stops_the_task_with_why() {
+    // Fails: its last output lines reach the task's condition; nothing else happens.
+    let failing = "version: '3'\ntasks:\n  builder:init:\n    cmds:\n      - echo making {{.BUILDER_NAME}}\n      - echo 'no credentials for the mirror' >&2\n      - exit 3\n";
+    let (lab, ws) = lab_with_workspace_command(failing, "builder:init");
+    lab.add_task("jwt", "");
+    let _d = lab.daemon();
+    let snap = wait_until(&lab, 60, "the condition", |s| workspace_ready(s).is_some());
+    let st = status(&snap, "jwt");
+    let c = workspace_ready(&snap).unwrap();
+    assert_eq!(c.reason, "InitFailed");
+    assert!(c.message.contains("making demo-web-api"), "{}", c.message);
+    assert!(
+        c.message.contains("no credentials for the mirror"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("exit status: 3") || c.message.contains("exit status: 201"),
+        "{}",
+        c.message
+    );
+    assert_eq!(st.phase, Phase::Preparing);
+    assert!(st.agent.is_none(), "no builder was started");
+    assert!(!ws.join(".builders/.mirrors").exists());
+
+    // Makes a plain directory where a worktree should be: named in the condition.
+    let wrong = "version: '3'\ntasks:\n  builder:init:\n    cmds:\n      - mkdir -p .builders/{{.BUILDER_NAME}}/repos/web-api/.git\n";
+    let (lab, _ws) = lab_with_workspace_command(wrong, "builder:init");
+    lab.add_task("jwt", "");
+    let _d = lab.daemon();
+    let snap = wait_until(&lab, 60, "the condition", |s| workspace_ready(s).is_some());
+    let st = status(&snap, "jwt");
+    let c = workspace_ready(&snap).unwrap();
+    assert!(
+        c.message.contains("did not make a usable repos/web-api"),
+        "{}",
+        c.message
+    );
+    assert!(st.agent.is_none());
+}

@@ -390,9 +390,11 @@ impl Snapshot {
             ));
         }
         let mut builders: BTreeMap<String, Vec<&ProjectRef>> = BTreeMap::new();
+        let mut hosts: BTreeMap<String, Vec<&ProjectRef>> = BTreeMap::new();
         for (p, pe) in &self.projects {
             if pe.spec_present {
                 builders.entry(p.builder_name()).or_default().push(p);
+                hosts.entry(p.project.to_string()).or_default().push(p);
             }
             for (t, te) in &pe.tasks {
                 let tref = TaskRef {
@@ -437,6 +439,28 @@ impl Snapshot {
                         StatePath::Project((*p).clone()).to_path(),
                         format!(
                             "duplicate builder name {name:?}: projects {} would share the tmux session, channel and lab namespace",
+                            list.join(" and ")
+                        ),
+                    ));
+                }
+            }
+        }
+        // The lab host is `{project}.builder.<domain>`: a project name in two categories
+        // would give both the same URL. Refused rather than told apart by category only
+        // when they collide, which would move a lab's URL when another project is added.
+        for (name, projects) in hosts {
+            if projects.len() > 1 {
+                let list: Vec<String> = projects.iter().map(|p| p.to_string()).collect();
+                let host = match &self.settings {
+                    Some(s) => format!("{name}.builder.{}", s.domain),
+                    None => format!("{name}.builder.<domain>"),
+                };
+                for p in &projects {
+                    out.push(Problem::file(
+                        StatePath::Project((*p).clone()).to_path(),
+                        format!(
+                            "projects {} would share the lab host {host}: project names must \
+                             differ across categories (docs/lab.md)",
                             list.join(" and ")
                         ),
                     ));

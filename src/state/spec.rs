@@ -329,8 +329,11 @@ pub struct WorkspaceSpec {
     /// `builtin` (mirror clones and worktrees) or `command` (run `run`).
     #[serde(default)]
     pub init: WorkspaceInit,
-    /// The command for `init: command`, an argument list rendered from validated names
-    /// (`{{project}}`, `{{category}}`, `{{task}}`, `{{repos}}`); never run through a shell.
+    /// The command for `init: command`, run in the builders root instead of gaffer's own
+    /// worktrees: an argument list rendered from validated names (`{{builder}}` =
+    /// `{category}-{project}`, `{{category}}`, `{{project}}`, `{{repos}}` comma-separated,
+    /// `{{task}}`, `{{branch}}`); never run through a shell. gaffer then adopts each
+    /// `<builders>/{{builder}}/repos/<repo>` it made (docs/state-repository.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
 }

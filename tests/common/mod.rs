@@ -303,3 +303,42 @@ pub fn ensure_bwrap() {
         panic!("the sandbox tests need bubblewrap (apt-get install bubblewrap): {why}");
     }
 }
+
+/// The pinned go-task (`task`), for running real Taskfiles: PyPI's `go-task-bin`, installed
+/// into `target/go-task` on first use (once across parallel test processes), or
+/// `GAFFER_TEST_TASK=/path/to/task`.
+pub fn go_task() -> PathBuf {
+    if let Some(p) = std::env::var_os("GAFFER_TEST_TASK") {
+        return PathBuf::from(p);
+    }
+    let dir = root().join("target/go-task");
+    let bin = dir.join("bin/task");
+    if bin.is_file() {
+        return bin;
+    }
+    std::fs::create_dir_all(root().join("target")).unwrap();
+    let lock = std::fs::File::create(root().join("target/.go-task-install.lock")).unwrap();
+    lock.lock().unwrap();
+    if !bin.is_file() {
+        let out = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--no-warn-script-location", "--target"])
+            .arg(&dir)
+            .arg("go-task-bin==3.54.0")
+            .output()
+            .expect("python3 -m pip runs");
+        assert!(
+            out.status.success(),
+            "installing go-task-bin: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(bin.is_file(), "go-task-bin installed no {}", bin.display());
+    bin
+}

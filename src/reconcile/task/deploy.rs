@@ -176,7 +176,7 @@ async fn image_build(
             img.repo
         )));
     };
-    let mirror = ctx.workspaces.mirror_dir(&repo.url);
+    let mirror = ctx.workspaces.repo_git_dir(&view.t, &view.project, repo);
     let branch = rs.branch.clone();
     blocking(move || crate::forge::push_branch(&mirror, &branch)).await?;
     let dispatched = plan.status.effects.image_builds.contains_key(&head);

@@ -13,6 +13,7 @@ use crate::names::RepoName;
 use crate::reconcile::{Action, Context, ReconcileError};
 use crate::state::spec::SandboxKind;
 use crate::state::status::{AgentStatus, ConditionStatus, Phase};
+use crate::workspace::WorkspaceError;
 
 /// Prepares the workspace and the session, then goes to `Running` (or where a resumed task
 /// left off).
@@ -39,7 +40,18 @@ pub async fn preparing(
     }
     let ws = ctx.workspaces.clone();
     let (tt, pp) = (t.clone(), project.clone());
-    let repos = blocking(move || ws.prepare(&tt, &pp)).await?;
+    let repos = match blocking(move || ws.prepare(&tt, &pp)).await {
+        // The project's own workspace command failed or made something unusable: the task
+        // waits with why, and nothing else happens.
+        Err(ReconcileError::Workspace(WorkspaceError::Init(why))) => {
+            let msg = format!(
+                "{why}\n(gaffer runs the command again when project.yaml or this task changes)"
+            );
+            return Ok(plan.blocked("WorkspaceReady", "InitFailed", &msg));
+        }
+        r => r?,
+    };
+    plan.clear_condition("WorkspaceReady");
     for (name, rs) in repos {
         let entry = plan.status.repos.entry(name).or_insert(rs.clone());
         entry.branch = rs.branch;
