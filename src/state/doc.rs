@@ -80,7 +80,7 @@ pub fn render(
         }
         out.push_str(&format!("{hint}\n\n"));
         for o in &q.options {
-            let desc = if o.description.is_empty() {
+            let desc = if o.description.trim().is_empty() {
                 String::new()
             } else {
                 format!(" — {}", one_line(&o.description))
@@ -107,11 +107,16 @@ fn option_named<'q>(q: &'q Question, written: &str) -> Option<&'q str> {
         .map(|o| (o.label.as_str(), one_line(&o.label)))
         .filter(|(_, shown)| {
             let shown = shown.trim();
-            written == shown
-                || (!shown.is_empty()
-                    && written
-                        .strip_prefix(shown)
-                        .is_some_and(|r| r.starts_with(" — ")))
+            match written.strip_prefix(shown) {
+                Some("") => true,
+                // The description follows after ` — ` (spaces around a label are trimmed
+                // with the line, so an empty label leaves `— description`).
+                Some(rest) => {
+                    (shown.is_empty() || rest.starts_with(char::is_whitespace))
+                        && rest.trim_start().starts_with('—')
+                }
+                None => false,
+            }
         })
         .max_by_key(|(_, shown)| shown.trim().len())
         .map(|(label, _)| label)
