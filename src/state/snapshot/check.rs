@@ -48,6 +48,23 @@ pub(super) fn check_settings(path: &str, s: &Settings) -> Vec<Problem> {
     out
 }
 
+/// A branch name that is safe in refs, refspecs and argument vectors: parts of letters,
+/// digits, `.`, `_` and `-` between single `/`s, none starting with `.` or `-`, and not
+/// ending in `.lock`.
+fn branch_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.ends_with(".lock")
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && !part.starts_with(['.', '-'])
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                && !part.contains("..")
+        })
+}
+
 pub(super) fn check_project(path: &str, spec: &ProjectSpec) -> Vec<Problem> {
     let mut out = Vec::new();
     if spec.repos.is_empty() {
@@ -70,6 +87,16 @@ pub(super) fn check_project(path: &str, spec: &ProjectSpec) -> Vec<Problem> {
             out.push(Problem::file(
                 path,
                 format!("repo {}: url must not be empty", r.name.value),
+            ));
+        }
+        if !branch_name_ok(&r.base) {
+            out.push(Problem::file(
+                path,
+                format!(
+                    "repo {}: base {:?} is not a branch name (letters, digits, `.`, `_`, `-` \
+                     and `/` between parts)",
+                    r.name.value, r.base
+                ),
             ));
         }
     }
