@@ -638,6 +638,44 @@ async fn syncer_picks_up_pushes_made_while_it_was_down() {
     );
 }
 
+/// A sync that fails (the remote briefly unreachable) is tried again by itself: the wake-up
+/// that asked for it may be the last one for a long time (before, the change waited for the
+/// next push or the ten-minute resync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_is_retried_without_another_wake() {
+    let remote = Remote::new();
+    let person = remote.person_clone("person");
+    let t = remote.transport(true);
+    let tracker = Arc::new(RwLock::new(tracker_for(WriterRole::Reconciler)));
+    let (waker, rx) = watch::channel();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(Syncer::new(t.clone(), tracker.clone()).run(rx, out_tx));
+    waker.wake(Reason::Start);
+    tokio::time::timeout(Duration::from_secs(10), out_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    person_push(
+        &person,
+        &[(
+            "projects/ai-dev/api/tasks/late/task.yaml",
+            &task_yaml("late"),
+        )],
+        "x",
+    );
+    // The remote is away when the wake-up comes, and back a moment later.
+    let away = remote.path.with_extension("away");
+    std::fs::rename(&remote.path, &away).unwrap();
+    waker.wake(Reason::Poll);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::rename(&away, &remote.path).unwrap();
+    let wake = tokio::time::timeout(Duration::from_secs(10), out_rx.recv())
+        .await
+        .expect("the failed sync was retried")
+        .unwrap();
+    assert_eq!(wake.keys, BTreeSet::from([ObjectKey::Task(task("late"))]));
+}
+
 #[test]
 fn hostile_files_do_not_stop_valid_objects() {
     let remote = Remote::new();

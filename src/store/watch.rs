@@ -150,25 +150,32 @@ impl Syncer {
             while let Ok(r) = rx.try_recv() {
                 full |= matches!(r, Reason::Start | Reason::Resync);
             }
-            let s = this.clone();
-            let result = tokio::task::spawn_blocking(move || s.step(full)).await;
-            match result {
-                Ok(Ok(wake)) => {
-                    if wake.force_pushed {
-                        tracing::error!(
-                            head = ?wake.head,
-                            "the state branch was force-pushed: history was rewritten by someone else; reloaded from the new head"
-                        );
+            // A failed step is tried again (with backoff) rather than left for the next
+            // wake-up: the change that woke us may be the last one for a long time.
+            let mut backoff = Duration::from_millis(200);
+            let wake = loop {
+                let s = this.clone();
+                match tokio::task::spawn_blocking(move || s.step(full)).await {
+                    Ok(Ok(wake)) => break wake,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "syncing the state repository failed; will retry");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        while let Ok(r) = rx.try_recv() {
+                            full |= matches!(r, Reason::Start | Reason::Resync);
+                        }
                     }
-                    if (!wake.keys.is_empty() || wake.full) && out.send(wake).is_err() {
-                        return;
-                    }
+                    Err(_) => return,
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "syncing the state repository failed; will retry");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(_) => return,
+            };
+            if wake.force_pushed {
+                tracing::error!(
+                    head = ?wake.head,
+                    "the state branch was force-pushed: history was rewritten by someone else; reloaded from the new head"
+                );
+            }
+            if (!wake.keys.is_empty() || wake.full) && out.send(wake).is_err() {
+                return;
             }
         }
     }
