@@ -582,6 +582,33 @@ async fn watcher_wakes_on_pushes_packed_refs_and_new_ref_directories() {
     );
 }
 
+/// A syncer over `t` for the reconciler, woken once to load everything: its waker, its
+/// tracker and where its wakes go.
+fn started_syncer(
+    t: &Transport,
+) -> (
+    watch::Waker,
+    Arc<RwLock<Tracker>>,
+    tokio::sync::mpsc::UnboundedReceiver<gaffer::store::Wake>,
+) {
+    let tracker = Arc::new(RwLock::new(tracker_for(WriterRole::Reconciler)));
+    let (waker, rx) = watch::channel();
+    let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(Syncer::new(t.clone(), tracker.clone()).run(rx, out_tx));
+    waker.wake(Reason::Start);
+    (waker, tracker, out_rx)
+}
+
+/// The syncer's next wake, within ten seconds.
+async fn next_wake(
+    out: &mut tokio::sync::mpsc::UnboundedReceiver<gaffer::store::Wake>,
+) -> gaffer::store::Wake {
+    tokio::time::timeout(Duration::from_secs(10), out.recv())
+        .await
+        .expect("a wake within 10 s")
+        .expect("the syncer is running")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syncer_picks_up_pushes_made_while_it_was_down() {
     let remote = Remote::new();
@@ -597,15 +624,8 @@ async fn syncer_picks_up_pushes_made_while_it_was_down() {
     );
     // gaffer starts: the first wake loads it.
     let t = remote.transport(true);
-    let tracker = Arc::new(RwLock::new(tracker_for(WriterRole::Reconciler)));
-    let (waker, rx) = watch::channel();
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(Syncer::new(t.clone(), tracker.clone()).run(rx, out_tx));
-    waker.wake(Reason::Start);
-    let wake = tokio::time::timeout(Duration::from_secs(10), out_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (waker, tracker, mut out_rx) = started_syncer(&t);
+    let wake = next_wake(&mut out_rx).await;
     assert!(wake.full);
     assert!(wake.keys.contains(&ObjectKey::Task(task("offline"))));
     // And later pushes arrive through the poller.
@@ -623,10 +643,7 @@ async fn syncer_picks_up_pushes_made_while_it_was_down() {
         )],
         "y",
     );
-    let wake = tokio::time::timeout(Duration::from_secs(10), out_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let wake = next_wake(&mut out_rx).await;
     assert_eq!(wake.keys, BTreeSet::from([ObjectKey::Task(task("later"))]));
     assert!(
         tracker
@@ -646,15 +663,8 @@ async fn a_failed_sync_is_retried_without_another_wake() {
     let remote = Remote::new();
     let person = remote.person_clone("person");
     let t = remote.transport(true);
-    let tracker = Arc::new(RwLock::new(tracker_for(WriterRole::Reconciler)));
-    let (waker, rx) = watch::channel();
-    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(Syncer::new(t.clone(), tracker.clone()).run(rx, out_tx));
-    waker.wake(Reason::Start);
-    tokio::time::timeout(Duration::from_secs(10), out_rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (waker, _tracker, mut out_rx) = started_syncer(&t);
+    next_wake(&mut out_rx).await;
     person_push(
         &person,
         &[(
@@ -669,10 +679,7 @@ async fn a_failed_sync_is_retried_without_another_wake() {
     waker.wake(Reason::Poll);
     tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::rename(&away, &remote.path).unwrap();
-    let wake = tokio::time::timeout(Duration::from_secs(10), out_rx.recv())
-        .await
-        .expect("the failed sync was retried")
-        .unwrap();
+    let wake = next_wake(&mut out_rx).await;
     assert_eq!(wake.keys, BTreeSet::from([ObjectKey::Task(task("late"))]));
 }
 
