@@ -7,8 +7,8 @@
 //! chunk boundary; for a history the rest is the JSON of `GET /session/<id>/message`.
 
 use gaffer::agent::opencode::client::SseFrames;
+use gaffer::agent::opencode::follow::{session_of, significant};
 use gaffer::agent::opencode::history::{self, Live, Message};
-use gaffer::agent::opencode::{session_of, significant};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

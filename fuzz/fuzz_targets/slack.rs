@@ -7,7 +7,8 @@
 //! Input: the first byte chooses the route (or Socket Mode); then
 //! `content-type\ntimestamp\nsignature\nbody` for a route, the frame for Socket Mode.
 
-use gaffer::chat::slack::actions::{Click, start_view};
+use gaffer::chat::slack::actions::start_view;
+use gaffer::chat::slack::blocks::Click;
 use gaffer::chat::slack::http::{Inbound, Route, decode};
 use gaffer::chat::slack::verify::Verifier;
 use libfuzzer_sys::fuzz_target;

@@ -16,14 +16,12 @@
 
 pub mod client;
 mod files;
-mod follow;
+pub mod follow;
 pub mod history;
 pub mod tmux;
 
 #[cfg(test)]
 mod tests;
-
-pub use follow::{session_of, significant};
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::blocks::{self, Key, escape, tagged};
+use super::blocks::{self, Click, Key, escape, tagged};
 use super::bot::{Bot, within_ack};
 use crate::names::{Id, ProjectRef, Qid, TaskName, TaskRef};
 use crate::state::StatePath;
@@ -42,70 +42,6 @@ impl Reply {
             Reply::Ephemeral(text) => Some(json!({"response_type": "ephemeral", "text": text})),
             Reply::Errors(errors) => Some(json!({"response_action": "errors", "errors": errors})),
         }
-    }
-}
-
-/// A button's `action_id` (`<kind>:<task>:…`), decoded before anything is read or done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Click {
-    /// `answer:<task>:<qid>:<option index>`
-    Answer {
-        /// The task.
-        task: TaskRef,
-        /// The question.
-        qid: Qid,
-        /// The option's index in the question.
-        option: usize,
-    },
-    /// `other:<task>:<qid>` (a written answer) or `change:<task>:<qid>` (a new one).
-    Other {
-        /// The task.
-        task: TaskRef,
-        /// The question.
-        qid: Qid,
-        /// Changing an answer already given.
-        change: bool,
-    },
-    /// `approve:<task>[:<key>]`
-    Approve {
-        /// The task.
-        task: TaskRef,
-        /// The round and heads the button was made for.
-        key: Option<String>,
-    },
-}
-
-impl Click {
-    /// `None` for an action that is not gaffer's (another kind, or no task); an error for
-    /// one of gaffer's that does not parse.
-    pub fn parse(id: &str) -> Option<Result<Click, String>> {
-        let parts: Vec<&str> = id.split(':').collect();
-        let [kind, task, rest @ ..] = parts.as_slice() else {
-            return None;
-        };
-        if !matches!(*kind, "answer" | "other" | "change" | "approve") {
-            return None;
-        }
-        let task = TaskRef::parse(task).ok()?;
-        let malformed = || format!("malformed action {id}");
-        Some(match (*kind, rest) {
-            ("answer", [qid, index]) => match (Qid::new(*qid), index.parse::<usize>()) {
-                (Ok(qid), Ok(option)) => Ok(Click::Answer { task, qid, option }),
-                _ => Err(malformed()),
-            },
-            ("other" | "change", [qid]) => Qid::new(*qid)
-                .map(|qid| Click::Other {
-                    task,
-                    qid,
-                    change: *kind == "change",
-                })
-                .map_err(|e| e.to_string()),
-            ("approve", rest) => Ok(Click::Approve {
-                task,
-                key: rest.first().map(|k| k.to_string()),
-            }),
-            _ => Err(malformed()),
-        })
     }
 }
 
