@@ -825,7 +825,13 @@ fn a_workspace_command_that_fails_or_makes_the_wrong_thing_stops_the_task_with_w
         c.message
     );
     assert!(
-        c.message.contains("exit status: 3") || c.message.contains("exit status: 201"),
+        c.message.contains("exited with exit status: 201"),
+        "go-task's exit for a failed task: {}",
+        c.message
+    );
+    assert!(
+        c.message
+            .contains("Failed to run task \"builder:init\": exit status 3"),
         "{}",
         c.message
     );
