@@ -7,7 +7,6 @@
 //! exit status is the one result.
 
 use std::borrow::Cow;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 
@@ -25,9 +24,6 @@ pub const DEFAULT_SUITE: &str = "Lab tests";
 
 /// How many trailing output lines a failure without a report carries.
 const TAIL_LINES: usize = 20;
-
-/// How much of the end of the output is read to find those lines.
-const TAIL_BYTES: u64 = 64 * 1024;
 
 /// The biggest report read; a larger one is reported as unreadable.
 const MAX_REPORT_BYTES: u64 = 16 * 1024 * 1024;
@@ -95,13 +91,17 @@ impl TestRunner for CommandTestRunner {
             })?;
         let at = Timestamp::now();
 
-        let (report_text, tail) =
-            tokio::task::spawn_blocking(move || (read_report(&report), read_tail(log)))
-                .await
-                .map_err(|e| LabError::TestCommand {
-                    command: shown.clone(),
-                    message: format!("reading its output failed: {e}"),
-                })?;
+        let (report_text, tail) = tokio::task::spawn_blocking(move || {
+            (
+                read_report(&report),
+                crate::fsutil::tail_lines(log, TAIL_LINES),
+            )
+        })
+        .await
+        .map_err(|e| LabError::TestCommand {
+            command: shown.clone(),
+            message: format!("reading its output failed: {e}"),
+        })?;
         let results = results_of(&shown, status, report_text, &tail, at);
         tracing::debug!(
             passed = results.passed,
@@ -131,20 +131,6 @@ fn read_report(path: &Path) -> Option<Result<String, String>> {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .map_err(|e| e.to_string()),
     )
-}
-
-/// The last [`TAIL_LINES`] lines of the command's output.
-fn read_tail(mut log: std::fs::File) -> String {
-    let mut read = || -> std::io::Result<String> {
-        let len = log.seek(SeekFrom::End(0))?;
-        log.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))?;
-        let mut bytes = Vec::new();
-        log.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    let text = read().unwrap_or_default();
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
 
 /// Combines the exit status, the report (if any) and the output tail into results.

@@ -139,15 +139,7 @@ fn run_command(argv: &[String], dir: &Path) -> Result<(), WorkspaceError> {
     if status.success() {
         return Ok(());
     }
-    let mut text = String::new();
-    {
-        use std::io::{Read, Seek};
-        let mut log = log;
-        let _ = log.rewind();
-        let _ = log.read_to_string(&mut text);
-    }
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+    let tail = crate::fsutil::tail_lines(log, TAIL_LINES);
     Err(WorkspaceError::Init(format!(
         "`{}` exited with {status}; its last output:\n{tail}",
         argv.join(" ")
