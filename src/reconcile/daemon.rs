@@ -252,6 +252,7 @@ pub async fn start(
         },
         scheduler,
         metrics: Arc::new(super::metrics::ReconcileMetrics::default()),
+        changes: tokio::sync::watch::channel(0).0,
     });
     Ok((ctx, Handles { tracker, transport }, sched_rx))
 }
@@ -361,7 +362,7 @@ pub async fn run(
     let c = ctx.clone();
     background.push(tokio::spawn(async move {
         while let Some(wake) = wakes.recv().await {
-            tracing::debug!(keys = wake.keys.len(), full = wake.full, "state changed");
+            tracing::debug!(target: "gaffer::hop", hop = "dispatched", keys = wake.keys.len(), full = wake.full);
             c.dispatch(&wake.keys);
         }
     }));
@@ -398,6 +399,7 @@ pub async fn run(
         move |key| {
             let c = c.clone();
             async move {
+                tracing::debug!(target: "gaffer::hop", hop = "reconcile", object = %key);
                 let r = task::reconcile(key, c.clone()).await;
                 if let Err(e) = &r {
                     c.metrics.error(e.reason());

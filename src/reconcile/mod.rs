@@ -145,6 +145,9 @@ pub struct Context {
     pub scheduler: runtime::Scheduler,
     /// Metrics for `/metrics`.
     pub metrics: Arc<metrics::ReconcileMetrics>,
+    /// Counts the state changes dispatched, so a reconcile waiting on something slow (a
+    /// builder's history) can notice a person's decision arriving and see to it first.
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Context {
@@ -171,6 +174,7 @@ impl Context {
         if keys.is_empty() {
             return;
         }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
         let mut woken = Vec::new();
         let read = self.store.read(&mut |_, snap| {
             for key in keys {

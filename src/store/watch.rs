@@ -168,6 +168,7 @@ impl Syncer {
                     Err(_) => return,
                 }
             };
+            tracing::debug!(target: "gaffer::hop", hop = "synced", keys = wake.keys.len(), head = ?wake.head);
             if wake.force_pushed {
                 tracing::error!(
                     head = ?wake.head,

@@ -271,7 +271,10 @@ pub fn publish(
     let mut last_problem = String::new();
     for attempt in 1..=config.max_attempts {
         match base.and_then(|b| try_once(transport, config, &files, &message, b)) {
-            Ok(Attempt::Done(id)) => return Ok(id),
+            Ok(Attempt::Done(id)) => {
+                tracing::debug!(target: "gaffer::hop", hop = "published", writer = %config.role, commit = %id, attempt);
+                return Ok(id);
+            }
             Ok(Attempt::Rejected(why)) => {
                 tracing::debug!(attempt, %why, "publish rejected; rebuilding on the new head");
                 last_problem = why;

@@ -122,14 +122,25 @@ impl Drop for Builder {
     }
 }
 
-/// The OpenCode runtime.
-pub struct OpenCode {
+/// The OpenCode runtime; cheap to clone.
+#[derive(Clone)]
+pub struct OpenCode(Arc<Inner>);
+
+/// What an [`OpenCode`] runtime holds.
+pub struct Inner {
     cfg: Config,
     workspaces: PathBuf,
     builders: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Builder>>>>,
     /// Session id → task, for routing events.
     tasks: Arc<Mutex<HashMap<String, TaskRef>>>,
     wake: Option<WakeTask>,
+}
+
+impl std::ops::Deref for OpenCode {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for OpenCode {
@@ -150,15 +161,28 @@ impl OpenCode {
     /// A runtime whose project workspaces live under `workspaces`
     /// (`<workspaces>/{category}-{project}`), waking tasks through `wake`.
     pub fn new(cfg: Config, workspaces: impl Into<PathBuf>, wake: Option<WakeTask>) -> Self {
-        Self {
+        Self(Arc::new(Inner {
             cfg,
             workspaces: workspaces.into(),
             builders: Mutex::new(HashMap::new()),
             tasks: Arc::new(Mutex::new(HashMap::new())),
             wake,
-        }
+        }))
     }
 
+    /// [`Inner::ensure_server`] in a task of its own, so a caller that gives up (a poll
+    /// abandoned for a person's decision) never leaves a server half started: the start
+    /// goes on, holding the builder's lock, and the next caller finds it done.
+    async fn server(&self, project: &ProjectRef) -> Result<(Client, i64), AgentError> {
+        let inner = self.0.clone();
+        let project = project.clone();
+        tokio::spawn(async move { inner.ensure_server(&project).await })
+            .await
+            .map_err(runtime)?
+    }
+}
+
+impl Inner {
     fn builder(
         &self,
         project: &ProjectRef,
@@ -416,7 +440,9 @@ impl OpenCode {
         tracing::info!(%task, session, prompt_id, "prompt sent");
         Ok(())
     }
+}
 
+impl OpenCode {
     /// The records of every builder in `state_dir` (for `gaffer builders`).
     pub fn records(state_dir: &Path) -> Result<Vec<Record>, AgentError> {
         let mut out = Vec::new();
@@ -486,7 +512,7 @@ impl AgentRuntime for OpenCode {
         // the builder's own record: found again, not made twice (its prompts are recognised
         // in its history, so nothing is sent twice either).
         let existing = existing.or(recorded.as_deref());
-        let (client, _) = self.ensure_server(&req.task.project).await?;
+        let (client, _) = self.server(&req.task.project).await?;
         let id = match existing {
             Some(id) if client.session_exists(id).await? => id.to_string(),
             _ => {
@@ -544,7 +570,7 @@ impl AgentRuntime for OpenCode {
         prompt_id: &str,
         text: &str,
     ) -> Result<(), AgentError> {
-        let (client, _) = self.ensure_server(&task.project).await?;
+        let (client, _) = self.server(&task.project).await?;
         self.remember(session, task);
         self.prompt(&client, task, session, prompt_id, text).await
     }
@@ -555,12 +581,12 @@ impl AgentRuntime for OpenCode {
         session: &str,
         prompt_id: &str,
     ) -> Result<bool, AgentError> {
-        let (client, _) = self.ensure_server(&task.project).await?;
+        let (client, _) = self.server(&task.project).await?;
         has_prompt(&client, session, prompt_id).await
     }
 
     async fn poll(&self, task: &TaskRef, session: &str, cursor: u64) -> Result<Polled, AgentError> {
-        let (client, started) = self.ensure_server(&task.project).await?;
+        let (client, started) = self.server(&task.project).await?;
         self.remember(session, task);
         let live = self.live(&client, session, started).await?;
         let messages = match client.messages(session).await {
@@ -595,7 +621,7 @@ impl AgentRuntime for OpenCode {
         session: &str,
         reply: &Reply<'_>,
     ) -> Result<(), AgentError> {
-        let (client, _) = self.ensure_server(&task.project).await?;
+        let (client, _) = self.server(&task.project).await?;
         let id = reply.request_id;
         if id.starts_with("per") {
             let choice = reply.choice.first().map(String::as_str).unwrap_or("reject");
@@ -675,7 +701,7 @@ impl AgentRuntime for OpenCode {
     }
 
     async fn summary(&self, task: &TaskRef, session: &str) -> Result<String, AgentError> {
-        let (client, started) = self.ensure_server(&task.project).await?;
+        let (client, started) = self.server(&task.project).await?;
         let todos = client.todos(session).await.unwrap_or_default();
         let done = todos.iter().filter(|t| t.status == "completed").count();
         let left = todos
@@ -697,7 +723,7 @@ impl AgentRuntime for OpenCode {
     }
 
     async fn interrupt(&self, task: &TaskRef, session: &str) -> Result<(), AgentError> {
-        let (client, _) = self.ensure_server(&task.project).await?;
+        let (client, _) = self.server(&task.project).await?;
         match client.abort(session).await {
             Err(e) if !matches!(e.status(), Some(404) | Some(400)) => return Err(e.into()),
             _ => {}

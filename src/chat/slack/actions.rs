@@ -166,6 +166,7 @@ impl Bot {
 
     /// An interaction payload (`block_actions`, `view_submission`).
     pub async fn on_interaction(self: &Arc<Self>, p: &Value) -> Reply {
+        tracing::debug!(target: "gaffer::hop", hop = "slack-received", kind = str_at(p, &["type"]));
         match str_at(p, &["type"]) {
             "block_actions" => {
                 let actions = p["actions"].as_array().cloned().unwrap_or_default();
@@ -414,6 +415,7 @@ impl Bot {
             format!("{task} {qid} answered {shown:?} by Slack user {user}"),
         );
         self.commit_before_ack(user, update, "the answer").await?;
+        tracing::debug!(target: "gaffer::hop", hop = "answer-committed", %task, %qid);
         if !message.ts.is_empty() && !message.channel.is_empty() {
             let mut q = question;
             q.decision = Some(Decision {

@@ -489,6 +489,7 @@ pub async fn apply_decisions(
                     note: note.as_deref(),
                 };
                 agent.answer(t, session, &reply).await?;
+                tracing::debug!(target: "gaffer::hop", hop = "answer-delivered", task = %t, %qid);
                 plan.status.effects.relayed.insert(qid.clone(), choice);
             }
         }

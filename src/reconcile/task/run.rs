@@ -37,6 +37,59 @@ struct Seen {
     deadline: Option<Timestamp>,
 }
 
+/// How many decisions the plan holds and has applied (a change means one was taken).
+fn decisions(plan: &Plan) -> usize {
+    plan.questions
+        .values()
+        .filter(|q| q.decision.is_some())
+        .count()
+        + plan.status.effects.applied.len()
+        + plan.status.effects.relayed.len()
+}
+
+/// Polls the builder, unless a person's decision for the task reaches the state first
+/// (`None`).
+async fn poll_unless_decided(
+    ctx: &Context,
+    view: &View,
+    agent: &dyn AgentRuntime,
+    session: &str,
+    plan: &Plan,
+) -> Result<Option<Polled>, ReconcileError> {
+    let mut changes = ctx.changes.subscribe();
+    if decisions_arrived(ctx, view) {
+        return Ok(None);
+    }
+    let poll = agent.poll(&view.t, session, plan.status.effects.agent_cursor);
+    tokio::pin!(poll);
+    loop {
+        tokio::select! {
+            polled = &mut poll => return Ok(Some(polled?)),
+            Ok(()) = changes.changed() => {
+                if decisions_arrived(ctx, view) {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Whether answers (files or annotated question documents) for the task changed since
+/// `view` was read.
+fn decisions_arrived(ctx: &Context, view: &View) -> bool {
+    let mut moved = false;
+    let _ = ctx.store.read(&mut |_, snap| {
+        moved = snap.task(&view.t).is_some_and(|e| {
+            e.answers.len() != view.answers.len()
+                || e.answers
+                    .iter()
+                    .any(|(q, a)| view.answers.get(q) != Some(&**a))
+                || e.question_docs != view.question_docs
+        });
+    });
+    moved
+}
+
 /// Drives the builder while it works.
 pub async fn running(
     ctx: &Context,
@@ -54,9 +107,15 @@ pub async fn running(
     };
     let agent = plan.agent(ctx)?;
 
+    let decided = decisions(plan);
     questions::people_answers(ctx, view, plan).await?;
     let mut next_deadline = questions::deadlines(ctx, view, plan).await?;
     questions::apply_decisions(ctx, view, agent.as_ref(), &session, plan).await?;
+    if decisions(plan) != decided {
+        // A decision was taken and applied: record it now, and look at the builder (which
+        // can take seconds when it is busy) on the next round, right after.
+        return Ok(Action::requeue(Duration::ZERO));
+    }
 
     // A retry after a transient error, once its pause is over.
     if let Some(at) = plan.status.effects.retry_at
@@ -69,10 +128,13 @@ pub async fn running(
         plan.record_prompt(&id);
     }
 
-    // What the agent did since last time.
-    let polled = agent
-        .poll(t, &session, plan.status.effects.agent_cursor)
-        .await?;
+    // What the agent did since last time. A busy builder can take seconds to answer; a
+    // person's decision arriving meanwhile does not wait for it: the poll (it only reads) is
+    // given up and the task goes round again, decisions first.
+    let Some(polled) = poll_unless_decided(ctx, view, agent.as_ref(), &session, plan).await? else {
+        tracing::debug!(target: "gaffer::hop", hop = "poll-preempted", task = %t);
+        return Ok(Action::requeue(Duration::ZERO));
+    };
     plan.status.effects.agent_cursor = polled.cursor;
     if let Some(cut) = &polled.interrupted {
         // The runtime restarted under a turn: the agent needs to be told to carry on.

@@ -88,6 +88,10 @@ pub struct FakeAgent {
     pub wakes: bool,
     /// Prompt id prefixes the session already has (sent before a crash).
     pub delivered: Mutex<Vec<String>>,
+    /// Polls wait for this (a busy builder) when set.
+    pub poll_gate: Option<Arc<tokio::sync::Notify>>,
+    /// Polls started.
+    pub polls_started: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeAgent {
@@ -143,6 +147,11 @@ impl AgentRuntime for FakeAgent {
         Ok(())
     }
     async fn poll(&self, _t: &TaskRef, _s: &str, cursor: u64) -> Result<Polled, AgentError> {
+        self.polls_started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(gate) = &self.poll_gate {
+            gate.notified().await;
+        }
         Ok(self.polls.lock().unwrap().pop_front().unwrap_or(Polled {
             events: vec![],
             cursor,
@@ -561,12 +570,17 @@ impl World {
             },
             scheduler: crate::reconcile::runtime::scheduler().0,
             metrics: Arc::default(),
+            changes: tokio::sync::watch::channel(0).0,
         }
     }
 
     /// One reconcile's decision: the gates and the phase's step, nothing written.
     pub async fn step(&self) -> Result<(Action, Plan), ReconcileError> {
-        let ctx = self.ctx();
+        self.step_in(&self.ctx()).await
+    }
+
+    /// [`World::step`] with a given context.
+    pub async fn step_in(&self, ctx: &Context) -> Result<(Action, Plan), ReconcileError> {
         let mut loaded = Loaded::default();
         ctx.store
             .read(&mut |head, snap| loaded = Loaded::from_snapshot(head, snap, &task()))?;
@@ -576,7 +590,7 @@ impl World {
             "gaffer.yaml of the table row is invalid"
         );
         let mut plan = Plan::new(&task(), loaded.head.clone(), &loaded.files, self.now);
-        let action = decide(&ctx, loaded, &mut plan).await?;
+        let action = decide(ctx, loaded, &mut plan).await?;
         Ok((action, plan))
     }
 

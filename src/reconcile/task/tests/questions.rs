@@ -481,3 +481,98 @@ async fn a_late_answer_after_the_default_sends_the_task_back_once() {
     let (_, plan) = w.step().await.unwrap();
     assert_ne!(plan.status.reason.as_deref(), Some("AnswerChanged"));
 }
+
+/// A decision taken is recorded at once; the builder (which can take seconds to answer a
+/// poll when it is busy) is looked at on the next round, right after.
+#[tokio::test]
+async fn a_decision_is_recorded_before_the_builder_is_polled() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut w = World::new(Phase::AwaitingAnswer);
+    question(&mut w, QuestionState::Open);
+    answer(
+        &mut w,
+        "HS256",
+        "alice@example.com",
+        "alice@example.com",
+        None,
+    );
+    let (action, mut plan) = w.step().await.unwrap();
+    assert_eq!(action, requeue(0));
+    assert_eq!(q(&plan).state, QuestionState::Answered);
+    assert_eq!(
+        *w.agent.answers.lock().unwrap(),
+        [("que_1".to_string(), vec!["HS256".to_string()])]
+    );
+    assert_eq!(w.agent.polls_started.load(SeqCst), 0, "not polled yet");
+    // The next round has nothing new to decide: it polls the builder.
+    w.apply(&mut plan);
+    let (action, _) = w.step().await.unwrap();
+    assert_ne!(action, requeue(0));
+    assert_eq!(w.agent.polls_started.load(SeqCst), 1);
+    assert_eq!(w.agent.answers.lock().unwrap().len(), 1, "answered once");
+}
+
+/// A person's decision arriving while the builder is slow to answer a poll does not wait
+/// for it: the poll (it only reads) is given up and the task goes round again, decisions
+/// first. Other changes (the bot's own records, say) leave the poll alone.
+#[tokio::test]
+async fn a_decision_arriving_during_a_slow_poll_is_not_kept_waiting() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let mut w = World::new(Phase::AwaitingAnswer);
+    w.agent = Arc::new(FakeAgent {
+        poll_gate: Some(gate.clone()),
+        ..FakeAgent::default()
+    });
+    question(&mut w, QuestionState::Open);
+    let (before, authors_before) = (w.files.clone(), w.authors.clone());
+    answer(
+        &mut w,
+        "HS256",
+        "alice@example.com",
+        "alice@example.com",
+        None,
+    );
+    let (after, authors_after) = (w.files.clone(), w.authors.clone());
+    let mut ctx = w.ctx();
+    let store = Arc::new(MemoryStore::default());
+    *store.files.lock().unwrap() = before.clone();
+    *store.authors.lock().unwrap() = authors_before;
+    ctx.store = store.clone();
+
+    let mut reconcile = Box::pin(w.step_in(&ctx));
+    let polling = async {
+        while w.agent.polls_started.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        r = &mut reconcile => panic!("returned before its poll was answered (ok: {})", r.is_ok()),
+        () = polling => {}
+    }
+    // Something else changes: the poll goes on.
+    let mut other = before.clone();
+    other.insert(
+        "projects/demo/api/tasks/jwt/slack.yaml".into(),
+        "channel: C1\n".into(),
+    );
+    *store.files.lock().unwrap() = other;
+    ctx.changes.send_modify(|n| *n += 1);
+    let still = tokio::time::timeout(Duration::from_millis(200), &mut reconcile).await;
+    assert!(still.is_err(), "an unrelated change gave up the poll");
+    // Alice's answer lands and is dispatched.
+    *store.files.lock().unwrap() = after;
+    *store.authors.lock().unwrap() = authors_after;
+    ctx.changes.send_modify(|n| *n += 1);
+    let (action, plan) = tokio::time::timeout(Duration::from_secs(10), reconcile)
+        .await
+        .expect("the decision was kept waiting for the builder")
+        .unwrap();
+    assert_eq!(action, requeue(0), "round again at once");
+    assert_eq!(
+        q(&plan).state,
+        QuestionState::Open,
+        "decided on the next round"
+    );
+    assert!(w.agent.answers.lock().unwrap().is_empty());
+}

@@ -9,6 +9,9 @@
 //! - P4 status updates/s with coalescing; 8 concurrent writers × 100 commits
 //! - P5 peak and idle RSS with 10,000 tasks loaded (measured in a child process)
 
+mod common;
+mod decisions;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, RwLock};
@@ -21,9 +24,9 @@ use gaffer::store::{Identity, StatusWriter, Tracker, Transport, Update, WriterCo
 use gix::ObjectId;
 use gix::objs::tree::EntryKind;
 
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-fn git(dir: &Path, args: &[&str]) -> Res<String> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Res<String> {
     let out = Command::new("git")
         .current_dir(dir)
         .args(args)
@@ -611,6 +614,53 @@ async fn main() -> Res<()> {
             eprintln!("P5 child failed: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
+    let mut paths = Vec::new();
+    if want("P6") {
+        let per_via: usize = args
+            .iter()
+            .position(|a| a == "--decisions")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30);
+        decisions::record_hops();
+        use decisions::{Builder, Via};
+        let plan = [
+            (Builder::Scripted, vec![Via::Socket, Via::Events, Via::Push]),
+            (Builder::OpenCode, vec![Via::Socket]),
+        ];
+        for (builder, vias) in plan {
+            eprintln!("P6: {per_via} decisions each by {vias:?}, {builder:?} builder...");
+            for m in decisions::p6(builder, &vias, per_via).await? {
+                let mut d: Vec<Duration> = m.timings.iter().map(|t| t.delivered).collect();
+                let mut r: Vec<Duration> = m.timings.iter().map(|t| t.recorded).collect();
+                let builder = match m.builder {
+                    Builder::Scripted => "scripted builder",
+                    Builder::OpenCode => "real OpenCode",
+                };
+                rows.push(Row {
+                    id: "P6",
+                    what: format!(
+                        "{} → delivered to the {builder} ({} decisions)",
+                        m.via.name(),
+                        d.len()
+                    ),
+                    value: format!(
+                        "p50 {} / p99 {}",
+                        ms(pct(&mut d, 0.5)),
+                        ms(pct(&mut d, 0.99))
+                    ),
+                    floor: format!(
+                        "recorded: p50 {} / p99 {}",
+                        ms(pct(&mut r, 0.5)),
+                        ms(pct(&mut r, 0.99))
+                    ),
+                    ratio: "-".into(),
+                    target: "p99 ≤ 1 s",
+                });
+                paths.push((format!("{} ({builder})", m.via.name()), m.timings));
+            }
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -621,6 +671,26 @@ async fn main() -> Res<()> {
                 "| {} | {} | {} | {} | {} | {} |",
                 r.id, r.what, r.value, r.floor, r.ratio, r.target
             );
+        }
+        for (name, timings) in &paths {
+            println!("\n{name}: each hop, from the decision (p50 / p99)\n");
+            println!("| hop | p50 | p99 |");
+            println!("| --- | --- | --- |");
+            let names: Vec<&str> = timings
+                .first()
+                .map(|t| t.hops.iter().map(|(n, _)| *n).collect())
+                .unwrap_or_default();
+            for hop in names {
+                let mut v: Vec<Duration> = timings
+                    .iter()
+                    .filter_map(|t| t.hops.iter().find(|(n, _)| *n == hop).map(|(_, d)| *d))
+                    .collect();
+                println!(
+                    "| {hop} | {} | {} |",
+                    ms(pct(&mut v, 0.5)),
+                    ms(pct(&mut v, 0.99))
+                );
+            }
         }
     }
     Ok(())
