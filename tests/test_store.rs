@@ -676,11 +676,85 @@ async fn a_failed_sync_is_retried_without_another_wake() {
     // The remote is away when the wake-up comes, and back a moment later.
     let away = remote.path.with_extension("away");
     std::fs::rename(&remote.path, &away).unwrap();
-    waker.wake(Reason::Poll);
+    waker.wake(Reason::Poll(None));
     tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::rename(&away, &remote.path).unwrap();
     let wake = next_wake(&mut out_rx).await;
     assert_eq!(wake.keys, BTreeSet::from([ObjectKey::Task(task("late"))]));
+}
+
+/// A poll that saw the commit this process just pushed needs no fetch (the push already
+/// told us): with the remote gone, the wake still comes, from what is already here. A head
+/// that is not ours is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_that_saw_our_own_push_needs_no_fetch() {
+    let remote = Remote::new();
+    let t = remote.transport(true);
+    let (waker, _tracker, mut out_rx) = started_syncer(&t);
+    next_wake(&mut out_rx).await;
+    let person = writer(t.clone(), WriterRole::Person);
+    let ours = person
+        .write(vec![Update::put(
+            StatePath::TaskSpec(task("ours")),
+            task_yaml("ours"),
+            "a task",
+        )])
+        .await
+        .unwrap();
+    let away = remote.path.with_extension("away");
+    std::fs::rename(&remote.path, &away).unwrap();
+    waker.wake(Reason::Poll(Some(ours)));
+    let wake = next_wake(&mut out_rx).await;
+    assert_eq!(wake.head, Some(ours));
+    assert_eq!(wake.keys, BTreeSet::from([ObjectKey::Task(task("ours"))]));
+    // Someone else's commit, seen by the poller, is fetched (once the remote is back).
+    std::fs::rename(&away, &remote.path).unwrap();
+    let theirs = remote.person_clone("person");
+    person_push(
+        &theirs,
+        &[(
+            "projects/ai-dev/api/tasks/theirs/task.yaml",
+            &task_yaml("theirs"),
+        )],
+        "x",
+    );
+    let head = gix::ObjectId::from_hex(git(&remote.path, &["rev-parse", "main"]).trim().as_bytes())
+        .unwrap();
+    waker.wake(Reason::Poll(Some(head)));
+    let wake = next_wake(&mut out_rx).await;
+    assert_eq!(wake.head, Some(head));
+    assert_eq!(wake.keys, BTreeSet::from([ObjectKey::Task(task("theirs"))]));
+}
+
+/// Each in-process fetch into a clone writes a pack; past the packs gix keeps slots for,
+/// objects would go unseen. Forty fetches later, every head is still read.
+#[test]
+fn a_clone_reads_every_fetch_however_many_packs_they_wrote() {
+    let remote = Remote::new();
+    let person = remote.person_clone("person");
+    let t = remote.transport(true);
+    for i in 0..40 {
+        person_push(
+            &person,
+            &[(
+                &format!("projects/ai-dev/api/tasks/t{i}/task.yaml"),
+                &task_yaml(&format!("t{i}")),
+            )],
+            "x",
+        );
+        let head = t.fetch().unwrap().unwrap();
+        let mut tracker = Tracker::new(None, None);
+        tracker.resync(&t.repo(), Some(head)).unwrap();
+        assert_eq!(tracker.snapshot().tasks().count(), i + 1, "after fetch {i}");
+    }
+    let packs = std::fs::read_dir(remote.tmp.path().join("data-clone/state.git/objects/pack"))
+        .map(|r| {
+            r.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(packs <= 33, "the clone was compacted: {packs} packs");
 }
 
 #[test]

@@ -268,7 +268,15 @@ async fn p1(dir: &Path, runs: usize, clone: bool) -> Res<(Vec<Duration>, Vec<Dur
         let t0 = Instant::now();
         git(&person, &["push", "-q", "origin", "HEAD:main"])?;
         let done = tokio::time::timeout(Duration::from_secs(10), done_rx.recv())
-            .await?
+            .await
+            .map_err(|_| {
+                let d = sub.join("data/state.git");
+                let packs = std::fs::read_dir(d.join("objects/pack")).map(|r| r.count()).unwrap_or(0);
+                let id = git(&d, &["rev-parse", "refs/remotes/origin/main"]).unwrap_or_default();
+                let t = git(&d, &["cat-file", "-t", &id]).unwrap_or_else(|e| e.to_string());
+                let fsck = git(&d, &["count-objects", "-v"]).unwrap_or_else(|e| e.to_string());
+                format!("P1 run {i} (clone: {clone}): no status commit within 10 s; packs {packs}, {id} is {t}; {fsck}")
+            })?
             .ok_or("reconciler stopped")?;
         gaffer.push(done.duration_since(t0));
         let tref = TaskRef::parse(&format!("bench/p0/new-{i}"))?;
@@ -467,6 +475,12 @@ async fn main() -> Res<()> {
         git(&path, &["gc", "-q"])?;
         println!("{}", path.display());
         return Ok(());
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
     let json = args.iter().any(|a| a == "--json");
     let runs: usize = args

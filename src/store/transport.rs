@@ -44,8 +44,110 @@ pub enum Published {
 }
 
 fn open(path: &Path) -> Result<gix::ThreadSafeRepository, StoreError> {
-    let opts = gix::open::Options::isolated().strict_config(false);
+    // Room for more packs than the clone is allowed to gather (see [`compact`]): gix loads
+    // a pack's index into a slot fixed when the repository is opened, and objects in a pack
+    // beyond the last slot are never found.
+    let slots = gix::odb::store::init::Slots::AsNeededByDiskState {
+        multiplier: 2.0,
+        minimum: 4 * MAX_PACKS,
+    };
+    let opts = gix::open::Options::isolated()
+        .strict_config(false)
+        .object_store_slots(slots);
     gix::ThreadSafeRepository::open_opts(path, opts).gix(&format!("open {}", path.display()))
+}
+
+/// Whether gix fetches `remote` itself: file paths and ssh. https stays with the `git`
+/// binary, which has the user's credential helpers.
+fn in_process(remote: &str) -> bool {
+    gix::url::parse(gix::bstr::BStr::new(remote))
+        .is_ok_and(|u| matches!(u.scheme, gix::url::Scheme::File | gix::url::Scheme::Ssh))
+}
+
+/// Fetches `refspec` from `remote` into `repo` (the clone) with gix. Through the same
+/// object store the clone is read with, so the pack it writes is seen at once (a second
+/// handle's pack can stay unseen by the first when both land within the directory's mtime
+/// resolution).
+fn fetch_in_process(repo: &gix::Repository, remote: &str, refspec: &str) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    remote_in_process(repo, remote, refspec)?
+        .connect(gix::remote::Direction::Fetch)
+        .map_err(|x| e(&x))?
+        .prepare_fetch(
+            gix::progress::Discard,
+            gix::remote::ref_map::Options::default(),
+        )
+        .map_err(|x| e(&x))?
+        .receive(
+            gix::progress::Discard,
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+        .map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// Packs the clone may gather before [`compact`] repacks it: every in-process fetch that
+/// brings objects writes one (`git fetch` unpacks small fetches into loose objects instead).
+const MAX_PACKS: usize = 32;
+
+/// Runs `git gc --auto` on the clone when it has more than [`MAX_PACKS`] packs or, by git's
+/// own estimate (objects in `objects/17`), more than 6,700 loose objects; otherwise spawns
+/// nothing.
+fn compact(path: &Path) -> Result<(), StoreError> {
+    let count = |dir: &str, ext: Option<&str>| {
+        std::fs::read_dir(path.join(dir)).map_or(0, |r| {
+            r.flatten()
+                .filter(|e| ext.is_none_or(|x| e.path().extension().is_some_and(|y| y == x)))
+                .count()
+        })
+    };
+    if count("objects/pack", Some("pack")) > MAX_PACKS || count("objects/17", None) > 27 {
+        Git::new(path).run([
+            "-c",
+            &format!("gc.autoPackLimit={MAX_PACKS}"),
+            "-c",
+            "gc.autoDetach=false",
+            "gc",
+            "--auto",
+            "--quiet",
+        ])?;
+    }
+    Ok(())
+}
+
+/// The remote's `branch` head, asked in process (`ls-remote`: no objects are fetched).
+fn ls_remote_in_process(
+    repo: &gix::Repository,
+    remote: &str,
+    branch: &str,
+) -> Result<Option<ObjectId>, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let (refs, _) = remote_in_process(repo, remote, &format!("refs/heads/{branch}"))?
+        .connect(gix::remote::Direction::Fetch)
+        .map_err(|x| e(&x))?
+        .ref_map(
+            gix::progress::Discard,
+            gix::remote::ref_map::Options::default(),
+        )
+        .map_err(|x| e(&x))?;
+    Ok(refs
+        .mappings
+        .iter()
+        .find_map(|m| m.remote.as_id().map(|id| id.to_owned())))
+}
+
+/// `remote` for `refspec` only, without tags.
+fn remote_in_process<'r>(
+    repo: &'r gix::Repository,
+    remote: &str,
+    refspec: &str,
+) -> Result<gix::Remote<'r>, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    repo.remote_at(remote)
+        .map_err(|x| e(&x))?
+        .with_fetch_tags(gix::remote::fetch::Tags::None)
+        .with_refspecs([refspec], gix::remote::Direction::Fetch)
+        .map_err(|x| e(&x))
 }
 
 /// Whether `remote` names a bare repository on this machine.
@@ -153,9 +255,24 @@ impl Transport {
     }
 
     /// Brings the remote's branch in (a no-op for local remotes) and returns the head.
+    ///
+    /// File and ssh remotes are fetched in process with gix (one `git-upload-pack` or `ssh`
+    /// process, no `git fetch` around it); https remotes, and any fetch gix fails at, with
+    /// the `git` binary and the user's credential helpers.
     pub fn fetch(&self) -> Result<Option<ObjectId>, StoreError> {
         if let Kind::Clone { path, .. } = &self.kind {
             let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.branch);
+            if in_process(&self.remote) {
+                match fetch_in_process(&self.repo(), &self.remote, &refspec) {
+                    Ok(()) => {
+                        compact(path)?;
+                        return self.head();
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "in-process fetch failed; running git fetch")
+                    }
+                }
+            }
             Git::new(path).run([
                 "fetch",
                 "--quiet",
@@ -173,6 +290,14 @@ impl Transport {
         match &self.kind {
             Kind::Direct { .. } => Ok(self.head()?.map(|id| id.to_string())),
             Kind::Clone { path, .. } => {
+                if in_process(&self.remote) {
+                    match ls_remote_in_process(&self.repo(), &self.remote, &self.branch) {
+                        Ok(head) => return Ok(head.map(|id| id.to_string())),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "in-process ls-remote failed; running git ls-remote")
+                        }
+                    }
+                }
                 let out = Git::new(path).run([
                     "ls-remote",
                     &self.remote,

@@ -26,8 +26,8 @@ pub enum Reason {
     Start,
     /// A ref changed on disk.
     Refs,
-    /// The poller saw the branch move.
-    Poll,
+    /// The poller saw the branch move, to this commit when it could tell.
+    Poll(Option<gix::ObjectId>),
     /// A push webhook arrived.
     Webhook,
     /// The periodic full resync.
@@ -76,7 +76,10 @@ pub async fn poll(transport: Transport, interval: Duration, waker: Waker) {
         match tokio::task::spawn_blocking(move || t.remote_head()).await {
             Ok(Ok(head)) => {
                 if last.is_some() && head != last {
-                    waker.wake(Reason::Poll);
+                    let seen = head
+                        .as_deref()
+                        .and_then(|h| gix::ObjectId::from_hex(h.as_bytes()).ok());
+                    waker.wake(Reason::Poll(seen));
                 }
                 last = head;
             }
@@ -120,9 +123,19 @@ impl Syncer {
         self
     }
 
-    /// One step: fetch (unless only a resync was asked for) and advance or reload.
+    /// One step: fetch and advance (or reload everything when `full`).
     pub fn step(&self, full: bool) -> Result<Wake, StoreError> {
-        let head = self.transport.fetch()?;
+        self.step_seen(full, None)
+    }
+
+    /// [`Syncer::step`], skipping the fetch when `seen` (the remote's head, as the poller
+    /// just saw it) is already ours: the commit the poller saw is usually the one this
+    /// process just pushed, and the push already told us about it.
+    fn step_seen(&self, full: bool, seen: Option<gix::ObjectId>) -> Result<Wake, StoreError> {
+        let head = match seen {
+            Some(h) if self.transport.head()? == Some(h) => Some(h),
+            _ => self.transport.fetch()?,
+        };
         let repo = self.transport.repo();
         let mut tracker = self
             .tracker
@@ -144,18 +157,27 @@ impl Syncer {
         let this = Arc::new(self);
         while let Some(first) = rx.recv().await {
             let mut full = matches!(first, Reason::Start | Reason::Resync);
+            // The remote's head, when every wake-up of this batch is a poll that saw it.
+            let mut seen = match first {
+                Reason::Poll(h) => h,
+                _ => None,
+            };
             if !this.debounce.is_zero() {
                 tokio::time::sleep(this.debounce).await;
             }
             while let Ok(r) = rx.try_recv() {
                 full |= matches!(r, Reason::Start | Reason::Resync);
+                if r != Reason::Poll(seen) {
+                    seen = None;
+                }
             }
             // A failed step is tried again (with backoff) rather than left for the next
             // wake-up: the change that woke us may be the last one for a long time.
             let mut backoff = Duration::from_millis(200);
             let wake = loop {
                 let s = this.clone();
-                match tokio::task::spawn_blocking(move || s.step(full)).await {
+                let known = seen.take();
+                match tokio::task::spawn_blocking(move || s.step_seen(full, known)).await {
                     Ok(Ok(wake)) => break wake,
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, retry_in = ?backoff, "syncing the state repository failed; will retry");
