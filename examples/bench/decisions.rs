@@ -142,6 +142,8 @@ struct Scene {
     events: u16,
     person: PathBuf,
     task: String,
+    /// Task commit → the builder's first model request, hop by hop (real OpenCode only).
+    first_request: Vec<(&'static str, Duration)>,
     stop: tokio::sync::watch::Sender<bool>,
     running: Vec<tokio::task::JoinHandle<()>>,
     // Kept alive for the scene's length (the OpenCode world stops its tmux when dropped).
@@ -325,7 +327,33 @@ impl Scene {
             &person,
             &["commit", "-q", "-m", "A task with many decisions"],
         )?;
+        let committed = Instant::now();
         git(&person, &["push", "-q", "origin", "HEAD:main"])?;
+        let mut first_request = Vec::new();
+        if let Some(llm) = &llm {
+            let deadline = committed + Duration::from_secs(120);
+            while llm.log_of(TITLE).is_empty() {
+                if Instant::now() > deadline {
+                    return Err("no model request within 120 s of the task commit".into());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let asked = Instant::now();
+            for (name, hop) in [
+                ("reconciler saw the commit", "dispatched"),
+                (
+                    "workspace ready (worktrees on the task branch)",
+                    "workspace-ready",
+                ),
+                ("OpenCode server up, session made", "session-ready"),
+                ("task prompt sent", "prompted"),
+            ] {
+                if let Some(at) = first_hop(committed, hop, &[]) {
+                    first_request.push((name, at - committed));
+                }
+            }
+            first_request.push(("the builder's first model request", asked - committed));
+        }
         Ok(Scene {
             tmp,
             state,
@@ -333,6 +361,7 @@ impl Scene {
             events,
             person,
             task,
+            first_request,
             stop,
             running,
             _llm: llm,
@@ -531,10 +560,16 @@ pub struct Measured {
     pub timings: Vec<Timing>,
 }
 
-/// Runs `per_via` decisions through each of `vias` with `builder`.
-pub async fn p6(builder: Builder, vias: &[Via], per_via: usize) -> Res<Vec<Measured>> {
+/// Runs `per_via` decisions through each of `vias` with `builder`; with the real OpenCode,
+/// also how the task's first model request followed its commit (a cold builder).
+pub async fn p6(
+    builder: Builder,
+    vias: &[Via],
+    per_via: usize,
+) -> Res<(Vec<Measured>, Vec<(&'static str, Duration)>)> {
     let n = per_via * vias.len();
     let scene = Scene::start(builder, n).await?;
+    let first_request = scene.first_request.clone();
     let mut out = Vec::new();
     let mut k = 0;
     for &via in vias {
@@ -564,5 +599,5 @@ pub async fn p6(builder: Builder, vias: &[Via], per_via: usize) -> Res<Vec<Measu
         });
     }
     scene.stop().await;
-    Ok(out)
+    Ok((out, first_request))
 }

@@ -52,6 +52,7 @@ pub async fn preparing(
         r => r?,
     };
     plan.clear_condition("WorkspaceReady");
+    tracing::debug!(target: "gaffer::hop", hop = "workspace-ready", task = %t);
     for (name, rs) in repos {
         let entry = plan.status.repos.entry(name).or_insert(rs.clone());
         entry.branch = rs.branch;
@@ -106,6 +107,7 @@ pub async fn preparing(
     let session = agent_rt
         .ensure_session(&req, plan.session().as_deref())
         .await?;
+    tracing::debug!(target: "gaffer::hop", hop = "session-ready", task = %t);
     let repos: Vec<_> = worktrees
         .iter()
         .map(|(name, dir)| context! { name => name.as_str(), dir => dir.display().to_string() })
@@ -126,6 +128,7 @@ pub async fn preparing(
         },
     )?;
     agent_rt.send(t, &session.id, "task", &prompt).await?;
+    tracing::debug!(target: "gaffer::hop", hop = "prompted", task = %t);
     let mut agent = plan.status.agent.clone().unwrap_or_else(|| {
         Box::new(AgentStatus {
             runtime: agent_rt.kind(),
