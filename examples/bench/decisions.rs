@@ -163,7 +163,9 @@ fn question(k: usize) -> String {
 }
 
 /// The gaffer binary next to this benchmark (built if needed: OpenCode is started through
-/// `gaffer exec-env`).
+/// `gaffer exec-env`). Built together with this example, so both use one build of the
+/// library (a binary built alone resolves features without the dev-dependencies, and
+/// compiles the library a second time).
 fn gaffer_binary() -> Res<PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe
@@ -172,8 +174,14 @@ fn gaffer_binary() -> Res<PathBuf> {
         .ok_or("cannot find the target directory")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(super::common::root())
-        .args(["build", "--quiet", "--bin", "gaffer"]);
+    cmd.current_dir(super::common::root()).args([
+        "build",
+        "--quiet",
+        "--bin",
+        "gaffer",
+        "--example",
+        "bench",
+    ]);
     if profile_dir.ends_with("release") {
         cmd.arg("--release");
     }

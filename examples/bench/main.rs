@@ -446,13 +446,14 @@ fn rss_kib(field: &str) -> u64 {
 
 /// P5 in a child process: load 10,000 tasks, report idle and peak RSS.
 fn p5_child(remote: &str) -> Res<()> {
+    let before = rss_kib("VmRSS:");
     let t = Transport::open(remote, "main", Path::new(remote), false)?;
     let mut tracker = Tracker::new(None, None);
     tracker.resync(&t.repo(), t.head()?)?;
     drop(t);
     std::thread::sleep(Duration::from_millis(200));
     println!(
-        "{} {} {}",
+        "{} {} {} {before}",
         tracker.snapshot().tasks().count(),
         rss_kib("VmRSS:"),
         rss_kib("VmHWM:")
@@ -611,14 +612,15 @@ async fn main() -> Res<()> {
             .split_whitespace()
             .filter_map(|v| v.parse().ok())
             .collect();
-        if nums.len() == 3 {
+        if nums.len() == 4 {
             rows.push(Row {
                 id: "P5",
                 what: format!("RSS with {} tasks loaded", nums[0]),
                 value: format!(
-                    "idle {:.1} MB / peak {:.1} MB",
+                    "idle {:.1} MB / peak {:.1} MB (the process before loading: {:.1} MB)",
                     nums[1] as f64 / 1024.0,
-                    nums[2] as f64 / 1024.0
+                    nums[2] as f64 / 1024.0,
+                    nums[3] as f64 / 1024.0
                 ),
                 floor: "-".into(),
                 ratio: "-".into(),

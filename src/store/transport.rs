@@ -49,7 +49,7 @@ fn open(path: &Path) -> Result<gix::ThreadSafeRepository, StoreError> {
     // beyond the last slot are never found.
     let slots = gix::odb::store::init::Slots::AsNeededByDiskState {
         multiplier: 2.0,
-        minimum: 4 * MAX_PACKS,
+        minimum: 2 * MAX_PACKS,
     };
     let opts = gix::open::Options::isolated()
         .strict_config(false)
