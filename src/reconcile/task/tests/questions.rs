@@ -57,6 +57,11 @@ fn answer(w: &mut World, choice: &str, author: &str, committer: &str, by: Option
     w.by("answers/q-001.yaml", author, committer);
 }
 
+/// Alice (a listed author) answers q-001 with `choice`, in her own commit.
+fn alice_answers(w: &mut World, choice: &str) {
+    answer(w, choice, "alice@example.com", "alice@example.com", None);
+}
+
 fn q(p: &Plan) -> &Question {
     &p.questions[&q1()]
 }
@@ -465,13 +470,7 @@ async fn a_late_answer_after_the_default_sends_the_task_back_once() {
         "questions/q-001.yaml",
         &crate::state::yaml::to_string(&qq).unwrap(),
     );
-    answer(
-        &mut w,
-        "HS256",
-        "alice@example.com",
-        "alice@example.com",
-        None,
-    );
+    alice_answers(&mut w, "HS256");
     let (action, mut plan) = w.step().await.unwrap();
     assert_eq!((plan.phase(), action), (Phase::Running, requeue(0)));
     assert_eq!(plan.status.reason.as_deref(), Some("AnswerChanged"));
@@ -489,13 +488,7 @@ async fn a_decision_is_recorded_before_the_builder_is_polled() {
     use std::sync::atomic::Ordering::SeqCst;
     let mut w = World::new(Phase::AwaitingAnswer);
     question(&mut w, QuestionState::Open);
-    answer(
-        &mut w,
-        "HS256",
-        "alice@example.com",
-        "alice@example.com",
-        None,
-    );
+    alice_answers(&mut w, "HS256");
     let (action, mut plan) = w.step().await.unwrap();
     assert_eq!(action, requeue(0));
     assert_eq!(q(&plan).state, QuestionState::Answered);
@@ -526,13 +519,7 @@ async fn a_decision_arriving_during_a_slow_poll_is_not_kept_waiting() {
     });
     question(&mut w, QuestionState::Open);
     let (before, authors_before) = (w.files.clone(), w.authors.clone());
-    answer(
-        &mut w,
-        "HS256",
-        "alice@example.com",
-        "alice@example.com",
-        None,
-    );
+    alice_answers(&mut w, "HS256");
     let (after, authors_after) = (w.files.clone(), w.authors.clone());
     let mut ctx = w.ctx();
     let store = Arc::new(MemoryStore::default());
