@@ -64,10 +64,10 @@ fn in_process(remote: &str) -> bool {
         .is_ok_and(|u| matches!(u.scheme, gix::url::Scheme::File | gix::url::Scheme::Ssh))
 }
 
-/// Fetches `refspec` from `remote` into `repo` (the clone) with gix. Through the same
-/// object store the clone is read with, so the pack it writes is seen at once (a second
-/// handle's pack can stay unseen by the first when both land within the directory's mtime
-/// resolution).
+/// Fetches `refspec` from `remote` into `repo` (the clone) with gix, through the object
+/// store the clone is read with. gix runs with gaffer's isolated configuration: plain `ssh`
+/// (whose own `~/.ssh/config` applies); a remote that needs git's `core.sshCommand` or
+/// `url.*.insteadOf` fails here and is fetched by `git fetch` instead.
 fn fetch_in_process(repo: &gix::Repository, remote: &str, refspec: &str) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     remote_in_process(repo, remote, refspec)?
