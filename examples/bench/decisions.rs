@@ -242,15 +242,7 @@ impl Scene {
         )
         .map_err(|e| format!("{e:?}"))?;
         let person = root.join("person");
-        git(
-            root,
-            &[
-                "clone",
-                "-q",
-                state.to_str().ok_or("path")?,
-                person.to_str().ok_or("path")?,
-            ],
-        )?;
+        super::clone_repo(&state, &person)?;
 
         let (llm, world, opencode) = match builder {
             Builder::Scripted => (None, None, None),

@@ -42,6 +42,12 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> Res<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// `git clone -q from to`.
+pub(crate) fn clone_repo(from: &Path, to: &Path) -> Res<()> {
+    let (f, t) = (from.to_str().ok_or("path")?, to.to_str().ok_or("path")?);
+    git(from.parent().unwrap_or(from), &["clone", "-q", f, t]).map(drop)
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 struct Row {
     id: &'static str,
@@ -169,25 +175,9 @@ async fn p1(dir: &Path, runs: usize, clone: bool) -> Res<(Vec<Duration>, Vec<Dur
     std::fs::create_dir_all(&sub)?;
     let remote = make_repo(&sub, 10, 0)?;
     let person = sub.join("person");
-    git(
-        &sub,
-        &[
-            "clone",
-            "-q",
-            remote.to_str().ok_or("path")?,
-            person.to_str().ok_or("path")?,
-        ],
-    )?;
+    clone_repo(&remote, &person)?;
     let floor_dir = sub.join("floor");
-    git(
-        &sub,
-        &[
-            "clone",
-            "-q",
-            remote.to_str().ok_or("path")?,
-            floor_dir.to_str().ok_or("path")?,
-        ],
-    )?;
+    clone_repo(&remote, &floor_dir)?;
 
     let transport = Transport::open(
         remote.to_str().ok_or("path")?,

@@ -191,3 +191,34 @@ pub fn exec_env(env_files: &[PathBuf], argv: &[OsString]) -> std::io::Error {
     }
     cmd.exec()
 }
+
+impl OpenCode {
+    /// The records of every builder in `state_dir` (for `gaffer builders`).
+    pub fn records(state_dir: &Path) -> Result<Vec<Record>, AgentError> {
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir(state_dir) else {
+            return Ok(out);
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                && let Some(r) = read_record(state_dir, stem)?
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.project.cmp(&b.project));
+        Ok(out)
+    }
+
+    /// A client for a recorded builder (for `gaffer builders`).
+    pub fn client_for(state_dir: &Path, record: &Record) -> Option<Client> {
+        let name = record.project.replace('/', "-");
+        let env = std::fs::read_to_string(env_path(state_dir, &name)).ok()?;
+        let password = env
+            .lines()
+            .find_map(|l| l.strip_prefix("OPENCODE_SERVER_PASSWORD="))?;
+        Some(Client::new(record.port, password))
+    }
+}
