@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use gaffer::agent::scripted::ScriptedAgent;
-use gaffer::agent::{AgentEvent, AgentRuntime, SessionRequest};
+use gaffer::agent::{AgentEvent, AgentRuntime, BuilderSetup, SessionRequest};
 use gaffer::chat::webhook::WebhookNotifier;
 use gaffer::chat::{LogNotifier, Notification, Notifier};
 use gaffer::forge::{ChangeRequest, Forge, ForgeError, LocalForge};
@@ -175,14 +175,17 @@ async fn scripted_agent_waits_for_answers_and_dedupes_prompts() {
         task: t.clone(),
         title: "t1".into(),
         permissions: Vec::new(),
-        project_dir: project.clone(),
         worktrees: Default::default(),
         model: None,
         agent: None,
         script: Some("app/.gaffer/s.yaml".into()),
-        env: Vec::new(),
-        sandbox: false,
-        builder_dirs: Vec::new(),
+        builder: BuilderSetup {
+            project: t.project.clone(),
+            project_dir: project.clone(),
+            env: Vec::new(),
+            sandbox: false,
+            builder_dirs: Vec::new(),
+        },
     };
     let s = agent.ensure_session(&req, None).await.unwrap();
     assert_eq!(agent.ensure_session(&req, Some(&s.id)).await.unwrap(), s);
@@ -258,7 +261,7 @@ fn provisional_branches_chain_confirm_and_set_aside() {
     let (_origin, project, ws) = sample_workspace(tmp.path());
     let t = TaskRef::parse("demo/web-api/nest").unwrap();
     ws.prepare(&t, &project).unwrap();
-    let dir = ws.repo_dir(&t, &"web-api".parse().unwrap());
+    let dir = ws.repo_dir(&t.project, &"web-api".parse().unwrap());
     let on = || git(&dir, &["branch", "--show-current"]);
     let q1 = t.provisional_branch(&gaffer::names::Qid::new("q-001").unwrap());
     let q2 = t.provisional_branch(&gaffer::names::Qid::new("q-002").unwrap());

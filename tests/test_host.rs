@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use gaffer::agent::host::BuilderHost;
 use gaffer::agent::opencode::{Config, OpenCode};
-use gaffer::agent::{AgentError, AgentEvent, AgentRuntime, SessionRequest};
+use gaffer::agent::{AgentError, AgentEvent, AgentRuntime, BuilderSetup, SessionRequest};
 use gaffer::names::{ProjectRef, TaskRef};
 use gaffer::state::status::HostKind;
 
@@ -135,14 +135,17 @@ async fn opencode_runs_on_a_second_builder_host_without_tmux() {
         task: task.clone(),
         title: "Say hello".into(),
         permissions: vec![],
-        project_dir: project_dir.clone(),
         worktrees: Default::default(),
         model: Some("scripted/m".into()),
         agent: None,
         script: None,
-        env: vec![],
-        sandbox: false,
-        builder_dirs: vec![],
+        builder: BuilderSetup {
+            project: task.project.clone(),
+            project_dir: project_dir.clone(),
+            env: vec![],
+            sandbox: false,
+            builder_dirs: vec![],
+        },
     };
     let session = rt.ensure_session(&req, None).await.unwrap();
     assert_eq!(session.host, HostKind::InProcess);

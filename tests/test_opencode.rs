@@ -611,6 +611,46 @@ fn gaffer_killed_mid_turn_adopts_the_running_builder_and_repeats_nothing() {
 }
 
 #[test]
+fn a_project_builder_starts_before_its_first_task_and_the_task_uses_it() {
+    let lab = Lab::new(&["web-api"]);
+    let _d = lab.daemon();
+    // The project alone (no task yet) brings its builder up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !lab
+        .daemon_log()
+        .contains("builder started ahead of its tasks")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the builder was not started ahead of its task\n{}",
+            lab.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let server = lab.world.pane_pid("gaffer-demo-web-api", "server").unwrap();
+    assert!(lab.llm.log().is_empty(), "nothing asked of the model yet");
+
+    let key = "Token fix warm";
+    lab.add_task("web-api", "warm", key, fix_steps("warm"));
+    let snap = lab.wait_until(180, "the task promoted", |s| {
+        phase_of(s, "demo/web-api/warm") == Some(Phase::Promoted)
+    });
+    assert_eq!(
+        lab.world.pane_pid("gaffer-demo-web-api", "server"),
+        Some(server),
+        "the task's session went to the warm server, which was not restarted"
+    );
+    assert_eq!(
+        lab.daemon_log().matches("OpenCode server on port").count(),
+        1,
+        "one server start\n{}",
+        lab.daemon_log()
+    );
+    let st = status_of(&snap, "demo/web-api/warm").unwrap();
+    assert_eq!(st.agent.unwrap().prompts_sent, ["task"]);
+}
+
+#[test]
 fn a_quiet_turn_gets_a_summary_and_cancel_aborts_it_and_stops_the_builder() {
     let lab = Lab::with_settings(&["web-api"], "progress: {summary_every: 2s}\n");
     let key = "Token fix cancel";

@@ -15,9 +15,29 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::names::{RepoName, TaskRef};
+use crate::names::{ProjectRef, RepoName, TaskRef};
 use crate::state::spec::RuntimeKind;
 use crate::state::status::QuestionOption;
+
+/// What a project's builder is made of, whatever task it works on: where it works, what it
+/// may touch, and the environment it starts with. A runtime started for a project ahead of
+/// its first task (a warm start) is given the same, so the task's session finds it as
+/// wanted and nothing is started twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderSetup {
+    /// The project.
+    pub project: ProjectRef,
+    /// The project's workspace directory (`<builders>/{category}-{project}`).
+    pub project_dir: PathBuf,
+    /// Environment for the builder's processes: its lab access (`KUBECONFIG`,
+    /// `LAB_NAMESPACE`, `LAB_URL`) and the credentials the project names (`agent.env_from`).
+    pub env: Vec<(String, String)>,
+    /// Whether the project wants its builder sandboxed (`agent.sandbox`).
+    pub sandbox: bool,
+    /// Directories besides its workspace the builder writes to (the git dirs its worktrees
+    /// point into).
+    pub builder_dirs: Vec<PathBuf>,
+}
 
 /// Everything a runtime needs to start working on a task.
 #[derive(Debug, Clone)]
@@ -28,8 +48,6 @@ pub struct SessionRequest {
     pub title: String,
     /// Permission rules for the session (OpenCode's ruleset), from `project.yaml`.
     pub permissions: Vec<crate::state::spec::PermissionRule>,
-    /// The project's workspace directory (`<builders>/{category}-{project}`).
-    pub project_dir: PathBuf,
     /// Each repo's worktree.
     pub worktrees: BTreeMap<RepoName, PathBuf>,
     /// `provider/model`, when configured.
@@ -38,14 +56,8 @@ pub struct SessionRequest {
     pub agent: Option<String>,
     /// For the scripted runtime: the script, as `<repo>/<path>` inside the workspace.
     pub script: Option<String>,
-    /// Environment for the builder's processes: its lab access (`KUBECONFIG`,
-    /// `LAB_NAMESPACE`, `LAB_URL`) and the credentials the project names (`agent.env_from`).
-    pub env: Vec<(String, String)>,
-    /// Whether the project wants its builder sandboxed (`agent.sandbox`).
-    pub sandbox: bool,
-    /// Directories besides its workspace the builder writes to (the git dirs its worktrees
-    /// point into).
-    pub builder_dirs: Vec<PathBuf>,
+    /// The project's builder.
+    pub builder: BuilderSetup,
 }
 
 /// A running (or resumable) session.
@@ -179,6 +191,19 @@ pub trait AgentRuntime: Send + Sync + std::fmt::Debug {
     /// polls as a safety net).
     fn wakes(&self) -> bool {
         false
+    }
+
+    /// Whether [`AgentRuntime::warm`] starts anything.
+    fn warms(&self) -> bool {
+        false
+    }
+
+    /// Starts the project's builder ahead of its first task, so the task's first request
+    /// does not wait for it; `Ok(false)` when this runtime has nothing to start (or the
+    /// builder was stopped on purpose). The builder must come out exactly as
+    /// [`AgentRuntime::ensure_session`] would make it for `builder`.
+    async fn warm(&self, _builder: &BuilderSetup) -> Result<bool, AgentError> {
+        Ok(false)
     }
 
     /// Finds the session `existing` (recorded in status) or creates one.

@@ -81,10 +81,10 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// The sandbox of a session: its workspace and the git dirs its worktrees use
+    /// The sandbox of a project's builder: its workspace and the git dirs its worktrees use
     /// read-write, `home` as its HOME, the builder `binary` itself (not its directory, which
     /// could be a HOME or `/`) and its lab kubeconfig read-only.
-    pub fn for_session(req: &crate::agent::SessionRequest, binary: &Path, home: PathBuf) -> Self {
+    pub fn for_builder(req: &crate::agent::BuilderSetup, binary: &Path, home: PathBuf) -> Self {
         let binary = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf());
         let mut ro = vec![binary];
         ro.extend(

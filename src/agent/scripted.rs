@@ -215,17 +215,17 @@ impl AgentRuntime for ScriptedAgent {
             let rel = req.script.as_deref().ok_or_else(|| {
                 AgentError::Config("agent.script is not set for runtime: scripted".into())
             })?;
-            let path = inside(&req.project_dir, rel)?;
+            let path = inside(&req.builder.project_dir, rel)?;
             let text = std::fs::read(&path).map_err(|e| {
                 AgentError::Config(format!("cannot read script {}: {e}", path.display()))
             })?;
             let script: Script = crate::state::yaml::parse(&text)
                 .map_err(|e| AgentError::Config(format!("script {rel}:{e}")))?;
             let state = SessionState {
-                project_dir: req.project_dir.clone(),
+                project_dir: req.builder.project_dir.clone(),
                 task: req.task.task.to_string(),
                 script,
-                env: req.env.iter().cloned().collect(),
+                env: req.builder.env.iter().cloned().collect(),
                 ..SessionState::default()
             };
             self.save(&id, &state)?;

@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod metrics;
+pub mod project;
 pub mod runtime;
 pub mod task;
 
@@ -169,7 +170,7 @@ impl Context {
     }
 
     /// Schedules the reconciles a set of changed objects calls for: a task wakes itself, a
-    /// project wakes its tasks, `gaffer.yaml` wakes every task.
+    /// project wakes itself and its tasks, `gaffer.yaml` wakes every task.
     pub fn dispatch(&self, keys: &BTreeSet<ObjectKey>) {
         if keys.is_empty() {
             return;
@@ -181,6 +182,8 @@ impl Context {
                 match key {
                     ObjectKey::Task(_) => woken.push(key.clone()),
                     ObjectKey::Project(p) => {
+                        // The project itself (its builder may start ahead of a task).
+                        woken.push(key.clone());
                         if let Some(pe) = snap.projects.get(p) {
                             for t in pe.tasks.keys() {
                                 woken.push(ObjectKey::Task(crate::names::TaskRef {
@@ -200,7 +203,7 @@ impl Context {
             return;
         }
         for key in keys {
-            if !matches!(key, ObjectKey::Task(_)) {
+            if matches!(key, ObjectKey::Settings) {
                 self.metrics.woken(key);
             }
         }

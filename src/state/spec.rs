@@ -350,7 +350,7 @@ pub enum WorkspaceInit {
 }
 
 /// The builder that works on a project.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     /// Which runtime drives the work.
@@ -380,6 +380,35 @@ pub struct AgentSpec {
     /// otherwise cleared of everything gaffer was started with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_from: Vec<EnvFrom>,
+    /// Start the project's builder as soon as the project is committed or a task is queued
+    /// for it (not when its first task reaches it), so a task's first request does not wait
+    /// for the builder's server to start. On by default.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub warm: bool,
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeKind::default(),
+            model: None,
+            agent: None,
+            script: None,
+            permission_default: PermissionReply::default(),
+            permissions: Vec::new(),
+            sandbox: SandboxKind::default(),
+            env_from: Vec::new(),
+            warm: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 /// How a builder's server is confined.

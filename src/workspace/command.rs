@@ -27,7 +27,7 @@ impl Workspaces {
             WorkspaceError::Init("workspace.init is command, but workspace.run is not set".into())
         })?;
         let argv = render_command(task, project, run)?;
-        let marker = self.project_dir(task).join(".gaffer-init");
+        let marker = self.project_dir(&task.project).join(".gaffer-init");
         let digest = {
             let mut h = sha2::Sha256::new();
             h.update(run.as_bytes());
@@ -37,10 +37,11 @@ impl Workspaces {
             hex::encode(h.finalize())
         };
         let made = std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == digest)
-            && project
-                .repos
-                .iter()
-                .all(|r| self.repo_dir(task, &r.name.value).join(".git").exists());
+            && project.repos.iter().all(|r| {
+                self.repo_dir(&task.project, &r.name.value)
+                    .join(".git")
+                    .exists()
+            });
         if !made {
             std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
             run_command(&argv, &self.root)?;
@@ -63,7 +64,7 @@ impl Workspaces {
         let mut out = BTreeMap::new();
         for repo in &project.repos {
             let name = &repo.name.value;
-            let dir = self.repo_dir(task, name);
+            let dir = self.repo_dir(&task.project, name);
             let missing = |what: String| {
                 WorkspaceError::Init(format!(
                     "the workspace command did not make a usable repos/{name} ({}): {what}",

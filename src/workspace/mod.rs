@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use sha2::Digest;
 
@@ -15,7 +16,7 @@ mod command;
 pub use command::render_command;
 
 use crate::git::{Git, GitError};
-use crate::names::{RepoName, TaskRef};
+use crate::names::{ProjectRef, RepoName, TaskRef};
 use crate::state::spec::{ProjectSpec, RepoSpec, WorkspaceInit};
 use crate::state::status::RepoStatus;
 
@@ -57,6 +58,10 @@ const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct Workspaces {
     root: PathBuf,
+    /// One lock per mirror: a project's builder warmed up while its task prepares (or two
+    /// tasks of one project) fetch into the same mirror, and git's own ref locks would fail
+    /// one of them.
+    mirrors: Arc<Mutex<BTreeMap<PathBuf, Arc<Mutex<()>>>>>,
 }
 
 /// The identity of gaffer's checkpoint commits.
@@ -70,7 +75,10 @@ fn as_gaffer(git: Git) -> Git {
 impl Workspaces {
     /// Workspaces under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            mirrors: Arc::default(),
+        }
     }
 
     /// The builders root.
@@ -79,13 +87,13 @@ impl Workspaces {
     }
 
     /// `<root>/{category}-{project}`.
-    pub fn project_dir(&self, task: &TaskRef) -> PathBuf {
-        self.root.join(task.project.builder_name())
+    pub fn project_dir(&self, project: &ProjectRef) -> PathBuf {
+        self.root.join(project.builder_name())
     }
 
     /// `<root>/{category}-{project}/repos/<repo>`.
-    pub fn repo_dir(&self, task: &TaskRef, repo: &RepoName) -> PathBuf {
-        self.project_dir(task).join("repos").join(repo.as_str())
+    pub fn repo_dir(&self, project: &ProjectRef, repo: &RepoName) -> PathBuf {
+        self.project_dir(project).join("repos").join(repo.as_str())
     }
 
     /// The mirror clone of `url`.
@@ -99,6 +107,11 @@ impl Workspaces {
     /// Fetches (or first clones) the mirror of `repo` and returns it.
     pub fn mirror(&self, repo: &RepoSpec) -> Result<PathBuf, WorkspaceError> {
         let dir = self.mirror_dir(&repo.url);
+        let lock = {
+            let mut locks = self.mirrors.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(dir.clone()).or_default().clone()
+        };
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
         if !dir.join("HEAD").is_file() {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             Git::new(&dir).run(["init", "--quiet", "--bare"])?;
@@ -138,7 +151,7 @@ impl Workspaces {
         let branch = task.branch();
         for repo in &project.repos {
             let mirror = self.mirror(repo)?;
-            let dir = self.repo_dir(task, &repo.name.value);
+            let dir = self.repo_dir(&task.project, &repo.name.value);
             let base_ref = format!("refs/remotes/origin/{}", repo.base);
             let base_commit = Git::new(&mirror).run(["rev-parse", "--verify", &base_ref])?;
             if !dir.join(".git").exists() {
@@ -182,7 +195,7 @@ impl Workspaces {
     ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
         let mut out = BTreeMap::new();
         for repo in &project.repos {
-            let dir = self.repo_dir(task, &repo.name.value);
+            let dir = self.repo_dir(&task.project, &repo.name.value);
             if let Some(head) = checkpoint_dir(&dir, message)? {
                 out.insert(repo.name.value.clone(), head);
             }
@@ -203,7 +216,7 @@ impl Workspaces {
             let Some(base) = bases.get(&repo.name.value) else {
                 continue;
             };
-            let dir = self.repo_dir(task, &repo.name.value);
+            let dir = self.repo_dir(&task.project, &repo.name.value);
             let names = Git::new(&dir).run(["diff", "--name-only", base.as_str(), "--"])?;
             let untracked = Git::new(&dir).run(["ls-files", "--others", "--exclude-standard"])?;
             for f in names.lines().chain(untracked.lines()) {
@@ -230,7 +243,7 @@ impl Workspaces {
         let mut parent = task.branch();
         let mut points = BTreeMap::new();
         for repo in &project.repos {
-            let dir = self.repo_dir(task, &repo.name.value);
+            let dir = self.repo_dir(&task.project, &repo.name.value);
             checkpoint_dir(&dir, &format!("before {branch}"))?;
             let g = as_gaffer(Git::new(&dir));
             let current = current_branch(&dir)?;
@@ -278,7 +291,7 @@ impl Workspaces {
     ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
         let mut out = BTreeMap::new();
         for repo in &project.repos {
-            let dir = self.repo_dir(task, &repo.name.value);
+            let dir = self.repo_dir(&task.project, &repo.name.value);
             let g = as_gaffer(Git::new(&dir));
             let current = current_branch(&dir)?;
             if current == branch {
@@ -325,7 +338,7 @@ impl Workspaces {
             let Some(point) = points.get(&repo.name.value) else {
                 continue;
             };
-            let dir = self.repo_dir(task, &repo.name.value);
+            let dir = self.repo_dir(&task.project, &repo.name.value);
             let g = as_gaffer(Git::new(&dir));
             checkpoint_dir(&dir, &format!("set aside with {branch}"))?;
             let head = g.run(["rev-parse", "HEAD"])?;
@@ -363,7 +376,7 @@ impl Workspaces {
     ) -> Result<BTreeMap<RepoName, String>, WorkspaceError> {
         let mut out = BTreeMap::new();
         for repo in &project.repos {
-            let dir = self.repo_dir(task, &repo.name.value);
+            let dir = self.repo_dir(&task.project, &repo.name.value);
             out.insert(
                 repo.name.value.clone(),
                 Git::new(&dir).run(["rev-parse", "HEAD"])?,
@@ -442,22 +455,28 @@ pub fn checkpoint_dir(dir: &Path, message: &str) -> Result<Option<String>, Works
 /// local one: worktrees on gaffer's own disk, seen by the builder at the same paths.
 pub trait Workspace: Send + Sync + std::fmt::Debug {
     /// The project's workspace as gaffer reaches it (renders, lab tests).
-    fn local_dir(&self, task: &TaskRef) -> PathBuf;
+    fn local_dir(&self, project: &ProjectRef) -> PathBuf;
     /// The project's workspace as the builder sees it (its prompt and session).
-    fn builder_dir(&self, task: &TaskRef) -> PathBuf {
-        self.local_dir(task)
+    fn builder_dir(&self, project: &ProjectRef) -> PathBuf {
+        self.local_dir(project)
     }
     /// The mirror clone of `url` that pull requests are pushed from.
     fn mirror_dir(&self, url: &str) -> PathBuf;
     /// The git dir holding a task's branch of `repo`, that pushes go from: gaffer's mirror,
     /// or with `init: command` whatever repository the project's command made the worktree of.
-    fn repo_git_dir(&self, _task: &TaskRef, _project: &ProjectSpec, repo: &RepoSpec) -> PathBuf {
+    fn repo_git_dir(&self, _p: &ProjectRef, _spec: &ProjectSpec, repo: &RepoSpec) -> PathBuf {
         self.mirror_dir(&repo.url)
     }
     /// Directories besides its workspace that the builder writes to (the git dirs its
     /// worktrees point into), for its sandbox.
-    fn builder_dirs(&self, _task: &TaskRef, _project: &ProjectSpec) -> Vec<PathBuf> {
+    fn builder_dirs(&self, _p: &ProjectRef, _spec: &ProjectSpec) -> Vec<PathBuf> {
         Vec::new()
+    }
+    /// Readies what a project's builder is started with ahead of its first task (the git
+    /// dirs its sandbox binds); `Ok(false)` when that cannot be known before a task (the
+    /// project's own command has not made the workspace yet).
+    fn warm(&self, _p: &ProjectRef, _spec: &ProjectSpec) -> Result<bool, WorkspaceError> {
+        Ok(true)
     }
     /// See [`Workspaces::prepare`].
     fn prepare(
@@ -512,15 +531,15 @@ pub trait Workspace: Send + Sync + std::fmt::Debug {
 }
 
 impl Workspace for Workspaces {
-    fn local_dir(&self, task: &TaskRef) -> PathBuf {
-        self.project_dir(task)
+    fn local_dir(&self, project: &ProjectRef) -> PathBuf {
+        self.project_dir(project)
     }
     fn mirror_dir(&self, url: &str) -> PathBuf {
         Workspaces::mirror_dir(self, url)
     }
-    fn repo_git_dir(&self, task: &TaskRef, project: &ProjectSpec, repo: &RepoSpec) -> PathBuf {
-        if project.workspace.init == WorkspaceInit::Command {
-            let dir = self.repo_dir(task, &repo.name.value);
+    fn repo_git_dir(&self, p: &ProjectRef, spec: &ProjectSpec, repo: &RepoSpec) -> PathBuf {
+        if spec.workspace.init == WorkspaceInit::Command {
+            let dir = self.repo_dir(p, &repo.name.value);
             if let Ok(common) =
                 Git::new(&dir).run(["rev-parse", "--path-format=absolute", "--git-common-dir"])
             {
@@ -529,16 +548,30 @@ impl Workspace for Workspaces {
         }
         Workspaces::mirror_dir(self, &repo.url)
     }
-    fn builder_dirs(&self, task: &TaskRef, project: &ProjectSpec) -> Vec<PathBuf> {
+    fn builder_dirs(&self, p: &ProjectRef, spec: &ProjectSpec) -> Vec<PathBuf> {
         // A worktree's `.git` names its git dir inside the mirror: commits write there.
-        let mut dirs: Vec<PathBuf> = project
+        let mut dirs: Vec<PathBuf> = spec
             .repos
             .iter()
-            .map(|r| self.repo_git_dir(task, project, r))
+            .map(|r| self.repo_git_dir(p, spec, r))
             .collect();
         dirs.sort();
         dirs.dedup();
         dirs
+    }
+    fn warm(&self, p: &ProjectRef, spec: &ProjectSpec) -> Result<bool, WorkspaceError> {
+        if spec.workspace.init == WorkspaceInit::Command {
+            // The git dirs are whatever the command makes; known once it has run.
+            return Ok(spec
+                .repos
+                .iter()
+                .all(|r| self.repo_dir(p, &r.name.value).join(".git").exists()));
+        }
+        std::fs::create_dir_all(self.project_dir(p)).map_err(io(&self.project_dir(p)))?;
+        for repo in &spec.repos {
+            self.mirror(repo)?;
+        }
+        Ok(true)
     }
     fn prepare(
         &self,

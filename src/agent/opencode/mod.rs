@@ -38,7 +38,7 @@ use self::files::*;
 pub use self::files::{exec_env, last_event};
 use self::follow::*;
 use self::history::{LOST_PREFIX, Live};
-use super::{AgentError, AgentRuntime, Polled, Reply, Session, SessionRequest};
+use super::{AgentError, AgentRuntime, BuilderSetup, Polled, Reply, Session, SessionRequest};
 use crate::agent::host::BuilderHost;
 use crate::names::{ProjectRef, TaskRef};
 
@@ -112,6 +112,9 @@ struct Builder {
     record: Record,
     password: String,
     follower: Option<tokio::task::JoinHandle<()>>,
+    /// The start time of the server process last warmed up (its first prompt's loading
+    /// done ahead), so a second warm start of the same process does nothing.
+    warmed_ms: i64,
 }
 
 impl Drop for Builder {
@@ -207,6 +210,7 @@ impl Inner {
             record,
             password,
             follower: None,
+            warmed_ms: 0,
         }));
         map.insert(name, b.clone());
         Ok(b)
@@ -321,9 +325,9 @@ impl Inner {
         Ok(())
     }
 
-    /// The sandbox a session request calls for, when bubblewrap works here; its HOME is the
+    /// The sandbox a builder calls for, when bubblewrap works here; its HOME is the
     /// configured one, else `<data>/opencode/homes/<builder>`.
-    fn sandbox_for(&self, req: &SessionRequest) -> Option<crate::agent::sandbox::Sandbox> {
+    fn sandbox_for(&self, setup: &BuilderSetup) -> Option<crate::agent::sandbox::Sandbox> {
         self.cfg.bwrap.as_ref()?;
         let home = self
             .cfg
@@ -332,11 +336,33 @@ impl Inner {
             .find(|(k, _)| k == "HOME")
             .map(|(_, v)| PathBuf::from(v))
             .unwrap_or_else(|| {
-                let name = req.task.project.builder_name();
-                self.cfg.state_dir.join("homes").join(name)
+                self.cfg
+                    .state_dir
+                    .join("homes")
+                    .join(setup.project.builder_name())
             });
-        req.sandbox
-            .then(|| crate::agent::sandbox::Sandbox::for_session(req, &self.cfg.binary, home))
+        setup
+            .sandbox
+            .then(|| crate::agent::sandbox::Sandbox::for_builder(setup, &self.cfg.binary, home))
+    }
+
+    /// Writes the builder's lab environment and gives it the sandbox `setup` calls for: a
+    /// server started otherwise (an older release, or the setting changed) is started again
+    /// inside the one wanted. Returns the builder's record as it now is.
+    async fn set_up(&self, setup: &BuilderSetup) -> Result<Record, AgentError> {
+        let name = setup.project.builder_name();
+        write_lab_env(&self.cfg.state_dir, &name, &setup.env)?;
+        let want = self.sandbox_for(setup);
+        let b = self.builder(&setup.project)?;
+        let mut b = b.lock().await;
+        if b.record.sandbox != want {
+            b.record.sandbox = want;
+            write_record(&self.cfg.state_dir, &name, &b.record)?;
+            if b.record.port != 0 {
+                self.start_server(&mut b).await?;
+            }
+        }
+        Ok(b.record.clone())
     }
 
     /// `gaffer exec-env --env-file <builder>.env --env-file <builder>.lab.env -- <argv>`.
@@ -452,31 +478,36 @@ impl AgentRuntime for OpenCode {
         self.wake.is_some()
     }
 
+    fn warms(&self) -> bool {
+        true
+    }
+
+    async fn warm(&self, setup: &BuilderSetup) -> Result<bool, AgentError> {
+        if self.builder(&setup.project)?.lock().await.record.stopped {
+            return Ok(false);
+        }
+        self.set_up(setup).await?;
+        let (client, started_ms) = self.server(&setup.project).await?;
+        let b = self.builder(&setup.project)?;
+        if b.lock().await.warmed_ms == started_ms {
+            return Ok(true);
+        }
+        client.warm_up().await?;
+        b.lock().await.warmed_ms = started_ms;
+        Ok(true)
+    }
+
     async fn ensure_session(
         &self,
         req: &SessionRequest,
         existing: Option<&str>,
     ) -> Result<Session, AgentError> {
-        let name = req.task.project.builder_name();
-        write_lab_env(&self.cfg.state_dir, &name, &req.env)?;
-        let recorded = {
-            // The sandbox follows the project's setting: a server started otherwise (an older
-            // release, or the setting changed) is started again inside the one wanted.
-            let want = self.sandbox_for(req);
-            let b = self.builder(&req.task.project)?;
-            let mut b = b.lock().await;
-            if b.record.sandbox != want {
-                b.record.sandbox = want;
-                write_record(&self.cfg.state_dir, &name, &b.record)?;
-                if b.record.port != 0 {
-                    self.start_server(&mut b).await?;
-                }
-            }
-            b.record
-                .sessions
-                .get(req.task.task.as_str())
-                .map(|s| s.id.clone())
-        };
+        let recorded = self
+            .set_up(&req.builder)
+            .await?
+            .sessions
+            .get(req.task.task.as_str())
+            .map(|s| s.id.clone());
         // A session made just before a crash, before the task's status recorded it, is in
         // the builder's own record: found again, not made twice (its prompts are recognised
         // in its history, so nothing is sent twice either).

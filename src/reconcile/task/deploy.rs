@@ -33,7 +33,7 @@ pub async fn deploying(
     };
     let overlay = ctx
         .workspaces
-        .local_dir(t)
+        .local_dir(&t.project)
         .join("repos")
         .join(&lab.overlay.value);
     let commits: BTreeMap<RepoName, String> = plan
@@ -176,7 +176,9 @@ async fn image_build(
             img.repo
         )));
     };
-    let mirror = ctx.workspaces.repo_git_dir(&view.t, &view.project, repo);
+    let mirror = ctx
+        .workspaces
+        .repo_git_dir(&view.t.project, &view.project, repo);
     let branch = rs.branch.clone();
     blocking(move || crate::forge::push_branch(&mirror, &branch)).await?;
     let dispatched = plan.status.effects.image_builds.contains_key(&head);
@@ -257,7 +259,7 @@ pub async fn testing(
     };
     let workdir = ctx
         .workspaces
-        .local_dir(t)
+        .local_dir(&t.project)
         .join("repos")
         .join(first_repo.name.value.as_str());
     let url = plan

@@ -33,10 +33,13 @@ use super::{Action, Context, ReconcileError};
 use crate::state::path::ObjectKey;
 use crate::state::status::Phase;
 
-/// Reconciles one object; only tasks have work of their own.
+/// Reconciles one object: a task's lifecycle, or a project's builder started ahead of its
+/// tasks ([`crate::reconcile::project`]).
 pub async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let ObjectKey::Task(t) = key else {
-        return Ok(Action::await_change());
+    let t = match key {
+        ObjectKey::Task(t) => t,
+        ObjectKey::Project(p) => return crate::reconcile::project::reconcile(p, ctx).await,
+        ObjectKey::Settings => return Ok(Action::await_change()),
     };
     let mut loaded = None;
     ctx.store
@@ -101,6 +104,9 @@ pub async fn decide(
 async fn step(ctx: &Context, view: &View, plan: &mut Plan) -> Result<Action, ReconcileError> {
     match plan.phase() {
         Phase::Pending => {
+            // Its builder may start while the task waits for its turn and its workspace.
+            ctx.scheduler
+                .now(ObjectKey::Project(view.t.project.clone()));
             plan.transition(Phase::Queued, "Queued", "");
             Ok(Action::requeue(Duration::ZERO))
         }

@@ -10,8 +10,8 @@ use super::prompts::{self, Prompt};
 use super::{Plan, View, blocking};
 use crate::agent::SessionRequest;
 use crate::names::RepoName;
+use crate::reconcile::project::builder_setup;
 use crate::reconcile::{Action, Context, ReconcileError};
-use crate::state::spec::SandboxKind;
 use crate::state::status::{AgentStatus, ConditionStatus, Phase};
 use crate::workspace::WorkspaceError;
 
@@ -61,47 +61,30 @@ pub async fn preparing(
         }
         entry.head_commit = rs.head_commit;
     }
-    let builder_dir = ctx.workspaces.builder_dir(t);
+    let setup = match builder_setup(ctx, &t.project, project, &view.settings).await? {
+        Ok(setup) => setup,
+        Err(n) => return Ok(plan.blocked(n.condition, n.reason, &n.message)),
+    };
+    plan.clear_condition("AgentReady");
     let worktrees: BTreeMap<RepoName, std::path::PathBuf> = project
         .repos
         .iter()
         .map(|r| {
             let name = r.name.value.clone();
-            let dir = builder_dir.join("repos").join(name.as_str());
+            let dir = setup.project_dir.join("repos").join(name.as_str());
             (name, dir)
         })
         .collect();
-    // The builder runs its own work in the lab: its access is set up before it starts.
-    let mut env = match &project.lab {
-        Some(_) => ctx
-            .lab
-            .builder_access(&t.project, &view.settings.lab_host(&t.project.project))
-            .await
-            .map_err(ReconcileError::BuilderAccess)?,
-        None => Vec::new(),
-    };
-    // Its credentials are the ones the project names, never gaffer's own.
-    for e in &project.agent.env_from {
-        match e.resolve() {
-            Ok(value) => env.push((e.name.clone(), value)),
-            // A person has to provide it: retrying would not help.
-            Err(why) => return Ok(plan.blocked("AgentReady", "MissingCredential", &why)),
-        }
-    }
-    plan.clear_condition("AgentReady");
-    let sandbox = project.agent.sandbox == SandboxKind::Bwrap;
+    let sandbox = setup.sandbox;
     let req = SessionRequest {
         task: t.clone(),
         title: spec.title.clone(),
         permissions: project.agent.permissions.clone(),
-        project_dir: builder_dir,
         worktrees: worktrees.clone(),
         model: project.agent.model.clone(),
         agent: project.agent.agent.clone(),
         script: project.agent.script.clone(),
-        env,
-        sandbox,
-        builder_dirs: ctx.workspaces.builder_dirs(t, project),
+        builder: setup,
     };
     let agent_rt = ctx.agents.get(project.agent.runtime)?;
     let session = agent_rt

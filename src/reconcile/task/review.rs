@@ -96,7 +96,7 @@ pub async fn in_review(
         }
         let req = ChangeRequest {
             repo_url: repo.url.clone(),
-            mirror: ctx.workspaces.repo_git_dir(t, project, repo),
+            mirror: ctx.workspaces.repo_git_dir(&t.project, project, repo),
             head_branch: rs.branch.clone(),
             base: repo.base.clone(),
             title: spec.title.clone(),

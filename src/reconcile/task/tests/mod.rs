@@ -8,6 +8,7 @@ mod gates;
 mod questions;
 mod review;
 mod running;
+mod warm;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -18,12 +19,12 @@ use jiff::Timestamp;
 
 use super::{Loaded, Plan, decide};
 use crate::agent::{
-    AgentError, AgentEvent, AgentRuntime, AskKind, AskedQuestion, Polled, Reply, Session,
-    SessionRequest,
+    AgentError, AgentEvent, AgentRuntime, AskKind, AskedQuestion, BuilderSetup, Polled, Reply,
+    Session, SessionRequest,
 };
 use crate::forge::{Change, ChangeRequest, Forge, ForgeError, ImageBuild, Reviews};
 use crate::lab::{DeployOutcome, DeployRequest, LabDeployer, LabError, TestRunner};
-use crate::names::{RepoName, TaskRef};
+use crate::names::{ProjectRef, RepoName, TaskRef};
 use crate::reconcile::{Action, Context, ReconcileError, Tunables};
 use crate::state::snapshot::{RawContent, Snapshot};
 use crate::state::spec::{ProjectSpec, RuntimeKind};
@@ -92,6 +93,8 @@ pub struct FakeAgent {
     pub poll_gate: Option<Arc<tokio::sync::Notify>>,
     /// Polls started.
     pub polls_started: std::sync::atomic::AtomicUsize,
+    /// The builders asked for, in order: `("warm" | "session", setup)`.
+    pub builders: Mutex<Vec<(&'static str, BuilderSetup)>>,
 }
 
 impl FakeAgent {
@@ -122,11 +125,22 @@ impl AgentRuntime for FakeAgent {
     fn wakes(&self) -> bool {
         self.wakes
     }
+    fn warms(&self) -> bool {
+        true
+    }
+    async fn warm(&self, setup: &BuilderSetup) -> Result<bool, AgentError> {
+        self.builders.lock().unwrap().push(("warm", setup.clone()));
+        Ok(true)
+    }
     async fn ensure_session(
         &self,
-        _req: &SessionRequest,
+        req: &SessionRequest,
         existing: Option<&str>,
     ) -> Result<Session, AgentError> {
+        self.builders
+            .lock()
+            .unwrap()
+            .push(("session", req.builder.clone()));
         Ok(Session {
             id: existing.unwrap_or("ses-1").into(),
             host: HostKind::Tmux,
@@ -204,11 +218,18 @@ fn per_repo(p: &ProjectSpec, commit: &str) -> BTreeMap<RepoName, String> {
 }
 
 impl Workspace for FakeWorkspace {
-    fn local_dir(&self, t: &TaskRef) -> PathBuf {
-        PathBuf::from("/builders").join(t.project.builder_name())
+    fn local_dir(&self, p: &ProjectRef) -> PathBuf {
+        PathBuf::from("/builders").join(p.builder_name())
     }
     fn mirror_dir(&self, _url: &str) -> PathBuf {
         PathBuf::from("/builders/.mirrors/x.git")
+    }
+    fn builder_dirs(&self, _p: &ProjectRef, _spec: &ProjectSpec) -> Vec<PathBuf> {
+        vec![PathBuf::from("/builders/.mirrors/x.git")]
+    }
+    fn warm(&self, _p: &ProjectRef, _spec: &ProjectSpec) -> Result<bool, WorkspaceError> {
+        self.call("warm");
+        Ok(true)
     }
     fn prepare(
         &self,

@@ -1,0 +1,138 @@
+//! A project's own reconcile: its builder started ahead of its first task (a warm start), so
+//! a task's first model request does not wait for the builder's server to come up.
+//!
+//! The builder is made from [`builder_setup`], the same function a task's Preparing step
+//! uses, so the session the task asks for later finds the server exactly as it wants it and
+//! nothing is started twice.
+
+use std::sync::Arc;
+
+use super::{Action, Context, ReconcileError};
+use crate::agent::BuilderSetup;
+use crate::names::ProjectRef;
+use crate::state::spec::{ProjectSpec, SandboxKind, Settings};
+use crate::state::status::Phase;
+
+/// Why a builder cannot be set up yet: a condition for the task's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// The condition type.
+    pub condition: &'static str,
+    /// Its reason.
+    pub reason: &'static str,
+    /// What a person has to do.
+    pub message: String,
+}
+
+/// What `p`'s builder is started with: its workspace, its lab access (set up in the lab
+/// first), the credentials the project names and its sandbox. `Ok(Err(_))` when a person
+/// has to provide something first.
+pub async fn builder_setup(
+    ctx: &Context,
+    p: &ProjectRef,
+    project: &ProjectSpec,
+    settings: &Settings,
+) -> Result<Result<BuilderSetup, NotReady>, ReconcileError> {
+    // The builder runs its own work in the lab: its access is set up before it starts.
+    let mut env = match &project.lab {
+        Some(_) => ctx
+            .lab
+            .builder_access(p, &settings.lab_host(&p.project))
+            .await
+            .map_err(ReconcileError::BuilderAccess)?,
+        None => Vec::new(),
+    };
+    // Its credentials are the ones the project names, never gaffer's own.
+    for e in &project.agent.env_from {
+        match e.resolve() {
+            Ok(value) => env.push((e.name.clone(), value)),
+            // A person has to provide it: retrying would not help.
+            Err(message) => {
+                return Ok(Err(NotReady {
+                    condition: "AgentReady",
+                    reason: "MissingCredential",
+                    message,
+                }));
+            }
+        }
+    }
+    Ok(Ok(BuilderSetup {
+        project: p.clone(),
+        project_dir: ctx.workspaces.builder_dir(p),
+        env,
+        sandbox: project.agent.sandbox == SandboxKind::Bwrap,
+        builder_dirs: ctx.workspaces.builder_dirs(p, project),
+    }))
+}
+
+/// Starts `p`'s builder when it should be warm; never fails the project (a task starts its
+/// builder itself, and says why when it cannot).
+pub async fn reconcile(p: ProjectRef, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let mut found = None;
+    ctx.store.read(&mut |_, snap| {
+        let Some(settings) = snap.settings.clone() else {
+            return;
+        };
+        let Some(spec) = snap.projects.get(&p).and_then(|pe| pe.spec.clone()) else {
+            return;
+        };
+        let phases: Vec<Option<Phase>> = snap.projects[&p]
+            .tasks
+            .values()
+            .map(|e| e.status.as_ref().map(|s| s.phase))
+            .collect();
+        found = Some((settings, spec, phases));
+    })?;
+    let Some((settings, spec, phases)) = found else {
+        return Ok(Action::await_change());
+    };
+    if !wants_warm(&spec, &phases) {
+        return Ok(Action::await_change());
+    }
+    match warm(&ctx, &p, &spec, &settings).await {
+        Ok(true) => {
+            tracing::debug!(target: "gaffer::hop", hop = "builder-warm", project = %p);
+            tracing::info!(project = %p, "builder started ahead of its tasks");
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            project = %p,
+            error = %e,
+            "could not start the builder ahead of its tasks; its first task starts it"
+        ),
+    }
+    Ok(Action::await_change())
+}
+
+/// A project's builder is warmed when it has no task yet (it was just committed) or a task
+/// waits to start, and none is active (active tasks look after their builder themselves; a
+/// warm start must never restart a server a task is using).
+pub fn wants_warm(spec: &ProjectSpec, phases: &[Option<Phase>]) -> bool {
+    spec.agent.warm
+        && !phases.iter().flatten().any(|p| p.is_active())
+        && (phases.is_empty()
+            || phases
+                .iter()
+                .any(|p| matches!(p, None | Some(Phase::Pending | Phase::Queued))))
+}
+
+async fn warm(
+    ctx: &Context,
+    p: &ProjectRef,
+    spec: &ProjectSpec,
+    settings: &Settings,
+) -> Result<bool, ReconcileError> {
+    let runtime = ctx.agents.get(spec.agent.runtime)?.clone();
+    if !runtime.warms() {
+        return Ok(false);
+    }
+    let (ws, pp, sp) = (ctx.workspaces.clone(), p.clone(), spec.clone());
+    if !tokio::task::spawn_blocking(move || ws.warm(&pp, &sp)).await?? {
+        return Ok(false);
+    }
+    let setup = match builder_setup(ctx, p, spec, settings).await? {
+        Ok(setup) => setup,
+        Err(_) => return Ok(false),
+    };
+    Ok(runtime.warm(&setup).await?)
+}
