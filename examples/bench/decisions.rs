@@ -48,18 +48,10 @@ impl tracing::field::Visit for Fields {
     }
 }
 
-/// Records `gaffer::hop` events; nothing else is enabled.
+/// Records `gaffer::hop` events (its filter lets nothing else through).
 struct HopLayer;
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HopLayer {
-    fn enabled(
-        &self,
-        m: &tracing::Metadata<'_>,
-        _: tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        m.target() == "gaffer::hop"
-    }
-
     fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let at = Instant::now();
         let mut f = Fields(BTreeMap::new());
@@ -76,13 +68,28 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HopLayer {
 }
 
 /// Installs the hop recorder as this process's tracing subscriber.
-pub fn record_hops() {
+/// With `log`, also logs to stderr as `RUST_LOG` says.
+pub fn record_hops(log: bool) {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
-    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(HopLayer));
+    let fmt = log.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(tracing_subscriber::EnvFilter::from_default_env())
+    });
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::registry()
+            .with(
+                HopLayer.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                    m.target() == "gaffer::hop"
+                })),
+            )
+            .with(fmt),
+    );
 }
 
 /// The first `hop` at or after `since` whose fields match.
-fn first_hop(since: Instant, hop: &str, fields: &[(&str, &str)]) -> Option<Instant> {
+pub fn first_hop(since: Instant, hop: &str, fields: &[(&str, &str)]) -> Option<Instant> {
     let h = HOPS.lock().ok()?;
     h.iter()
         .filter(|e| e.at >= since && e.hop == hop)
@@ -191,8 +198,66 @@ fn gaffer_binary() -> Res<PathBuf> {
     Ok(profile_dir.join("gaffer"))
 }
 
+/// Commits task `name` as the person and, with the real OpenCode (`llm`), waits for its
+/// first model request: each hop's time from the commit, the request last.
+async fn first_request(
+    person: &Path,
+    name: &str,
+    title: &str,
+    description: &str,
+    llm: Option<&Llm>,
+) -> Res<Vec<(&'static str, Duration)>> {
+    let file = person.join(format!("projects/{PROJECT}/tasks/{name}/task.yaml"));
+    git(person, &["pull", "-q", "--rebase", "origin", "main"])?;
+    std::fs::create_dir_all(file.parent().ok_or("parent")?)?;
+    std::fs::write(
+        &file,
+        format!("title: {title}\ndescription: {description}\npriority: medium\n"),
+    )?;
+    git(person, &["add", "-A"])?;
+    git(person, &["commit", "-q", "-m", &format!("A task: {title}")])?;
+    let committed = Instant::now();
+    git(person, &["push", "-q", "origin", "HEAD:main"])?;
+    let mut out = Vec::new();
+    let Some(llm) = llm else {
+        return Ok(out);
+    };
+    let deadline = committed + Duration::from_secs(120);
+    while llm.log_of(title).is_empty() {
+        if Instant::now() > deadline {
+            return Err(format!("no model request within 120 s of committing {name}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asked = Instant::now();
+    let task = format!("{PROJECT}/{name}");
+    for (what, hop) in [
+        ("reconciler saw the commit", "dispatched"),
+        (
+            "workspace ready (worktrees on the task branch)",
+            "workspace-ready",
+        ),
+        ("OpenCode server up, session made", "session-ready"),
+        ("task prompt sent", "prompted"),
+    ] {
+        let fields: &[(&str, &str)] = if hop == "dispatched" {
+            &[]
+        } else {
+            &[("task", &task)]
+        };
+        if let Some(at) = first_hop(committed, hop, fields) {
+            out.push((what, at - committed));
+        }
+    }
+    out.push(("the builder's first model request", asked - committed));
+    Ok(out)
+}
+
 impl Scene {
-    async fn start(builder: Builder, n: usize) -> Res<Scene> {
+    /// A reconciler and a bot on a fresh state repository, and a task asking `n` questions
+    /// committed; with the real OpenCode, `warm` says whether its builder is started ahead
+    /// of the task (and waited for before the task is committed).
+    async fn start(builder: Builder, n: usize, warm: bool) -> Res<Scene> {
         let tmp = tempfile::Builder::new().prefix("bench-p6-").tempdir()?;
         let root = tmp.path();
         // The app repository, with the scripted builder's script: n questions, then done.
@@ -216,12 +281,15 @@ impl Scene {
         .map_err(|e| format!("{e:?}"))?;
         let agent = match builder {
             Builder::Scripted => "{runtime: scripted, script: app/.gaffer/script.yaml}".into(),
-            Builder::OpenCode => "{runtime: opencode, model: scripted/m, permissions: [{permission: \"*\", action: allow}]}".to_string(),
+            Builder::OpenCode => format!(
+                "{{runtime: opencode, model: scripted/m, permissions: [{{permission: \"*\", action: allow}}], warm: {warm}}}"
+            ),
         };
         let settings = format!(
             "domain: lab.example.com\n\
              business_hours: {{timezone: UTC, days: [mon, tue, wed, thu, fri, sat, sun], start: \"00:00\", end: \"23:59\"}}\n\
              questions: {{timeout: 8h, on_timeout: wait, continue: at-deadline}}\n\
+             limits: {{active_tasks_per_project: 2}}\n\
              authors: {{answers: [{PERSON}, person@example.com], accept_unsigned: true, slack_users: [{ALICE}], slack_names: {{{ALICE}: \"Alice Example <alice@example.com>\"}}}}\n"
         );
         let project = format!(
@@ -281,6 +349,7 @@ impl Scene {
         opts.builders = root.join("builders");
         opts.lab = LabMode::RenderOnly;
         opts.opencode = opencode;
+        let booted = Instant::now();
         let (ctx, handles, rx) =
             daemon::start(&opts, Arc::new(gaffer::hours::SystemClock), None).await?;
         let mut running = vec![tokio::spawn({
@@ -312,48 +381,20 @@ impl Scene {
             }
         }));
 
-        // The task, committed by the person.
-        let task = format!("{PROJECT}/decisions");
-        let file = person.join(format!("projects/{PROJECT}/tasks/decisions/task.yaml"));
-        std::fs::create_dir_all(file.parent().ok_or("parent")?)?;
-        std::fs::write(
-            &file,
-            format!(
-                "title: {TITLE}\ndescription: Ask {n} questions, one at a time.\npriority: medium\n"
-            ),
-        )?;
-        git(&person, &["add", "-A"])?;
-        git(
-            &person,
-            &["commit", "-q", "-m", "A task with many decisions"],
-        )?;
-        let committed = Instant::now();
-        git(&person, &["push", "-q", "origin", "HEAD:main"])?;
-        let mut first_request = Vec::new();
-        if let Some(llm) = &llm {
-            let deadline = committed + Duration::from_secs(120);
-            while llm.log_of(TITLE).is_empty() {
+        if builder == Builder::OpenCode && warm {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while first_hop(booted, "builder-warm", &[]).is_none() {
                 if Instant::now() > deadline {
-                    return Err("no model request within 120 s of the task commit".into());
+                    return Err("the builder was not warm within 120 s".into());
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            let asked = Instant::now();
-            for (name, hop) in [
-                ("reconciler saw the commit", "dispatched"),
-                (
-                    "workspace ready (worktrees on the task branch)",
-                    "workspace-ready",
-                ),
-                ("OpenCode server up, session made", "session-ready"),
-                ("task prompt sent", "prompted"),
-            ] {
-                if let Some(at) = first_hop(committed, hop, &[]) {
-                    first_request.push((name, at - committed));
-                }
-            }
-            first_request.push(("the builder's first model request", asked - committed));
         }
+        // The task, committed by the person.
+        let task = format!("{PROJECT}/decisions");
+        let description = format!("Ask {n} questions, one at a time.");
+        let first_request =
+            first_request(&person, "decisions", TITLE, &description, llm.as_ref()).await?;
         Ok(Scene {
             tmp,
             state,
@@ -558,16 +599,10 @@ pub struct Measured {
     pub timings: Vec<Timing>,
 }
 
-/// Runs `per_via` decisions through each of `vias` with `builder`; with the real OpenCode,
-/// also how the task's first model request followed its commit (a cold builder).
-pub async fn p6(
-    builder: Builder,
-    vias: &[Via],
-    per_via: usize,
-) -> Res<(Vec<Measured>, Vec<(&'static str, Duration)>)> {
+/// Runs `per_via` decisions through each of `vias` with `builder`.
+pub async fn p6(builder: Builder, vias: &[Via], per_via: usize) -> Res<Vec<Measured>> {
     let n = per_via * vias.len();
-    let scene = Scene::start(builder, n).await?;
-    let first_request = scene.first_request.clone();
+    let scene = Scene::start(builder, n, true).await?;
     let mut out = Vec::new();
     let mut k = 0;
     for &via in vias {
@@ -597,5 +632,24 @@ pub async fn p6(
         });
     }
     scene.stop().await;
-    Ok((out, first_request))
+    Ok(out)
+}
+
+/// Hop by hop, from a task's commit to its first model request (the request last).
+pub type FirstRequest = Vec<(&'static str, Duration)>;
+
+/// How a task's first model request followed its commit, with the real OpenCode started
+/// ahead of the task (`warm`) or by it; when warm, also a second task's on the same builder
+/// (one that has served a prompt already: the floor a warm start can reach).
+pub async fn p7(warm: bool) -> Res<(FirstRequest, Option<FirstRequest>)> {
+    let scene = Scene::start(Builder::OpenCode, 1, warm).await?;
+    let first = scene.first_request.clone();
+    let mut later = None;
+    if let (true, Some(llm)) = (warm, &scene._llm) {
+        llm.script("Bench later", vec![Step::text("DONE: nothing to do")]);
+        let r = first_request(&scene.person, "later", "Bench later", "Nothing.", Some(llm));
+        later = Some(r.await?);
+    }
+    scene.stop().await;
+    Ok((first, later))
 }
