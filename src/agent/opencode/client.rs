@@ -92,6 +92,12 @@ const WARM_UP: &[&str] = &[
     "/mcp",
     "/formatter",
     "/find/file?query=a",
+    "/config",
+    "/path",
+    "/project/current",
+    "/session",
+    "/session/status",
+    "/experimental/tool/ids",
 ];
 
 /// `GET /global/health`.
@@ -213,12 +219,13 @@ impl Client {
             .map_err(|_| ClientError::Unreachable(self.base.clone()))?
     }
 
-    /// Asks the server for everything its first prompt would otherwise load and start on
-    /// the spot — its agents, providers and models, skills and commands, the file index,
-    /// the file watcher and version control, language servers, MCP servers, formatters —
-    /// for a server started ahead of its first task. Measured with 1.18.33: without this
-    /// the first prompt of a fresh server waits 1.2–1.8 s before its model request, with
-    /// it about 0.3 s, as a later prompt does (docs/store.md, P7).
+    /// Asks the server for everything its first session and prompt would otherwise load and
+    /// start on the spot — its agents, providers and models, skills and commands, the file
+    /// index, the file watcher and version control, language servers, MCP servers,
+    /// formatters, its project, session store and tool list — for a server started ahead of
+    /// its first task. Measured with 1.18.33: without this, a fresh server's first session
+    /// and prompt reach the model 1.2–1.8 s after the prompt; with it, as fast as a later
+    /// task's (docs/store.md, P7).
     pub async fn warm_up(&self) -> Result<(), ClientError> {
         for path in WARM_UP {
             self.call("GET", path, None).await?;
