@@ -73,10 +73,13 @@ pub async fn reconcile(p: ProjectRef, ctx: Arc<Context>) -> Result<Action, Recon
         let Some(settings) = snap.settings.clone() else {
             return;
         };
-        let Some(spec) = snap.projects.get(&p).and_then(|pe| pe.spec.clone()) else {
+        let Some(pe) = snap.projects.get(&p) else {
             return;
         };
-        let phases: Vec<Option<Phase>> = snap.projects[&p]
+        let Some(spec) = pe.spec.clone() else {
+            return;
+        };
+        let phases: Vec<Option<Phase>> = pe
             .tasks
             .values()
             .map(|e| e.status.as_ref().map(|s| s.phase))
