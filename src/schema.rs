@@ -41,5 +41,9 @@ pub fn all() -> Vec<(&'static str, String)> {
             one::<LabStatus>("lab/status.yaml"),
         ),
         ("slack.schema.json", one::<SlackThread>("slack.yaml")),
+        (
+            "plan.schema.json",
+            one::<crate::state::planning::PlanStatus>("plan.yaml"),
+        ),
     ]
 }

@@ -186,6 +186,7 @@ async fn scripted_agent_waits_for_answers_and_dedupes_prompts() {
             sandbox: false,
             builder_dirs: Vec::new(),
         },
+        stage: gaffer::agent::Stage::Build,
     };
     let s = agent.ensure_session(&req, None).await.unwrap();
     assert_eq!(agent.ensure_session(&req, Some(&s.id)).await.unwrap(), s);

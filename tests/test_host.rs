@@ -146,6 +146,7 @@ async fn opencode_runs_on_a_second_builder_host_without_tmux() {
             sandbox: false,
             builder_dirs: vec![],
         },
+        stage: gaffer::agent::Stage::Build,
     };
     let session = rt.ensure_session(&req, None).await.unwrap();
     assert_eq!(session.host, HostKind::InProcess);

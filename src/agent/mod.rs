@@ -58,6 +58,30 @@ pub struct SessionRequest {
     pub script: Option<String>,
     /// The project's builder.
     pub builder: BuilderSetup,
+    /// Which stage the session is for: a task has one planning session and one building
+    /// session, each found again after a crash.
+    pub stage: Stage,
+}
+
+/// The stage a session serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stage {
+    /// Planning (BMAD), edits only under `_bmad-output/`.
+    Plan,
+    /// Building: today's lifecycle.
+    #[default]
+    Build,
+}
+
+impl SessionRequest {
+    /// The key the session is recorded under in a builder: the task's name, with `.plan`
+    /// for its planning session (a `.` never occurs in a task name).
+    pub fn session_key(&self) -> String {
+        match self.stage {
+            Stage::Build => self.task.task.to_string(),
+            Stage::Plan => format!("{}.plan", self.task.task),
+        }
+    }
 }
 
 /// A running (or resumable) session.

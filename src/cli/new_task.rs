@@ -42,6 +42,7 @@ pub fn cmd_new_task(args: NewTaskArgs) -> CmdResult {
         cancel: false,
         retry: 0,
         questions: None,
+        plan: None,
     };
     let text = crate::state::spec::task_file(&spec).map_err(CliError::internal)?;
     let path = StatePath::TaskSpec(task.clone());

@@ -71,6 +71,8 @@ pub struct Options {
     /// The clock's file (tests): every change of it re-reads the state, so deadlines are
     /// checked against the new time at once.
     pub clock_file: Option<PathBuf>,
+    /// The installed `bmad-method` package planning runs from (`None`: `GAFFER_BMAD`).
+    pub bmad: Option<PathBuf>,
 }
 
 /// Where lab deploys go.
@@ -126,6 +128,7 @@ impl Options {
             github_api: None,
             forge_poll: Duration::from_secs(60),
             clock_file: None,
+            bmad: None,
         }
     }
 }
@@ -242,6 +245,7 @@ pub async fn start(
         lab: lab_deployer(opts).await?,
         tests: Arc::new(CommandTestRunner),
         workspaces: Arc::new(Workspaces::new(&opts.builders)),
+        planner: Arc::new(crate::workspace::bmad::Bmad::new(opts.bmad.clone())),
         clock,
         settings: Tunables {
             poll_interval: Duration::from_millis(100),

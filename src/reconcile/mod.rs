@@ -138,6 +138,8 @@ pub struct Context {
     pub tests: Arc<dyn TestRunner>,
     /// Where the worktrees live and how builders see them.
     pub workspaces: Arc<dyn Workspace>,
+    /// The planner's files in a builder's workspace (BMAD and its output).
+    pub planner: Arc<dyn crate::workspace::bmad::Planner>,
     /// The clock (injected in tests).
     pub clock: Arc<dyn Clock>,
     /// Tunables.

@@ -8,6 +8,7 @@ pub mod accept;
 pub mod doc;
 pub mod effects;
 pub mod path;
+pub mod planning;
 pub mod snapshot;
 pub mod spec;
 pub mod status;

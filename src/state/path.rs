@@ -53,6 +53,12 @@ pub enum StatePath {
     Answer(TaskRef, Qid),
     /// `.../tasks/<t>/approvals/<id>.yaml`.
     Approval(TaskRef, Id),
+    /// `.../tasks/<t>/plan.yaml`: the plan's state.
+    PlanStatus(TaskRef),
+    /// `.../tasks/<t>/plan/<path>`: a plan document (path checked by
+    /// [`crate::state::planning::check_doc_path`]). Written by the reconciler after each
+    /// planning turn; people may edit it, and their edit is the next change request.
+    PlanDoc(TaskRef, String),
 }
 
 /// Why a path under `projects/` could not be mapped.
@@ -146,6 +152,12 @@ impl StatePath {
                 Some(q) => StatePath::Answer(task, Qid::new(q)?),
                 None => return Err(PathError::Layout("answers/ holds <qid>.yaml files".into())),
             },
+            ["plan.yaml"] => StatePath::PlanStatus(task),
+            ["plan", doc @ ..] if !doc.is_empty() => {
+                let doc = doc.join("/");
+                crate::state::planning::check_doc_path(&doc).map_err(PathError::Layout)?;
+                StatePath::PlanDoc(task, doc)
+            }
             ["approvals", file] => match stem(file, ".yaml") {
                 Some(a) => StatePath::Approval(task, Id::new(a)?),
                 None => {
@@ -155,7 +167,7 @@ impl StatePath {
             _ => {
                 return Err(PathError::Layout(
                     "a task directory holds task.yaml, status.yaml, progress.yaml, slack.yaml, \
-                     questions/, answers/ and approvals/"
+                     plan.yaml, plan/, questions/, answers/ and approvals/"
                         .into(),
                 ));
             }
@@ -178,6 +190,8 @@ impl StatePath {
             StatePath::QuestionDoc(t, d) => format!("{}/questions/{d}.md", task(t)),
             StatePath::Answer(t, q) => format!("{}/answers/{q}.yaml", task(t)),
             StatePath::Approval(t, a) => format!("{}/approvals/{a}.yaml", task(t)),
+            StatePath::PlanStatus(t) => format!("{}/plan.yaml", task(t)),
+            StatePath::PlanDoc(t, d) => format!("{}/plan/{d}", task(t)),
         }
     }
 
@@ -190,8 +204,10 @@ impl StatePath {
             | StatePath::TaskSpec(_)
             | StatePath::Answer(..)
             | StatePath::Approval(..)
-            | StatePath::QuestionDoc(..) => Writer::Person,
+            | StatePath::QuestionDoc(..)
+            | StatePath::PlanDoc(..) => Writer::Person,
             StatePath::TaskStatus(_)
+            | StatePath::PlanStatus(_)
             | StatePath::Progress(_)
             | StatePath::Question(..)
             | StatePath::LabStatus(_) => Writer::Reconciler,
@@ -209,7 +225,9 @@ impl StatePath {
             | StatePath::Question(t, _)
             | StatePath::QuestionDoc(t, _)
             | StatePath::Answer(t, _)
-            | StatePath::Approval(t, _) => Some(t),
+            | StatePath::Approval(t, _)
+            | StatePath::PlanStatus(t)
+            | StatePath::PlanDoc(t, _) => Some(t),
             StatePath::Settings | StatePath::Project(_) | StatePath::LabStatus(_) => None,
         }
     }

@@ -128,6 +128,10 @@ pub struct TaskEntry {
     pub answers: BTreeMap<Qid, Box<AnswerSpec>>,
     /// `approvals/<id>.yaml`.
     pub approvals: BTreeMap<Id, ApprovalSpec>,
+    /// `plan.yaml`.
+    pub plan: Option<Box<crate::state::planning::PlanStatus>>,
+    /// `plan/**`, raw text by path under `plan/`.
+    pub plan_docs: BTreeMap<String, String>,
 }
 
 impl TaskEntry {
@@ -140,6 +144,8 @@ impl TaskEntry {
             && self.question_docs.is_empty()
             && self.answers.is_empty()
             && self.approvals.is_empty()
+            && self.plan.is_none()
+            && self.plan_docs.is_empty()
     }
 }
 
@@ -278,6 +284,16 @@ impl Snapshot {
                     self.task_entry(t).approvals.insert(a, *v);
                 }
             }
+            StatePath::PlanStatus(t) => {
+                if let Some(Parsed::PlanStatus(v)) = value {
+                    self.task_entry(t).plan = Some(v);
+                }
+            }
+            StatePath::PlanDoc(t, d) => {
+                if let Some(Parsed::QuestionDoc(v)) = value {
+                    self.task_entry(t).plan_docs.insert(d, v);
+                }
+            }
         }
     }
 
@@ -328,6 +344,8 @@ impl Snapshot {
                         StatePath::QuestionDoc(_, d) => drop(te.question_docs.remove(d)),
                         StatePath::Answer(_, q) => drop(te.answers.remove(q)),
                         StatePath::Approval(_, a) => drop(te.approvals.remove(a)),
+                        StatePath::PlanStatus(_) => te.plan = None,
+                        StatePath::PlanDoc(_, d) => drop(te.plan_docs.remove(d)),
                         _ => {}
                     }
                 }
@@ -495,6 +513,11 @@ impl Snapshot {
                         .keys()
                         .next()
                         .map(|a| StatePath::Approval(t.clone(), a.clone())),
+                    te.plan.as_ref().map(|_| StatePath::PlanStatus(t.clone())),
+                    te.plan_docs
+                        .keys()
+                        .next()
+                        .map(|d| StatePath::PlanDoc(t.clone(), d.clone())),
                 ];
                 first
                     .into_iter()

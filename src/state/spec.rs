@@ -33,6 +33,9 @@ pub struct Settings {
     /// Who may answer, approve and start work.
     #[serde(default)]
     pub authors: Authors,
+    /// How tasks are planned before they are built (docs/planning.md).
+    #[serde(default)]
+    pub plan: crate::state::planning::PlanPolicy,
 }
 
 impl Settings {
@@ -300,6 +303,9 @@ pub struct ProjectSpec {
     /// How changes are reviewed and merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forge: Option<ForgeSpec>,
+    /// Plan policy overrides for this project's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::state::planning::PlanOverrides>,
 }
 
 /// One repository of a project.
@@ -652,6 +658,9 @@ pub struct TaskSpec {
     /// Question policy overrides for this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub questions: Option<QuestionOverrides>,
+    /// Plan policy overrides for this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::state::planning::PlanOverrides>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -752,6 +761,13 @@ pub struct ApprovalSpec {
     /// exactly the task's heads in that round.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub heads: std::collections::BTreeMap<RepoName, String>,
+    /// The plan version it decides (`plan.yaml` `version`): an approval of the plan, not of
+    /// a review round. It counts only while that is the plan's current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<u32>,
+    /// With `plan`: the changes asked for instead of an approval; sent to the planner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<String>,
 }
 
 impl ApprovalSpec {
@@ -774,6 +790,38 @@ impl ApprovalSpec {
             note: None,
             round: Some(round),
             heads,
+            plan: None,
+            changes: None,
+        })
+    }
+
+    /// An approval by `by` of the task's plan as `plan` stands (or, with `changes`, a request
+    /// for changes to it), or why there is nothing to decide now.
+    pub fn for_plan(
+        by: &str,
+        plan: Option<&crate::state::planning::PlanStatus>,
+        changes: Option<String>,
+    ) -> Result<Self, String> {
+        use crate::state::planning::PlanState;
+        let Some(plan) = plan.filter(|p| p.state == PlanState::AwaitingApproval) else {
+            let why = match plan.map(|p| p.state) {
+                None => "the task has no plan",
+                Some(PlanState::Approved) => "its plan is approved already",
+                Some(_) => "its plan is being drafted; wait for the next version",
+            };
+            return Err(why.to_string());
+        };
+        if changes.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err("say which changes you want".to_string());
+        }
+        Ok(Self {
+            by: by.to_string(),
+            at: Some(Timestamp::now()),
+            note: None,
+            round: None,
+            heads: Default::default(),
+            plan: Some(plan.version),
+            changes,
         })
     }
 }

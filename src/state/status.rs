@@ -37,6 +37,10 @@ pub enum Phase {
     Queued,
     /// The workspace and builder are being prepared.
     Preparing,
+    /// The planner (BMAD in the builder's workspace) drafts or revises the plan.
+    Planning,
+    /// The plan's current version waits for a person's approval (holds no slot).
+    AwaitingPlanApproval,
     /// The builder is working.
     Running,
     /// The builder asked a question that waits for a person.
@@ -64,6 +68,8 @@ impl Phase {
             Phase::Pending => "Pending",
             Phase::Queued => "Queued",
             Phase::Preparing => "Preparing",
+            Phase::Planning => "Planning",
+            Phase::AwaitingPlanApproval => "AwaitingPlanApproval",
             Phase::Running => "Running",
             Phase::AwaitingAnswer => "AwaitingAnswer",
             Phase::Deploying => "Deploying",
@@ -81,6 +87,7 @@ impl Phase {
         matches!(
             self,
             Phase::Preparing
+                | Phase::Planning
                 | Phase::Running
                 | Phase::AwaitingAnswer
                 | Phase::Deploying
@@ -90,10 +97,12 @@ impl Phase {
     }
 
     /// Every phase, in lifecycle order.
-    pub const ALL: [Phase; 12] = [
+    pub const ALL: [Phase; 14] = [
         Phase::Pending,
         Phase::Queued,
         Phase::Preparing,
+        Phase::Planning,
+        Phase::AwaitingPlanApproval,
         Phase::Running,
         Phase::AwaitingAnswer,
         Phase::Deploying,
@@ -347,6 +356,8 @@ pub enum MilestoneKind {
     Review,
     /// Periodic summary.
     Summary,
+    /// A plan's version, its approval, or changes asked for.
+    Plan,
     /// Something went wrong.
     Error,
 }

@@ -39,7 +39,8 @@ impl WriterRole {
         );
         match self {
             WriterRole::Reconciler => {
-                path.owner() == Writer::Reconciler || matches!(path, StatePath::QuestionDoc(..))
+                path.owner() == Writer::Reconciler
+                    || matches!(path, StatePath::QuestionDoc(..) | StatePath::PlanDoc(..))
             }
             WriterRole::SlackBot => path.owner() == Writer::SlackBot || on_behalf,
             WriterRole::Person => on_behalf,

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::Digest;
 
+pub mod bmad;
 mod command;
 pub use command::render_command;
 

@@ -509,7 +509,7 @@ impl AgentRuntime for OpenCode {
             .set_up(&req.builder)
             .await?
             .sessions
-            .get(req.task.task.as_str())
+            .get(&req.session_key())
             .map(|s| s.id.clone());
         // A session made just before a crash, before the task's status recorded it, is in
         // the builder's own record: found again, not made twice (its prompts are recognised
@@ -519,8 +519,12 @@ impl AgentRuntime for OpenCode {
         let id = match existing {
             Some(id) if client.session_exists(id).await? => id.to_string(),
             _ => {
+                let stage = match req.stage {
+                    crate::agent::Stage::Plan => " (plan)",
+                    crate::agent::Stage::Build => "",
+                };
                 let mut body = json!({
-                    "title": format!("gaffer {}: {}", req.task, req.title),
+                    "title": format!("gaffer {}{stage}: {}", req.task, req.title),
                 });
                 if let Some(agent) = &req.agent {
                     body["agent"] = json!(agent);
@@ -543,7 +547,7 @@ impl AgentRuntime for OpenCode {
         let b = self.builder(&req.task.project)?;
         let mut b = b.lock().await;
         b.record.sessions.insert(
-            req.task.task.to_string(),
+            req.session_key(),
             SessionRecord {
                 id: id.clone(),
                 model: req.model.clone(),

@@ -638,6 +638,7 @@ impl StartForm {
             cancel: false,
             retry: 0,
             questions: None,
+            plan: None,
         };
         Ok((project, spec, candidates))
     }

@@ -11,6 +11,7 @@
 
 mod deploy;
 mod plan;
+mod planning;
 mod prepare;
 mod prompts;
 mod questions;
@@ -112,7 +113,10 @@ async fn step(ctx: &Context, view: &View, plan: &mut Plan) -> Result<Action, Rec
         }
         Phase::Queued => queue::queued(ctx, view, plan).await,
         Phase::Preparing => prepare::preparing(ctx, view, plan).await,
-        Phase::Running | Phase::AwaitingAnswer => run::running(ctx, view, plan).await,
+        Phase::Running | Phase::AwaitingAnswer | Phase::Planning => {
+            run::running(ctx, view, plan).await
+        }
+        Phase::AwaitingPlanApproval => planning::awaiting(ctx, view, plan).await,
         Phase::Deploying => deploy::deploying(ctx, view, plan).await,
         Phase::Testing => deploy::testing(ctx, view, plan).await,
         Phase::InReview => review::in_review(ctx, view, plan).await,
@@ -248,7 +252,12 @@ async fn gates(
 
 /// Goes back to work through the queue: the project's slot limit applies again, and
 /// Preparing switches the shared worktree back to this task's branch before `back` resumes.
-fn resume_through_queue(plan: &mut Plan, back: Option<Phase>, reason: &str, message: &str) {
+pub(super) fn resume_through_queue(
+    plan: &mut Plan,
+    back: Option<Phase>,
+    reason: &str,
+    message: &str,
+) {
     plan.status.effects.resume_to = back;
     plan.transition(Phase::Queued, reason, message);
 }

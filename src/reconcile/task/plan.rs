@@ -46,6 +46,11 @@ pub struct Plan {
     summaries: Vec<String>,
     /// Question documents to create.
     pub docs: Vec<(Id, String)>,
+    /// `plan.yaml` as it will be.
+    pub plan_status: Option<crate::state::planning::PlanStatus>,
+    original_plan: Option<crate::state::planning::PlanStatus>,
+    /// Plan documents to write (`Some`) or delete (`None`), by path under `plan/`.
+    pub plan_docs: BTreeMap<String, Option<String>>,
 }
 
 impl Plan {
@@ -65,6 +70,9 @@ impl Plan {
             lab: None,
             summaries: Vec::new(),
             docs: Vec::new(),
+            plan_status: files.plan.clone(),
+            original_plan: files.plan.clone(),
+            plan_docs: BTreeMap::new(),
         }
     }
 
@@ -287,6 +295,8 @@ impl Plan {
             && self.changed_questions.is_empty()
             && self.lab.is_none()
             && self.docs.is_empty()
+            && self.plan_status == self.original_plan
+            && self.plan_docs.is_empty()
         {
             return Ok(updates);
         }
@@ -325,8 +335,25 @@ impl Plan {
             updates.push(Update::put(
                 StatePath::LabStatus(self.t.project.clone()),
                 yaml(lab)?,
-                summary,
+                summary.clone(),
             ));
+        }
+        if self.plan_status != self.original_plan
+            && let Some(p) = &self.plan_status
+        {
+            let what = format!("{} plan v{} ({}) {:?}", self.t, p.version, p.step, p.state);
+            updates.push(Update::put(
+                StatePath::PlanStatus(self.t.clone()),
+                yaml(p)?,
+                what.clone(),
+            ));
+            for (path, text) in &self.plan_docs {
+                let sp = StatePath::PlanDoc(self.t.clone(), path.clone());
+                updates.push(match text {
+                    Some(text) => Update::put(sp, text.clone(), what.clone()),
+                    None => Update::delete(sp, what.clone()),
+                });
+            }
         }
         Ok(updates)
     }

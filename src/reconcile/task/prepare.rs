@@ -75,6 +75,10 @@ pub async fn preparing(
             (name, dir)
         })
         .collect();
+    if super::planning::wants_plan(view) {
+        return super::planning::start(ctx, view, plan, setup, &worktrees).await;
+    }
+    let approved_plan = super::planning::for_build(view, &setup.project_dir);
     let sandbox = setup.sandbox;
     let req = SessionRequest {
         task: t.clone(),
@@ -85,6 +89,7 @@ pub async fn preparing(
         agent: project.agent.agent.clone(),
         script: project.agent.script.clone(),
         builder: setup,
+        stage: crate::agent::Stage::Build,
     };
     let agent_rt = ctx.agents.get(project.agent.runtime)?;
     let session = agent_rt
@@ -106,35 +111,14 @@ pub async fn preparing(
         Prompt::Task,
         context! {
             title => &spec.title, project => t.project.to_string(), branch => t.branch(),
-            description => &spec.description, repos, lab,
+            description => &spec.description, repos, lab, plan => approved_plan,
             done_marker => crate::agent::opencode::history::DONE_MARKER,
         },
     )?;
     agent_rt.send(t, &session.id, "task", &prompt).await?;
     tracing::debug!(target: "gaffer::hop", hop = "prompted", task = %t);
-    let mut agent = plan.status.agent.clone().unwrap_or_else(|| {
-        Box::new(AgentStatus {
-            runtime: agent_rt.kind(),
-            session_id: None,
-            host: None,
-            attach: None,
-            port: None,
-            tmux: None,
-            prompts_sent: Vec::new(),
-        })
-    });
-    agent.session_id = Some(session.id.clone());
-    agent.host = Some(session.host);
-    agent.attach = session.attach.clone();
-    // Records of earlier releases give way to the host's own.
-    agent.port = None;
-    agent.tmux = None;
-    plan.status.agent = Some(agent);
+    record_session(plan, agent_rt.as_ref(), &session, sandbox);
     plan.record_prompt("task");
-    if let Some(attach) = &session.attach {
-        plan.link("attach", attach.clone());
-    }
-    sandbox_condition(plan, sandbox, session.sandboxed);
     plan.status.effects.resume_to = None;
     match resume_to {
         Some(p @ (Phase::Deploying | Phase::Testing | Phase::InReview)) => {
@@ -164,6 +148,37 @@ pub async fn preparing(
         ),
     }
     Ok(Action::requeue(Duration::ZERO))
+}
+
+/// Records the session in the task's status (with its attach link and sandbox condition).
+pub fn record_session(
+    plan: &mut Plan,
+    agent_rt: &dyn crate::agent::AgentRuntime,
+    session: &crate::agent::Session,
+    sandbox: bool,
+) {
+    let mut agent = plan.status.agent.clone().unwrap_or_else(|| {
+        Box::new(AgentStatus {
+            runtime: agent_rt.kind(),
+            session_id: None,
+            host: None,
+            attach: None,
+            port: None,
+            tmux: None,
+            prompts_sent: Vec::new(),
+        })
+    });
+    agent.session_id = Some(session.id.clone());
+    agent.host = Some(session.host);
+    agent.attach = session.attach.clone();
+    // Records of earlier releases give way to the host's own.
+    agent.port = None;
+    agent.tmux = None;
+    plan.status.agent = Some(agent);
+    if let Some(attach) = &session.attach {
+        plan.link("attach", attach.clone());
+    }
+    sandbox_condition(plan, sandbox, session.sandboxed);
 }
 
 /// Says on the task's status whether its builder is sandboxed; an unsandboxed builder is a

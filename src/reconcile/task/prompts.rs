@@ -36,6 +36,50 @@ Branch: {{ branch }}
 {% endif %}
 - When the task is complete, end with a final message whose last line is
   `{{ done_marker }} <one-line summary of what you did>`. Do not write that line before the work is done.
+{% if plan %}
+
+## The approved plan (version {{ plan.version }})
+Build what this plan says. Its documents are also in {{ plan.dir }}.
+{% for d in plan.docs %}
+
+### {{ d.path }}
+{{ d.text }}
+{% endfor %}
+{% endif %}
+"#;
+
+/// The first planning turn of a task (`plan.mode: quick`).
+const PLAN: &str = r#"# Plan: {{ title }}
+
+Project: {{ project }}
+
+{% if description %}
+{{ description }}
+
+{% endif %}
+This is the planning stage: nothing is built yet, and you must not change the repositories.
+Read them as you need to:
+{% for r in repos %}
+- {{ r.name }}: {{ r.dir }}
+{% endfor %}
+
+## How to plan
+- Load the BMAD skill `{{ skill }}` with the skill tool and follow it, headless, to write {{ what }}
+  for the task above{% if slug %} (slug `{{ slug }}`){% endif %}. Write every document under {{ out }}; edit nothing else.
+- When you need a decision, ask with the question tool: list the recommended option first and
+  end its label with " (Recommended)". Do not print menus and do not end your turn to wait.
+- When the documents are written, end with a final message whose last line is
+  `{{ done_marker }} <one-line summary of the plan>`. A person reviews and approves the plan
+  before anything is built.
+"#;
+
+/// A person asked for changes to the plan (or edited its documents).
+const PLAN_CHANGES: &str = r#"{{ who }} reviewed version {{ version }} of the plan and asks for changes:
+
+{{ changes }}
+
+Update the plan documents under {{ out }} accordingly (the same BMAD skill, its "update"
+intent), then end with a final message whose last line is `{{ done_marker }} <one-line summary of what changed>`.
 "#;
 
 /// After a suspend or a retry, when the builder goes on where it was.
@@ -106,10 +150,14 @@ pub enum Prompt {
     ChangesRequested,
     /// [`MERGE_CONFLICT`].
     MergeConflict,
+    /// [`PLAN`].
+    Plan,
+    /// [`PLAN_CHANGES`].
+    PlanChanges,
 }
 
 impl Prompt {
-    const ALL: [(Prompt, &'static str, &'static str); 9] = [
+    const ALL: [(Prompt, &'static str, &'static str); 11] = [
         (Prompt::Task, "task.txt", TASK),
         (Prompt::Resumed, "resumed.txt", RESUMED),
         (Prompt::Retry, "retry.txt", RETRY),
@@ -123,6 +171,8 @@ impl Prompt {
             CHANGES_REQUESTED,
         ),
         (Prompt::MergeConflict, "merge-conflict.txt", MERGE_CONFLICT),
+        (Prompt::Plan, "plan.txt", PLAN),
+        (Prompt::PlanChanges, "plan-changes.txt", PLAN_CHANGES),
     ];
 
     fn name(self) -> &'static str {

@@ -168,7 +168,13 @@ pub async fn running(
     {
         return Ok(action);
     }
-    if let Some(summary) = seen.finished {
+    if plan.phase() == Phase::Planning {
+        // The planner asks and is answered like a builder; its turn's end is the plan's
+        // next version (it edits no repository, so there is nothing to checkpoint).
+        if let Some(summary) = seen.finished {
+            return super::planning::turn_done(ctx, view, plan, &summary).await;
+        }
+    } else if let Some(summary) = seen.finished {
         work::checkpoint(ctx, view, plan, "done").await?;
         plan.milestone(MilestoneKind::Todo, format!("🏁 {summary}"), None);
         plan.status.effects.agent_done = Some(summary);
@@ -279,7 +285,10 @@ async fn fold(
             AgentEvent::Finished(summary) => seen.finished = Some(summary),
             AgentEvent::TurnEnded(text) => seen.turn_ended = Some(text),
             AgentEvent::Failed { message, retryable } => {
-                plan.status.effects.failed_in = Some(Phase::Running);
+                plan.status.effects.failed_in = Some(match plan.phase() {
+                    Phase::Planning => Phase::Planning,
+                    _ => Phase::Running,
+                });
                 if retryable && plan.status.attempts < MAX_AGENT_RETRIES {
                     plan.status.attempts += 1;
                     // Overload and rate limits pass: try again after a growing pause.
@@ -327,7 +336,10 @@ async fn nudge(
     );
     let nudges = plan.status.effects.nudges;
     if nudges >= MAX_NUDGES {
-        plan.status.effects.failed_in = Some(Phase::Running);
+        plan.status.effects.failed_in = Some(match plan.phase() {
+            Phase::Planning => Phase::Planning,
+            _ => Phase::Running,
+        });
         plan.transition(
             Phase::Failed,
             "AgentStopped",

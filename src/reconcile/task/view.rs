@@ -68,6 +68,12 @@ pub struct TaskFiles {
     pub approvals: Vec<(Id, ApprovalSpec)>,
     /// `questions/<batch>.md` by batch.
     pub question_docs: BTreeMap<Id, String>,
+    /// `plan.yaml`, when valid.
+    pub plan: Option<crate::state::planning::PlanStatus>,
+    /// Why `plan.yaml` or a plan document did not load (located).
+    pub plan_problems: Vec<Problem>,
+    /// `plan/**` by path under `plan/`.
+    pub plan_docs: BTreeMap<String, String>,
     /// The project's other tasks.
     pub siblings: Vec<Sibling>,
 }
@@ -163,6 +169,16 @@ impl Loaded {
             .map(|(id, a)| (id.clone(), a.clone()))
             .collect();
         f.question_docs = te.question_docs.clone();
+        f.plan = te.plan.as_deref().cloned();
+        f.plan_docs = te.plan_docs.clone();
+        // `plan.yaml` and everything under `plan/` (a document that is not text included).
+        let plan_file = StatePath::PlanStatus(t.clone()).to_path();
+        let plan_dir = format!("{}/", plan_file.trim_end_matches(".yaml"));
+        f.plan_problems = snap
+            .file_problems()
+            .filter(|p| p.path == plan_file || p.path.starts_with(&plan_dir))
+            .cloned()
+            .collect();
         v
     }
 }

@@ -34,6 +34,8 @@ pub enum Parsed {
     Answer(Box<AnswerSpec>),
     /// `approvals/<id>.yaml`.
     Approval(Box<ApprovalSpec>),
+    /// `plan.yaml`.
+    PlanStatus(Box<crate::state::planning::PlanStatus>),
 }
 
 /// One file after parsing: what it is, its value when valid, and its problems.
@@ -153,7 +155,10 @@ fn parse_value(
             check_question(path, &question)?;
             one(Parsed::Question(Box::new(question)))
         }
-        StatePath::QuestionDoc(..) => {
+        StatePath::PlanStatus(_) => one(Parsed::PlanStatus(Box::new(
+            yaml::parse(bytes).map_err(wrap)?,
+        ))),
+        StatePath::QuestionDoc(..) | StatePath::PlanDoc(..) => {
             let text = yaml::check_text(bytes).map_err(wrap)?;
             one(Parsed::QuestionDoc(text.to_string()))
         }

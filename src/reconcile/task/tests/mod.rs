@@ -5,6 +5,7 @@
 //! well under a second.
 
 mod gates;
+mod planning;
 mod questions;
 mod review;
 mod running;
@@ -95,6 +96,8 @@ pub struct FakeAgent {
     pub polls_started: std::sync::atomic::AtomicUsize,
     /// The builders asked for, in order: `("warm" | "session", setup)`.
     pub builders: Mutex<Vec<(&'static str, BuilderSetup)>>,
+    /// The sessions asked for: their stage and permission rules.
+    pub sessions: Mutex<Vec<(crate::agent::Stage, Vec<crate::state::spec::PermissionRule>)>>,
 }
 
 impl FakeAgent {
@@ -141,6 +144,10 @@ impl AgentRuntime for FakeAgent {
             .lock()
             .unwrap()
             .push(("session", req.builder.clone()));
+        self.sessions
+            .lock()
+            .unwrap()
+            .push((req.stage, req.permissions.clone()));
         Ok(Session {
             id: existing.unwrap_or("ses-1").into(),
             host: HostKind::Tmux,
@@ -448,7 +455,46 @@ pub struct World {
     pub ws: Arc<FakeWorkspace>,
     pub lab: Arc<FakeLab>,
     pub forge: Arc<FakeForge>,
+    pub planner: Arc<FakePlanner>,
     pub now: Timestamp,
+}
+
+/// The planner's files: what a planning turn "wrote", and what was restored before it.
+#[derive(Debug, Default)]
+pub struct FakePlanner {
+    pub output: Mutex<BTreeMap<String, String>>,
+    pub restored: Mutex<Vec<(String, BTreeMap<String, String>)>>,
+    pub missing: bool,
+}
+
+impl crate::workspace::bmad::Planner for FakePlanner {
+    fn install(&self, _dir: &std::path::Path) -> Result<(), crate::workspace::bmad::PlannerError> {
+        if self.missing {
+            return Err(crate::workspace::bmad::PlannerError::NotInstalled);
+        }
+        Ok(())
+    }
+    fn restore(
+        &self,
+        _dir: &std::path::Path,
+        task: &crate::names::TaskName,
+        docs: &BTreeMap<String, String>,
+    ) -> Result<(), crate::workspace::bmad::PlannerError> {
+        self.restored
+            .lock()
+            .unwrap()
+            .push((task.to_string(), docs.clone()));
+        Ok(())
+    }
+    fn collect(
+        &self,
+        _dir: &std::path::Path,
+    ) -> Result<crate::workspace::bmad::Collected, crate::workspace::bmad::PlannerError> {
+        Ok(crate::workspace::bmad::Collected {
+            docs: self.output.lock().unwrap().clone(),
+            skipped: Vec::new(),
+        })
+    }
 }
 
 pub const GAFFER: &str = "domain: lab.example.com
@@ -475,6 +521,7 @@ impl World {
             ws: Arc::default(),
             lab: Arc::default(),
             forge: Arc::default(),
+            planner: Arc::default(),
             now: NOW.parse().unwrap(),
         };
         w.file("gaffer.yaml", GAFFER);
@@ -581,6 +628,7 @@ impl World {
             lab: self.lab.clone(),
             tests: self.lab.clone(),
             workspaces: self.ws.clone(),
+            planner: self.planner.clone(),
             clock: Arc::new(crate::hours::ManualClock::new(self.now)),
             settings: Tunables {
                 poll_interval: Duration::from_secs(5),

@@ -1,0 +1,356 @@
+//! The planning stage: Preparing → Planning → AwaitingPlanApproval → (changes → Planning)
+//! → approved → the build, with the plan in its prompt.
+
+use super::*;
+use crate::agent::Stage;
+use crate::state::planning::{PlanState, PlanStatus};
+use crate::state::spec::PermissionAction;
+
+const SPEC: &str = "projects/demo/api/tasks/jwt/plan/specs/spec-jwt/SPEC.md";
+
+fn quick(w: &mut World) {
+    w.file("gaffer.yaml", &format!("{GAFFER}plan: {{mode: quick}}\n"));
+}
+
+fn plan_status(w: &World) -> PlanStatus {
+    let text = &w.files["projects/demo/api/tasks/jwt/plan.yaml"];
+    crate::state::yaml::parse(text.as_bytes()).unwrap()
+}
+
+/// One step, applied to the world's files.
+async fn step(w: &mut World) -> (Action, Plan) {
+    let (action, mut plan) = w.step().await.unwrap();
+    w.apply(&mut plan);
+    (action, plan)
+}
+
+/// A decision file by `by`, committed and signed by them.
+fn decide(w: &mut World, id: &str, body: &str, by: &str) {
+    let rel = format!("approvals/{id}.yaml");
+    w.task_file(&rel, body).by(&rel, by, by);
+}
+
+/// The planner writes the spec and says it is done.
+fn drafted(w: &mut World, spec: &str) {
+    w.planner
+        .output
+        .lock()
+        .unwrap()
+        .insert("specs/spec-jwt/SPEC.md".into(), spec.into());
+    w.poll(vec![AgentEvent::Finished("spec written".into())]);
+}
+
+#[tokio::test]
+async fn a_quick_plan_is_drafted_revised_on_request_approved_and_then_built() {
+    let mut w = World::new(Phase::Preparing);
+    quick(&mut w);
+
+    // Preparing starts a planning session that may edit only the plan's folder.
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::Planning);
+    let (stage, rules) = w.agent.sessions.lock().unwrap()[0].clone();
+    assert_eq!(stage, Stage::Plan);
+    let last: Vec<_> = rules
+        .iter()
+        .map(|r| (r.permission.as_str(), r.pattern.as_str(), r.action))
+        .collect();
+    assert!(
+        last.ends_with(&[
+            ("edit", "*", PermissionAction::Deny),
+            (
+                "edit",
+                "/builders/demo-api/_bmad-output/**",
+                PermissionAction::Allow
+            )
+        ]),
+        "{last:?}"
+    );
+    let prompt = w.agent.sent_text("plan");
+    assert!(
+        prompt.contains("`bmad-spec`") && prompt.contains("Add JWT"),
+        "{prompt}"
+    );
+    assert_eq!(w.planner.restored.lock().unwrap()[0].0, "jwt");
+
+    // Its turn's end is version 1, committed, waiting for approval.
+    drafted(&mut w, "# JWT\nUse HS256.\n");
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::AwaitingPlanApproval);
+    assert_eq!(w.files[SPEC], "# JWT\nUse HS256.\n");
+    let st = plan_status(&w);
+    assert_eq!((st.version, st.state), (1, PlanState::AwaitingApproval));
+    assert!(
+        milestones(&plan)
+            .iter()
+            .any(|m| m.starts_with("📋 plan v1 (spec): spec written"))
+    );
+
+    // Nothing to decide yet: it waits, without a commit.
+    let (action, plan) = step(&mut w).await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(plan.status.reason.as_deref(), Some("AwaitingPlanApproval"));
+
+    // Someone unlisted, and a listed person's unsigned commit, decide nothing; said once.
+    decide(
+        &mut w,
+        "plan-1-eve",
+        "by: eve@example.com\nplan: 1\n",
+        "eve@example.com",
+    );
+    decide(
+        &mut w,
+        "plan-1-forged",
+        "by: alice@example.com\nplan: 1\n",
+        "alice@example.com",
+    );
+    w.signed_by("approvals/plan-1-forged.yaml", None);
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::AwaitingPlanApproval);
+    let said = milestones(&plan);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(
+        said[0].contains("plan approval plan-1-eve ignored"),
+        "{said:?}"
+    );
+    assert!(said[1].contains("not signed"), "{said:?}");
+    let (_, plan) = step(&mut w).await;
+    assert!(milestones(&plan).is_empty());
+
+    // Changes asked for: through the queue, then a planning turn with the person's words.
+    decide(
+        &mut w,
+        "plan-1-changes",
+        "by: alice@example.com\nplan: 1\nchanges: Use RS256 with key rotation.\n",
+        "alice@example.com",
+    );
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::Queued);
+    assert_eq!(plan.status.reason.as_deref(), Some("PlanChangesRequested"));
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::Preparing);
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::Planning);
+    let asked = w.agent.sent_text("plan-changes-plan-1-changes");
+    assert!(asked.contains("Use RS256 with key rotation."), "{asked}");
+    assert!(
+        asked.contains("alice@example.com reviewed version 1"),
+        "{asked}"
+    );
+    assert_eq!(plan_status(&w).pending, None);
+
+    drafted(&mut w, "# JWT\nUse RS256, keys rotated weekly.\n");
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::AwaitingPlanApproval);
+    assert_eq!(plan_status(&w).version, 2);
+
+    // An approval of version 1 does not approve version 2.
+    decide(
+        &mut w,
+        "plan-1-ok",
+        "by: alice@example.com\nplan: 1\n",
+        "alice@example.com",
+    );
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::AwaitingPlanApproval);
+    assert!(milestones(&plan)[0].contains("names plan v1; the plan is at v2"));
+
+    decide(
+        &mut w,
+        "plan-2",
+        "by: alice@example.com\nplan: 2\n",
+        "alice@example.com",
+    );
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::Queued);
+    assert!(
+        milestones(&plan)
+            .iter()
+            .any(|m| m == "✅ plan v2 approved by alice@example.com")
+    );
+    let st = plan_status(&w);
+    assert_eq!(st.state, PlanState::Approved);
+    assert_eq!(
+        st.approved.as_ref().map(|a| a.file.as_str()),
+        Some("plan-2")
+    );
+
+    // The build: a session of its own, the approved plan in its first prompt.
+    step(&mut w).await;
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::Running);
+    let sessions = w.agent.sessions.lock().unwrap().clone();
+    assert_eq!(sessions.last().map(|s| s.0), Some(Stage::Build));
+    let task = w.agent.sent_text("task");
+    assert!(task.contains("## The approved plan (version 2)"), "{task}");
+    assert!(task.contains("Use RS256, keys rotated weekly."), "{task}");
+}
+
+#[tokio::test]
+async fn a_persons_edit_of_the_plan_is_the_next_change_request() {
+    let mut w = World::new(Phase::Preparing);
+    quick(&mut w);
+    step(&mut w).await;
+    drafted(&mut w, "# JWT\n");
+    step(&mut w).await;
+    w.task_file(
+        "plan/specs/spec-jwt/SPEC.md",
+        "# JWT\n\nNo refresh tokens.\n",
+    )
+    .by(
+        "plan/specs/spec-jwt/SPEC.md",
+        "alice@example.com",
+        "alice@example.com",
+    );
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::Queued);
+    assert_eq!(plan.status.reason.as_deref(), Some("PlanEdited"));
+    let pending = plan_status(&w).pending.unwrap();
+    assert_eq!(pending.by, "alice@example.com");
+    assert!(
+        pending.text.contains("No refresh tokens."),
+        "{}",
+        pending.text
+    );
+    step(&mut w).await;
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::Planning);
+    // The planner's folder gets the person's version before its turn.
+    let restored = w.planner.restored.lock().unwrap().clone();
+    assert_eq!(
+        restored.last().unwrap().1["specs/spec-jwt/SPEC.md"],
+        "# JWT\n\nNo refresh tokens.\n"
+    );
+    assert!(
+        w.agent
+            .sent_ids()
+            .iter()
+            .any(|i| i.starts_with("plan-changes-edit-"))
+    );
+}
+
+fn table() -> Vec<Case> {
+    vec![
+        Case {
+            name: "plan.mode none (the default): straight to the build",
+            phase: Phase::Preparing,
+            given: none,
+            then_phase: Phase::Running,
+            reason: Some("AgentStarted"),
+            action: requeue(0),
+            check: |w, _| assert!(w.planner.restored.lock().unwrap().is_empty()),
+        },
+        Case {
+            name: "a task's own plan.mode overrides gaffer.yaml's",
+            phase: Phase::Preparing,
+            given: |w| {
+                w.task_file("task.yaml", "title: Add JWT\nplan: {mode: quick}\n");
+            },
+            then_phase: Phase::Planning,
+            reason: Some("PlanStarted"),
+            action: requeue(0),
+            check: |_, _| {},
+        },
+        Case {
+            name: "no BMAD installed: the task waits and says how to install it",
+            phase: Phase::Preparing,
+            given: |w| {
+                quick(w);
+                w.planner = Arc::new(FakePlanner {
+                    missing: true,
+                    ..FakePlanner::default()
+                });
+            },
+            then_phase: Phase::Preparing,
+            reason: Some("PlannerMissing"),
+            action: Action::await_change(),
+            check: |_, p| {
+                assert!(p.status.message.as_deref().unwrap().contains("--bmad"));
+                assert!(p.status.agent.is_none(), "no session without a planner");
+            },
+        },
+        Case {
+            name: "full planning is refused with why, not guessed",
+            phase: Phase::Preparing,
+            given: |w| {
+                w.file("gaffer.yaml", &format!("{GAFFER}plan: {{mode: full}}\n"));
+            },
+            then_phase: Phase::Preparing,
+            reason: Some("PlanModeUnsupported"),
+            action: Action::await_change(),
+            check: |_, _| {},
+        },
+        Case {
+            name: "another task of the project is planning: wait for the workspace",
+            phase: Phase::Preparing,
+            given: |w| {
+                quick(w);
+                let s = TaskStatus {
+                    phase: Phase::Planning,
+                    ..TaskStatus::default()
+                };
+                w.file("projects/demo/api/tasks/other/task.yaml", "title: Other\n");
+                w.file(
+                    "projects/demo/api/tasks/other/status.yaml",
+                    &crate::state::yaml::to_string(&s).unwrap(),
+                );
+            },
+            then_phase: Phase::Preparing,
+            reason: Some("PlannerBusy"),
+            action: requeue(15),
+            check: |w, _| assert!(w.agent.sent_ids().is_empty()),
+        },
+        Case {
+            name: "a hand-edited plan.yaml that does not parse: a located error, nothing else",
+            phase: Phase::AwaitingPlanApproval,
+            given: |w| {
+                quick(w);
+                w.task_file(
+                    "plan.yaml",
+                    "mode: quick\nstep: spec\nversion: two\nstate: Approved\n",
+                );
+                w.task_file("approvals/plan-2.yaml", "by: alice@example.com\nplan: 2\n")
+                    .by(
+                        "approvals/plan-2.yaml",
+                        "alice@example.com",
+                        "alice@example.com",
+                    );
+            },
+            then_phase: Phase::AwaitingPlanApproval,
+            reason: Some("InvalidPlan"),
+            action: Action::await_change(),
+            check: |_, p| {
+                let msg = p.status.message.as_deref().unwrap();
+                assert!(msg.contains("tasks/jwt/plan.yaml:3:"), "{msg}");
+            },
+        },
+        Case {
+            name: "an empty planning turn fails the task with why",
+            phase: Phase::Planning,
+            given: |w| {
+                quick(w);
+                w.poll(vec![AgentEvent::Finished("done".into())]);
+            },
+            then_phase: Phase::Failed,
+            reason: Some("PlanEmpty"),
+            action: Action::await_change(),
+            check: |_, p| assert_eq!(p.status.effects.failed_in, Some(Phase::Planning)),
+        },
+        Case {
+            name: "a question while planning keeps the phase (no AwaitingAnswer)",
+            phase: Phase::Planning,
+            given: |w| {
+                quick(w);
+                w.poll(vec![asked("q1", &["HS256 (Recommended)", "RS256"])]);
+            },
+            then_phase: Phase::Planning,
+            reason: None,
+            action: requeue(0),
+            check: |_, p| assert_eq!(p.questions.len(), 1),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn planning_table() {
+    run_table(table()).await;
+}
