@@ -175,7 +175,7 @@ async fn a_quick_plan_is_drafted_revised_on_request_approved_and_then_built() {
     );
 
     // The build: a session of its own, the approved plan in its first prompt.
-    step(&mut w).await;
+    let _ = step(&mut w).await;
     let (_, plan) = step(&mut w).await;
     assert_eq!(plan.phase(), Phase::Running);
     let sessions = w.agent.sessions.lock().unwrap().clone();
@@ -189,9 +189,9 @@ async fn a_quick_plan_is_drafted_revised_on_request_approved_and_then_built() {
 async fn a_persons_edit_of_the_plan_is_the_next_change_request() {
     let mut w = World::new(Phase::Preparing);
     quick(&mut w);
-    step(&mut w).await;
+    let _ = step(&mut w).await;
     drafted(&mut w, "# JWT\n");
-    step(&mut w).await;
+    let _ = step(&mut w).await;
     w.task_file(
         "plan/specs/spec-jwt/SPEC.md",
         "# JWT\n\nNo refresh tokens.\n",
@@ -211,7 +211,7 @@ async fn a_persons_edit_of_the_plan_is_the_next_change_request() {
         "{}",
         pending.text
     );
-    step(&mut w).await;
+    let _ = step(&mut w).await;
     let (_, plan) = step(&mut w).await;
     assert_eq!(plan.phase(), Phase::Planning);
     // The planner's folder gets the person's version before its turn.
