@@ -36,6 +36,12 @@ pub struct ApproveArgs {
     /// A comment.
     #[arg(long)]
     pub note: Option<String>,
+    /// Approve the task's plan (its current version, from plan.yaml) instead of its review.
+    #[arg(long)]
+    pub plan: bool,
+    /// With --plan: ask the planner for these changes instead of approving.
+    #[arg(long, requires = "plan", value_name = "TEXT")]
+    pub changes: Option<String>,
     /// Who, where.
     #[command(flatten)]
     pub person: PersonArgs,
@@ -122,11 +128,26 @@ pub fn cmd_approve(args: ApproveArgs) -> CmdResult {
     }
     let (identity, by) = args.person.who();
     let now = jiff::Timestamp::now();
-    let id = Id::new(format!("cli-{}", now.as_second()))?;
-    // The approval names what it approves: this review round at these heads.
-    let status = snapshot.task(&task).and_then(|t| t.status.as_deref());
-    let mut approval = ApprovalSpec::for_review(&by, status)
-        .map_err(|why| CliError::user(format!("{task} cannot be approved: {why}")))?;
+    let (id, mut approval) = if args.plan {
+        // It names the plan version it decides, so a later version is never approved by it.
+        let plan = snapshot.task(&task).and_then(|t| t.plan.as_deref());
+        let approval = ApprovalSpec::for_plan(&by, plan, args.changes.clone())
+            .map_err(|why| CliError::user(format!("{task}'s plan cannot be decided: {why}")))?;
+        let kind = if args.changes.is_some() {
+            "changes"
+        } else {
+            "ok"
+        };
+        let version = approval.plan.unwrap_or_default();
+        let id = Id::new(format!("plan-{version}-{kind}-cli-{}", now.as_second()))?;
+        (id, approval)
+    } else {
+        // The approval names what it approves: this review round at these heads.
+        let status = snapshot.task(&task).and_then(|t| t.status.as_deref());
+        let approval = ApprovalSpec::for_review(&by, status)
+            .map_err(|why| CliError::user(format!("{task} cannot be approved: {why}")))?;
+        (Id::new(format!("cli-{}", now.as_second()))?, approval)
+    };
     approval.note = args.note.clone();
     let body =
         crate::state::yaml::to_string(&approval).map_err(|e| CliError::internal(e.to_string()))?;
@@ -136,7 +157,11 @@ pub fn cmd_approve(args: ApproveArgs) -> CmdResult {
         vec![Update::put(
             path.clone(),
             body,
-            format!("{task} approved by {by}"),
+            match (&approval.plan, &approval.changes) {
+                (Some(v), Some(_)) => format!("{task} plan v{v}: changes asked by {by}"),
+                (Some(v), None) => format!("{task} plan v{v} approved by {by}"),
+                _ => format!("{task} approved by {by}"),
+            },
         )],
     )?;
     println!("committed {} ({})", path.to_path(), &commit[..12]);

@@ -12,6 +12,7 @@ mod init;
 mod lab;
 mod new_task;
 mod person;
+mod plan;
 mod reconcile;
 mod schema;
 mod slack;
@@ -46,8 +47,12 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Answer a builder's question (commits answers/<qid>.yaml).
     Answer(answer::AnswerArgs),
-    /// Approve & promote a task in review (commits approvals/<id>.yaml).
+    /// Approve & promote a task in review, or (--plan) approve its plan or ask for changes
+    /// to it (commits approvals/<id>.yaml naming the review round or plan version).
     Approve(answer::ApproveArgs),
+    /// A task's plan (the planning stage, docs/planning.md).
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
     /// Show every task's phase and the open questions, from the state remote's head.
     Status(status::StatusArgs),
     /// List the questions waiting for a person, soonest deadline first (in the business time
@@ -170,6 +175,7 @@ pub fn run() -> ExitCode {
         Command::Demo(args) => demo::cmd_demo(args),
         Command::Answer(args) => answer::cmd_answer(args),
         Command::Approve(args) => answer::cmd_approve(args),
+        Command::Plan(cmd) => plan::cmd_plan(cmd),
         Command::Builders(args) => builders::cmd_builders(args),
         Command::Slack(args) => slack::cmd_slack(args),
         Command::Lab(cmd) => lab::cmd_lab(cmd),

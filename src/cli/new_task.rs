@@ -23,6 +23,10 @@ pub struct NewTaskArgs {
     /// low, medium, high or urgent.
     #[arg(long, default_value = "medium")]
     pub priority: Priority,
+    /// Plan it first (none, quick, full, party); default: the project's or gaffer.yaml's
+    /// `plan.mode`.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub plan: Option<crate::state::planning::PlanMode>,
     /// Who, where.
     #[command(flatten)]
     pub person: PersonArgs,
@@ -42,7 +46,10 @@ pub fn cmd_new_task(args: NewTaskArgs) -> CmdResult {
         cancel: false,
         retry: 0,
         questions: None,
-        plan: None,
+        plan: args.plan.map(|mode| crate::state::planning::PlanOverrides {
+            mode: Some(mode),
+            document_over: None,
+        }),
     };
     let text = crate::state::spec::task_file(&spec).map_err(CliError::internal)?;
     let path = StatePath::TaskSpec(task.clone());

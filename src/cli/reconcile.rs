@@ -59,6 +59,12 @@ pub struct ReconcileArgs {
     /// Extra environment for OpenCode processes, KEY=VALUE (repeatable).
     #[arg(long = "opencode-env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub opencode_env: Vec<(String, String)>,
+    /// The installed bmad-method package (its folder, holding tools/installer/bmad-cli.js)
+    /// that planning runs from: `npm install --prefix ~/.gaffer/bmad bmad-method@6.12.0`
+    /// makes ~/.gaffer/bmad/node_modules/bmad-method. Needed only for tasks with a
+    /// plan.mode other than none; never fetched at run time.
+    #[arg(long, env = "GAFFER_BMAD")]
+    pub bmad: Option<PathBuf>,
     /// How long an OpenCode server may take to start, in seconds.
     #[arg(long, default_value_t = 60)]
     pub opencode_start_secs: u64,
@@ -211,6 +217,7 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
     opts.github_api = args.github_api_url.clone();
     opts.forge_poll = Duration::from_secs(args.forge_poll_secs.max(1));
     opts.clock_file = args.clock_file.clone();
+    opts.bmad = args.bmad.clone();
     opts.lab_rollout = Duration::from_secs(args.lab_rollout_secs.max(1));
     if let Some(f) = &args.webhook_secret_file {
         let secret = std::fs::read(f)

@@ -33,6 +33,18 @@ struct TaskRow {
     reason: Option<String>,
     since: Option<String>,
     open_questions: Vec<QuestionRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<PlanRow>,
+}
+
+/// A task's plan, as `gaffer status` shows it.
+#[derive(Debug, Serialize)]
+struct PlanRow {
+    version: u32,
+    state: String,
+    step: String,
+    documents: Vec<String>,
+    waiting: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,9 +129,43 @@ fn rows(snapshot: &Snapshot) -> Vec<TaskRow> {
                         problems: q.problems.clone(),
                     })
                     .collect(),
+                plan: e.plan.as_ref().map(|p| PlanRow {
+                    version: p.version,
+                    state: format!("{:?}", p.state),
+                    step: p.step.clone(),
+                    documents: p.documents.iter().map(|d| d.path.clone()).collect(),
+                    waiting: status.map(|s| s.phase)
+                        == Some(crate::state::status::Phase::AwaitingPlanApproval),
+                }),
             }
         })
         .collect()
+}
+
+/// The plans waiting for a person's approval, and how to decide them.
+fn render_plans(rows: &[TaskRow]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for r in rows {
+        let Some(p) = r.plan.as_ref().filter(|p| p.waiting) else {
+            continue;
+        };
+        if out.is_empty() {
+            out.push_str("\nPLANS WAITING FOR APPROVAL\n");
+        }
+        let _ = writeln!(
+            out,
+            "{} plan v{} ({}): {}\n    read:    gaffer plan show {}\n    approve: gaffer approve --plan {}\n    or:      gaffer approve --plan {} --changes \"…\"",
+            r.task,
+            p.version,
+            p.step,
+            p.documents.join(", "),
+            r.task,
+            r.task,
+            r.task
+        );
+    }
+    out
 }
 
 /// Runs `gaffer status`.
@@ -135,7 +181,7 @@ pub fn cmd_status(args: StatusArgs) -> CmdResult {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render(&rows));
+    print!("{}{}", render(&rows), render_plans(&rows));
     for w in snapshot.settings.iter().flat_map(|s| s.warnings()) {
         println!("\n⚠ gaffer.yaml: {w}");
     }
@@ -172,7 +218,11 @@ pub fn cmd_questions(args: StatusArgs) -> CmdResult {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", render_questions(&open, jiff::Timestamp::now()));
+    print!(
+        "{}{}",
+        render_questions(&open, jiff::Timestamp::now()),
+        render_plans(&rows)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

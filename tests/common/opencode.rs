@@ -48,6 +48,40 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// The bmad-method version planning is tested with.
+pub const BMAD_VERSION: &str = "6.12.0";
+
+/// The pinned `bmad-method` package folder: `$GAFFER_TEST_BMAD`, or `target/bmad` (installed
+/// with npm on first use, once across parallel test processes).
+pub fn bmad() -> PathBuf {
+    if let Some(p) = std::env::var_os("GAFFER_TEST_BMAD") {
+        return PathBuf::from(p);
+    }
+    let dir = super::root().join("target/bmad");
+    let pkg = dir.join("node_modules/bmad-method");
+    let cli = pkg.join("tools/installer/bmad-cli.js");
+    if cli.is_file() {
+        return pkg;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".install.lock")).unwrap();
+    lock.lock().unwrap();
+    if !cli.is_file() {
+        let out = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg(format!("bmad-method@{BMAD_VERSION}"))
+            .output()
+            .unwrap_or_else(|e| panic!("the planning tests need npm for bmad-method: {e}"));
+        assert!(
+            out.status.success() && cli.is_file(),
+            "npm install bmad-method@{BMAD_VERSION} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    pkg
+}
+
 /// OpenCode's world for one test; stops every builder process when dropped.
 pub struct World {
     /// The temp dir holding HOME and the tmux socket.
@@ -97,6 +131,8 @@ impl World {
     /// `gaffer reconcile` arguments that run builders in this world.
     pub fn daemon_args(&self) -> Vec<String> {
         let mut v = vec![
+            "--bmad".to_string(),
+            bmad().display().to_string(),
             "--opencode".to_string(),
             self.binary.display().to_string(),
             "--tmux-socket".to_string(),

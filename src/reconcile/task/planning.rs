@@ -203,11 +203,20 @@ async fn session(
         pattern: "*".into(),
         action: PermissionAction::Deny,
     });
-    permissions.push(PermissionRule {
-        permission: "edit".into(),
-        pattern: format!("{}/**", out.display()),
-        action: PermissionAction::Allow,
-    });
+    // OpenCode names the file relative to its worktree: the workspace itself, or `/` for a
+    // folder outside git (checked with the real binary, docs/planning.md).
+    let abs = out.display().to_string();
+    for pattern in [
+        format!("{OUTPUT_DIR}/*"),
+        format!("{abs}/*"),
+        format!("{}/*", abs.trim_start_matches('/')),
+    ] {
+        permissions.push(PermissionRule {
+            permission: "edit".into(),
+            pattern,
+            action: PermissionAction::Allow,
+        });
+    }
     let req = SessionRequest {
         task: view.t.clone(),
         title: view.spec.title.clone(),

@@ -57,11 +57,17 @@ async fn a_quick_plan_is_drafted_revised_on_request_approved_and_then_built() {
     assert!(
         last.ends_with(&[
             ("edit", "*", PermissionAction::Deny),
+            ("edit", "_bmad-output/*", PermissionAction::Allow),
             (
                 "edit",
-                "/builders/demo-api/_bmad-output/**",
+                "/builders/demo-api/_bmad-output/*",
                 PermissionAction::Allow
-            )
+            ),
+            (
+                "edit",
+                "builders/demo-api/_bmad-output/*",
+                PermissionAction::Allow
+            ),
         ]),
         "{last:?}"
     );
