@@ -42,7 +42,7 @@ pub enum Command {
     /// Create a new state repository: a bare git repo with a first commit.
     Init(init::InitArgs),
     /// Run the reconciler: act on state-repository commits and record the results.
-    Reconcile(reconcile::ReconcileArgs),
+    Reconcile(Box<reconcile::ReconcileArgs>),
     /// Run the whole lifecycle once on a throwaway state repo with the embedded connectors.
     Demo(demo::DemoArgs),
     /// Answer a builder's question (commits answers/<qid>.yaml).
@@ -171,7 +171,7 @@ pub fn run() -> ExitCode {
         Command::New(NewCommand::Task(args)) => new_task::cmd_new_task(args),
         Command::Status(args) => status::cmd_status(args),
         Command::Questions(args) => status::cmd_questions(args),
-        Command::Reconcile(args) => reconcile::cmd_reconcile(args),
+        Command::Reconcile(args) => reconcile::cmd_reconcile(*args),
         Command::Demo(args) => demo::cmd_demo(args),
         Command::Answer(args) => answer::cmd_answer(args),
         Command::Approve(args) => answer::cmd_approve(args),
