@@ -17,7 +17,16 @@
 //! fix:            # played after each feedback prompt (e.g. failing lab tests)
 //!   - write: {path: domain-apis/src/fix.txt, content: "fixed\n"}
 //!   - done: Fixed the failing tests
+//! plan:           # a planning session's steps; `write` paths are under _bmad-output/
+//!   - write: {path: specs/spec-{{task}}/SPEC.md, content: "# Spec\n"}
+//!   - done: Spec written
+//! revise:         # played after each change request to the plan
+//!   - write: {path: specs/spec-{{task}}/SPEC.md, content: "# Spec, revised\n"}
+//!   - done: Spec revised
 //! ```
+//!
+//! A planning session plays `plan` (and `revise`) instead of `steps`; it reads no BMAD skill
+//! (it has no model), so gaffer installs none for it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +49,12 @@ pub struct Script {
     /// Steps played after each feedback prompt.
     #[serde(default)]
     pub fix: Vec<Step>,
+    /// A planning session's steps (`write` paths under `_bmad-output/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<Step>,
+    /// Steps played after each change request to the plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revise: Vec<Step>,
 }
 
 /// One step. In `write`, `{{answer}}` is the last answer received and `{{task}}` the task name
@@ -118,6 +133,9 @@ struct SessionState {
     /// them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     feedback: Vec<String>,
+    /// A planning session: plays `plan` and `revise`, writing under `_bmad-output/`.
+    #[serde(default)]
+    planning: bool,
 }
 
 /// The scripted runtime; sessions live under `<state_dir>`.
@@ -155,8 +173,13 @@ impl ScriptedAgent {
     }
 }
 
-/// Resolves `<repo>/<path>` inside `root`, refusing anything that leaves it.
+/// Resolves `<repo>/<path>` inside `root`'s repos (or, planning, `_bmad-output/<path>`),
+/// refusing anything that leaves it.
 fn inside(root: &Path, rel: &str) -> Result<PathBuf, AgentError> {
+    under(root, "repos", rel)
+}
+
+fn under(root: &Path, dir: &str, rel: &str) -> Result<PathBuf, AgentError> {
     if rel.starts_with('/')
         || rel
             .split('/')
@@ -166,12 +189,23 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf, AgentError> {
             "path {rel:?} must stay inside the workspace"
         )));
     }
-    Ok(root.join("repos").join(rel))
+    Ok(root.join(dir).join(rel))
 }
 
 /// The steps in play order for a session: the script's steps, then `fix` once per feedback
 /// prompt. Cursor `n` means the first `n` steps' events were consumed.
 fn timeline(state: &SessionState) -> Vec<Step> {
+    if state.planning {
+        let mut out = state.script.plan.clone();
+        for _ in state
+            .prompts
+            .iter()
+            .filter(|p| p.starts_with("plan-changes-"))
+        {
+            out.extend(state.script.revise.iter().cloned());
+        }
+        return out;
+    }
     let mut out = state.script.steps.clone();
     for _ in state
         .prompts
@@ -208,7 +242,7 @@ impl AgentRuntime for ScriptedAgent {
             None => format!(
                 "scripted-{}-{}",
                 req.task.project.builder_name(),
-                req.task.task
+                req.session_key().replace('.', "-")
             ),
         };
         if !self.path(&id).is_file() {
@@ -226,6 +260,7 @@ impl AgentRuntime for ScriptedAgent {
                 task: req.task.task.to_string(),
                 script,
                 env: req.builder.env.iter().cloned().collect(),
+                planning: req.stage == super::Stage::Plan,
                 ..SessionState::default()
             };
             self.save(&id, &state)?;
@@ -314,7 +349,11 @@ impl AgentRuntime for ScriptedAgent {
             Step::Todo(text) => AgentEvent::Todo(text.clone()),
             Step::Write { path, content } => {
                 let path = &path.replace("{{task}}", &state.task);
-                let target = inside(&state.project_dir, path)?;
+                let target = if state.planning {
+                    under(&state.project_dir, crate::workspace::bmad::OUTPUT_DIR, path)?
+                } else {
+                    inside(&state.project_dir, path)?
+                };
                 if let Some(dir) = target.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| AgentError::Runtime(e.to_string()))?;
                 }

@@ -2,9 +2,10 @@
 //!
 //! It makes a state repo, a small sample application repo (a kustomize overlay and a test
 //! script), and a project using the scripted builder; commits a task; runs the reconciler
-//! in-process; and plays the person: it answers the first question with a commit, lets the
-//! second be decided by its default at the (short) deadline, and approves the change. Every
-//! step is printed as it lands in git.
+//! in-process; and plays the person: it approves the task's plan (a BMAD-style spec the
+//! scripted planner writes), answers the first question with a commit, lets the second be
+//! decided by its default at the (short) deadline, and approves the change. Every step is
+//! printed as it lands in git.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -229,7 +230,8 @@ async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Re
     let task = TaskRef::parse(TASK).map_err(|e| CliError::internal(e.to_string()))?;
     let spec = "title: Implement JWT authentication\n\
                 description: |\n  Add JWT auth to the API: issue tokens on login and verify them.\n\
-                priority: high\n";
+                priority: high\n\
+                plan: {mode: quick}\n";
     person
         .write(vec![Update::put(
             StatePath::TaskSpec(task.clone()),
@@ -241,7 +243,7 @@ async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Re
     say(start, "person", &format!("committed task {task}"));
 
     let deadline = Instant::now() + Duration::from_secs(timeout);
-    let (mut answered, mut approved) = (false, false);
+    let (mut answered, mut approved, mut plan_approved) = (false, false, false);
     let result = loop {
         if Instant::now() > deadline {
             break Err(CliError::internal(format!(
@@ -249,7 +251,7 @@ async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Re
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let (phase, q1, in_review) = {
+        let (phase, q1, in_review, plan) = {
             let Ok(t) = handles.tracker.read() else {
                 continue;
             };
@@ -261,7 +263,12 @@ async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Re
                 .questions
                 .get(&Qid::new("q-001").map_err(|e| CliError::internal(e.to_string()))?)
                 .map(|q| (q.state, q.options.first().map(|o| o.label.clone())));
-            (phase, q1, phase == Some(Phase::InReview))
+            let plan = e
+                .plan
+                .as_deref()
+                .filter(|_| phase == Some(Phase::AwaitingPlanApproval))
+                .cloned();
+            (phase, q1, phase == Some(Phase::InReview), plan)
         };
         match phase {
             Some(Phase::Promoted) => break Ok(()),
@@ -271,6 +278,26 @@ async fn demo(start: Instant, root: PathBuf, state: PathBuf, timeout: u64) -> Re
                 ));
             }
             _ => {}
+        }
+        if !plan_approved && let Some(plan) = plan {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let approval =
+                ApprovalSpec::for_plan(PERSON, Some(&plan), None).map_err(CliError::internal)?;
+            let name = format!("plan-{}-demo", plan.version);
+            let id = Id::new(&name).map_err(|e| CliError::internal(e.to_string()))?;
+            let path = StatePath::Approval(task.clone(), id);
+            let docs: Vec<&str> = plan.documents.iter().map(|d| d.path.as_str()).collect();
+            put(&person, path, &approval, format!("{task} plan approved")).await?;
+            say(
+                start,
+                "person",
+                &format!(
+                    "read plan v{} ({}) and approved it (approvals/{name}.yaml)",
+                    plan.version,
+                    docs.join(", ")
+                ),
+            );
+            plan_approved = true;
         }
         if !answered && let Some((QuestionState::Open, Some(label))) = q1 {
             tokio::time::sleep(Duration::from_millis(500)).await;

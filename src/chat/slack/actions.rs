@@ -55,7 +55,7 @@ fn refusal(user: &str) -> String {
 const HELP: &str = "Usage: `/opencode start [category[/project]]` opens the form for a new \
                     task; `/opencode status [category/project]` lists tasks and open questions.";
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+pub(super) fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
     let mut cur = v;
     for p in path {
         cur = &cur[*p];
@@ -259,6 +259,15 @@ impl Bot {
                 }
             }
             Ok(Click::Approve { task, key }) => self.approve(&user, &task, key, &message).await,
+            Ok(Click::Plan {
+                task,
+                version,
+                changes,
+            }) => {
+                let trigger = str_at(p, &["trigger_id"]);
+                self.plan_click(&user, &task, version, changes, trigger, &message)
+                    .await
+            }
         };
         if let Err(e) = outcome {
             tracing::warn!(%user, action = %id, error = %e, "action failed");
@@ -288,6 +297,7 @@ impl Bot {
             return Reply::Errors(BTreeMap::from([(first_block.to_string(), refusal(&user))]));
         }
         match str_at(view, &["callback_id"]) {
+            "gaffer_plan_changes" => self.plan_changes_submitted(&user, view).await,
             "gaffer_start" => {
                 let form = StartForm {
                     category: value("category"),
@@ -357,7 +367,7 @@ impl Bot {
 
     /// Commits `update` for `user` within Slack's ack budget (a slower push goes on in the
     /// background); `what` names it in errors.
-    async fn commit_before_ack(
+    pub(super) async fn commit_before_ack(
         self: &Arc<Self>,
         user: &str,
         update: Update,
@@ -549,9 +559,9 @@ impl Bot {
 
 /// Where a clicked message is.
 #[derive(Debug, Clone)]
-struct MessageRef {
-    channel: String,
-    ts: String,
+pub(super) struct MessageRef {
+    pub(super) channel: String,
+    pub(super) ts: String,
 }
 
 /// The start form's values.

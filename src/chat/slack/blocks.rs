@@ -3,7 +3,8 @@
 //! (`&`, `<`, `>`) so it cannot mention people or channels.
 //!
 //! Action ids say what a click does: `answer:<task>:<qid>:<option index>`,
-//! `other:<task>:<qid>` (free text modal), `change:<task>:<qid>`, `approve:<task>:<review key>`.
+//! `other:<task>:<qid>` (free text modal), `change:<task>:<qid>`, `approve:<task>:<review key>`,
+//! `plan:<task>:<version>` and `planchg:<task>:<version>` (a plan's approval or changes).
 
 use serde_json::{Value, json};
 
@@ -45,6 +46,16 @@ pub enum Click {
         /// The round and heads the button was made for.
         key: Option<String>,
     },
+    /// `plan:<task>:<version>` (approve the plan) or `planchg:<task>:<version>` (ask for
+    /// changes: a form).
+    Plan {
+        /// The task.
+        task: TaskRef,
+        /// The plan version the button was made for.
+        version: u32,
+        /// Ask for changes instead of approving.
+        changes: bool,
+    },
 }
 
 impl Click {
@@ -55,7 +66,10 @@ impl Click {
         let [kind, task, rest @ ..] = parts.as_slice() else {
             return None;
         };
-        if !matches!(*kind, "answer" | "other" | "change" | "approve") {
+        if !matches!(
+            *kind,
+            "answer" | "other" | "change" | "approve" | "plan" | "planchg"
+        ) {
             return None;
         }
         let task = TaskRef::parse(task).ok()?;
@@ -72,6 +86,14 @@ impl Click {
                     change: *kind == "change",
                 })
                 .map_err(|e| e.to_string()),
+            ("plan" | "planchg", [version]) => version
+                .parse::<u32>()
+                .map(|version| Click::Plan {
+                    task,
+                    version,
+                    changes: *kind == "planchg",
+                })
+                .map_err(|_| malformed()),
             ("approve", rest) => Ok(Click::Approve {
                 task,
                 key: rest.first().map(|k| k.to_string()),
@@ -96,15 +118,15 @@ pub fn escape(text: &str, max: usize) -> String {
     }
 }
 
-fn section(text: &str) -> Value {
+pub(super) fn section(text: &str) -> Value {
     json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
 }
 
-fn context(text: &str) -> Value {
+pub(super) fn context(text: &str) -> Value {
     json!({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
 }
 
-fn button(text: &str, action_id: String, value: &str, primary: bool) -> Value {
+pub(super) fn button(text: &str, action_id: String, value: &str, primary: bool) -> Value {
     let mut b = json!({
         "type": "button",
         "text": {"type": "plain_text", "text": escape(text, BUTTON_TEXT), "emoji": true},
@@ -333,7 +355,7 @@ fn reviewed(task: &TaskRef, changes: &[Link], head: &str) -> Value {
 }
 
 /// A Slack user id as a mention, anything else (an email) as escaped text.
-fn who(by: &str) -> String {
+pub(super) fn who(by: &str) -> String {
     if (by.starts_with('U') || by.starts_with('W')) && by.chars().all(|c| c.is_ascii_alphanumeric())
     {
         format!("<@{by}>")

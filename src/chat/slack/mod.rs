@@ -18,6 +18,7 @@ pub mod api;
 pub mod blocks;
 pub mod bot;
 pub mod http;
+pub mod planning;
 pub mod post;
 pub mod serve;
 pub mod socket;

@@ -196,6 +196,33 @@ pub fn plan(
             });
         }
     }
+    if let Some(p) = entry.plan.as_deref() {
+        // The current version's message (with its buttons), and older ones kept true.
+        let url = |path: &str| match cx.browse_url {
+            Some(base) => format!("{}/{path}", base.trim_end_matches('/')),
+            None => path.to_string(),
+        };
+        for v in 1..=p.version {
+            let key = super::planning::key(v);
+            let tag = super::planning::tag(p, v);
+            if !th.posted.contains_key(&key) {
+                if v == p.version {
+                    ops.push(Op::Post {
+                        message: super::planning::message(task, p, v, &url),
+                        key: Key::Other(key),
+                        broadcast: true,
+                        tag: Some(tag),
+                    });
+                }
+            } else if th.shown.get(&key) != Some(&tag) {
+                ops.push(Op::Update {
+                    message: super::planning::message(task, p, v, &url),
+                    key: Key::Other(key),
+                    tag,
+                });
+            }
+        }
+    }
     let links: Vec<Link> = status
         .map(|s| {
             s.links

@@ -22,7 +22,7 @@ use crate::state::StatePath;
 use crate::state::planning::{
     PlanDecision, PlanDocument, PlanMode, PlanPolicy, PlanRequest, PlanState, PlanStatus, sha256,
 };
-use crate::state::spec::{PermissionAction, PermissionRule};
+use crate::state::spec::{PermissionAction, PermissionRule, RuntimeKind};
 use crate::state::status::{MilestoneKind, Phase};
 use crate::workspace::bmad::{OUTPUT_DIR, PlannerError};
 
@@ -44,6 +44,11 @@ pub fn wants_plan(view: &View) -> bool {
             .plan
             .as_ref()
             .is_none_or(|p| p.state != PlanState::Approved)
+}
+
+/// What a plan waiting for approval says on the task.
+fn waiting_message(version: u32) -> String {
+    format!("plan v{version} waits for approval (gaffer approve --plan, or Slack)")
 }
 
 /// A condition that stops the plan, also said as the task's reason and message.
@@ -91,8 +96,8 @@ pub async fn start(
     if status.state == PlanState::AwaitingApproval && status.pending.is_none() {
         plan.transition(
             Phase::AwaitingPlanApproval,
-            "PlanReady",
-            format!("plan v{} waits for approval", status.version),
+            "AwaitingPlanApproval",
+            waiting_message(status.version),
         );
         return Ok(Action::requeue(Duration::ZERO));
     }
@@ -112,11 +117,16 @@ pub async fn start(
         ctx.workspaces.local_dir(&view.t.project),
     );
     let (task, docs) = (view.t.task.clone(), view.plan_docs.clone());
+    // The scripted runtime has no model to read skills: it gets the folder, not BMAD.
+    let install = view.project.agent.runtime != RuntimeKind::Scripted;
     let ready = blocking(
         move || -> Result<Result<(), PlannerError>, ReconcileError> {
-            Ok(planner
-                .install(&dir)
-                .and_then(|()| planner.restore(&dir, &task, &docs)))
+            let installed = if install {
+                planner.install(&dir)
+            } else {
+                Ok(())
+            };
+            Ok(installed.and_then(|()| planner.restore(&dir, &task, &docs)))
         },
     )
     .await?;
@@ -319,8 +329,8 @@ pub async fn turn_done(
     plan.status.effects.agent_done = None;
     plan.transition(
         Phase::AwaitingPlanApproval,
-        "PlanReady",
-        format!("plan v{version} waits for approval (gaffer approve --plan, or Slack)"),
+        "AwaitingPlanApproval",
+        waiting_message(version),
     );
     Ok(Action::requeue(Duration::ZERO))
 }
@@ -507,10 +517,7 @@ pub async fn awaiting(
         super::resume_through_queue(plan, None, "PlanApproved", "building the approved plan");
         return Ok(Action::requeue(Duration::ZERO));
     }
-    let waiting = format!(
-        "plan v{} waits for approval (gaffer approve --plan, or Slack)",
-        status.version
-    );
+    let waiting = waiting_message(status.version);
     plan.plan_status = Some(status);
     plan.waiting("AwaitingPlanApproval", waiting);
     Ok(Action::await_change())

@@ -146,7 +146,8 @@ pub async fn in_review(
     // reviewer who is not the change's author.
     let mut approver = None;
     for (id, a) in &view.approvals {
-        if !settings.authors.may_decide(&a.by) {
+        // A plan's approval or change request decides the plan, never the review.
+        if a.plan.is_some() || !settings.authors.may_decide(&a.by) {
             continue;
         }
         let path = StatePath::Approval(t.clone(), id.clone()).to_path();

@@ -261,6 +261,10 @@ fn table() -> Vec<Case> {
             phase: Phase::Preparing,
             given: |w| {
                 quick(w);
+                w.file(
+                    "projects/demo/api/project.yaml",
+                    &PROJECT.replace("runtime: scripted", "runtime: opencode"),
+                );
                 w.planner = Arc::new(FakePlanner {
                     missing: true,
                     ..FakePlanner::default()
