@@ -892,3 +892,97 @@ fn slacks_own_request_bodies_are_read_and_unparseable_signed_ones_refused() {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
 }
+
+/// A planned task: the planner writes a spec, a revision on request, then builds it.
+const PLANNED: &str = r##"plan:
+  - write: {path: "specs/spec-{{task}}/SPEC.md", content: "# Spec v1: tokens\n"}
+  - done: spec written
+revise:
+  - write: {path: "specs/spec-{{task}}/SPEC.md", content: "# Spec v2: tokens and refresh tokens\n"}
+  - done: spec revised
+steps:
+  - write: {path: "web-api/app/fixed-{{task}}.txt", content: "built from the spec\n"}
+  - done: built what the spec says
+fix:
+  - write: {path: "web-api/app/fixed-{{task}}.txt", content: "fixed\n"}
+  - done: fixed
+"##;
+
+#[test]
+fn a_plan_is_revised_on_request_and_approved_from_its_thread() {
+    let w = World::new(Some(PLANNED), "1h");
+    let _reconciler = w.reconciler();
+    let _bot = w.bot();
+    let t = TaskRef::parse("demo/web-api/tokens").unwrap();
+    commit_as(
+        &w.state,
+        PERSON,
+        &[(
+            "projects/demo/web-api/tasks/tokens/task.yaml",
+            "title: Token lifetimes\nplan: {mode: quick}\n",
+        )],
+        "a task planned first",
+    );
+    let v1 = w.wait(60, "plan v1 in the thread", |w| w.message("gaffer:x:plan-v1"));
+    let blocks = v1.blocks.to_string();
+    assert!(blocks.contains(&format!("plan:{t}:1")), "{blocks}");
+    assert!(
+        blocks.contains("projects/demo/web-api/tasks/tokens/plan/specs/spec-tokens/SPEC.md"),
+        "{blocks}"
+    );
+    let channel = w.channel_id().unwrap();
+
+    // A stranger's click decides nothing.
+    w.fake.click(STRANGER, &channel, &v1.ts, &format!("plan:{t}:1"));
+    // "Request changes…": a form, whose text is committed naming version 1.
+    w.fake
+        .click(ALLOWED, &channel, &v1.ts, &format!("planchg:{t}:1"));
+    let (form_id, form) = w.fake.views().pop().expect("the changes form");
+    assert_eq!(form["callback_id"], "gaffer_plan_changes");
+    let ack = w
+        .fake
+        .submit(ALLOWED, &form_id, &[("text", "Add refresh tokens too.")]);
+    assert!(ack.is_null(), "{ack}");
+    let v2 = w.wait(60, "plan v2 in the thread", |w| w.message("gaffer:x:plan-v2"));
+    w.wait(30, "v1 shown superseded", |w| {
+        w.message("gaffer:x:plan-v1")
+            .filter(|m| m.all_text().contains("Superseded by v2"))
+    });
+    let snap = w.snapshot();
+    let entry = snap.task(&t).unwrap();
+    let asked: Vec<_> = entry
+        .approvals
+        .values()
+        .filter(|a| a.changes.is_some())
+        .collect();
+    assert_eq!(asked.len(), 1, "one request, none from the stranger");
+    assert_eq!(
+        (asked[0].by.as_str(), asked[0].plan, asked[0].changes.as_deref()),
+        (ALLOWED, Some(1), Some("Add refresh tokens too."))
+    );
+    assert_eq!(
+        entry.plan_docs["specs/spec-tokens/SPEC.md"],
+        "# Spec v2: tokens and refresh tokens\n"
+    );
+
+    // "Approve plan" on v2: the build starts; review and promote as usual.
+    w.fake.click(ALLOWED, &channel, &v2.ts, &format!("plan:{t}:2"));
+    let review = w.wait(90, "the review message", |w| {
+        w.fake
+            .messages()
+            .into_iter()
+            .find(|m| m.key().starts_with("gaffer:x:review-"))
+    });
+    w.fake
+        .click(ALLOWED, &channel, &review.ts, &format!("approve:{t}"));
+    w.wait(60, "Promoted", |w| {
+        (phase_of(&w.snapshot(), &t) == Some(Phase::Promoted)).then_some(())
+    });
+    let plan = w.snapshot().task(&t).unwrap().plan.clone().unwrap();
+    let approved = plan.approved.unwrap();
+    assert_eq!((approved.version, approved.by.as_str()), (2, ALLOWED));
+    w.wait(30, "v2 shown approved", |w| {
+        w.message("gaffer:x:plan-v2")
+            .filter(|m| m.all_text().contains("Approved by"))
+    });
+}
