@@ -141,3 +141,43 @@ fn a_quick_plan_is_written_with_the_real_bmad_skill_approved_and_then_built() {
     let counts = step_counts(&lab.llm, &format!("# Plan: {TITLE}"));
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
 }
+
+#[test]
+fn kill_9_while_planning_repeats_no_turn_and_loses_no_document() {
+    let lab = Lab::with_settings(&["web-api"], "plan: {mode: quick}\n");
+    lab.llm.script(&format!("# Plan: {TITLE}"), plan_steps());
+    crate::common::commit_to_bare(
+        &lab.state,
+        "main",
+        &[(
+            "projects/demo/web-api/tasks/planned/task.yaml",
+            &format!("title: {TITLE}\ndescription: Tokens expire at once.\n"),
+        )],
+        "a task planned first",
+    );
+    let t = "demo/web-api/planned";
+    // Killed right after the planning prompt reached OpenCode, before gaffer recorded it…
+    let mut d = lab.daemon_env(&[("GAFFER_CRASH_AT", "plan:prompted")]);
+    assert!(!d.wait_exit(120).success());
+    // …and right after the turn's documents were read, before they were committed.
+    let mut d = lab.daemon_env(&[("GAFFER_CRASH_AT", "plan:collected")]);
+    assert!(!d.wait_exit(120).success());
+    let _d = lab.daemon();
+    let snap = lab.wait_until(120, "the plan waiting for approval", |s| {
+        phase_of(s, t) == Some(Phase::AwaitingPlanApproval)
+    });
+    let entry = snap
+        .task(&gaffer::names::TaskRef::parse(t).unwrap())
+        .unwrap();
+    let plan = entry.plan.as_deref().unwrap();
+    assert_eq!(plan.version, 1, "one version, not two");
+    assert!(entry.plan_docs["specs/spec-planned/SPEC.md"].contains("CAP-1"));
+    let counts = step_counts(&lab.llm, &format!("# Plan: {TITLE}"));
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "no step repeated: {counts:?}"
+    );
+    let status = entry.status.as_deref().unwrap();
+    assert_eq!(status.agent.as_ref().unwrap().prompts_sent, ["plan"]);
+}

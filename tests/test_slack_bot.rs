@@ -923,7 +923,9 @@ fn a_plan_is_revised_on_request_and_approved_from_its_thread() {
         )],
         "a task planned first",
     );
-    let v1 = w.wait(60, "plan v1 in the thread", |w| w.message("gaffer:x:plan-v1"));
+    let v1 = w.wait(60, "plan v1 in the thread", |w| {
+        w.message("gaffer:x:plan-v1")
+    });
     let blocks = v1.blocks.to_string();
     assert!(blocks.contains(&format!("plan:{t}:1")), "{blocks}");
     assert!(
@@ -933,7 +935,8 @@ fn a_plan_is_revised_on_request_and_approved_from_its_thread() {
     let channel = w.channel_id().unwrap();
 
     // A stranger's click decides nothing.
-    w.fake.click(STRANGER, &channel, &v1.ts, &format!("plan:{t}:1"));
+    w.fake
+        .click(STRANGER, &channel, &v1.ts, &format!("plan:{t}:1"));
     // "Request changes…": a form, whose text is committed naming version 1.
     w.fake
         .click(ALLOWED, &channel, &v1.ts, &format!("planchg:{t}:1"));
@@ -943,7 +946,9 @@ fn a_plan_is_revised_on_request_and_approved_from_its_thread() {
         .fake
         .submit(ALLOWED, &form_id, &[("text", "Add refresh tokens too.")]);
     assert!(ack.is_null(), "{ack}");
-    let v2 = w.wait(60, "plan v2 in the thread", |w| w.message("gaffer:x:plan-v2"));
+    let v2 = w.wait(60, "plan v2 in the thread", |w| {
+        w.message("gaffer:x:plan-v2")
+    });
     w.wait(30, "v1 shown superseded", |w| {
         w.message("gaffer:x:plan-v1")
             .filter(|m| m.all_text().contains("Superseded by v2"))
@@ -957,7 +962,11 @@ fn a_plan_is_revised_on_request_and_approved_from_its_thread() {
         .collect();
     assert_eq!(asked.len(), 1, "one request, none from the stranger");
     assert_eq!(
-        (asked[0].by.as_str(), asked[0].plan, asked[0].changes.as_deref()),
+        (
+            asked[0].by.as_str(),
+            asked[0].plan,
+            asked[0].changes.as_deref()
+        ),
         (ALLOWED, Some(1), Some("Add refresh tokens too."))
     );
     assert_eq!(
@@ -966,7 +975,8 @@ fn a_plan_is_revised_on_request_and_approved_from_its_thread() {
     );
 
     // "Approve plan" on v2: the build starts; review and promote as usual.
-    w.fake.click(ALLOWED, &channel, &v2.ts, &format!("plan:{t}:2"));
+    w.fake
+        .click(ALLOWED, &channel, &v2.ts, &format!("plan:{t}:2"));
     let review = w.wait(90, "the review message", |w| {
         w.fake
             .messages()

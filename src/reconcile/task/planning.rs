@@ -180,6 +180,7 @@ pub async fn start(
         }
     };
     agent_rt.send(&view.t, &session.id, &id, &text).await?;
+    crate::crash::point("plan:prompted");
     plan.record_prompt(&id);
     status.pending = None;
     status.state = PlanState::Drafting;
@@ -332,6 +333,7 @@ pub async fn turn_done(
         "AwaitingPlanApproval",
         waiting_message(version),
     );
+    crate::crash::point("plan:collected");
     Ok(Action::requeue(Duration::ZERO))
 }
 
