@@ -250,14 +250,118 @@ fn status_shows_tasks_and_open_questions() {
         state.to_str().unwrap(),
     ]));
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["tasks"].as_array().unwrap().len(), 5);
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 6);
     assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+    let planned = &v["tasks"][5];
+    assert_eq!(planned["plan"]["waiting"], true, "{planned}");
+    assert_eq!(planned["plan"]["version"], 1);
     let r = run(gaffer(tmp.path()).args(["status", "--state", "/nonexistent/state.git"]));
     assert_eq!(r.code, Some(1));
     assert!(
         r.stderr.contains("cannot read /nonexistent/state.git"),
         "{}",
         r.stderr
+    );
+}
+
+#[test]
+fn a_plan_is_shown_and_approved_or_sent_back_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = example_remote(tmp.path());
+    let s = state.to_str().unwrap();
+    let t = "ai-dev/proj-frontend/search-page";
+    let r = run(gaffer(tmp.path()).args(["plan", "show", t, "--state", s]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .starts_with(&format!("{t} plan v1 — spec (quick), AwaitingApproval")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("=== specs/spec-search-page/SPEC.md ===\n# Spec: search page"),
+        "{}",
+        r.stdout
+    );
+    // A task without a plan, and a plan not waiting, are refused with why; nothing committed.
+    let before = git(&state, &["rev-parse", "main"]);
+    let r = run(gaffer(tmp.path()).args([
+        "plan",
+        "show",
+        "ai-dev/proj-frontend/dark-mode",
+        "--state",
+        s,
+    ]));
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("has no plan yet"), "{}", r.stderr);
+    let r = run(gaffer(tmp.path()).args([
+        "approve",
+        "--plan",
+        "ai-dev/proj-frontend/dark-mode",
+        "--state",
+        s,
+    ]));
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("the task has no plan"), "{}", r.stderr);
+    let r = run(gaffer(tmp.path()).args(["approve", "--plan", t, "--changes", " ", "--state", s]));
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("say which changes you want"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(git(&state, &["rev-parse", "main"]), before);
+    // Changes, then an approval: each names version 1.
+    let r = run(gaffer(tmp.path()).args([
+        "approve",
+        "--plan",
+        t,
+        "--changes",
+        "Search titles only.",
+        "--state",
+        s,
+    ]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run(gaffer(tmp.path()).args(["approve", "--plan", t, "--state", s]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let files = git(
+        &state,
+        &[
+            "ls-tree",
+            "--name-only",
+            "main",
+            "projects/ai-dev/proj-frontend/tasks/search-page/approvals/",
+        ],
+    );
+    let names: Vec<&str> = files
+        .lines()
+        .map(|l| l.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{files}");
+    assert!(
+        names.iter().any(|n| n.starts_with("plan-1-changes-cli-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("plan-1-ok-cli-")),
+        "{names:?}"
+    );
+    let snap = crate::common::snapshot_of(&state, &tmp.path().join("ro"));
+    let task = gaffer::names::TaskRef::parse(t).unwrap();
+    let entry = snap.task(&task).unwrap();
+    let mut decided: Vec<_> = entry
+        .approvals
+        .values()
+        .map(|a| (a.plan, a.changes.clone()))
+        .collect();
+    decided.sort();
+    assert_eq!(
+        decided,
+        [
+            (Some(1), None),
+            (Some(1), Some("Search titles only.".into()))
+        ]
     );
 }
 

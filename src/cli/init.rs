@@ -35,6 +35,9 @@ pub fn initial_settings(domain: &str, answer_author: Option<&str>) -> String {
          questions:\n  timeout: 2h\n  on_timeout: recommended\n  continue: immediately\n\
          progress:\n  summary_every: 90m\n\
          limits:\n  active_tasks_per_project: 1\n\
+         # Plan each task with BMAD (a spec to approve) before it is built; none, quick,\n\
+         # full or party (docs/planning.md). Needs `gaffer reconcile --bmad`.\n\
+         plan:\n  mode: quick\n\
          authors:\n{authors}  slack_users: []\n"
     )
 }
