@@ -35,6 +35,7 @@ fn plan_steps() -> Vec<Step> {
 
 #[test]
 fn a_quick_plan_is_written_with_the_real_bmad_skill_approved_and_then_built() {
+    crate::common::ensure_rg();
     let lab = Lab::with_settings(&["web-api"], "plan: {mode: quick}\n");
     lab.llm.script(&format!("# Plan: {TITLE}"), plan_steps());
     // The build conversation starts with "# Task: <title>" and carries the approved spec.
@@ -144,6 +145,7 @@ fn a_quick_plan_is_written_with_the_real_bmad_skill_approved_and_then_built() {
 
 #[test]
 fn kill_9_while_planning_repeats_no_turn_and_loses_no_document() {
+    crate::common::ensure_rg();
     let lab = Lab::with_settings(&["web-api"], "plan: {mode: quick}\n");
     lab.llm.script(&format!("# Plan: {TITLE}"), plan_steps());
     crate::common::commit_to_bare(

@@ -50,6 +50,8 @@ pub fn cmd_new_task(args: NewTaskArgs) -> CmdResult {
             mode: Some(mode),
             document_over: None,
         }),
+        parent: None,
+        story: None,
     };
     let text = crate::state::spec::task_file(&spec).map_err(CliError::internal)?;
     let path = StatePath::TaskSpec(task.clone());

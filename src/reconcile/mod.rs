@@ -71,6 +71,9 @@ pub enum ReconcileError {
     /// The workspace lacks a repo or a head the step needs.
     #[error("workspace: {0}")]
     NoWorkspace(String),
+    /// A story task's `task.yaml` could not be written.
+    #[error("story task: {0}")]
+    StoryTask(String),
     /// The project's forge is not configured in this reconciler.
     #[error("{0}")]
     ForgeMissing(String),
@@ -95,6 +98,7 @@ impl ReconcileError {
             | ReconcileError::PullRequestBody(_) => "forge",
             ReconcileError::Notify(_) => "notify",
             ReconcileError::Yaml(_)
+            | ReconcileError::StoryTask(_)
             | ReconcileError::Name(_)
             | ReconcileError::Hours(_)
             | ReconcileError::Prompt(_)

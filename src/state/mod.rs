@@ -7,6 +7,7 @@
 pub mod accept;
 pub mod doc;
 pub mod effects;
+pub mod epics;
 pub mod path;
 pub mod planning;
 pub mod snapshot;

@@ -661,6 +661,14 @@ pub struct TaskSpec {
     /// Plan policy overrides for this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<crate::state::planning::PlanOverrides>,
+    /// The task whose approved `full` plan this task is a story of (written by gaffer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub parent: Option<crate::names::TaskName>,
+    /// The story's number in the parent's plan (`N.M`); stories of one parent are built in
+    /// this order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub story: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -41,6 +41,9 @@ pub enum Phase {
     Planning,
     /// The plan's current version waits for a person's approval (holds no slot).
     AwaitingPlanApproval,
+    /// A `full` plan was approved: its stories are built as child tasks (holds no slot);
+    /// `Promoted` when they are.
+    BuildingStories,
     /// The builder is working.
     Running,
     /// The builder asked a question that waits for a person.
@@ -70,6 +73,7 @@ impl Phase {
             Phase::Preparing => "Preparing",
             Phase::Planning => "Planning",
             Phase::AwaitingPlanApproval => "AwaitingPlanApproval",
+            Phase::BuildingStories => "BuildingStories",
             Phase::Running => "Running",
             Phase::AwaitingAnswer => "AwaitingAnswer",
             Phase::Deploying => "Deploying",
@@ -97,12 +101,13 @@ impl Phase {
     }
 
     /// Every phase, in lifecycle order.
-    pub const ALL: [Phase; 14] = [
+    pub const ALL: [Phase; 15] = [
         Phase::Pending,
         Phase::Queued,
         Phase::Preparing,
         Phase::Planning,
         Phase::AwaitingPlanApproval,
+        Phase::BuildingStories,
         Phase::Running,
         Phase::AwaitingAnswer,
         Phase::Deploying,

@@ -221,14 +221,43 @@ pub fn ensure_bwrap() {
     if gaffer::agent::sandbox::bwrap_available().is_ok() {
         return;
     }
+    apt_install("bubblewrap", &|| {
+        gaffer::agent::sandbox::bwrap_available().is_ok()
+    });
+    if let Err(why) = gaffer::agent::sandbox::bwrap_available() {
+        panic!("the sandbox tests need bubblewrap (apt-get install bubblewrap): {why}");
+    }
+}
+
+/// Makes sure ripgrep (`rg`) is on the PATH, installing Debian's package on first use:
+/// OpenCode's `skill` tool lists a skill's files with it (docs/planning.md).
+pub fn ensure_rg() {
+    let works = || {
+        Command::new("rg")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works() {
+        return;
+    }
+    apt_install("ripgrep", &works);
+    assert!(
+        works(),
+        "the planning tests need ripgrep (apt-get install ripgrep)"
+    );
+}
+
+/// `apt-get install package` unless `done()`, once across parallel test processes.
+fn apt_install(package: &str, done: &dyn Fn() -> bool) {
     let dir = root().join("target");
     std::fs::create_dir_all(&dir).unwrap();
-    let lock = std::fs::File::create(dir.join(".bwrap-install.lock")).unwrap();
+    let lock = std::fs::File::create(dir.join(format!(".{package}-install.lock"))).unwrap();
     lock.lock().unwrap();
-    if gaffer::agent::sandbox::bwrap_available().is_err() {
+    if !done() {
         for args in [
             &["update", "-qq"][..],
-            &["install", "-y", "-qq", "bubblewrap"][..],
+            &["install", "-y", "-qq", package][..],
         ] {
             let out = Command::new("apt-get")
                 .args(args)
@@ -240,9 +269,6 @@ pub fn ensure_bwrap() {
                 eprintln!("apt-get {args:?}: {}", String::from_utf8_lossy(&o.stderr));
             }
         }
-    }
-    if let Err(why) = gaffer::agent::sandbox::bwrap_available() {
-        panic!("the sandbox tests need bubblewrap (apt-get install bubblewrap): {why}");
     }
 }
 

@@ -649,6 +649,8 @@ impl StartForm {
             retry: 0,
             questions: None,
             plan: None,
+            parent: None,
+            story: None,
         };
         Ok((project, spec, candidates))
     }

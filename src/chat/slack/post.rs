@@ -116,7 +116,13 @@ pub fn plan(
     let status = entry.status.as_deref();
     let phase = status.map_or(Phase::Pending, |s| s.phase);
     let reason = status.and_then(|s| s.reason.as_deref());
-    let parent = blocks::thread_parent(task, &spec.title, phase, reason);
+    // A story's thread names the task whose plan it is part of.
+    let title = match (&spec.parent, &spec.story) {
+        (Some(p), Some(n)) => format!("{} (story {n} of {p})", spec.title),
+        (Some(p), None) => format!("{} (a story of {p})", spec.title),
+        _ => spec.title.clone(),
+    };
+    let parent = blocks::thread_parent(task, &title, phase, reason);
     match thread {
         None => ops.push(Op::Thread {
             message: parent,

@@ -18,6 +18,7 @@ mod questions;
 mod queue;
 mod review;
 mod run;
+mod stories;
 mod view;
 mod work;
 
@@ -75,9 +76,19 @@ pub async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Reco
         .as_ref()
         .is_some_and(|s| s.phase.is_active());
     let mut plan = Plan::new(&t, loaded.head.clone(), &loaded.files, ctx.clock.now());
+    let parent = loaded.spec.as_ref().and_then(|s| s.parent.clone());
+    let phase_before = plan.phase();
     let action = decide(&ctx, loaded, &mut plan).await?;
     let left_active = was_active && !plan.phase().is_active();
+    let moved = plan.phase() != phase_before;
     plan.commit(&ctx).await?;
+    if moved && let Some(parent) = parent {
+        // A story moved: its parent shows its stories and finishes with them.
+        ctx.scheduler.now(ObjectKey::Task(crate::names::TaskRef {
+            project: t.project.clone(),
+            task: parent,
+        }));
+    }
     if left_active {
         // A slot in the project freed up: queued siblings may start.
         wake_queued();
@@ -117,6 +128,7 @@ async fn step(ctx: &Context, view: &View, plan: &mut Plan) -> Result<Action, Rec
             run::running(ctx, view, plan).await
         }
         Phase::AwaitingPlanApproval => planning::awaiting(ctx, view, plan).await,
+        Phase::BuildingStories => stories::building(view, plan),
         Phase::Deploying => deploy::deploying(ctx, view, plan).await,
         Phase::Testing => deploy::testing(ctx, view, plan).await,
         Phase::InReview => review::in_review(ctx, view, plan).await,

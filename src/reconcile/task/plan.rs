@@ -51,6 +51,8 @@ pub struct Plan {
     original_plan: Option<crate::state::planning::PlanStatus>,
     /// Plan documents to write (`Some`) or delete (`None`), by path under `plan/`.
     pub plan_docs: BTreeMap<String, Option<String>>,
+    /// Story tasks to create (once: never over an existing `task.yaml`).
+    pub child_tasks: Vec<(TaskRef, crate::state::spec::TaskSpec)>,
 }
 
 impl Plan {
@@ -73,6 +75,7 @@ impl Plan {
             plan_status: files.plan.clone(),
             original_plan: files.plan.clone(),
             plan_docs: BTreeMap::new(),
+            child_tasks: Vec::new(),
         }
     }
 
@@ -354,6 +357,16 @@ impl Plan {
                     None => Update::delete(sp, what.clone()),
                 });
             }
+        }
+        for (child, spec) in &self.child_tasks {
+            let text = crate::state::spec::task_file(spec).map_err(ReconcileError::StoryTask)?;
+            let mut u = Update::put(
+                StatePath::TaskSpec(child.clone()),
+                text,
+                format!("{} story task {child}", self.t),
+            );
+            u.create_only = true;
+            updates.push(u);
         }
         Ok(updates)
     }

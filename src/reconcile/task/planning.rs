@@ -81,16 +81,15 @@ pub async fn start(
         return Ok(action);
     }
     let policy = policy(view);
-    if matches!(policy.mode, PlanMode::Full | PlanMode::Party) {
-        let msg = format!(
-            "plan.mode: {} is not built yet; use quick (one BMAD spec) or none",
-            policy.mode
-        );
+    if policy.mode == PlanMode::Party {
+        let msg = "plan.mode: party is not built yet; use quick (one BMAD spec), full (PRD, \
+                   architecture, stories) or none"
+            .to_string();
         return Ok(blocked(plan, "PlanReady", "PlanModeUnsupported", &msg));
     }
     let mut status = view.plan.clone().unwrap_or_else(|| PlanStatus {
         mode: policy.mode,
-        step: "spec".into(),
+        step: super::stories::steps(policy.mode)[0].name.into(),
         ..PlanStatus::default()
     });
     if status.state == PlanState::AwaitingApproval && status.pending.is_none() {
@@ -156,6 +155,7 @@ pub async fn start(
             )?,
         ),
         None => {
+            let step = super::stories::step(status.mode, &status.step);
             let first = "plan".to_string();
             let id = if plan.prompt_sent(&first) {
                 format!("plan-again-{}", plan.prompts_count())
@@ -171,7 +171,7 @@ pub async fn start(
                 context! {
                     title => &view.spec.title, project => view.t.project.to_string(),
                     description => &view.spec.description, repos,
-                    skill => "bmad-spec", what => "one spec (SPEC.md and its companions)",
+                    skill => step.skill, what => step.what,
                     slug => view.t.task.as_str(), out => out.display().to_string(),
                     done_marker => crate::agent::opencode::history::DONE_MARKER,
                 },
@@ -314,6 +314,42 @@ pub async fn turn_done(
         .collect();
     status.approved = None;
     let names: Vec<&str> = collected.docs.keys().map(String::as_str).collect();
+    if let Some(next) = super::stories::next(status.mode, &status.step) {
+        // A `full` plan's next step, in the same session, once this one's documents are in.
+        status.state = PlanState::Drafting;
+        plan.milestone(
+            MilestoneKind::Plan,
+            format!(
+                "📋 plan v{} ({}): {} — {}; next: {}",
+                status.version,
+                status.step,
+                summary,
+                names.join(", "),
+                next.name
+            ),
+            None,
+        );
+        let out = ctx.workspaces.builder_dir(&view.t.project).join(OUTPUT_DIR);
+        let id = format!("plan-step-{}", next.name);
+        let text = prompts::render(
+            Prompt::PlanStep,
+            context! {
+                step => next.name, skill => next.skill, what => next.what,
+                out => out.display().to_string(),
+                done_marker => crate::agent::opencode::history::DONE_MARKER,
+            },
+        )?;
+        let Some(session) = plan.session() else {
+            return Err(ReconcileError::NoSession(id));
+        };
+        plan.agent(ctx)?.send(&view.t, &session, &id, &text).await?;
+        plan.record_prompt(&id);
+        status.step = next.name.to_string();
+        plan.plan_status = Some(status);
+        plan.status.effects.agent_done = None;
+        plan.waiting("PlanStep", format!("planning: {}", next.name));
+        return Ok(Action::requeue(Duration::ZERO));
+    }
     plan.milestone(
         MilestoneKind::Plan,
         format!(
@@ -496,6 +532,18 @@ pub async fn awaiting(
             super::resume_through_queue(plan, None, "PlanChangesRequested", "");
             return Ok(Action::requeue(Duration::ZERO));
         }
+        let children = if status.mode == PlanMode::Full {
+            match super::stories::children(view, version) {
+                Ok(c) => c,
+                // A malformed epics file: said where, nothing created, the approval waits.
+                Err(msg) => {
+                    plan.plan_status = Some(status);
+                    return Ok(blocked(plan, "PlanValid", "InvalidEpics", &msg));
+                }
+            }
+        } else {
+            Vec::new()
+        };
         status.state = PlanState::Approved;
         status.approved = Some(PlanDecision {
             version,
@@ -509,6 +557,27 @@ pub async fn awaiting(
             None,
         );
         plan.plan_status = Some(status);
+        if !children.is_empty() {
+            // Each story is a task of its own, built in story order; this task waits for
+            // them. Created once: the names are fixed, the files are never overwritten.
+            let names: Vec<String> = children.iter().map(|(t, _)| t.task.to_string()).collect();
+            plan.milestone(
+                MilestoneKind::Plan,
+                format!(
+                    "🧩 {} stories became tasks: {}",
+                    names.len(),
+                    names.join(", ")
+                ),
+                None,
+            );
+            plan.child_tasks = children;
+            plan.transition(
+                Phase::BuildingStories,
+                "PlanApproved",
+                format!("building {} stories as their own tasks", names.len()),
+            );
+            return Ok(Action::requeue(Duration::ZERO));
+        }
         // The build gets a session of its own, with the project's own permissions.
         if let Some(agent) = plan.status.agent.as_mut() {
             agent.session_id = None;
@@ -555,13 +624,29 @@ async fn decider(
 }
 
 /// The approved plan for the build prompt: its version, folder and documents (cut to a
-/// size a prompt can hold; the folder has them all).
+/// size a prompt can hold; the folder has them all). A story task gets its parent's
+/// architecture documents (all of the parent's plan when none is named so).
 pub fn for_build(view: &View, builder_dir: &std::path::Path) -> Option<minijinja::Value> {
-    let status = view.plan.as_ref()?;
+    let (status, docs, of) = match (&view.plan, &view.parent_plan) {
+        (Some(own), _) if own.approved.is_some() => (own, view.plan_docs.clone(), None),
+        (_, Some((parent, docs))) if parent.approved.is_some() => {
+            let arch: BTreeMap<String, String> = docs
+                .iter()
+                .filter(|(p, _)| p.to_ascii_lowercase().contains("architecture"))
+                .map(|(p, t)| (p.clone(), t.clone()))
+                .collect();
+            let docs = if arch.is_empty() { docs.clone() } else { arch };
+            (
+                parent,
+                docs,
+                view.spec.parent.as_ref().map(|p| p.to_string()),
+            )
+        }
+        _ => return None,
+    };
     let approved = status.approved.as_ref()?;
     let mut left = MAX_PROMPT_DOCS;
-    let docs: Vec<_> = view
-        .plan_docs
+    let docs: Vec<_> = docs
         .iter()
         .filter_map(|(path, text)| {
             let take = text.len().min(left);
@@ -575,6 +660,7 @@ pub fn for_build(view: &View, builder_dir: &std::path::Path) -> Option<minijinja
     Some(context! {
         version => approved.version,
         dir => builder_dir.join(OUTPUT_DIR).display().to_string(),
+        of,
         docs,
     })
 }

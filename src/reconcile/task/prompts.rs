@@ -38,8 +38,13 @@ Branch: {{ branch }}
   `{{ done_marker }} <one-line summary of what you did>`. Do not write that line before the work is done.
 {% if plan %}
 
+{% if plan.of %}
+## The approved plan of {{ plan.of }} (version {{ plan.version }})
+This task is one story of that plan: build the story above, within this architecture.
+{% else %}
 ## The approved plan (version {{ plan.version }})
 Build what this plan says. Its documents are also in {{ plan.dir }}.
+{% endif %}
 {% for d in plan.docs %}
 
 ### {{ d.path }}
@@ -71,6 +76,14 @@ Read them as you need to:
 - When the documents are written, end with a final message whose last line is
   `{{ done_marker }} <one-line summary of the plan>`. A person reviews and approves the plan
   before anything is built.
+"#;
+
+/// The next step of a `full` plan, in the same planning session.
+const PLAN_STEP: &str = r#"The plan's next step ({{ step }}): load the BMAD skill `{{ skill }}` with the skill tool and
+follow it, headless, to write {{ what }}, building on the documents already under {{ out }}.
+Write every document under {{ out }}; edit nothing else. Ask with the question tool when you
+need a decision. When the documents are written, end with a final message whose last line is
+`{{ done_marker }} <one-line summary>`.
 "#;
 
 /// A person asked for changes to the plan (or edited its documents).
@@ -154,10 +167,12 @@ pub enum Prompt {
     Plan,
     /// [`PLAN_CHANGES`].
     PlanChanges,
+    /// [`PLAN_STEP`].
+    PlanStep,
 }
 
 impl Prompt {
-    const ALL: [(Prompt, &'static str, &'static str); 11] = [
+    const ALL: [(Prompt, &'static str, &'static str); 12] = [
         (Prompt::Task, "task.txt", TASK),
         (Prompt::Resumed, "resumed.txt", RESUMED),
         (Prompt::Retry, "retry.txt", RETRY),
@@ -173,6 +188,7 @@ impl Prompt {
         (Prompt::MergeConflict, "merge-conflict.txt", MERGE_CONFLICT),
         (Prompt::Plan, "plan.txt", PLAN),
         (Prompt::PlanChanges, "plan-changes.txt", PLAN_CHANGES),
+        (Prompt::PlanStep, "plan-step.txt", PLAN_STEP),
     ];
 
     fn name(self) -> &'static str {

@@ -218,7 +218,14 @@ pub fn question_document(
         })
         .map(|(q, qq)| (q.clone(), qq.clone()))
         .collect();
-    if !(waiting.len() >= 3 || (asked_now >= 2 && waiting.len() >= 2)) {
+    let many = match plan.phase() {
+        // Planning: more open questions than `plan.document_over` go into one document.
+        Phase::Planning => {
+            waiting.len() > super::planning::policy(view).document_over as usize && asked_now > 0
+        }
+        _ => waiting.len() >= 3 || (asked_now >= 2 && waiting.len() >= 2),
+    };
+    if !many {
         return Ok(());
     }
     let n = view.question_docs.len() + plan.docs.len() + 1;

@@ -14,6 +14,14 @@ pub async fn queued(
     plan: &mut Plan,
 ) -> Result<Action, ReconcileError> {
     let t = &view.t;
+    // A story is built after the stories before it: it builds on what they left.
+    if let Some(before) = super::stories::waits_for(view) {
+        plan.waiting(
+            "StoryOrder",
+            format!("waiting for the story before it: {before}"),
+        );
+        return Ok(Action::await_change());
+    }
     let active = view.siblings.iter().filter(|s| s.phase.is_active()).count();
     let limit = view.settings.limits.active_tasks_per_project as usize;
     if active >= limit {

@@ -22,6 +22,10 @@ pub struct Sibling {
     pub priority: Priority,
     /// Since when it is in that phase.
     pub since: Option<Timestamp>,
+    /// The task it is a story of.
+    pub parent: Option<crate::names::TaskName>,
+    /// Its story number (`N.M`).
+    pub story: Option<String>,
 }
 
 /// The files of a task and its project, as found (nothing validated yet).
@@ -74,6 +78,8 @@ pub struct TaskFiles {
     pub plan_problems: Vec<Problem>,
     /// `plan/**` by path under `plan/`.
     pub plan_docs: BTreeMap<String, String>,
+    /// For a story task: its parent's `plan.yaml` and documents.
+    pub parent_plan: Option<(crate::state::planning::PlanStatus, BTreeMap<String, String>)>,
     /// The project's other tasks.
     pub siblings: Vec<Sibling>,
 }
@@ -132,6 +138,8 @@ impl Loaded {
                 phase: te.status.as_ref().map_or(Phase::Pending, |s| s.phase),
                 priority: te.spec.as_ref().map(|s| s.priority).unwrap_or_default(),
                 since: te.status.as_ref().and_then(|s| s.phase_since),
+                parent: te.spec.as_ref().and_then(|s| s.parent.clone()),
+                story: te.spec.as_ref().and_then(|s| s.story.clone()),
             });
         }
         let Some(te) = pe.tasks.get(&t.task) else {
@@ -171,6 +179,12 @@ impl Loaded {
         f.question_docs = te.question_docs.clone();
         f.plan = te.plan.as_deref().cloned();
         f.plan_docs = te.plan_docs.clone();
+        f.parent_plan = te
+            .spec
+            .as_ref()
+            .and_then(|s| s.parent.as_ref())
+            .and_then(|p| pe.tasks.get(p))
+            .and_then(|pt| Some((pt.plan.as_deref()?.clone(), pt.plan_docs.clone())));
         // `plan.yaml` and everything under `plan/` (a document that is not text included).
         let plan_file = StatePath::PlanStatus(t.clone()).to_path();
         let plan_dir = format!("{}/", plan_file.trim_end_matches(".yaml"));

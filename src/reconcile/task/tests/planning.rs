@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::agent::Stage;
-use crate::state::planning::{PlanState, PlanStatus};
+use crate::state::planning::{PlanMode, PlanState, PlanStatus};
 use crate::state::spec::PermissionAction;
 
 const SPEC: &str = "projects/demo/api/tasks/jwt/plan/specs/spec-jwt/SPEC.md";
@@ -17,6 +17,22 @@ fn plan_status(w: &World) -> PlanStatus {
     crate::state::yaml::parse(text.as_bytes()).unwrap()
 }
 
+/// One reconcile of task `name` of the world's project, nothing written.
+async fn step_task(w: &World, name: &str) -> (Action, Plan) {
+    let ctx = w.ctx();
+    let t = TaskRef {
+        project: task().project,
+        task: crate::names::TaskName::new(name).unwrap(),
+    };
+    let mut loaded = Loaded::default();
+    ctx.store
+        .read(&mut |head, snap| loaded = Loaded::from_snapshot(head, snap, &t))
+        .unwrap();
+    let mut plan = Plan::new(&t, loaded.head.clone(), &loaded.files, w.now);
+    let action = decide(&ctx, loaded, &mut plan).await.unwrap();
+    (action, plan)
+}
+
 /// One step, applied to the world's files.
 async fn step(w: &mut World) -> (Action, Plan) {
     let (action, mut plan) = w.step().await.unwrap();
@@ -25,7 +41,7 @@ async fn step(w: &mut World) -> (Action, Plan) {
 }
 
 /// A decision file by `by`, committed and signed by them.
-fn decide(w: &mut World, id: &str, body: &str, by: &str) {
+fn decide_file(w: &mut World, id: &str, body: &str, by: &str) {
     let rel = format!("approvals/{id}.yaml");
     w.task_file(&rel, body).by(&rel, by, by);
 }
@@ -97,13 +113,13 @@ async fn a_quick_plan_is_drafted_revised_on_request_approved_and_then_built() {
     assert_eq!(plan.status.reason.as_deref(), Some("AwaitingPlanApproval"));
 
     // Someone unlisted, and a listed person's unsigned commit, decide nothing; said once.
-    decide(
+    decide_file(
         &mut w,
         "plan-1-eve",
         "by: eve@example.com\nplan: 1\n",
         "eve@example.com",
     );
-    decide(
+    decide_file(
         &mut w,
         "plan-1-forged",
         "by: alice@example.com\nplan: 1\n",
@@ -123,7 +139,7 @@ async fn a_quick_plan_is_drafted_revised_on_request_approved_and_then_built() {
     assert!(milestones(&plan).is_empty());
 
     // Changes asked for: through the queue, then a planning turn with the person's words.
-    decide(
+    decide_file(
         &mut w,
         "plan-1-changes",
         "by: alice@example.com\nplan: 1\nchanges: Use RS256 with key rotation.\n",
@@ -150,7 +166,7 @@ async fn a_quick_plan_is_drafted_revised_on_request_approved_and_then_built() {
     assert_eq!(plan_status(&w).version, 2);
 
     // An approval of version 1 does not approve version 2.
-    decide(
+    decide_file(
         &mut w,
         "plan-1-ok",
         "by: alice@example.com\nplan: 1\n",
@@ -160,7 +176,7 @@ async fn a_quick_plan_is_drafted_revised_on_request_approved_and_then_built() {
     assert_eq!(plan.phase(), Phase::AwaitingPlanApproval);
     assert!(milestones(&plan)[0].contains("names plan v1; the plan is at v2"));
 
-    decide(
+    decide_file(
         &mut w,
         "plan-2",
         "by: alice@example.com\nplan: 2\n",
@@ -279,10 +295,10 @@ fn table() -> Vec<Case> {
             },
         },
         Case {
-            name: "full planning is refused with why, not guessed",
+            name: "party planning is refused with why, not guessed",
             phase: Phase::Preparing,
             given: |w| {
-                w.file("gaffer.yaml", &format!("{GAFFER}plan: {{mode: full}}\n"));
+                w.file("gaffer.yaml", &format!("{GAFFER}plan: {{mode: party}}\n"));
             },
             then_phase: Phase::Preparing,
             reason: Some("PlanModeUnsupported"),
@@ -363,4 +379,196 @@ fn table() -> Vec<Case> {
 #[tokio::test]
 async fn planning_table() {
     run_table(table()).await;
+}
+
+#[tokio::test]
+async fn more_open_questions_than_document_over_go_into_one_document() {
+    for (over, docs) in [(2, 1), (3, 0)] {
+        let mut w = World::new(Phase::Planning);
+        w.file(
+            "gaffer.yaml",
+            &format!("{GAFFER}plan: {{mode: quick, document_over: {over}}}\n"),
+        );
+        w.poll(vec![
+            asked("q1", &["A (Recommended)", "B"]),
+            asked("q2", &["A (Recommended)", "B"]),
+            asked("q3", &["A (Recommended)", "B"]),
+        ]);
+        let (_, plan) = w.step().await.unwrap();
+        assert_eq!(plan.phase(), Phase::Planning);
+        assert_eq!(plan.questions.len(), 3);
+        assert_eq!(plan.docs.len(), docs, "document_over {over}");
+        if docs == 1 {
+            assert!(
+                milestones(&plan)
+                    .iter()
+                    .any(|m| m.starts_with("🗒 questions/batch-001.md: 3 questions")),
+                "{:?}",
+                milestones(&plan)
+            );
+        }
+    }
+}
+
+const EPICS: &str = "# Epics\n\n## Epic 1: Tokens\n\n### Story 1.1: Issue tokens\nAs a user I get a token.\n\n### Story 1.2: Verify tokens\nAs a service I check it.\n\n## Epic 2: Admin\n\n### Story 2.1: Revoke tokens\nAs an admin I revoke one.\n";
+
+/// The planner writes `path` and says its step is done.
+fn step_done(w: &mut World, path: &str, text: &str) {
+    w.planner
+        .output
+        .lock()
+        .unwrap()
+        .insert(path.into(), text.into());
+    w.poll(vec![AgentEvent::Finished(format!("{path} written"))]);
+}
+
+#[tokio::test]
+async fn a_full_plan_runs_its_steps_and_its_stories_become_tasks_built_in_order() {
+    let mut w = World::new(Phase::Preparing);
+    w.file("gaffer.yaml", &format!("{GAFFER}plan: {{mode: full}}\n"));
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::Planning);
+    assert!(w.agent.sent_text("plan").contains("`bmad-prd`"));
+
+    // Each step's documents are committed before the next step starts, in the same session.
+    step_done(&mut w, "planning-artifacts/prd.md", "# PRD\n");
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::Planning);
+    let st = plan_status(&w);
+    assert_eq!(
+        (st.version, st.step.as_str(), st.state),
+        (1, "architecture", PlanState::Drafting)
+    );
+    assert_eq!(
+        w.files["projects/demo/api/tasks/jwt/plan/planning-artifacts/prd.md"],
+        "# PRD\n"
+    );
+    assert!(
+        w.agent
+            .sent_text("plan-step-architecture")
+            .contains("`bmad-architecture`")
+    );
+    step_done(
+        &mut w,
+        "planning-artifacts/architecture.md",
+        "# Architecture\nOne service.\n",
+    );
+    let _ = step(&mut w).await;
+    assert!(
+        w.agent
+            .sent_text("plan-step-epics")
+            .contains("### Story N.M: title")
+    );
+    step_done(&mut w, "planning-artifacts/epics.md", EPICS);
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::AwaitingPlanApproval);
+    assert_eq!(plan_status(&w).version, 3);
+
+    // Approved: three story tasks, created once, and the parent waits for them.
+    decide_file(
+        &mut w,
+        "plan-3",
+        "by: alice@example.com\nplan: 3\n",
+        "alice@example.com",
+    );
+    let (_, mut plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::BuildingStories);
+    let updates = plan.updates().unwrap();
+    let children: Vec<_> = updates
+        .iter()
+        .filter(|u| matches!(u.path, crate::state::StatePath::TaskSpec(_)))
+        .collect();
+    assert_eq!(children.len(), 3);
+    assert!(
+        children.iter().all(|u| u.create_only),
+        "never over an existing task.yaml"
+    );
+    w.apply(&mut plan);
+    let child = |n: &str| -> crate::state::spec::TaskSpec {
+        let text = &w.files[&format!("projects/demo/api/tasks/jwt-{n}/task.yaml")];
+        crate::state::yaml::parse(text.as_bytes()).unwrap()
+    };
+    let c = child("1-2");
+    assert_eq!(c.title, "1.2 Verify tokens");
+    assert!(c.description.contains("As a service I check it."));
+    assert_eq!(
+        (c.parent.as_ref().map(|p| p.as_str()), c.story.as_deref()),
+        (Some("jwt"), Some("1.2"))
+    );
+    assert_eq!(c.plan.and_then(|p| p.mode), Some(PlanMode::None));
+
+    // Stories are built in order: 1.2 waits while 1.1 is not done.
+    let story = |w: &mut World, n: &str, phase: Phase| {
+        let s = TaskStatus {
+            phase,
+            ..TaskStatus::default()
+        };
+        w.file(
+            &format!("projects/demo/api/tasks/jwt-{n}/status.yaml"),
+            &crate::state::yaml::to_string(&s).unwrap(),
+        );
+    };
+    story(&mut w, "1-1", Phase::Running);
+    story(&mut w, "1-2", Phase::Queued);
+    let mut c12 = World::new(Phase::Queued);
+    c12.files = w.files.clone();
+    let (_, plan) = step_task(&c12, "jwt-1-2").await;
+    assert_eq!(plan.status.reason.as_deref(), Some("StoryOrder"));
+    assert_eq!(plan.phase(), Phase::Queued);
+    // The parent shows its stories, and is promoted when they are.
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::BuildingStories);
+    let msg = plan.status.message.clone().unwrap();
+    assert!(
+        msg.contains("1.1 Running, 1.2 Queued, 2.1 Pending"),
+        "{msg}"
+    );
+    story(&mut w, "1-1", Phase::Promoted);
+    story(&mut w, "1-2", Phase::Promoted);
+    story(&mut w, "2-1", Phase::Cancelled);
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::Promoted);
+    assert!(
+        milestones(&plan)
+            .iter()
+            .any(|m| m == "🏁 all 2 stories promoted (1 cancelled)")
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_epics_file_stops_the_approval_where_it_is_wrong() {
+    let mut w = World::new(Phase::Preparing);
+    w.file("gaffer.yaml", &format!("{GAFFER}plan: {{mode: full}}\n"));
+    let _ = step(&mut w).await;
+    step_done(&mut w, "planning-artifacts/prd.md", "# PRD\n");
+    let _ = step(&mut w).await;
+    step_done(&mut w, "planning-artifacts/architecture.md", "# A\n");
+    let _ = step(&mut w).await;
+    step_done(
+        &mut w,
+        "planning-artifacts/epics.md",
+        "## Epic 1: A\n### Story 1.x: T\n",
+    );
+    let _ = step(&mut w).await;
+    decide_file(
+        &mut w,
+        "plan-3",
+        "by: alice@example.com\nplan: 3\n",
+        "alice@example.com",
+    );
+    let (_, mut plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::AwaitingPlanApproval);
+    assert_eq!(plan.status.reason.as_deref(), Some("InvalidEpics"));
+    let msg = plan.status.message.clone().unwrap();
+    assert!(
+        msg.starts_with("projects/demo/api/tasks/jwt/plan/planning-artifacts/epics.md:2:"),
+        "{msg}"
+    );
+    assert!(plan.child_tasks.is_empty());
+    assert!(
+        plan.updates()
+            .unwrap()
+            .iter()
+            .all(|u| !matches!(u.path, crate::state::StatePath::TaskSpec(_)))
+    );
 }

@@ -1,0 +1,256 @@
+//! A `full` plan: its steps (PRD → architecture → epics and stories, each a BMAD skill), and
+//! once approved its stories as child tasks — `tasks/<t>-<n>-<m>/task.yaml` with `parent:`
+//! and `story:`, built one after another — while the parent waits in `BuildingStories` and
+//! is `Promoted` when they are.
+
+use std::time::Duration;
+
+use super::{Plan, View};
+use crate::names::{TaskName, TaskRef};
+use crate::reconcile::{Action, ReconcileError};
+use crate::state::epics::{self, Story};
+use crate::state::planning::{PlanMode, PlanOverrides};
+use crate::state::spec::TaskSpec;
+use crate::state::status::{MilestoneKind, Phase};
+
+/// One planning step: its name, the BMAD skill that does it, and what it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// `spec`, `prd`, `architecture`, `epics`.
+    pub name: &'static str,
+    /// The BMAD skill.
+    pub skill: &'static str,
+    /// What the planner writes, for its prompt.
+    pub what: &'static str,
+}
+
+const SPEC: Step = Step {
+    name: "spec",
+    skill: "bmad-spec",
+    what: "one spec (SPEC.md and its companions)",
+};
+
+/// The steps of a `full` plan, in order.
+const FULL: [Step; 3] = [
+    Step {
+        name: "prd",
+        skill: "bmad-prd",
+        what: "the product requirements (a PRD), as John the product manager",
+    },
+    Step {
+        name: "architecture",
+        skill: "bmad-architecture",
+        what: "the architecture, as Winston the architect, from the PRD",
+    },
+    Step {
+        name: "epics",
+        skill: "bmad-create-epics-and-stories",
+        what: "the epics and stories, as John, in planning-artifacts/epics.md: each epic as \
+               `## Epic N: title`, each story as `### Story N.M: title` with its user story and \
+               acceptance criteria (Given/When/Then)",
+    },
+];
+
+/// The steps of a plan made in `mode`.
+pub fn steps(mode: PlanMode) -> &'static [Step] {
+    match mode {
+        PlanMode::Full => &FULL,
+        _ => std::slice::from_ref(&SPEC),
+    }
+}
+
+/// The step named `name` of `mode` (its first when the name is unknown).
+pub fn step(mode: PlanMode, name: &str) -> Step {
+    let all = steps(mode);
+    all.iter()
+        .copied()
+        .find(|s| s.name == name)
+        .unwrap_or(all[0])
+}
+
+/// The step after `name`, when there is one.
+pub fn next(mode: PlanMode, name: &str) -> Option<Step> {
+    let all = steps(mode);
+    let i = all.iter().position(|s| s.name == name)?;
+    all.get(i + 1).copied()
+}
+
+/// A child task: its name and spec.
+pub type Child = (TaskRef, TaskSpec);
+
+/// The child tasks of an approved `full` plan: one per story of its epics file, or the
+/// located problem that stops it (nothing is created then).
+pub fn children(view: &View, version: u32) -> Result<Vec<Child>, String> {
+    let Some((path, text)) = view
+        .plan_docs
+        .iter()
+        .find(|(p, _)| p.rsplit('/').next() == Some("epics.md"))
+    else {
+        return Err(format!(
+            "{}/plan/: the approved plan has no epics.md, so there are no stories to build",
+            task_dir(&view.t)
+        ));
+    };
+    let stories = epics::parse(text).map_err(|e| {
+        format!(
+            "{}/plan/{path}:{}:{}: {}",
+            task_dir(&view.t),
+            e.line,
+            e.column,
+            e.message
+        )
+    })?;
+    stories
+        .iter()
+        .map(|s| child(view, s, version).map_err(|e| format!("story {}: {e}", s.key())))
+        .collect()
+}
+
+fn child(view: &View, story: &Story, version: u32) -> Result<Child, String> {
+    let suffix = format!("-{}-{}", story.epic, story.number);
+    let limit = crate::names::NameKind::Task.max_len();
+    let base: String = view
+        .t
+        .task
+        .as_str()
+        .chars()
+        .take(limit.saturating_sub(suffix.len()))
+        .collect();
+    let name = TaskName::new(format!("{}{suffix}", base.trim_end_matches('-')))
+        .map_err(|e| e.to_string())?;
+    let spec = TaskSpec {
+        title: format!("{} {}", story.key(), story.title),
+        description: format!(
+            "{}\nStory {} of {} (plan v{version}, approved).",
+            story.text,
+            story.key(),
+            view.t
+        ),
+        priority: view.spec.priority,
+        suspend: false,
+        cancel: false,
+        retry: 0,
+        questions: None,
+        plan: Some(PlanOverrides {
+            mode: Some(PlanMode::None),
+            document_over: None,
+        }),
+        parent: Some(view.t.task.clone()),
+        story: Some(story.key()),
+    };
+    Ok((
+        TaskRef {
+            project: view.t.project.clone(),
+            task: name,
+        },
+        spec,
+    ))
+}
+
+/// `projects/<c>/<p>/tasks/<t>`.
+fn task_dir(t: &TaskRef) -> String {
+    let spec = crate::state::StatePath::TaskSpec(t.clone()).to_path();
+    spec.trim_end_matches("/task.yaml").to_string()
+}
+
+/// `N.M` as numbers, for ordering stories.
+fn story_order(s: &str) -> (u32, u32) {
+    let (e, m) = s.split_once('.').unwrap_or((s, "0"));
+    (e.parse().unwrap_or(u32::MAX), m.parse().unwrap_or(u32::MAX))
+}
+
+/// For a story task: the earlier story of its parent that is not done yet, if any (stories
+/// are built in order, each on what the one before left).
+pub fn waits_for(view: &View) -> Option<String> {
+    let (parent, story) = (view.spec.parent.as_ref()?, view.spec.story.as_deref()?);
+    let mine = story_order(story);
+    view.siblings
+        .iter()
+        .filter(|s| s.parent.as_ref() == Some(parent))
+        .filter(|s| s.story.as_deref().is_some_and(|o| story_order(o) < mine))
+        .find(|s| !matches!(s.phase, Phase::Promoted | Phase::Cancelled))
+        .map(|s| format!("{} ({})", s.task.task, s.phase))
+}
+
+/// `BuildingStories`: the parent shows its stories' phases, and is `Promoted` when every
+/// story is done (cancelled ones aside), `Cancelled` when every story was cancelled.
+pub fn building(view: &View, plan: &mut Plan) -> Result<Action, ReconcileError> {
+    let mine: Vec<_> = view
+        .siblings
+        .iter()
+        .filter(|s| s.parent.as_ref() == Some(&view.t.task))
+        .collect();
+    if mine.is_empty() {
+        plan.waiting(
+            "NoStories",
+            "none of the plan's story tasks exists any more; cancel this task or raise retry",
+        );
+        return Ok(Action::await_change());
+    }
+    let mut sorted = mine.clone();
+    sorted.sort_by_key(|s| story_order(s.story.as_deref().unwrap_or("")));
+    let promoted = mine.iter().filter(|s| s.phase == Phase::Promoted).count();
+    let cancelled = mine.iter().filter(|s| s.phase == Phase::Cancelled).count();
+    if promoted + cancelled == mine.len() {
+        if promoted == 0 {
+            plan.transition(
+                Phase::Cancelled,
+                "StoriesCancelled",
+                "every story was cancelled",
+            );
+        } else {
+            let also = if cancelled > 0 {
+                format!(" ({cancelled} cancelled)")
+            } else {
+                String::new()
+            };
+            plan.milestone(
+                MilestoneKind::Plan,
+                format!("🏁 all {promoted} stories promoted{also}"),
+                None,
+            );
+            plan.transition(
+                Phase::Promoted,
+                "StoriesPromoted",
+                format!("{promoted} stories promoted{also}"),
+            );
+        }
+        return Ok(Action::await_change());
+    }
+    let shown: Vec<String> = sorted
+        .iter()
+        .map(|s| format!("{} {}", s.story.as_deref().unwrap_or("?"), s.phase))
+        .collect();
+    plan.waiting(
+        "BuildingStories",
+        format!(
+            "stories: {} ({promoted}/{} promoted)",
+            shown.join(", "),
+            mine.len()
+        ),
+    );
+    // The stories wake their parent when they move; this is the safety net.
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_follow_the_mode() {
+        assert_eq!(step(PlanMode::Quick, "spec").skill, "bmad-spec");
+        assert_eq!(step(PlanMode::Full, "").name, "prd");
+        assert_eq!(
+            next(PlanMode::Full, "prd").map(|s| s.name),
+            Some("architecture")
+        );
+        assert_eq!(
+            next(PlanMode::Full, "architecture").map(|s| s.name),
+            Some("epics")
+        );
+        assert_eq!(next(PlanMode::Full, "epics"), None);
+        assert_eq!(next(PlanMode::Quick, "spec"), None);
+        assert!(story_order("1.10") > story_order("1.2"));
+    }
+}
