@@ -996,3 +996,93 @@ fn a_plan_is_revised_on_request_and_approved_from_its_thread() {
             .filter(|m| m.all_text().contains("Approved by"))
     });
 }
+
+/// A full plan: PRD, architecture, epics with three stories; each story builds in a step.
+const FULL: &str = r###"plan:
+  - write: {path: "planning-artifacts/prd.md", content: "# PRD: tokens\n"}
+  - done: PRD written
+  - write: {path: "planning-artifacts/architecture.md", content: "# Architecture: one token service\n"}
+  - done: architecture written
+  - write:
+      path: "planning-artifacts/epics.md"
+      content: "## Epic 1: Tokens\n### Story 1.1: Issue tokens\nAs a user I get a token.\n### Story 1.2: Verify tokens\nAs a service I check one.\n## Epic 2: Admin\n### Story 2.1: Revoke tokens\nAs an admin I revoke one.\n"
+  - done: epics written
+steps:
+  - write: {path: "web-api/app/fixed-{{task}}.txt", content: "built\n"}
+  - done: story built
+fix:
+  - write: {path: "web-api/app/fixed-{{task}}.txt", content: "fixed\n"}
+  - done: fixed
+"###;
+
+#[test]
+fn a_full_plans_stories_get_their_own_threads_and_are_built_in_order() {
+    let w = World::new(Some(FULL), "1h");
+    let _reconciler = w.reconciler();
+    let _bot = w.bot();
+    let t = TaskRef::parse("demo/web-api/tokens").unwrap();
+    commit_as(
+        &w.state,
+        PERSON,
+        &[(
+            "projects/demo/web-api/tasks/tokens/task.yaml",
+            "title: Token service\nplan: {mode: full}\n",
+        )],
+        "a task planned in full",
+    );
+    // PRD, architecture and epics are three versions; the third waits for approval.
+    let v3 = w.wait(60, "plan v3 in the thread", |w| {
+        w.message("gaffer:x:plan-v3")
+    });
+    let channel = w.channel_id().unwrap();
+    w.fake
+        .click(ALLOWED, &channel, &v3.ts, &format!("plan:{t}:3"));
+    let stories: Vec<TaskRef> = ["1-1", "1-2", "2-1"]
+        .iter()
+        .map(|n| TaskRef::parse(&format!("demo/web-api/tokens-{n}")).unwrap())
+        .collect();
+    let mut done: Vec<Vec<&'static str>> = vec![Vec::new(); stories.len()];
+    w.wait(120, "the parent promoted", |w| {
+        for (s, d) in stories.iter().zip(done.iter_mut()) {
+            act_by_git(w, s, d);
+        }
+        (phase_of(&w.snapshot(), &t) == Some(Phase::Promoted)).then_some(())
+    });
+    let snap = w.snapshot();
+    // Built in order: each story started only once the one before it was promoted.
+    let at = |s: &TaskRef, text: &str| {
+        snap.task(s)
+            .unwrap()
+            .progress
+            .as_ref()
+            .unwrap()
+            .milestones
+            .iter()
+            .find(|m| m.text.starts_with(text))
+            .unwrap_or_else(|| panic!("{s}: no milestone {text:?}"))
+            .at
+    };
+    for pair in stories.windows(2) {
+        assert!(
+            at(&pair[0], "InReview → Promoted") <= at(&pair[1], "Queued → Preparing"),
+            "{} started before {} was promoted",
+            pair[1],
+            pair[0]
+        );
+    }
+    // Each story has its own thread, which names the task it is a story of.
+    for (s, n) in stories.iter().zip(["1.1", "1.2", "2.1"]) {
+        let parent = w
+            .message(&format!("gaffer:parent:{s}"))
+            .unwrap_or_else(|| panic!("no thread for {s}"));
+        assert!(
+            parent.all_text().contains(&format!("story {n} of tokens")),
+            "{}",
+            parent.all_text()
+        );
+    }
+    w.wait(30, "the parent's thread showing Promoted", |w| {
+        let p = w.message(&format!("gaffer:parent:{t}"))?;
+        p.all_text().contains("Phase: *Promoted*").then_some(())
+    });
+}

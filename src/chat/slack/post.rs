@@ -212,7 +212,12 @@ pub fn plan(
             let key = super::planning::key(v);
             let tag = super::planning::tag(p, v);
             if !th.posted.contains_key(&key) {
-                if v == p.version {
+                // A version is shown once it waits for a person (a `full` plan's earlier
+                // steps are versions too, but nobody is asked about them).
+                let decided = p.approved.as_ref().is_some_and(|a| a.version == v);
+                if v == p.version
+                    && (decided || p.state == crate::state::planning::PlanState::AwaitingApproval)
+                {
                     ops.push(Op::Post {
                         message: super::planning::message(task, p, v, &url),
                         key: Key::Other(key),

@@ -379,6 +379,10 @@ impl Plan {
         }
         let others = ctx.store.write(updates).await?;
         ctx.metrics.committed(&ObjectKey::Task(self.t.clone()));
+        // Our own commits wake nothing: the story tasks this one made start now.
+        for (child, _) in &self.child_tasks {
+            ctx.scheduler.now(ObjectKey::Task(child.clone()));
+        }
         // Someone else's commits may have come in with ours: their objects still wake.
         ctx.dispatch(&others);
         notify(ctx, &self.t, self.new_milestones()).await

@@ -81,12 +81,6 @@ pub async fn start(
         return Ok(action);
     }
     let policy = policy(view);
-    if policy.mode == PlanMode::Party {
-        let msg = "plan.mode: party is not built yet; use quick (one BMAD spec), full (PRD, \
-                   architecture, stories) or none"
-            .to_string();
-        return Ok(blocked(plan, "PlanReady", "PlanModeUnsupported", &msg));
-    }
     let mut status = view.plan.clone().unwrap_or_else(|| PlanStatus {
         mode: policy.mode,
         step: super::stories::steps(policy.mode)[0].name.into(),
@@ -188,10 +182,7 @@ pub async fn start(
     plan.transition(
         Phase::Planning,
         "PlanStarted",
-        format!(
-            "planning with BMAD ({}), session {}",
-            policy.mode, session.id
-        ),
+        format!("planning ({}), session {}", policy.mode, session.id),
     );
     Ok(Action::requeue(Duration::ZERO))
 }

@@ -41,6 +41,8 @@ pub async fn queued(
         .siblings
         .iter()
         .filter(|s| s.phase == Phase::Queued)
+        // A story waiting for the one before it takes no turn.
+        .filter(|s| !super::stories::sibling_waits(view, s, plan.phase()))
         .filter(|s| key(s.priority, s.since, s.task.task.clone()) < me)
         .count();
     if active + ahead >= limit {

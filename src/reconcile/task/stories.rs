@@ -1,5 +1,6 @@
-//! A `full` plan: its steps (PRD → architecture → epics and stories, each a BMAD skill), and
-//! once approved its stories as child tasks — `tasks/<t>-<n>-<m>/task.yaml` with `parent:`
+//! The steps of each plan mode (quick: a spec; party: the personas' discussion, then a spec;
+//! full: PRD → architecture → epics and stories, each a BMAD skill), and for a `full` plan
+//! once approved, its stories as child tasks — `tasks/<t>-<n>-<m>/task.yaml` with `parent:`
 //! and `story:`, built one after another — while the parent waits in `BuildingStories` and
 //! is `Promoted` when they are.
 
@@ -51,10 +52,23 @@ const FULL: [Step; 3] = [
     },
 ];
 
+/// The steps of a `party` plan: the personas discuss, then the spec is written from it.
+const PARTY: [Step; 2] = [
+    Step {
+        name: "party",
+        skill: "bmad-party-mode",
+        what: "a discussion of the task's contested decisions by the BMAD personas (John, \
+               Winston, Sally, Mary, Amelia), non-interactive (--non-interactive) to its natural \
+               close, its transcript as planning-artifacts/party-mode.md",
+    },
+    SPEC,
+];
+
 /// The steps of a plan made in `mode`.
 pub fn steps(mode: PlanMode) -> &'static [Step] {
     match mode {
         PlanMode::Full => &FULL,
+        PlanMode::Party => &PARTY,
         _ => std::slice::from_ref(&SPEC),
     }
 }
@@ -163,13 +177,37 @@ fn story_order(s: &str) -> (u32, u32) {
 /// are built in order, each on what the one before left).
 pub fn waits_for(view: &View) -> Option<String> {
     let (parent, story) = (view.spec.parent.as_ref()?, view.spec.story.as_deref()?);
+    earlier_open(view.siblings.iter(), parent, story)
+        .map(|s| format!("{} ({})", s.task.task, s.phase))
+}
+
+/// Whether queued sibling `s` waits for an earlier story (so it takes no turn in the queue):
+/// against the other siblings, and this task as `me` (its parent, story and phase).
+pub fn sibling_waits(view: &View, s: &super::Sibling, me_phase: Phase) -> bool {
+    let (Some(parent), Some(story)) = (s.parent.as_ref(), s.story.as_deref()) else {
+        return false;
+    };
+    let me_earlier = view.spec.parent.as_ref() == Some(parent)
+        && view
+            .spec
+            .story
+            .as_deref()
+            .is_some_and(|m| story_order(m) < story_order(story))
+        && !matches!(me_phase, Phase::Promoted | Phase::Cancelled);
+    me_earlier || earlier_open(view.siblings.iter(), parent, story).is_some()
+}
+
+/// The first sibling that is an earlier, unfinished story of `parent` than `story`.
+fn earlier_open<'a>(
+    siblings: impl Iterator<Item = &'a super::Sibling>,
+    parent: &TaskName,
+    story: &str,
+) -> Option<&'a super::Sibling> {
     let mine = story_order(story);
-    view.siblings
-        .iter()
+    siblings
         .filter(|s| s.parent.as_ref() == Some(parent))
         .filter(|s| s.story.as_deref().is_some_and(|o| story_order(o) < mine))
         .find(|s| !matches!(s.phase, Phase::Promoted | Phase::Cancelled))
-        .map(|s| format!("{} ({})", s.task.task, s.phase))
 }
 
 /// `BuildingStories`: the parent shows its stories' phases, and is `Promoted` when every
@@ -252,5 +290,7 @@ mod tests {
         assert_eq!(next(PlanMode::Full, "epics"), None);
         assert_eq!(next(PlanMode::Quick, "spec"), None);
         assert!(story_order("1.10") > story_order("1.2"));
+        assert_eq!(step(PlanMode::Party, "").skill, "bmad-party-mode");
+        assert_eq!(next(PlanMode::Party, "party").map(|s| s.name), Some("spec"));
     }
 }

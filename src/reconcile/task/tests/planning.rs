@@ -295,15 +295,21 @@ fn table() -> Vec<Case> {
             },
         },
         Case {
-            name: "party planning is refused with why, not guessed",
+            name: "party planning starts with the personas' discussion",
             phase: Phase::Preparing,
             given: |w| {
                 w.file("gaffer.yaml", &format!("{GAFFER}plan: {{mode: party}}\n"));
             },
-            then_phase: Phase::Preparing,
-            reason: Some("PlanModeUnsupported"),
-            action: Action::await_change(),
-            check: |_, _| {},
+            then_phase: Phase::Planning,
+            reason: Some("PlanStarted"),
+            action: requeue(0),
+            check: |w, _| {
+                let p = w.agent.sent_text("plan");
+                assert!(
+                    p.contains("`bmad-party-mode`") && p.contains("non-interactive"),
+                    "{p}"
+                );
+            },
         },
         Case {
             name: "another task of the project is planning: wait for the workspace",
@@ -571,4 +577,39 @@ async fn a_malformed_epics_file_stops_the_approval_where_it_is_wrong() {
             .iter()
             .all(|u| !matches!(u.path, crate::state::StatePath::TaskSpec(_)))
     );
+}
+
+#[tokio::test]
+async fn a_later_story_queued_first_does_not_hold_up_the_next_one() {
+    let mut w = World::new(Phase::BuildingStories);
+    let story = |w: &mut World, n: &str, story: &str, phase: Phase, since: &str| {
+        w.file(
+            &format!("projects/demo/api/tasks/jwt-{n}/task.yaml"),
+            &format!("title: {story}\nparent: jwt\nstory: '{story}'\nplan: {{mode: none}}\n"),
+        );
+        let s = TaskStatus {
+            phase,
+            phase_since: Some(since.parse().unwrap()),
+            ..TaskStatus::default()
+        };
+        w.file(
+            &format!("projects/demo/api/tasks/jwt-{n}/status.yaml"),
+            &crate::state::yaml::to_string(&s).unwrap(),
+        );
+    };
+    story(
+        &mut w,
+        "1-1",
+        "1.1",
+        Phase::Promoted,
+        "2026-11-24T10:00:00Z",
+    );
+    // 2.1 has waited longer than 1.2, but it waits for 1.2: 1.2 goes first.
+    story(&mut w, "2-1", "2.1", Phase::Queued, "2026-11-24T10:00:01Z");
+    story(&mut w, "1-2", "1.2", Phase::Queued, "2026-11-24T10:00:02Z");
+    let (_, plan) = step_task(&w, "jwt-1-2").await;
+    assert_eq!(plan.phase(), Phase::Preparing, "{:?}", plan.status.message);
+    let (_, plan) = step_task(&w, "jwt-2-1").await;
+    assert_eq!(plan.phase(), Phase::Queued);
+    assert_eq!(plan.status.reason.as_deref(), Some("StoryOrder"));
 }
