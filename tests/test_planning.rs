@@ -183,3 +183,218 @@ fn kill_9_while_planning_repeats_no_turn_and_loses_no_document() {
     let status = entry.status.as_deref().unwrap();
     assert_eq!(status.agent.as_ref().unwrap().prompts_sent, ["plan"]);
 }
+
+const FULL_TITLE: &str = "Token service";
+
+fn ask(question: &str, options: &[&str]) -> Step {
+    let options: Vec<_> = options
+        .iter()
+        .map(|o| json!({"label": o, "description": ""}))
+        .collect();
+    Step::tool(
+        "question",
+        json!({"questions": [{"question": question, "header": "Plan", "multiple": false, "options": options}]}),
+    )
+}
+
+fn write(path: &str, content: &str) -> Step {
+    Step::tool("write", json!({"filePath": path, "content": content}))
+}
+
+const EPICS_V1: &str = "# Epics\n\n## Epic 1: Tokens\n\n### Story 1.1: Issue tokens\nAs a user I get a token.\n\n### Story 1.2: Verify tokens\nAs a service I check one.\n\n## Epic 2: Admin\n\n### Story 2.1: Revoke tokens\nAs an admin I revoke one.\n";
+
+fn full_plan_steps() -> Vec<Step> {
+    let epics = |text: &str| write("_bmad-output/planning-artifacts/epics.md", text);
+    vec![
+        // PRD, with a question a person answers.
+        Step::tool("skill", json!({"name": "bmad-prd"})),
+        ask(
+            "Who uses the tokens?",
+            &["Browser clients (Recommended)", "Services only"],
+        ),
+        write(
+            "_bmad-output/planning-artifacts/prd.md",
+            "# PRD: tokens\nFor services.\n",
+        ),
+        Step::text("DONE: PRD written"),
+        // Architecture, with a question left to its deadline.
+        Step::tool("skill", json!({"name": "bmad-architecture"})),
+        ask(
+            "Where do signing keys live?",
+            &["A Kubernetes Secret (Recommended)", "Vault"],
+        ),
+        write(
+            "_bmad-output/planning-artifacts/architecture.md",
+            "# Architecture\nOne token service; keys in a Kubernetes Secret.\n",
+        ),
+        Step::text("DONE: architecture written"),
+        // Epics and stories.
+        epics(EPICS_V1),
+        Step::text("DONE: three stories in two epics"),
+        // The revision a person asks for.
+        epics(&EPICS_V1.replace(
+            "As an admin I revoke one.",
+            "As an admin I revoke one; revoked tokens are listed.",
+        )),
+        Step::text("DONE: story 2.1 now lists revoked tokens"),
+    ]
+}
+
+#[test]
+fn a_full_plan_is_asked_revised_approved_and_its_stories_built_in_order() {
+    crate::common::ensure_rg();
+    let lab = crate::test_opencode::Lab::build(
+        &["web-api"],
+        "20s",
+        "at-deadline",
+        "plan: {mode: full}\n",
+    );
+    lab.llm
+        .script(&format!("# Plan: {FULL_TITLE}"), full_plan_steps());
+    let stories = [
+        ("1-1", "1.1 Issue tokens"),
+        ("1-2", "1.2 Verify tokens"),
+        ("2-1", "2.1 Revoke tokens"),
+    ];
+    for (n, title) in stories {
+        lab.llm.script(
+            &format!("# Task: {title}"),
+            fix_steps(&format!("tokens-{n}")),
+        );
+    }
+    crate::common::commit_to_bare(
+        &lab.state,
+        "main",
+        &[(
+            "projects/demo/web-api/tasks/tokens/task.yaml",
+            &format!("title: {FULL_TITLE}\ndescription: Issue, verify and revoke tokens.\n"),
+        )],
+        "a task planned in full",
+    );
+    let d = lab.daemon();
+    let t = "demo/web-api/tokens";
+    let tref = gaffer::names::TaskRef::parse(t).unwrap();
+    // The PRD's question is answered by a person; the architecture's is left to its deadline.
+    lab.wait_until(120, "the PRD's question", |s| {
+        s.task(&tref).is_some_and(|e| !e.questions.is_empty())
+    });
+    commit_as(
+        &lab.state,
+        PERSON,
+        &[(
+            "projects/demo/web-api/tasks/tokens/answers/q-001.yaml",
+            &format!("choice: Services only\nby: {PERSON}\n"),
+        )],
+        "answer",
+    );
+    let snap = lab.wait_until(180, "plan v3 waiting for approval", |s| {
+        phase_of(s, t) == Some(Phase::AwaitingPlanApproval)
+    });
+    let entry = snap.task(&tref).unwrap();
+    assert_eq!(
+        entry.plan.as_deref().unwrap().version,
+        3,
+        "PRD, architecture, epics"
+    );
+    let decided: Vec<_> = entry
+        .questions
+        .values()
+        .map(|q| q.decision.as_ref().unwrap().decided_by)
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            gaffer::state::status::DecidedBy::Human,
+            gaffer::state::status::DecidedBy::TimeoutDefault
+        ]
+    );
+    let plan_log = lab.llm.log_of(&format!("# Plan: {FULL_TITLE}"));
+    let after_q1 = plan_log.iter().find(|l| l.step == 2).unwrap();
+    assert!(
+        after_q1
+            .tool_texts
+            .iter()
+            .any(|t| t.contains("Services only")),
+        "{after_q1:?}"
+    );
+
+    // Changes asked by commit: the planner's revision is version 4.
+    commit_as(
+        &lab.state,
+        PERSON,
+        &[(
+            "projects/demo/web-api/tasks/tokens/approvals/plan-3-changes.yaml",
+            &format!("by: {PERSON}\nplan: 3\nchanges: List revoked tokens too.\n"),
+        )],
+        "changes",
+    );
+    let snap = lab.wait_until(120, "plan v4", |s| {
+        s.task(&tref)
+            .and_then(|e| e.plan.as_deref())
+            .is_some_and(|p| p.version == 4)
+            && phase_of(s, t) == Some(Phase::AwaitingPlanApproval)
+    });
+    assert!(
+        snap.task(&tref).unwrap().plan_docs["planning-artifacts/epics.md"]
+            .contains("revoked tokens are listed")
+    );
+    let revision = lab.llm.log_of(&format!("# Plan: {FULL_TITLE}"));
+    assert!(
+        revision
+            .iter()
+            .any(|l| l.last_user.contains("List revoked tokens too."))
+    );
+
+    // Approved by commit; gaffer is killed right after making the story tasks, before
+    // committing them: the next run makes each exactly once.
+    drop(d);
+    let mut crashing = lab.daemon_env(&[("GAFFER_CRASH_AT", "plan:children")]);
+    commit_as(
+        &lab.state,
+        PERSON,
+        &[(
+            "projects/demo/web-api/tasks/tokens/approvals/plan-4.yaml",
+            &format!("by: {PERSON}\nplan: 4\n"),
+        )],
+        "approve the plan",
+    );
+    assert!(!crashing.wait_exit(120).success());
+    let _d = lab.daemon();
+    let snap = lab.wait_until(400, "the parent promoted", |s| {
+        phase_of(s, t) == Some(Phase::Promoted)
+    });
+    let children: Vec<_> = snap
+        .tasks()
+        .filter(|(_, e)| e.spec.as_ref().and_then(|s| s.parent.as_ref()).is_some())
+        .map(|(c, _)| c.task.to_string())
+        .collect();
+    assert_eq!(children, ["tokens-1-1", "tokens-1-2", "tokens-2-1"]);
+    // Built in order; each story's build saw its story and the approved architecture.
+    let promoted_at = |n: &str| {
+        let c = gaffer::names::TaskRef::parse(&format!("demo/web-api/tokens-{n}")).unwrap();
+        snap.task(&c)
+            .unwrap()
+            .status
+            .as_ref()
+            .unwrap()
+            .phase_since
+            .unwrap()
+    };
+    assert!(promoted_at("1-1") < promoted_at("1-2") && promoted_at("1-2") < promoted_at("2-1"));
+    for (_, title) in stories {
+        let log = lab.llm.log_of(&format!("# Task: {title}"));
+        let first = &log[0].last_user;
+        assert!(
+            first.contains("## The approved plan of demo/web-api/tokens (version 4)")
+                || first.contains("## The approved plan of tokens (version 4)"),
+            "{first}"
+        );
+        assert!(first.contains("keys in a Kubernetes Secret"), "{first}");
+        assert_eq!(
+            step_counts(&lab.llm, &format!("# Task: {title}"))
+                .values()
+                .max(),
+            Some(&1)
+        );
+    }
+}

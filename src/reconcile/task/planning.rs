@@ -567,6 +567,7 @@ pub async fn awaiting(
                 "PlanApproved",
                 format!("building {} stories as their own tasks", names.len()),
             );
+            crate::crash::point("plan:children");
             return Ok(Action::requeue(Duration::ZERO));
         }
         // The build gets a session of its own, with the project's own permissions.
