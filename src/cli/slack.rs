@@ -28,7 +28,8 @@ pub struct SlackArgs {
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// A web view of the state repository's files, e.g.
-    /// https://github.com/me/state/blob/main, for links to question documents.
+    /// https://github.com/me/state/blob/main, for links to question and plan documents
+    /// (default: GitHub's when --state is a GitHub remote).
     #[arg(long)]
     pub browse_url: Option<String>,
     /// How often a URL remote is polled, in seconds.
@@ -97,7 +98,10 @@ pub fn cmd_slack(args: SlackArgs) -> CmdResult {
     opts.listen = args.listen;
     opts.api_url = args.api_url.clone();
     opts.poll = Duration::from_secs(args.poll_secs.max(1));
-    opts.browse_url = args.browse_url.clone();
+    opts.browse_url = args
+        .browse_url
+        .clone()
+        .or_else(|| github_blob_url(&args.state, &args.branch));
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::internal(e.to_string()))?;
     rt.block_on(async move {
         crate::chat::slack::run(opts, crate::server::shutdown_signal())
@@ -105,4 +109,50 @@ pub fn cmd_slack(args: SlackArgs) -> CmdResult {
             .map_err(|e| CliError::user(format!("slack bot: {e}")))?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// GitHub's web view of a GitHub remote's branch (`https://github.com/o/r/blob/<branch>`), for
+/// `https://github.com/o/r(.git)`, `git@github.com:o/r(.git)` and `ssh://git@github.com/o/r`.
+fn github_blob_url(remote: &str, branch: &str) -> Option<String> {
+    let path = remote
+        .strip_prefix("https://github.com/")
+        .or_else(|| remote.strip_prefix("git@github.com:"))
+        .or_else(|| remote.strip_prefix("ssh://git@github.com/"))?;
+    let path = path.trim_end_matches('/').trim_end_matches(".git");
+    let (owner, repo) = path.split_once('/')?;
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (ok(owner) && ok(repo)).then(|| format!("https://github.com/{owner}/{repo}/blob/{branch}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::github_blob_url;
+
+    #[test]
+    fn a_github_remote_gets_githubs_web_view() {
+        for remote in [
+            "https://github.com/me/state.git",
+            "https://github.com/me/state",
+            "git@github.com:me/state.git",
+            "ssh://git@github.com/me/state",
+        ] {
+            assert_eq!(
+                github_blob_url(remote, "main").as_deref(),
+                Some("https://github.com/me/state/blob/main"),
+                "{remote}"
+            );
+        }
+        for other in [
+            "/srv/state.git",
+            "https://git.example.com/me/state.git",
+            "https://github.com/me",
+            "https://github.com/me/st ate",
+        ] {
+            assert_eq!(github_blob_url(other, "main"), None, "{other}");
+        }
+    }
 }

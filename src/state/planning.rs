@@ -162,6 +162,9 @@ pub struct PlanStatus {
     pub version: u32,
     /// Where the plan stands.
     pub state: PlanState,
+    /// The planner's one-line summary of its last turn.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
     /// The documents of the current version, as committed by the reconciler.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub documents: Vec<PlanDocument>,

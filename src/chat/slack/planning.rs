@@ -55,8 +55,13 @@ pub fn message(
             format!("• <{}|{}>", escape(&url(&path), 500), escape(&d.path, 200))
         })
         .collect();
+    let summary = if plan.summary.is_empty() || version < plan.version {
+        String::new()
+    } else {
+        format!("{}\n", escape(&plan.summary, 300))
+    };
     let head = format!(
-        "📋 *Plan v{version}* ({}, {})\n{}",
+        "📋 *Plan v{version}* ({}, {})\n{summary}{}",
         escape(&plan.step, 50),
         plan.mode,
         docs.join("\n")

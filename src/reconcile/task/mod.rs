@@ -128,7 +128,7 @@ async fn step(ctx: &Context, view: &View, plan: &mut Plan) -> Result<Action, Rec
             run::running(ctx, view, plan).await
         }
         Phase::AwaitingPlanApproval => planning::awaiting(ctx, view, plan).await,
-        Phase::BuildingStories => stories::building(view, plan),
+        Phase::BuildingStories => stories::building(ctx, view, plan).await,
         Phase::Deploying => deploy::deploying(ctx, view, plan).await,
         Phase::Testing => deploy::testing(ctx, view, plan).await,
         Phase::InReview => review::in_review(ctx, view, plan).await,

@@ -304,6 +304,7 @@ pub async fn turn_done(
         })
         .collect();
     status.approved = None;
+    status.summary = summary.chars().take(300).collect();
     let names: Vec<&str> = collected.docs.keys().map(String::as_str).collect();
     if let Some(next) = super::stories::next(status.mode, &status.step) {
         // A `full` plan's next step, in the same session, once this one's documents are in.

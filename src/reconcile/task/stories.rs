@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::{Plan, View};
 use crate::names::{TaskName, TaskRef};
-use crate::reconcile::{Action, ReconcileError};
+use crate::reconcile::{Action, Context, ReconcileError};
 use crate::state::epics::{self, Story};
-use crate::state::planning::{PlanMode, PlanOverrides};
+use crate::state::planning::{PlanDocument, PlanMode, PlanOverrides, sha256};
 use crate::state::spec::TaskSpec;
 use crate::state::status::{MilestoneKind, Phase};
 
@@ -210,14 +210,141 @@ fn earlier_open<'a>(
         .find(|s| !matches!(s.phase, Phase::Promoted | Phase::Cancelled))
 }
 
+/// Where gaffer keeps BMAD's sprint status, under the plan's folder.
+pub const SPRINT_STATUS: &str = "implementation-artifacts/sprint-status.yaml";
+
+/// BMAD's `sprint-status.yaml` for the stories as their tasks stand: `backlog` (not started),
+/// `in-progress`, `review` (in review), `done` (promoted); a cancelled story is `backlog`.
+/// Its timestamp is the latest story move, so an unchanged state writes nothing.
+fn sprint_status(view: &View, stories: &[Story], of: &[&super::Sibling]) -> String {
+    let phase = |key: &str| {
+        of.iter()
+            .find(|s| s.story.as_deref() == Some(key))
+            .map(|s| s.phase)
+    };
+    let state = |p: Option<Phase>| match p {
+        Some(Phase::Promoted) => "done",
+        Some(Phase::InReview) => "review",
+        Some(Phase::Pending | Phase::Queued | Phase::Cancelled) | None => "backlog",
+        Some(_) => "in-progress",
+    };
+    let updated = of
+        .iter()
+        .filter_map(|s| s.since)
+        .max()
+        .map(|t| t.strftime("%m-%d-%Y %H:%M").to_string())
+        .unwrap_or_default();
+    let mut out = format!(
+        "# Written by gaffer from the phases of this plan's story tasks (docs/planning.md).\n\
+         generated: {updated}\nlast_updated: {updated}\nproject: {}\nproject_key: NOKEY\n\
+         tracking_system: file-system\nstory_location: \"_bmad-output/implementation-artifacts\"\n\n\
+         development_status:\n",
+        view.t.project
+    );
+    let mut epics: Vec<u32> = stories.iter().map(|s| s.epic).collect();
+    epics.dedup();
+    for e in epics {
+        let states: Vec<&str> = stories
+            .iter()
+            .filter(|s| s.epic == e)
+            .map(|s| state(phase(&s.key())))
+            .collect();
+        let epic = if states.iter().all(|s| *s == "done") {
+            "done"
+        } else if states.iter().all(|s| *s == "backlog") {
+            "backlog"
+        } else {
+            "in-progress"
+        };
+        out.push_str(&format!("  epic-{e}: {epic}\n"));
+        for s in stories.iter().filter(|s| s.epic == e) {
+            let slug: String = s
+                .title
+                .to_ascii_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            let slug = slug
+                .split('-')
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join("-");
+            out.push_str(&format!(
+                "  {}-{}-{slug}: {}\n",
+                s.epic,
+                s.number,
+                state(phase(&s.key()))
+            ));
+        }
+        out.push_str(&format!("  epic-{e}-retrospective: optional\n"));
+    }
+    out
+}
+
+/// Writes the stories' states into the plan's `sprint-status.yaml`, in the state repository
+/// and in the workspace's `_bmad-output/` (unless another task is planning there), so BMAD's
+/// own tools read a true state.
+async fn write_sprint_status(
+    ctx: &Context,
+    view: &View,
+    plan: &mut Plan,
+    of: &[&super::Sibling],
+) -> Result<(), ReconcileError> {
+    let Some(stories) = view
+        .plan_docs
+        .iter()
+        .find(|(p, _)| p.rsplit('/').next() == Some("epics.md"))
+        .and_then(|(_, text)| epics::parse(text).ok())
+    else {
+        return Ok(());
+    };
+    let text = sprint_status(view, &stories, of);
+    if view.plan_docs.get(SPRINT_STATUS) == Some(&text) {
+        return Ok(());
+    }
+    let Some(mut status) = plan.plan_status.clone() else {
+        return Ok(());
+    };
+    status.documents.retain(|d| d.path != SPRINT_STATUS);
+    status.documents.push(PlanDocument {
+        path: SPRINT_STATUS.into(),
+        sha256: sha256(&text),
+    });
+    status.documents.sort_by(|a, b| a.path.cmp(&b.path));
+    plan.plan_status = Some(status);
+    plan.plan_docs
+        .insert(SPRINT_STATUS.into(), Some(text.clone()));
+    if view.siblings.iter().all(|s| s.phase != Phase::Planning) {
+        let mut docs = view.plan_docs.clone();
+        docs.insert(SPRINT_STATUS.into(), text);
+        let (planner, dir, task) = (
+            ctx.planner.clone(),
+            ctx.workspaces.local_dir(&view.t.project),
+            view.t.task.clone(),
+        );
+        let written =
+            super::blocking(move || Ok::<_, ReconcileError>(planner.restore(&dir, &task, &docs)))
+                .await?;
+        if let Err(e) = written {
+            tracing::warn!(task = %view.t, error = %e, "cannot write sprint-status.yaml in the workspace");
+        }
+    }
+    Ok(())
+}
+
 /// `BuildingStories`: the parent shows its stories' phases, and is `Promoted` when every
 /// story is done (cancelled ones aside), `Cancelled` when every story was cancelled.
-pub fn building(view: &View, plan: &mut Plan) -> Result<Action, ReconcileError> {
+pub async fn building(
+    ctx: &Context,
+    view: &View,
+    plan: &mut Plan,
+) -> Result<Action, ReconcileError> {
     let mine: Vec<_> = view
         .siblings
         .iter()
         .filter(|s| s.parent.as_ref() == Some(&view.t.task))
         .collect();
+    write_sprint_status(ctx, view, plan, &mine).await?;
     if mine.is_empty() {
         plan.waiting(
             "NoStories",

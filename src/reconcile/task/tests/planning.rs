@@ -529,6 +529,34 @@ async fn a_full_plan_runs_its_steps_and_its_stories_become_tasks_built_in_order(
         msg.contains("1.1 Running, 1.2 Queued, 2.1 Pending"),
         "{msg}"
     );
+    // BMAD's own sprint status tells the same, in the plan and in the workspace.
+    let sprint = plan.plan_docs["implementation-artifacts/sprint-status.yaml"]
+        .clone()
+        .unwrap();
+    for line in [
+        "  epic-1: in-progress\n",
+        "  1-1-issue-tokens: in-progress\n",
+        "  1-2-verify-tokens: backlog\n",
+        "  epic-2: backlog\n",
+        "  2-1-revoke-tokens: backlog\n",
+    ] {
+        assert!(sprint.contains(line), "{line:?} in\n{sprint}");
+    }
+    let restored = w.planner.restored.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(restored.0, "jwt");
+    assert_eq!(
+        restored
+            .1
+            .get("implementation-artifacts/sprint-status.yaml"),
+        Some(&sprint)
+    );
+    let mut applied = plan.clone();
+    w.apply(&mut applied);
+    let (_, again) = w.step().await.unwrap();
+    assert!(
+        again.plan_docs.is_empty(),
+        "an unchanged state writes nothing"
+    );
     story(&mut w, "1-1", Phase::Promoted);
     story(&mut w, "1-2", Phase::Promoted);
     story(&mut w, "2-1", Phase::Cancelled);
