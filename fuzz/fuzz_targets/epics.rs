@@ -3,7 +3,7 @@
 //! into tasks, and the names and paths made from them.
 //!
 //! Properties: stories come out in file order, each once (`N.M` unique), each text starting
-//! with its own heading; a plan document path accepted by `check_doc_path` stays relative and
+//! at its own heading; a plan document path accepted by `check_doc_path` stays relative and
 //! never climbs out of the plan folder.
 
 use gaffer::state::epics;
@@ -19,7 +19,8 @@ fuzz_target!(|data: &[u8]| {
         keys.dedup();
         assert_eq!(keys.len(), stories.len(), "a story twice");
         for s in &stories {
-            assert!(s.text.starts_with("### Story "), "{:?}", s.text);
+            assert!(s.text.starts_with("###"), "{:?}", s.text);
+            assert_eq!(s.key(), format!("{}.{}", s.epic, s.number));
             assert!(!s.title.is_empty());
         }
     }

@@ -26,7 +26,8 @@ fn interaction(p: &Value) {
             let task = match &click {
                 Click::Answer { task, .. }
                 | Click::Other { task, .. }
-                | Click::Approve { task, .. } => task,
+                | Click::Approve { task, .. }
+                | Click::Plan { task, .. } => task,
             };
             assert!(!task.to_string().contains(':'), "{click:?}");
         }

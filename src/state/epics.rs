@@ -89,9 +89,15 @@ pub fn parse(text: &str) -> Result<Vec<Story>, EpicsError> {
             let (key, title) = after
                 .split_once([':', ' '])
                 .map_or((after, ""), |(k, t)| (k, t));
+            // Digits only: `+2` and the like are not story numbers.
+            let num = |d: &str| {
+                (!d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| d.parse::<u32>().ok())
+                    .flatten()
+            };
             let (e, m) = key
                 .split_once('.')
-                .and_then(|(e, m)| Some((e.parse::<u32>().ok()?, m.parse::<u32>().ok()?)))
+                .and_then(|(e, m)| Some((num(e)?, num(m)?)))
                 .ok_or_else(|| {
                     err(
                         line,
@@ -200,6 +206,7 @@ mod tests {
                 "no `### Story N.M: title` heading",
             ),
             ("## Epic one\n", 1, "expected `## Epic N: title`"),
+            ("###  Story 0.+2 :T\n", 1, "expected `### Story N.M: title`"),
         ];
         for (text, line, msg) in cases {
             let e = parse(text).unwrap_err();
