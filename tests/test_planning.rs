@@ -397,3 +397,78 @@ fn a_full_plan_is_asked_revised_approved_and_its_stories_built_in_order() {
         );
     }
 }
+
+#[test]
+fn many_planning_questions_become_one_document_whose_annotations_reach_the_planner() {
+    crate::common::ensure_rg();
+    let lab = crate::test_opencode::Lab::build(
+        &["web-api"],
+        "1h",
+        "at-deadline",
+        "plan: {mode: quick, document_over: 2}\n",
+    );
+    let title = "Token decisions";
+    let q = |text: &str, options: &[&str]| {
+        json!({"question": text, "header": "Plan",
+            "options": options.iter().map(|o| json!({"label": o, "description": ""})).collect::<Vec<_>>()})
+    };
+    lab.llm.script(
+        &format!("# Plan: {title}"),
+        vec![
+            Step::tool(
+                "question",
+                json!({"questions": [
+                    q("Which signing algorithm?", &["RS256 (Recommended)", "HS256"]),
+                    q("How long do tokens live?", &["15m (Recommended)", "1h"]),
+                    q("Where do refresh tokens go?", &["Cookie (Recommended)", "Header"]),
+                ]}),
+            ),
+            write(
+                "_bmad-output/specs/spec-decide/SPEC.md",
+                "# Spec\nDecided.\n",
+            ),
+            Step::text("DONE: spec with the three decisions"),
+        ],
+    );
+    crate::common::commit_to_bare(
+        &lab.state,
+        "main",
+        &[(
+            "projects/demo/web-api/tasks/decide/task.yaml",
+            &format!("title: {title}\n"),
+        )],
+        "a task planned first",
+    );
+    let _d = lab.daemon();
+    let t = gaffer::names::TaskRef::parse("demo/web-api/decide").unwrap();
+    lab.wait_until(120, "the question document", |s| {
+        s.task(&t).is_some_and(|e| !e.question_docs.is_empty())
+    });
+    // A person ticks a box for each question in the document and commits it.
+    let doc_path = "projects/demo/web-api/tasks/decide/questions/batch-001.md";
+    let dir = crate::test_questions::person_clone(&lab);
+    let text = std::fs::read_to_string(dir.join(doc_path)).unwrap();
+    let ticked = text
+        .replace("• [ ] HS256", "• [x] HS256")
+        .replace("• [ ] 1h", "• [x] 1h")
+        .replace("• [ ] Header", "• [x] Header");
+    std::fs::write(dir.join(doc_path), ticked).unwrap();
+    crate::test_questions::person_commit(&dir, "plan decisions");
+    let snap = lab.wait_until(120, "the plan waiting for approval", |s| {
+        phase_of(s, "demo/web-api/decide") == Some(Phase::AwaitingPlanApproval)
+    });
+    // The planner's next request carries the person's three answers, once.
+    let next: Vec<_> = lab
+        .llm
+        .log_of(&format!("# Plan: {title}"))
+        .into_iter()
+        .filter(|l| l.step == 1)
+        .collect();
+    assert_eq!(next.len(), 1);
+    let result = next[0].tool_texts.join("\n");
+    for a in ["HS256", "1h", "Header"] {
+        assert!(result.contains(a), "{result}");
+    }
+    let plan = snap.task(&t).unwrap().plan.clone().unwrap();
+    assert!(plan.open_questions.is_empty(), "{:?}", plan.open_questions);
+}

@@ -527,7 +527,7 @@ fn answers_arrive_once_when_gaffer_or_opencode_was_killed_while_a_question_waite
 }
 
 /// A clone of the state repo where a person edits files and commits with plain git.
-fn person_clone(lab: &Lab) -> std::path::PathBuf {
+pub(crate) fn person_clone(lab: &Lab) -> std::path::PathBuf {
     let dir = lab.tmp.path().join("person");
     if !dir.exists() {
         let out = std::process::Command::new("git")
@@ -541,7 +541,7 @@ fn person_clone(lab: &Lab) -> std::path::PathBuf {
     dir
 }
 
-fn person_commit(dir: &std::path::Path, message: &str) {
+pub(crate) fn person_commit(dir: &std::path::Path, message: &str) {
     let run = |args: &[&str]| {
         std::process::Command::new("git")
             .current_dir(dir)

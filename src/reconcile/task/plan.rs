@@ -344,12 +344,16 @@ impl Plan {
         if self.plan_status != self.original_plan
             && let Some(p) = &self.plan_status
         {
-            let what = format!("{} plan v{} ({}) {:?}", self.t, p.version, p.step, p.state);
-            updates.push(Update::put(
-                StatePath::PlanStatus(self.t.clone()),
-                yaml(p)?,
-                what.clone(),
-            ));
+            let what = format!("{} plan v{} ({}): {:?}", self.t, p.version, p.step, p.state);
+            // First, so the commit's subject names the plan's step and state.
+            updates.insert(
+                0,
+                Update::put(
+                    StatePath::PlanStatus(self.t.clone()),
+                    yaml(p)?,
+                    what.clone(),
+                ),
+            );
             for (path, text) in &self.plan_docs {
                 let sp = StatePath::PlanDoc(self.t.clone(), path.clone());
                 updates.push(match text {

@@ -23,7 +23,7 @@ use crate::state::planning::{
     PlanDecision, PlanDocument, PlanMode, PlanPolicy, PlanRequest, PlanState, PlanStatus, sha256,
 };
 use crate::state::spec::{PermissionAction, PermissionRule, RuntimeKind};
-use crate::state::status::{MilestoneKind, Phase};
+use crate::state::status::{MilestoneKind, Phase, QuestionState};
 use crate::workspace::bmad::{OUTPUT_DIR, PlannerError};
 
 /// How far a change request or the plan in a build prompt may grow, in characters.
@@ -305,6 +305,13 @@ pub async fn turn_done(
         .collect();
     status.approved = None;
     status.summary = summary.chars().take(300).collect();
+    // What the planner still asks, as the plan stands (answered ones leave with the next turn).
+    status.open_questions = plan
+        .questions
+        .values()
+        .filter(|q| matches!(q.state, QuestionState::Open | QuestionState::Provisional))
+        .map(|q| q.text.chars().take(300).collect())
+        .collect();
     let names: Vec<&str> = collected.docs.keys().map(String::as_str).collect();
     if let Some(next) = super::stories::next(status.mode, &status.step) {
         // A `full` plan's next step, in the same session, once this one's documents are in.

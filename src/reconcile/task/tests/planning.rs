@@ -641,3 +641,21 @@ async fn a_later_story_queued_first_does_not_hold_up_the_next_one() {
     assert_eq!(plan.phase(), Phase::Queued);
     assert_eq!(plan.status.reason.as_deref(), Some("StoryOrder"));
 }
+
+#[tokio::test]
+async fn a_turn_that_ends_with_questions_open_lists_them_in_the_plan() {
+    let mut w = World::new(Phase::Planning);
+    quick(&mut w);
+    w.planner
+        .output
+        .lock()
+        .unwrap()
+        .insert("specs/spec-jwt/SPEC.md".into(), "# Spec\n".into());
+    w.poll(vec![
+        asked("q1", &["HS256 (Recommended)", "RS256"]),
+        AgentEvent::Finished("spec, one question open".into()),
+    ]);
+    let (_, plan) = step(&mut w).await;
+    assert_eq!(plan.phase(), Phase::AwaitingPlanApproval);
+    assert_eq!(plan_status(&w).open_questions, ["Which algorithm?"]);
+}
