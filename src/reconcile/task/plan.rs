@@ -345,9 +345,15 @@ impl Plan {
             && let Some(p) = &self.plan_status
         {
             let what = format!("{} plan v{} ({}): {:?}", self.t, p.version, p.step, p.state);
-            // First, so the commit's subject names the plan's step and state.
+            // With a turn's documents: first, so the commit's subject names the plan's
+            // version, step and state.
+            let at = if self.plan_docs.is_empty() {
+                updates.len()
+            } else {
+                0
+            };
             updates.insert(
-                0,
+                at,
                 Update::put(
                     StatePath::PlanStatus(self.t.clone()),
                     yaml(p)?,
