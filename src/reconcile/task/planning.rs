@@ -133,7 +133,7 @@ pub async fn start(
     plan.clear_condition("PlanReady");
     let out = setup.project_dir.join(OUTPUT_DIR);
     let agent_rt = ctx.agents.get(view.project.agent.runtime)?;
-    let session = session(ctx, view, plan, agent_rt.as_ref(), setup, repos).await?;
+    let session = session(view, plan, agent_rt.as_ref(), setup, repos).await?;
     // The turn's prompt: the changes asked for, or the first draft (again, after a retry or
     // a resume, under a new id so the planner is told to go on).
     let (id, text) = match &status.pending {
@@ -190,7 +190,6 @@ pub async fn start(
 /// The task's planning session: found again (in status or the builder's record) or made,
 /// allowed to edit only the plan's folder; recorded in the task's status.
 async fn session(
-    ctx: &Context,
     view: &View,
     plan: &mut Plan,
     agent_rt: &dyn AgentRuntime,
@@ -235,7 +234,6 @@ async fn session(
         .ensure_session(&req, plan.session().as_deref())
         .await?;
     super::prepare::record_session(plan, agent_rt, &session, sandbox);
-    let _ = ctx;
     Ok(session)
 }
 
