@@ -79,8 +79,8 @@ impl Hub {
                 "forge: {kind: github, merge_method: squash}",
             )
             .replace(
-                "test: sh tests/run-tests.sh}",
-                &format!("test: sh tests/run-tests.sh{lab_extra}}}"),
+                "test: sh tests/run-tests.sh, test_without_deploy: true}",
+                &format!("test: sh tests/run-tests.sh, test_without_deploy: true{lab_extra}}}"),
             );
         files[1].1 = Some(project.into_bytes());
         bare_repo_with(&state, &files, "state").unwrap();

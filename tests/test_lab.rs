@@ -352,6 +352,8 @@ struct ClusterLab {
     state: PathBuf,
     fake: FakeKube,
     kubeconfig: PathBuf,
+    /// `--lab` of the reconciler.
+    mode: &'static str,
 }
 
 impl ClusterLab {
@@ -383,6 +385,7 @@ impl ClusterLab {
             state,
             fake,
             kubeconfig,
+            mode: "cluster",
         }
     }
 
@@ -408,7 +411,7 @@ impl ClusterLab {
                 .args([
                     "reconcile",
                     "--lab",
-                    "cluster",
+                    self.mode,
                     "--lab-rollout-secs",
                     rollout_secs,
                 ])
@@ -468,6 +471,119 @@ impl ClusterLab {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+#[test]
+fn with_no_cluster_answering_a_task_waits_in_deploying_and_goes_on_when_one_does() {
+    let mut lab = ClusterLab::new();
+    lab.mode = "auto";
+    // The kubeconfig names a port where nothing listens, until the task is seen waiting.
+    let real = std::fs::read_to_string(&lab.kubeconfig).unwrap();
+    let dead = real.replace(
+        &lab.fake.url(),
+        &format!("http://127.0.0.1:{}", crate::common::free_port()),
+    );
+    std::fs::write(&lab.kubeconfig, &dead).unwrap();
+    let waited = std::sync::atomic::AtomicBool::new(false);
+    let snap = lab.run_until("20", |s| {
+        if s.reason.as_deref() == Some("LabUnreachable")
+            && !waited.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            assert_eq!(s.phase, gaffer::state::status::Phase::Deploying);
+            std::fs::write(&lab.kubeconfig, &real).unwrap();
+        }
+        s.phase == gaffer::state::status::Phase::Promoted
+    });
+    assert!(waited.into_inner(), "the task never waited for the cluster");
+    let t = gaffer::names::TaskRef::parse("demo/web-api/jwt").unwrap();
+    let texts: Vec<String> = snap
+        .task(&t)
+        .unwrap()
+        .progress
+        .as_ref()
+        .unwrap()
+        .milestones
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    let unreachable = texts
+        .iter()
+        .position(|m| m.starts_with("⚠️ the lab is unreachable"))
+        .expect("said once");
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|m| m.starts_with("⚠️ the lab is unreachable"))
+            .count(),
+        1
+    );
+    let deployed = texts
+        .iter()
+        .position(|m| m.starts_with("🚀 deployed"))
+        .expect("deployed when the cluster answered");
+    let first_test = texts
+        .iter()
+        .position(|m| m.contains("Integration tests"))
+        .unwrap();
+    assert!(
+        unreachable < deployed && deployed < first_test,
+        "{texts:#?}"
+    );
+    let project = ProjectRef::parse("demo/web-api").unwrap();
+    assert_eq!(
+        snap.projects[&project]
+            .lab
+            .as_ref()
+            .unwrap()
+            .mode
+            .as_deref(),
+        Some("cluster")
+    );
+}
+
+#[test]
+fn a_project_that_chose_render_only_is_rendered_not_deployed_and_not_tested() {
+    let lab = ClusterLab::new();
+    let path = "projects/demo/web-api/project.yaml";
+    let project = crate::common::git(&lab.state, &["show", &format!("main:{path}")])
+        .replace("test_without_deploy: true}", "mode: render-only}");
+    assert!(project.contains("mode: render-only"), "{project}");
+    crate::common::commit_to_bare(
+        &lab.state,
+        "main",
+        &[(path, project.as_str())],
+        "render only",
+    );
+    let snap = lab.run_until("20", |s| s.phase == gaffer::state::status::Phase::Promoted);
+    let t = gaffer::names::TaskRef::parse("demo/web-api/jwt").unwrap();
+    let texts: Vec<String> = snap
+        .task(&t)
+        .unwrap()
+        .progress
+        .as_ref()
+        .unwrap()
+        .milestones
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert!(
+        texts.iter().any(|m| m.contains("not deployed")),
+        "{texts:#?}"
+    );
+    assert!(
+        texts.iter().any(|m| m.starts_with("🧪 lab tests not run")),
+        "{texts:#?}"
+    );
+    assert!(
+        !texts.iter().any(|m| m.contains("Integration tests")),
+        "{texts:#?}"
+    );
+    assert!(
+        lab.fake
+            .get("apps/v1", "deployments", NS, "web-api")
+            .is_none(),
+        "nothing applied"
+    );
 }
 
 #[test]

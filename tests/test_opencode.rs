@@ -90,7 +90,7 @@ impl Lab {
             let project = format!(
                 "repos:\n  - {{name: web-api, url: {}, base: main}}\n\
                  agent:\n  runtime: opencode\n  model: scripted/m\n  permissions:\n    - {{permission: \"*\", action: allow}}\n\
-                 lab: {{overlay: web-api/deploy, test: sh tests/run-tests.sh}}\n\
+                 lab: {{overlay: web-api/deploy, test: sh tests/run-tests.sh, test_without_deploy: true}}\n\
                  forge: {{kind: local, merge_method: merge}}\n",
                 json!(origin.display().to_string())
             );

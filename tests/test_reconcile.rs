@@ -639,7 +639,7 @@ fn failing_tests_fail_the_task_and_retry_goes_back_through_the_queue_with_new_fe
     let project = format!(
         "repos:\n  - {{name: web-api, url: {}, base: main}}\n\
          agent: {{runtime: scripted, script: web-api/.gaffer/agent-script.yaml}}\n\
-         lab: {{overlay: web-api/deploy, test: \"false\"}}\n",
+         lab: {{overlay: web-api/deploy, test: \"false\", test_without_deploy: true}}\n",
         lab.origin().display()
     );
     lab.commit(
@@ -734,7 +734,7 @@ fn lab_with_workspace_command(taskfile: &str, task: &str) -> (Lab, PathBuf) {
     let project = format!(
         "repos:\n  - {{name: web-api, url: {}, base: main}}\n\
          agent: {{runtime: scripted, script: web-api/.gaffer/agent-script.yaml}}\n\
-         lab: {{overlay: web-api/deploy, test: sh tests/run-tests.sh}}\n\
+         lab: {{overlay: web-api/deploy, test: sh tests/run-tests.sh, test_without_deploy: true}}\n\
          forge: {{kind: local, merge_method: merge}}\n\
          workspace:\n  init: command\n  run: {}\n",
         serde_json::Value::String(lab.origin().display().to_string()),

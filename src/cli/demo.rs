@@ -105,7 +105,7 @@ pub fn state_files(app_origin: &Path, timeout: &str) -> Vec<(String, Option<Vec<
     let project = format!(
         "repos:\n  - {{name: web-api, url: {}, base: main}}\n\
          agent: {{runtime: scripted, script: web-api/.gaffer/agent-script.yaml}}\n\
-         lab: {{overlay: web-api/deploy, test: sh tests/run-tests.sh}}\n\
+         lab: {{overlay: web-api/deploy, test: sh tests/run-tests.sh, test_without_deploy: true}}\n\
          forge: {{kind: local, merge_method: merge}}\n",
         serde_json::Value::String(app_origin.display().to_string())
     );

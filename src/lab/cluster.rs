@@ -87,15 +87,21 @@ impl ClusterDeployer {
             .map_err(|e| format!("no cluster configured ({e})"))?;
         config.connect_timeout = Some(timeout);
         let this = Self::new(config, state_dir).map_err(|e| e.to_string())?;
-        match tokio::time::timeout(timeout, this.client.apiserver_version()).await {
-            Ok(Ok(_)) => Ok(this),
+        this.probe(timeout).await?;
+        Ok(this)
+    }
+
+    /// Whether the cluster answers (its version) within `timeout`.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), String> {
+        match tokio::time::timeout(timeout, self.client.apiserver_version()).await {
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!(
                 "the cluster at {} did not answer: {e}",
-                this.config.cluster_url
+                self.config.cluster_url
             )),
             Err(_) => Err(format!(
                 "the cluster at {} did not answer within {}s",
-                this.config.cluster_url,
+                self.config.cluster_url,
                 timeout.as_secs()
             )),
         }

@@ -4,6 +4,7 @@
 //! (`kubectl kustomize` of the project's overlay, recorded but not applied). [`junit`] runs the
 //! project's `lab.test` command and reads its JUnit XML report.
 
+pub mod auto;
 pub mod cluster;
 pub mod junit;
 pub mod render;
@@ -83,6 +84,9 @@ pub enum LabError {
     /// The cluster refused or could not be reached.
     #[error("kubernetes: {0}")]
     Cluster(String),
+    /// No cluster answers (or none is configured): nothing was deployed; try again later.
+    #[error("no cluster answers: {0}")]
+    Unreachable(String),
     /// Objects did not become ready in time.
     #[error("not ready after {secs}s: {report}")]
     NotReady {

@@ -78,13 +78,14 @@ pub struct Options {
 /// Where lab deploys go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LabMode {
-    /// The cluster from the environment (in a pod, or KUBECONFIG / ~/.kube/config) when it
-    /// answers; otherwise render only, and say so.
+    /// The cluster from the environment (in a pod, or KUBECONFIG / ~/.kube/config), probed
+    /// at each deploy; while none answers, tasks wait in `Deploying` (`LabUnreachable`).
     #[default]
     Auto,
     /// The cluster from the environment; fail to start without one.
     Cluster,
-    /// Render with `kubectl kustomize` and record, never apply.
+    /// Render with `kubectl kustomize` and record, never apply (every project, as if each
+    /// said `lab.mode: render-only`).
     RenderOnly,
 }
 
@@ -293,23 +294,26 @@ fn pull_request_hook(ctx: Arc<Context>) -> crate::server::PullRequestHook {
 async fn lab_deployer(opts: &Options) -> Result<Arc<dyn crate::lab::LabDeployer>, ReconcileError> {
     let dir = opts.data_dir.join("lab");
     let render_only = || -> Arc<dyn crate::lab::LabDeployer> { Arc::new(RenderOnly::new(&dir)) };
-    if opts.lab == LabMode::RenderOnly {
-        return Ok(render_only());
-    }
-    match crate::lab::cluster::ClusterDeployer::connect(&dir, Duration::from_secs(5)).await {
-        Ok(mut c) => {
-            c.rollout_timeout = opts.lab_rollout;
-            tracing::info!(cluster = ?c, "lab deploys go to the cluster");
-            Ok(Arc::new(c))
+    match opts.lab {
+        LabMode::RenderOnly => Ok(render_only()),
+        // Probed at each deploy: a task waits while no cluster answers, never tests against
+        // nothing.
+        LabMode::Auto => Ok(Arc::new(crate::lab::auto::AutoDeployer::new(
+            &dir,
+            Duration::from_secs(5),
+            opts.lab_rollout,
+        ))),
+        LabMode::Cluster => {
+            match crate::lab::cluster::ClusterDeployer::connect(&dir, Duration::from_secs(5)).await
+            {
+                Ok(mut c) => {
+                    c.rollout_timeout = opts.lab_rollout;
+                    tracing::info!(cluster = ?c, "lab deploys go to the cluster");
+                    Ok(Arc::new(c))
+                }
+                Err(why) => Err(ReconcileError::Startup(format!("--lab cluster: {why}"))),
+            }
         }
-        Err(why) if opts.lab == LabMode::Auto => {
-            tracing::warn!(
-                "lab: {why}; deploys are render-only (kubectl kustomize, recorded, nothing \
-                 applied). Use --lab cluster to insist on a cluster."
-            );
-            Ok(render_only())
-        }
-        Err(why) => Err(ReconcileError::Startup(format!("--lab cluster: {why}"))),
     }
 }
 

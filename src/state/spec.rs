@@ -558,6 +558,29 @@ pub struct LabSpec {
     /// builds any (most run code from ConfigMaps and build none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSpec>,
+    /// `cluster` (the default): deploy to the cluster, and wait while none answers;
+    /// `render-only`: render and record, apply nothing (a person's choice, said in the thread).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub mode: LabMode,
+    /// Run `test` even when nothing was deployed (`render-only`): the tests then test
+    /// whatever `LAB_URL` reaches, which is not this task's work.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_without_deploy: bool,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// Where a project's lab deploys go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabMode {
+    /// The cluster; a task waits in `Deploying` (`LabUnreachable`) while none answers.
+    #[default]
+    Cluster,
+    /// Render with the lab tool and record; never apply.
+    RenderOnly,
 }
 
 /// An image built by a GitHub Actions workflow for each deploy.

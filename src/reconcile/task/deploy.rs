@@ -10,10 +10,11 @@ use minijinja::context;
 use super::prompts::{self, Prompt};
 use super::review::rate_limited;
 use super::{Plan, View, blocking};
-use crate::lab::DeployRequest;
+use crate::lab::{DeployRequest, LabDeployer as _, LabError};
 use crate::names::RepoName;
 use crate::reconcile::{Action, Context, ReconcileError};
 use crate::state::effects::ImageBuildState;
+use crate::state::spec::LabMode;
 use crate::state::status::{Deploy, MilestoneKind, Phase};
 
 /// Deploys the task's heads to the lab.
@@ -68,8 +69,25 @@ pub async fn deploying(
             .map(|l| l.inventory.clone())
             .unwrap_or_default(),
     };
-    let out = match ctx.lab.deploy(&req).await {
-        Ok(out) => out,
+    // Render-only is a person's choice for the project; otherwise the reconciler's deployer
+    // (the cluster, probed each time).
+    let deployed = match lab.mode {
+        LabMode::RenderOnly => {
+            crate::lab::render::RenderOnly::new(ctx.settings.data_dir.join("lab"))
+                .deploy(&req)
+                .await
+        }
+        LabMode::Cluster => ctx.lab.deploy(&req).await,
+    };
+    let out = match deployed {
+        Ok(out) => {
+            plan.clear_condition("LabReachable");
+            plan.status.attempts = 0;
+            out
+        }
+        // No cluster answers: wait, tell people once, try again later; never test against
+        // nothing.
+        Err(LabError::Unreachable(why)) => return Ok(unreachable(plan, &why)),
         Err(e) => {
             plan.status.effects.failed_in = Some(Phase::Deploying);
             plan.transition(Phase::Failed, "DeployFailed", e.to_string());
@@ -97,30 +115,68 @@ pub async fn deploying(
     if let Some(url) = out.urls.first() {
         plan.link("lab", url.clone());
     }
+    let rendered_only = out.mode == crate::lab::render::MODE;
     plan.milestone(
         MilestoneKind::Deploy,
-        format!(
-            "🚀 {} {} objects to {}{}",
-            if out.mode == "render-only" {
-                "rendered"
-            } else {
-                "deployed"
-            },
-            out.inventory.len(),
-            out.namespace,
-            if out.no_op { " (unchanged)" } else { "" }
-        ),
+        if rendered_only {
+            format!(
+                "📄 rendered {} objects for {}, not deployed{}",
+                out.inventory.len(),
+                out.namespace,
+                if out.no_op { " (unchanged)" } else { "" }
+            )
+        } else {
+            format!(
+                "🚀 deployed {} objects to {}{}",
+                out.inventory.len(),
+                out.namespace,
+                if out.no_op { " (unchanged)" } else { "" }
+            )
+        },
         None,
     );
     if let Some(url) = out.urls.first() {
         plan.milestone(MilestoneKind::Deploy, format!("🔗 Lab: {url}"), None);
     }
-    if lab.test.is_some() {
+    if lab.test.is_some() && rendered_only && !lab.test_without_deploy {
+        plan.milestone(MilestoneKind::Test, NOT_TESTED, None);
+        plan.transition(Phase::InReview, "NotDeployed", NOT_TESTED);
+    } else if lab.test.is_some() {
         plan.transition(Phase::Testing, "Deployed", "");
     } else {
         plan.transition(Phase::InReview, "Deployed", "no lab.test configured");
     }
     Ok(Action::requeue(Duration::ZERO))
+}
+
+/// What the thread says when the lab tests do not run because nothing was deployed.
+const NOT_TESTED: &str = "🧪 lab tests not run: rendered, not deployed (lab.test_without_deploy: \
+                          true runs them anyway)";
+
+/// Waits in `Deploying` while no cluster answers: condition `LabReachable=False`
+/// (`LabUnreachable`), a notice the first time, and a growing pause (10 s doubling to 5 min).
+fn unreachable(plan: &mut Plan, why: &str) -> Action {
+    let first = !plan
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "LabReachable" && c.reason == "LabUnreachable");
+    if first {
+        plan.milestone(
+            MilestoneKind::Error,
+            format!(
+                "⚠️ the lab is unreachable: {why}; waiting for it, nothing is tested meanwhile"
+            ),
+            None,
+        );
+    }
+    let message = format!("no cluster answers ({why}); trying again");
+    plan.waiting("LabUnreachable", message.clone());
+    let _ = plan.blocked("LabReachable", "LabUnreachable", &message);
+    let pause = Duration::from_secs(10 * 2u64.pow(plan.status.attempts.min(5)))
+        .min(Duration::from_secs(300));
+    plan.status.attempts += 1;
+    Action::requeue(pause)
 }
 
 /// The image overrides of a deploy: when `lab.image` names a workflow, the task branch is
@@ -253,6 +309,18 @@ pub async fn testing(
         plan.transition(Phase::InReview, "NoTests", "");
         return Ok(Action::requeue(Duration::ZERO));
     };
+    // A resumed Testing after a render-only deploy: nothing to test either.
+    let rendered_only = plan
+        .lab
+        .as_ref()
+        .or(view.lab.as_ref())
+        .and_then(|l| l.mode.as_deref())
+        == Some(crate::lab::render::MODE);
+    if rendered_only && !project.lab.as_ref().is_some_and(|l| l.test_without_deploy) {
+        plan.milestone(MilestoneKind::Test, NOT_TESTED, None);
+        plan.transition(Phase::InReview, "NotDeployed", NOT_TESTED);
+        return Ok(Action::requeue(Duration::ZERO));
+    }
     let argv: Vec<String> = test.split_whitespace().map(str::to_string).collect();
     let Some(first_repo) = project.repos.first() else {
         return Err(ReconcileError::NoWorkspace("project has no repos".into()));

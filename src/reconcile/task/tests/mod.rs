@@ -319,10 +319,14 @@ impl Workspace for FakeWorkspace {
     }
 }
 
-/// A lab that renders nothing: deploys succeed (or fail with `fail`), tests return `results`.
+/// A cluster lab that applies nothing: deploys succeed (or fail with `fail`, or find no
+/// cluster while `unreachable`), tests return `results`; `rendered` reports render-only
+/// deploys.
 #[derive(Debug, Default)]
 pub struct FakeLab {
     pub fail: Mutex<Option<String>>,
+    pub unreachable: Mutex<bool>,
+    pub rendered: bool,
     pub deploys: Mutex<Vec<DeployRequest>>,
     pub results: Mutex<VecDeque<TestResults>>,
 }
@@ -334,9 +338,17 @@ impl LabDeployer for FakeLab {
         if let Some(why) = self.fail.lock().unwrap().clone() {
             return Err(LabError::Cluster(why));
         }
+        if *self.unreachable.lock().unwrap() {
+            return Err(LabError::Unreachable("connection refused".into()));
+        }
         Ok(DeployOutcome {
             namespace: req.project.lab_namespace(),
-            mode: "render-only".into(),
+            mode: if self.rendered {
+                "render-only"
+            } else {
+                "cluster"
+            }
+            .into(),
             inventory: vec![],
             urls: vec![format!("https://{}", req.host)],
             no_op: false,

@@ -74,8 +74,110 @@ fn table() -> Vec<Case> {
                         .iter()
                         .any(|l| l.name == "lab" && l.url == "https://api.builder.lab.example.com")
                 );
-                assert!(milestones(p)[0].starts_with("🚀 rendered 0 objects to demo-api-lab"));
+                assert!(milestones(p)[0].starts_with("🚀 deployed 0 objects to demo-api-lab"));
             },
+        },
+        Case {
+            name: "no cluster answers: the task waits in Deploying, says so once, tests nothing",
+            phase: Phase::Deploying,
+            given: |w| *w.lab.unreachable.lock().unwrap() = true,
+            then_phase: Phase::Deploying,
+            reason: Some("LabUnreachable"),
+            action: requeue(10),
+            check: |w, p| {
+                assert_eq!(
+                    condition(p, "LabReachable"),
+                    Some(("False".into(), "LabUnreachable".into()))
+                );
+                assert!(milestones(p)[0].starts_with("⚠️ the lab is unreachable"));
+                assert!(w.lab.results.lock().unwrap().is_empty() || p.lab.is_none());
+                assert_eq!(p.status.attempts, 1);
+            },
+        },
+        Case {
+            name: "still unreachable: a longer pause, nothing said again",
+            phase: Phase::Deploying,
+            given: |w| {
+                *w.lab.unreachable.lock().unwrap() = true;
+                w.edit_status(|s| {
+                    s.attempts = 3;
+                    s.conditions.push(crate::state::status::Condition {
+                        type_: "LabReachable".into(),
+                        status: crate::state::status::ConditionStatus::False,
+                        reason: "LabUnreachable".into(),
+                        message: String::new(),
+                        last_transition_time: NOW.parse().unwrap(),
+                    });
+                });
+            },
+            then_phase: Phase::Deploying,
+            reason: Some("LabUnreachable"),
+            action: requeue(80),
+            check: |_, p| assert!(milestones(p).is_empty()),
+        },
+        Case {
+            name: "the cluster answers again: deployed, condition cleared, on to the tests",
+            phase: Phase::Deploying,
+            given: |w| {
+                w.edit_status(|s| {
+                    s.attempts = 3;
+                    s.conditions.push(crate::state::status::Condition {
+                        type_: "LabReachable".into(),
+                        status: crate::state::status::ConditionStatus::False,
+                        reason: "LabUnreachable".into(),
+                        message: String::new(),
+                        last_transition_time: NOW.parse().unwrap(),
+                    });
+                });
+            },
+            then_phase: Phase::Testing,
+            reason: Some("Deployed"),
+            action: requeue(0),
+            check: |_, p| {
+                assert_eq!(
+                    condition(p, "LabReachable").map(|c| c.0),
+                    Some("True".into())
+                );
+                assert_eq!(p.status.attempts, 0);
+            },
+        },
+        Case {
+            name: "rendered, not deployed: the thread says so and no test runs",
+            phase: Phase::Deploying,
+            given: |w| {
+                w.lab = Arc::new(FakeLab {
+                    rendered: true,
+                    ..FakeLab::default()
+                });
+            },
+            then_phase: Phase::InReview,
+            reason: Some("NotDeployed"),
+            action: requeue(0),
+            check: |_, p| {
+                let said = milestones(p);
+                assert!(
+                    said[0].starts_with("📄 rendered 0 objects for demo-api-lab, not deployed")
+                );
+                assert!(said.iter().any(|m| m.starts_with("🧪 lab tests not run")));
+            },
+        },
+        Case {
+            name: "rendered, with lab.test_without_deploy: the tests run all the same",
+            phase: Phase::Deploying,
+            given: |w| {
+                w.lab = Arc::new(FakeLab {
+                    rendered: true,
+                    ..FakeLab::default()
+                });
+                w.file(
+                    "projects/demo/api/project.yaml",
+                    &PROJECT.replace("test: pytest}", "test: pytest, test_without_deploy: true}"),
+                );
+            },
+            then_phase: Phase::Testing,
+            reason: Some("Deployed"),
+            action: requeue(0),
+            check: |_, _| {},
         },
         Case {
             name: "a failed deploy fails the task in Deploying",
