@@ -188,6 +188,9 @@ impl OpenCode {
     }
 }
 
+/// How long a server whose process is alive may take to answer before it is restarted.
+const SLOW_SERVER_PATIENCE: Duration = Duration::from_secs(30);
+
 impl Inner {
     fn builder(
         &self,
@@ -233,19 +236,29 @@ impl Inner {
         let name = project.builder_name();
         let client = Client::new(b.record.port, &b.password);
         if b.record.port != 0 {
-            match client.health_within(Duration::from_secs(5)).await {
-                Ok(h) if h.healthy => {
-                    if b.record.stopped {
-                        b.record.stopped = false;
-                        write_record(&self.cfg.state_dir, &name, &b.record)?;
+            // A server whose process is alive but slow to answer (a busy machine) is waited
+            // for, not restarted: a restart would cut the turn it is working on.
+            let patience = tokio::time::Instant::now() + SLOW_SERVER_PATIENCE;
+            loop {
+                match client.health_within(Duration::from_secs(5)).await {
+                    Ok(h) if h.healthy => {
+                        if b.record.stopped {
+                            b.record.stopped = false;
+                            write_record(&self.cfg.state_dir, &name, &b.record)?;
+                        }
+                        self.follow(&mut b, &client);
+                        return Ok((client, b.record.started_ms));
                     }
-                    self.follow(&mut b, &client);
-                    return Ok((client, b.record.started_ms));
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::info!(builder = %name, error = %e, "OpenCode server not answering")
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::info!(builder = %name, error = %e, "OpenCode server not answering")
+                let alive = self.cfg.host.is_alive(&b.project).await.unwrap_or(false);
+                if !alive || tokio::time::Instant::now() >= patience {
+                    break;
                 }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
         self.start_server(&mut b).await?;
