@@ -1081,6 +1081,22 @@ fn a_full_plans_stories_get_their_own_threads_and_are_built_in_order() {
             parent.all_text()
         );
     }
+    // …and links to the parent's thread.
+    let top = w.message(&format!("gaffer:parent:{t}")).unwrap();
+    let link = format!(
+        "<https://slack.com/archives/{}/p{}|tokens>",
+        top.channel,
+        top.ts.replace('.', "")
+    );
+    w.wait(30, "the stories' threads linking to the parent's", |w| {
+        stories
+            .iter()
+            .all(|s| {
+                w.message(&format!("gaffer:parent:{s}"))
+                    .is_some_and(|m| m.blocks.to_string().contains(&link))
+            })
+            .then_some(())
+    });
     w.wait(30, "the parent's thread showing Promoted", |w| {
         let p = w.message(&format!("gaffer:parent:{t}"))?;
         p.all_text().contains("Phase: *Promoted*").then_some(())

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -100,6 +100,17 @@ pub struct PlanContext<'a> {
     pub tz: &'a jiff::tz::TimeZone,
     /// A web view of the state repository, for question document links.
     pub browse_url: Option<&'a str>,
+    /// For a story task: a link to its parent task's thread, once that thread exists.
+    pub parent_thread: Option<String>,
+}
+
+/// A link to a thread's parent message (Slack opens it in the app).
+pub fn thread_link(thread: &SlackThread) -> String {
+    format!(
+        "https://slack.com/archives/{}/p{}",
+        thread.channel_id,
+        thread.thread_ts.replace('.', "")
+    )
 }
 
 /// What `task`'s thread lacks, in posting order. `thread` is what has been posted.
@@ -122,7 +133,13 @@ pub fn plan(
         (Some(p), None) => format!("{} (a story of {p})", spec.title),
         _ => spec.title.clone(),
     };
-    let parent = blocks::thread_parent(task, &title, phase, reason);
+    let mut parent = blocks::thread_parent(task, &title, phase, reason);
+    if let (Some(p), Some(link)) = (&spec.parent, &cx.parent_thread)
+        && let Some(b) = parent["blocks"].as_array_mut()
+    {
+        b.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
+            "text": format!("A story of <{}|{}>", blocks::escape(link, 500), blocks::escape(p.as_str(), 100))}]}));
+    }
     match thread {
         None => ops.push(Op::Thread {
             message: parent,
@@ -352,12 +369,27 @@ impl Poster {
                 .as_ref()
                 .and_then(|s| s.business_hours.time_zone().ok())
                 .unwrap_or(jiff::tz::TimeZone::UTC);
-            let cx = PlanContext {
-                tz: &tz,
-                browse_url: bot.browse_url.as_deref(),
-            };
             let mut work = Vec::new();
             for (task, entry) in snap.tasks() {
+                // A story's thread links to its parent's, once the parent has one.
+                let parent_thread = entry
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.parent.clone())
+                    .and_then(|p| {
+                        let pt = TaskRef {
+                            project: task.project.clone(),
+                            task: p,
+                        };
+                        let known = self.threads.get(&pt).map(|t| t.rec.clone());
+                        known.or_else(|| snap.task(&pt)?.slack.as_deref().cloned())
+                    })
+                    .map(|t| thread_link(&t));
+                let cx = PlanContext {
+                    tz: &tz,
+                    browse_url: bot.browse_url.as_deref(),
+                    parent_thread,
+                };
                 let known = self.threads.get(&task).map(|t| &t.rec);
                 let recorded = entry.slack.as_deref();
                 let thread = known.or(recorded);

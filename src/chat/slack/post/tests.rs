@@ -33,6 +33,7 @@ fn cx() -> PlanContext<'static> {
     PlanContext {
         tz: &TZ,
         browse_url: None,
+        parent_thread: None,
     }
 }
 
@@ -98,6 +99,7 @@ fn several_new_questions_get_one_message_linking_the_document_first() {
         .insert(crate::names::Id::new("batch-001").unwrap(), "doc".into());
     let cx = PlanContext {
         browse_url: Some("https://git.example.com/state/blob/main/"),
+        parent_thread: None,
         ..cx()
     };
     let ops = plan(&t, &e, None, &cx);
