@@ -382,15 +382,20 @@ async fn edited(
         .iter()
         .map(|d| (d.path.as_str(), d.sha256.as_str()))
         .collect();
+    let changed: Vec<&String> = view
+        .plan_docs
+        .iter()
+        .filter(|(path, content)| recorded.get(path.as_str()) != Some(&sha256(content).as_str()))
+        .map(|(path, _)| path)
+        .collect();
     let mut text = String::from(
         "The documents now read as below (each file a person changed, added or removed):\n",
     );
-    for (path, content) in &view.plan_docs {
-        if recorded.get(path.as_str()) != Some(&sha256(content).as_str()) {
-            text.push_str(&format!(
-                "\n--- {path} (changed by a person) ---\n{content}\n"
-            ));
-        }
+    for path in &changed {
+        let content = &view.plan_docs[*path];
+        text.push_str(&format!(
+            "\n--- {path} (changed by a person) ---\n{content}\n"
+        ));
     }
     for path in recorded.keys() {
         if !view.plan_docs.contains_key(*path) {
@@ -401,7 +406,7 @@ async fn edited(
         let cut: String = text.chars().take(MAX_PROMPT_DOCS).collect();
         text = format!("{cut}\n… (cut; read the documents under {OUTPUT_DIR}/)");
     }
-    let who = edited_by(ctx, view, &status).await?;
+    let who = edited_by(ctx, view, &changed).await?;
     // Said to the planner once per edited state: the documents' digest names the request.
     let digest: String = sha256(
         &view
@@ -444,23 +449,16 @@ async fn edited(
     Ok(Action::requeue(Duration::ZERO))
 }
 
-/// Who last changed the plan's documents, as people read it.
+/// Who last changed one of `changed` (paths under `plan/`), as people read it.
 async fn edited_by(
     ctx: &Context,
     view: &View,
-    status: &PlanStatus,
+    changed: &[&String],
 ) -> Result<String, ReconcileError> {
-    let recorded: BTreeMap<&str, &str> = status
-        .documents
-        .iter()
-        .map(|d| (d.path.as_str(), d.sha256.as_str()))
-        .collect();
-    for (path, content) in &view.plan_docs {
-        if recorded.get(path.as_str()) != Some(&sha256(content).as_str()) {
-            let file = StatePath::PlanDoc(view.t.clone(), path.clone()).to_path();
-            if let Some(sig) = questions::last_change(ctx, view, &file).await? {
-                return Ok(sig.author);
-            }
+    for path in changed {
+        let file = StatePath::PlanDoc(view.t.clone(), (*path).clone()).to_path();
+        if let Some(sig) = questions::last_change(ctx, view, &file).await? {
+            return Ok(sig.author);
         }
     }
     Ok("a person".into())

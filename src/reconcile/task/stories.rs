@@ -92,14 +92,17 @@ pub fn next(mode: PlanMode, name: &str) -> Option<Step> {
 /// A child task: its name and spec.
 pub type Child = (TaskRef, TaskSpec);
 
+/// The plan's epics file (`…/epics.md`), by its path under `plan/`.
+fn epics_doc(view: &View) -> Option<(&String, &String)> {
+    view.plan_docs
+        .iter()
+        .find(|(p, _)| p.rsplit('/').next() == Some("epics.md"))
+}
+
 /// The child tasks of an approved `full` plan: one per story of its epics file, or the
 /// located problem that stops it (nothing is created then).
 pub fn children(view: &View, version: u32) -> Result<Vec<Child>, String> {
-    let Some((path, text)) = view
-        .plan_docs
-        .iter()
-        .find(|(p, _)| p.rsplit('/').next() == Some("epics.md"))
-    else {
+    let Some((path, text)) = epics_doc(view) else {
         return Err(format!(
             "{}/plan/: the approved plan has no epics.md, so there are no stories to build",
             task_dir(&view.t)
@@ -290,12 +293,7 @@ async fn write_sprint_status(
     plan: &mut Plan,
     of: &[&super::Sibling],
 ) -> Result<(), ReconcileError> {
-    let Some(stories) = view
-        .plan_docs
-        .iter()
-        .find(|(p, _)| p.rsplit('/').next() == Some("epics.md"))
-        .and_then(|(_, text)| epics::parse(text).ok())
-    else {
+    let Some(stories) = epics_doc(view).and_then(|(_, text)| epics::parse(text).ok()) else {
         return Ok(());
     };
     let text = sprint_status(view, &stories, of);

@@ -662,15 +662,24 @@ impl World {
 
     /// [`World::step`] with a given context.
     pub async fn step_in(&self, ctx: &Context) -> Result<(Action, Plan), ReconcileError> {
+        self.step_of(ctx, &task()).await
+    }
+
+    /// One reconcile's decision for task `t` of the world.
+    pub async fn step_of(
+        &self,
+        ctx: &Context,
+        t: &TaskRef,
+    ) -> Result<(Action, Plan), ReconcileError> {
         let mut loaded = Loaded::default();
         ctx.store
-            .read(&mut |head, snap| loaded = Loaded::from_snapshot(head, snap, &task()))?;
+            .read(&mut |head, snap| loaded = Loaded::from_snapshot(head, snap, t))?;
         // A table row with a typo in its own files would test nothing.
         assert!(
             loaded.settings.is_some(),
             "gaffer.yaml of the table row is invalid"
         );
-        let mut plan = Plan::new(&task(), loaded.head.clone(), &loaded.files, self.now);
+        let mut plan = Plan::new(t, loaded.head.clone(), &loaded.files, self.now);
         let action = decide(ctx, loaded, &mut plan).await?;
         Ok((action, plan))
     }

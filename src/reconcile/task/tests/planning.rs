@@ -19,18 +19,11 @@ fn plan_status(w: &World) -> PlanStatus {
 
 /// One reconcile of task `name` of the world's project, nothing written.
 async fn step_task(w: &World, name: &str) -> (Action, Plan) {
-    let ctx = w.ctx();
     let t = TaskRef {
         project: task().project,
         task: crate::names::TaskName::new(name).unwrap(),
     };
-    let mut loaded = Loaded::default();
-    ctx.store
-        .read(&mut |head, snap| loaded = Loaded::from_snapshot(head, snap, &t))
-        .unwrap();
-    let mut plan = Plan::new(&t, loaded.head.clone(), &loaded.files, w.now);
-    let action = decide(&ctx, loaded, &mut plan).await.unwrap();
-    (action, plan)
+    w.step_of(&w.ctx(), &t).await.unwrap()
 }
 
 /// One step, applied to the world's files.

@@ -38,6 +38,20 @@ fn review(id: u64, user: &str, state: &str, commit: &str) -> Review {
     }
 }
 
+/// The task has waited for an unreachable lab three times already.
+fn waited_for_the_lab(w: &mut World) {
+    w.edit_status(|s| {
+        s.attempts = 3;
+        s.conditions.push(crate::state::status::Condition {
+            type_: "LabReachable".into(),
+            status: crate::state::status::ConditionStatus::False,
+            reason: "LabUnreachable".into(),
+            message: String::new(),
+            last_transition_time: NOW.parse().unwrap(),
+        });
+    });
+}
+
 fn table() -> Vec<Case> {
     vec![
         Case {
@@ -99,16 +113,7 @@ fn table() -> Vec<Case> {
             phase: Phase::Deploying,
             given: |w| {
                 *w.lab.unreachable.lock().unwrap() = true;
-                w.edit_status(|s| {
-                    s.attempts = 3;
-                    s.conditions.push(crate::state::status::Condition {
-                        type_: "LabReachable".into(),
-                        status: crate::state::status::ConditionStatus::False,
-                        reason: "LabUnreachable".into(),
-                        message: String::new(),
-                        last_transition_time: NOW.parse().unwrap(),
-                    });
-                });
+                waited_for_the_lab(w);
             },
             then_phase: Phase::Deploying,
             reason: Some("LabUnreachable"),
@@ -119,16 +124,7 @@ fn table() -> Vec<Case> {
             name: "the cluster answers again: deployed, condition cleared, on to the tests",
             phase: Phase::Deploying,
             given: |w| {
-                w.edit_status(|s| {
-                    s.attempts = 3;
-                    s.conditions.push(crate::state::status::Condition {
-                        type_: "LabReachable".into(),
-                        status: crate::state::status::ConditionStatus::False,
-                        reason: "LabUnreachable".into(),
-                        message: String::new(),
-                        last_transition_time: NOW.parse().unwrap(),
-                    });
-                });
+                waited_for_the_lab(w);
             },
             then_phase: Phase::Testing,
             reason: Some("Deployed"),
