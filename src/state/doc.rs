@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::names::Qid;
-use crate::state::status::Question;
+use crate::state::status::{Question, QuestionOption};
 
 /// What a person wrote under one question's heading.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -80,12 +80,7 @@ pub fn render(
         }
         out.push_str(&format!("{hint}\n\n"));
         for o in &q.options {
-            let desc = if o.description.trim().is_empty() {
-                String::new()
-            } else {
-                format!(" — {}", one_line(&o.description))
-            };
-            out.push_str(&format!("• [ ] {}{desc}\n", one_line(&o.label)));
+            out.push_str(&format!("• [ ] {}\n", box_text(o)));
         }
         out.push_str("\nDetails: \n");
     }
@@ -98,10 +93,25 @@ fn one_line(text: &str) -> String {
     text.replace(['\r', '\n'], " ")
 }
 
+/// What an option's box says after `[ ]`: `Label — description`, on one line.
+fn box_text(o: &QuestionOption) -> String {
+    let desc = if o.description.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" — {}", one_line(&o.description))
+    };
+    format!("{}{desc}", one_line(&o.label))
+}
+
 /// The option a box's text (`Label — description`, as rendered or as a person wrote it)
-/// names: the one whose label, as shown, is all of it or starts it before ` — `; the
-/// longest such label when several do.
+/// names: the option whose box reads exactly so (a label may itself hold ` — `, so
+/// `A — B` with no description and `A` described as `B — C` are told apart by their
+/// whole line); else, for a line a person edited, the one whose label, as shown, is all
+/// of it or starts it before ` — `, the longest such label when several do.
 fn option_named<'q>(q: &'q Question, written: &str) -> Option<&'q str> {
+    if let Some(o) = q.options.iter().find(|o| box_text(o).trim() == written) {
+        return Some(&o.label);
+    }
     q.options
         .iter()
         .map(|o| (o.label.as_str(), one_line(&o.label)))
@@ -254,7 +264,7 @@ pub fn interpret(a: &Annotation, q: &Question) -> Result<Option<DocAnswer>, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::status::{QuestionOption, QuestionState};
+    use crate::state::status::QuestionState;
 
     fn q(multiple: bool, custom: bool) -> Question {
         Question {
@@ -343,6 +353,22 @@ mod tests {
         let text = doc(&[("q-001", qq.clone())]).replacen("• [ ] A — B", "• [x] A — B", 1);
         let got = interpret(&parse(&text)[&Qid::new("q-001").unwrap()], &qq);
         assert_eq!(got.unwrap().unwrap().choice, ["A — B"]);
+    }
+
+    #[test]
+    fn a_whole_line_tells_a_label_holding_the_separator_from_a_description() {
+        let mut qq = q(false, false);
+        qq.options[0].label = "A — B".into();
+        qq.options[0].description = String::new();
+        qq.options[1].label = "A".into();
+        qq.options[1].description = "B — C".into();
+        let text = doc(&[("q-001", qq.clone())]);
+        for (line, want) in [("A — B — C", "A"), ("A — B", "A — B")] {
+            let ticked = text.replacen(&format!("• [ ] {line}\n"), &format!("• [x] {line}\n"), 1);
+            assert_ne!(ticked, text, "{line} is a box");
+            let got = interpret(&parse(&ticked)[&Qid::new("q-001").unwrap()], &qq);
+            assert_eq!(got.unwrap().unwrap().choice, [want]);
+        }
     }
 
     #[test]
