@@ -9,6 +9,7 @@ mod test_e2e;
 mod test_github;
 mod test_host;
 mod test_lab;
+mod test_lab_kubelet;
 mod test_opencode;
 mod test_planning;
 mod test_questions;

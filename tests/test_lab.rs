@@ -46,6 +46,7 @@ fn request(overlay: PathBuf) -> DeployRequest {
         task: TaskName::new("jwt").unwrap(),
         overlay,
         host: "web-api.builder.lab.example.com".into(),
+        url: "https://web-api.builder.lab.example.com".into(),
         commits: BTreeMap::new(),
         images: BTreeMap::new(),
         tool: Default::default(),
@@ -183,7 +184,7 @@ async fn a_deployment_that_never_becomes_ready_is_reported_with_its_reasons() {
     let overlay = app(&tmp.path().join("ws"));
     let d = deployer(&fake, tmp.path()).await;
     let e = d.deploy(&request(overlay)).await.unwrap_err();
-    let LabError::NotReady { secs, report } = &e else {
+    let LabError::NotReady { secs, report, .. } = &e else {
         panic!("{e}")
     };
     assert_eq!(*secs, 2);
@@ -214,7 +215,7 @@ async fn the_builder_gets_a_kubeconfig_that_reaches_its_namespace_only() {
     let d = deployer(&fake, tmp.path()).await;
     let project = ProjectRef::parse("demo/web-api").unwrap();
     let env: BTreeMap<String, String> = d
-        .builder_access(&project, "web-api.builder.lab.example.com")
+        .builder_access(&project, "https://web-api.builder.lab.example.com")
         .await
         .unwrap()
         .into_iter()

@@ -68,14 +68,14 @@ impl LabDeployer for AutoDeployer {
     async fn builder_access(
         &self,
         project: &ProjectRef,
-        host: &str,
+        url: &str,
     ) -> Result<Vec<(String, String)>, LabError> {
         match self.cluster().await {
-            Ok(c) => c.builder_access(project, host).await,
+            Ok(c) => c.builder_access(project, url).await,
             // No cluster yet: the builder still learns its namespace and URL.
             Err(LabError::Unreachable(_)) => Ok(vec![
                 ("LAB_NAMESPACE".into(), project.lab_namespace()),
-                ("LAB_URL".into(), format!("https://{host}")),
+                ("LAB_URL".into(), url.to_string()),
             ]),
             Err(e) => Err(e),
         }

@@ -21,10 +21,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use serde_json::{Value, json};
+
+mod rollout;
+
+use rollout::condition;
 
 use super::render::RenderOnly;
 use super::{DeployOutcome, DeployRequest, LabDeployer, LabError};
@@ -181,6 +185,8 @@ impl ClusterDeployer {
                 if tokio::time::Instant::now() > deadline {
                     return Err(LabError::NotReady {
                         secs: self.rollout_timeout.as_secs(),
+                        crashing: false,
+                        logs: String::new(),
                         report: format!("CustomResourceDefinition {name} is not Established"),
                     });
                 }
@@ -188,119 +194,6 @@ impl ClusterDeployer {
             }
         }
         Ok(())
-    }
-
-    /// Waits for the workloads among `docs`; the report of those not ready at the deadline.
-    async fn wait_rollout(&self, docs: &[&Value], ns: &str) -> Result<(), LabError> {
-        let deadline = tokio::time::Instant::now() + self.rollout_timeout;
-        let mut waiting: Vec<&Value> = docs
-            .iter()
-            .copied()
-            .filter(|d| {
-                matches!(
-                    d["kind"].as_str(),
-                    Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "Pod")
-                )
-            })
-            .collect();
-        loop {
-            let mut still = Vec::new();
-            let mut why = Vec::new();
-            for doc in waiting {
-                let gvk = gvk_of(doc)?;
-                let name = doc["metadata"]["name"].as_str().unwrap_or_default();
-                let o = self
-                    .api(&gvk, ns)
-                    .await?
-                    .get(name)
-                    .await
-                    .map_err(kube_err)?;
-                let v = serde_json::to_value(&o).map_err(kube_err)?;
-                match readiness(&gvk.kind, &v) {
-                    Ok(()) => {}
-                    Err(reason) => {
-                        still.push(doc);
-                        why.push((gvk.kind.clone(), name.to_string(), reason, v));
-                    }
-                }
-            }
-            if still.is_empty() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                let mut lines = Vec::new();
-                for (kind, name, reason, v) in why {
-                    lines.push(format!("{kind} {name}: {reason}"));
-                    lines.extend(self.explain(ns, &kind, &name, &v).await);
-                }
-                return Err(LabError::NotReady {
-                    secs: self.rollout_timeout.as_secs(),
-                    report: lines.join("; "),
-                });
-            }
-            waiting = still;
-            tokio::time::sleep(self.poll).await;
-        }
-    }
-
-    /// Why a workload is not ready: its pods' waiting containers and its recent events.
-    async fn explain(&self, ns: &str, kind: &str, name: &str, v: &Value) -> Vec<String> {
-        let mut out = Vec::new();
-        let selector = v["spec"]["selector"]["matchLabels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .filter(|s| !s.is_empty());
-        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), ns);
-        let pod_list = match (kind, selector) {
-            ("Pod", _) => pods.get(name).await.map(|p| vec![p]).unwrap_or_default(),
-            (_, Some(sel)) => pods
-                .list(&ListParams::default().labels(&sel))
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        for p in pod_list {
-            let pname = p.metadata.name.clone().unwrap_or_default();
-            for cs in p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.clone())
-                .unwrap_or_default()
-            {
-                if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-                    out.push(format!(
-                        "pod {pname} container {} waiting: {}{}",
-                        cs.name,
-                        w.reason.clone().unwrap_or_default(),
-                        w.message
-                            .as_ref()
-                            .map(|m| format!(" ({m})"))
-                            .unwrap_or_default()
-                    ));
-                }
-            }
-        }
-        let events: Api<k8s_openapi::api::core::v1::Event> =
-            Api::namespaced(self.client.clone(), ns);
-        if let Ok(list) = events
-            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-            .await
-        {
-            for e in list.items.iter().rev().take(3) {
-                out.push(format!(
-                    "event {}: {}",
-                    e.reason.clone().unwrap_or_default(),
-                    e.message.clone().unwrap_or_default()
-                ));
-            }
-        }
-        out
     }
 
     /// Whether namespace `ns` exists.
@@ -355,97 +248,6 @@ fn gvk_of(doc: &Value) -> Result<GroupVersionKind, LabError> {
 
 fn gvk_of_item(i: &InventoryItem) -> GroupVersionKind {
     GroupVersionKind::gvk(&i.group, &i.version, &i.kind)
-}
-
-/// The status of condition `type_` in `data.status.conditions`, if present.
-fn condition(data: &Value, type_: &str) -> Option<bool> {
-    data["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| c["status"] == "True")
-}
-
-fn int(v: &Value) -> i64 {
-    v.as_i64().unwrap_or(0)
-}
-
-/// Whether a workload is ready, or why not.
-fn readiness(kind: &str, v: &Value) -> Result<(), String> {
-    let spec = &v["spec"];
-    let st = &v["status"];
-    let generation = int(&v["metadata"]["generation"]);
-    let observed = int(&st["observedGeneration"]);
-    let conditions = || {
-        st["conditions"]
-            .as_array()
-            .map(|cs| {
-                cs.iter()
-                    .filter(|c| c["status"] != "True" || c["type"] == "Progressing")
-                    .map(|c| {
-                        format!(
-                            "{}={} {}",
-                            c["type"].as_str().unwrap_or(""),
-                            c["status"].as_str().unwrap_or(""),
-                            c["message"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-    };
-    match kind {
-        "Deployment" | "StatefulSet" => {
-            let want = spec["replicas"].as_i64().unwrap_or(1);
-            let have = if kind == "Deployment" {
-                int(&st["availableReplicas"])
-            } else {
-                int(&st["readyReplicas"])
-            };
-            if generation > 0 && observed < generation {
-                return Err(format!("generation {generation} not yet observed"));
-            }
-            if have >= want {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{have}/{want} replicas {}{}",
-                    if kind == "Deployment" {
-                        "available"
-                    } else {
-                        "ready"
-                    },
-                    match conditions() {
-                        c if c.is_empty() => String::new(),
-                        c => format!(" ({c})"),
-                    }
-                ))
-            }
-        }
-        "DaemonSet" => {
-            let want = int(&st["desiredNumberScheduled"]);
-            let have = int(&st["numberReady"]);
-            if st.is_object() && have >= want && observed >= generation {
-                Ok(())
-            } else {
-                Err(format!("{have}/{want} pods ready"))
-            }
-        }
-        "Job" => match (condition(v, "Complete"), condition(v, "Failed")) {
-            (Some(true), _) => Ok(()),
-            (_, Some(true)) => Err(format!("failed ({})", conditions())),
-            _ => Err("not complete".into()),
-        },
-        "Pod" => match condition(v, "Ready") {
-            Some(true) => Ok(()),
-            _ => Err(format!(
-                "not ready (phase {})",
-                st["phase"].as_str().unwrap_or("Unknown")
-            )),
-        },
-        _ => Ok(()),
-    }
 }
 
 #[async_trait::async_trait]
@@ -514,7 +316,7 @@ impl LabDeployer for ClusterDeployer {
             namespace: ns,
             mode: MODE.into(),
             inventory: r.inventory,
-            urls: vec![format!("https://{}", req.host)],
+            urls: vec![req.url.clone()],
             no_op,
             digest: r.digest,
         })
@@ -523,7 +325,7 @@ impl LabDeployer for ClusterDeployer {
     async fn builder_access(
         &self,
         project: &ProjectRef,
-        host: &str,
+        url: &str,
     ) -> Result<Vec<(String, String)>, LabError> {
         let ns = project.lab_namespace();
         let labels = json!({
@@ -573,7 +375,7 @@ impl LabDeployer for ClusterDeployer {
         Ok(vec![
             ("KUBECONFIG".into(), path.display().to_string()),
             ("LAB_NAMESPACE".into(), ns),
-            ("LAB_URL".into(), format!("https://{host}")),
+            ("LAB_URL".into(), url.to_string()),
         ])
     }
 }
@@ -643,39 +445,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LabError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn readiness_of_each_workload_kind() {
-        let dep = |avail: i64, generation: i64, obs: i64| {
-            json!({"metadata": {"generation": generation}, "spec": {"replicas": 2},
-                   "status": {"availableReplicas": avail, "observedGeneration": obs,
-                   "conditions": [{"type": "Available", "status": "False", "message": "Deployment does not have minimum availability."}]}})
-        };
-        assert!(readiness("Deployment", &dep(2, 1, 1)).is_ok());
-        let e = readiness("Deployment", &dep(1, 1, 1)).unwrap_err();
-        assert!(
-            e.contains("1/2 replicas available") && e.contains("minimum availability"),
-            "{e}"
-        );
-        assert!(
-            readiness("Deployment", &dep(2, 2, 1))
-                .unwrap_err()
-                .contains("not yet observed")
-        );
-        let job = |t: &str| json!({"status": {"conditions": [{"type": t, "status": "True"}]}});
-        assert!(readiness("Job", &job("Complete")).is_ok());
-        assert!(
-            readiness("Job", &job("Failed"))
-                .unwrap_err()
-                .starts_with("failed")
-        );
-        assert!(
-            readiness("Pod", &json!({"status": {"phase": "Pending"}}))
-                .unwrap_err()
-                .contains("Pending")
-        );
-        assert!(readiness("ConfigMap", &json!({})).is_ok());
-    }
 
     #[test]
     fn the_builders_kubeconfig_names_its_namespace_and_token_only() {

@@ -26,6 +26,8 @@ pub struct DeployRequest {
     pub overlay: PathBuf,
     /// The lab host, `{project}.builder.<domain>`.
     pub host: String,
+    /// The lab's URL (`lab_url` in gaffer.yaml; `https://<host>` by default).
+    pub url: String,
     /// The commit of each workspace repo being deployed.
     pub commits: BTreeMap<RepoName, String>,
     /// Image overrides (`name` → `newName:tag`), when images were built.
@@ -46,7 +48,7 @@ pub struct DeployOutcome {
     pub mode: String,
     /// Objects rendered (and applied, in cluster mode), sorted.
     pub inventory: Vec<InventoryItem>,
-    /// The lab URLs (`https://<host>`).
+    /// The lab URLs (the request's `url`).
     pub urls: Vec<String>,
     /// Whether the render was identical to the previous one (nothing changed).
     pub no_op: bool,
@@ -73,6 +75,15 @@ pub enum LabError {
         /// What the renderer said.
         message: String,
     },
+    /// The overlay or its render is not acceptable (it reaches outside the workspace, an
+    /// object is too big, a kind the cluster does not serve): nothing was applied.
+    #[error("{overlay}: {message}")]
+    Invalid {
+        /// The overlay.
+        overlay: String,
+        /// Where and why (`file:line:col: …` when it is about a file).
+        message: String,
+    },
     /// The test command could not run.
     #[error("lab test command {command:?} could not run: {message}")]
     TestCommand {
@@ -87,13 +98,20 @@ pub enum LabError {
     /// No cluster answers (or none is configured): nothing was deployed; try again later.
     #[error("no cluster answers: {0}")]
     Unreachable(String),
-    /// Objects did not become ready in time.
-    #[error("not ready after {secs}s: {report}")]
+    /// Objects did not become ready in time, or a container crash-loops.
+    #[error(
+        "{}: {report}",
+        if *crashing { "not ready, crash-looping".to_string() } else { format!("not ready after {secs}s") }
+    )]
     NotReady {
-        /// How long gaffer waited.
+        /// How long gaffer waited (at most).
         secs: u64,
-        /// What is not ready and why.
+        /// Whether a container crash-loops (or cannot start as configured): no point waiting.
+        crashing: bool,
+        /// What is not ready and why, `; `-separated.
         report: String,
+        /// The last lines of the containers that crashed, each under a heading (bounded).
+        logs: String,
     },
     /// Filesystem trouble.
     #[error("{path}: {source}")]
@@ -119,11 +137,11 @@ pub trait LabDeployer: Send + Sync + std::fmt::Debug {
     async fn builder_access(
         &self,
         project: &ProjectRef,
-        host: &str,
+        url: &str,
     ) -> Result<Vec<(String, String)>, LabError> {
         Ok(vec![
             ("LAB_NAMESPACE".into(), project.lab_namespace()),
-            ("LAB_URL".into(), format!("https://{host}")),
+            ("LAB_URL".into(), url.to_string()),
         ])
     }
 

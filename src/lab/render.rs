@@ -335,7 +335,7 @@ impl LabDeployer for RenderOnly {
             namespace: r.namespace,
             mode: MODE.to_string(),
             inventory: r.inventory,
-            urls: vec![format!("https://{}", req.host)],
+            urls: vec![req.url.clone()],
             no_op,
             digest: r.digest,
         })

@@ -37,7 +37,7 @@ pub async fn builder_setup(
     let mut env = match &project.lab {
         Some(_) => ctx
             .lab
-            .builder_access(p, &settings.lab_host(&p.project))
+            .builder_access(p, &settings.lab_url(p))
             .await
             .map_err(ReconcileError::BuilderAccess)?,
         None => Vec::new(),

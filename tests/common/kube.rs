@@ -6,6 +6,13 @@
 //! tokens (Roles and RoleBindings are enforced for them). A built-in controller marks
 //! workloads ready — or, for names listed with [`FakeKube::never_ready`], leaves a
 //! Deployment unavailable with a pod stuck in `ImagePullBackOff` and an event saying why.
+//!
+//! [`FakeKube::with_kubelet`] instead runs what is deployed: its test kubelet
+//! (`kube/kubelet.rs`) runs pods' commands as local processes, serves their logs through
+//! `pods/<name>/log`, and its ingress proxy (`kube/proxy.rs`) reaches them.
+
+mod kubelet;
+mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -53,14 +60,23 @@ struct Inner {
     never_ready: BTreeSet<String>,
     /// Token → (namespace, service account).
     tokens: BTreeMap<String, (String, String)>,
+    /// Whether the test kubelet runs the workloads (the controllers below then leave them).
+    kubelet: bool,
+    /// The `PATH` of the kubelet's containers.
+    kubelet_path: std::ffi::OsString,
+    /// (namespace, pod) → its containers' log directory, kept by the kubelet.
+    pod_logs: BTreeMap<(String, String), std::path::PathBuf>,
 }
 
 /// The fake API server; stops when dropped.
 pub struct FakeKube {
+    // The kubelet stops (and with it every pod's processes) before the servers.
+    _kubelet: Option<kubelet::Kubelet>,
     /// Its address.
     pub addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
     _server: super::Served,
+    proxy: Option<super::Served>,
 }
 
 /// The token of the fake's administrator (what gaffer uses).
@@ -124,10 +140,44 @@ impl FakeKube {
             .with_state(inner.clone());
         let server = super::Served::start(app);
         FakeKube {
+            _kubelet: None,
             addr: server.addr,
             inner,
             _server: server,
+            proxy: None,
         }
+    }
+
+    /// Starts the fake with its test kubelet and ingress proxy: deployed pods really run,
+    /// with `path` as their `PATH` (what their "images" have installed).
+    pub fn with_kubelet(path: std::ffi::OsString) -> Self {
+        let mut k = Self::start();
+        {
+            let mut g = k.inner.lock().unwrap();
+            g.kubelet = true;
+            g.kubelet_path = path;
+        }
+        k._kubelet = Some(kubelet::Kubelet::start(k.inner.clone()));
+        k.proxy = Some(super::Served::start(proxy::router(k.inner.clone())));
+        k
+    }
+
+    /// The ingress proxy's URL (`http://127.0.0.1:P`), for `HTTP_PROXY`.
+    pub fn proxy_url(&self) -> String {
+        let p = self.proxy.as_ref().expect("started with_kubelet");
+        format!("http://{}", p.addr)
+    }
+
+    /// A pod's log (the kubelet's), if the pod runs.
+    pub fn log(&self, ns: &str, pod: &str, container: &str) -> Option<String> {
+        let dir = self
+            .inner
+            .lock()
+            .unwrap()
+            .pod_logs
+            .get(&(ns.into(), pod.into()))
+            .cloned()?;
+        kubelet::read_log(&dir, container, false, None)
     }
 
     /// `http://127.0.0.1:P`.
@@ -573,6 +623,9 @@ async fn handle(
             }
             axum::Json(g.objects[&k].clone()).into_response()
         }
+        (Method::GET, Some(name), Some(sub)) if sub == "log" && t.res.plural == "pods" => {
+            pod_log(&g, &inner, &uri, &ns, &name)
+        }
         (Method::POST, Some(name), Some(sub))
             if sub == "token" && t.res.plural == "serviceaccounts" =>
         {
@@ -624,6 +677,95 @@ async fn handle(
     }
 }
 
+/// `GET pods/<name>/log`: `container` (needed when the pod has several), `previous`,
+/// `tailLines`, and `follow` (streams what is appended until the pod is gone).
+fn pod_log(g: &Inner, inner: &Arc<Mutex<Inner>>, uri: &Uri, ns: &str, name: &str) -> Response {
+    let Some(pod) = g.objects.get(&("v1/pods".into(), ns.into(), name.into())) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("pods \"{name}\" not found"),
+        );
+    };
+    let names: Vec<String> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    let container = match query_param(uri, "container") {
+        Some(c) if names.contains(&c) => c,
+        Some(c) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("container {c} is not valid for pod {name}"),
+            );
+        }
+        None if names.len() == 1 => names[0].clone(),
+        None => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    names.join(" ")
+                ),
+            );
+        }
+    };
+    let Some(dir) = g.pod_logs.get(&(ns.into(), name.into())).cloned() else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("container \"{container}\" in pod \"{name}\" is waiting to start"),
+        );
+    };
+    let previous = query_param(uri, "previous").as_deref() == Some("true");
+    let tail = query_param(uri, "tailLines").and_then(|n| n.parse().ok());
+    let Some(text) = kubelet::read_log(&dir, &container, previous, tail) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("previous terminated container \"{container}\" in pod \"{name}\" not found"),
+        );
+    };
+    if query_param(uri, "follow").as_deref() != Some("true") {
+        return text.into_response();
+    }
+    // Follow: what is there, then what is appended, until the pod is gone.
+    let file = dir.join(format!("{container}.log"));
+    let offset = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let key = (ns.to_string(), name.to_string());
+    let inner = inner.clone();
+    let rest = futures_util::stream::unfold((file, offset), move |(file, offset)| {
+        let inner = inner.clone();
+        let key = key.clone();
+        async move {
+            loop {
+                if !inner.lock().unwrap().pod_logs.contains_key(&key) {
+                    return None;
+                }
+                let bytes = std::fs::read(&file).unwrap_or_default();
+                // A restart starts a new file.
+                let from = if (bytes.len() as u64) < offset {
+                    0
+                } else {
+                    offset as usize
+                };
+                if bytes.len() > from {
+                    let chunk = bytes[from..].to_vec();
+                    let next = bytes.len() as u64;
+                    return Some((Ok::<_, std::io::Error>(chunk), (file, next)));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let first = futures_util::stream::iter([Ok::<_, std::io::Error>(text.into_bytes())]);
+    axum::body::Body::from_stream(futures_util::StreamExt::chain(first, rest)).into_response()
+}
+
 /// The fake's controllers: workloads become ready (unless listed as never ready), CRDs
 /// become Established and serve their kinds.
 fn control(g: &mut Inner) {
@@ -635,10 +777,11 @@ fn control(g: &mut Inner) {
         let generation = o["metadata"]["generation"].clone();
         let replicas = o["spec"]["replicas"].as_i64().unwrap_or(1);
         match k.0.as_str() {
+            "apps/v1/deployments" | "apps/v1/statefulsets" | "v1/pods" if g.kubelet => {}
             "apps/v1/deployments" => {
                 if g.never_ready.contains(&k.2) {
                     o["status"] = json!({"observedGeneration": generation, "replicas": replicas,
-                        "availableReplicas": 0, "unavailableReplicas": replicas,
+                        "updatedReplicas": replicas, "availableReplicas": 0, "unavailableReplicas": replicas,
                         "conditions": [
                             {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
                              "message": "Deployment does not have minimum availability."},
@@ -667,7 +810,7 @@ fn control(g: &mut Inner) {
                     ));
                 } else {
                     o["status"] = json!({"observedGeneration": generation, "replicas": replicas,
-                        "readyReplicas": replicas, "availableReplicas": replicas,
+                        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
                         "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]});
                 }
             }

@@ -310,3 +310,51 @@ pub fn go_task() -> PathBuf {
     assert!(bin.is_file(), "go-task-bin installed no {}", bin.display());
     bin
 }
+
+/// The pinned uv, for the lab templates' apps and tests: PyPI's `uv`, installed into
+/// `target/uv` on first use (once across parallel test processes), or
+/// `GAFFER_TEST_UV=/path/to/uv`.
+pub fn uv() -> PathBuf {
+    if let Some(p) = std::env::var_os("GAFFER_TEST_UV") {
+        return PathBuf::from(p);
+    }
+    let dir = root().join("target/uv");
+    let bin = dir.join("bin/uv");
+    if bin.is_file() {
+        return bin;
+    }
+    std::fs::create_dir_all(root().join("target")).unwrap();
+    let lock = std::fs::File::create(root().join("target/.uv-install.lock")).unwrap();
+    lock.lock().unwrap();
+    if !bin.is_file() {
+        let out = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--no-warn-script-location", "--target"])
+            .arg(&dir)
+            .arg("uv==0.13.9")
+            .output()
+            .expect("python3 -m pip runs");
+        assert!(
+            out.status.success(),
+            "installing uv: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(bin.is_file(), "uv installed no {}", bin.display());
+    bin
+}
+
+/// `PATH` with `dir` first.
+pub fn path_with(dir: &std::path::Path) -> std::ffi::OsString {
+    let mut dirs = vec![dir.to_path_buf()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap()
+}

@@ -99,6 +99,7 @@ fn request(overlay: PathBuf) -> DeployRequest {
         task: TaskName::new("add-cart").unwrap(),
         overlay,
         host: "shop.builder.example.test".into(),
+        url: "https://shop.builder.example.test".into(),
         commits: BTreeMap::new(),
         images: BTreeMap::from([(
             "shop-app".to_string(),

@@ -51,7 +51,8 @@ pub async fn deploying(
     // Refresh the builder's lab access once per deploy, not on every pass while an image
     // builds (its token lasts two days; the kubeconfig is rewritten in place, so a running
     // builder picks the new one up).
-    if let Err(e) = ctx.lab.builder_access(&t.project, &host).await {
+    let url = view.settings.lab_url(&t.project);
+    if let Err(e) = ctx.lab.builder_access(&t.project, &url).await {
         tracing::warn!(task = %t, error = %e, "could not refresh the builder's lab access");
     }
     let req = DeployRequest {
@@ -59,6 +60,7 @@ pub async fn deploying(
         task: t.task.clone(),
         overlay,
         host,
+        url,
         commits: commits.clone(),
         images,
         tool: lab.tool,
@@ -88,6 +90,11 @@ pub async fn deploying(
         // No cluster answers: wait, tell people once, try again later; never test against
         // nothing.
         Err(LabError::Unreachable(why)) => return Ok(unreachable(plan, &why)),
+        // What the builder's work did: it gets the report (and the crashing container's
+        // last lines) to fix, like failing tests.
+        Err(
+            e @ (LabError::NotReady { .. } | LabError::Render { .. } | LabError::Invalid { .. }),
+        ) => return lab_failed(ctx, plan, &e).await,
         Err(e) => {
             plan.status.effects.failed_in = Some(Phase::Deploying);
             plan.transition(Phase::Failed, "DeployFailed", e.to_string());
@@ -147,6 +154,50 @@ pub async fn deploying(
         plan.transition(Phase::InReview, "Deployed", "no lab.test configured");
     }
     Ok(Action::requeue(Duration::ZERO))
+}
+
+/// A deploy that failed because of the work: the report goes to the thread and back to
+/// the builder, counted with failing tests (at most `max_test_retries` times).
+async fn lab_failed(
+    ctx: &Context,
+    plan: &mut Plan,
+    e: &LabError,
+) -> Result<Action, ReconcileError> {
+    let (crashing, report, logs) = match e {
+        LabError::NotReady {
+            crashing,
+            report,
+            logs,
+            ..
+        } => (*crashing, report.clone(), logs.clone()),
+        other => (false, other.to_string(), String::new()),
+    };
+    let attempts = plan.status.effects.test_attempts + 1;
+    plan.status.effects.test_attempts = attempts;
+    let mut note = format!("💥 the lab deploy failed: {e}");
+    if !logs.is_empty() {
+        note.push_str(&format!("\n```\n{logs}\n```"));
+    }
+    plan.milestone(MilestoneKind::Error, note, None);
+    if attempts > ctx.settings.max_test_retries {
+        plan.status.effects.failed_in = Some(Phase::Deploying);
+        plan.transition(Phase::Failed, "DeployFailed", e.to_string());
+        return Ok(Action::await_change());
+    }
+    let text = prompts::render(
+        Prompt::LabFailed,
+        context! { crashing => crashing, report => report, logs => logs },
+    )?;
+    let id = format!("lab-{}", plan.prompts_count());
+    let shown: String = e.to_string().chars().take(1000).collect();
+    plan.send_feedback(
+        ctx,
+        &id,
+        &text,
+        "LabNotReady",
+        &format!("sent back to the agent: {shown}"),
+    )
+    .await
 }
 
 /// What the thread says when the lab tests do not run because nothing was deployed.

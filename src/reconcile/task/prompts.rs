@@ -121,6 +121,16 @@ const TESTS_FAILED: &str = r#"The lab tests failed ({{ failed }} of {{ total }})
 Please fix them; the work is deployed and tested again when you are done.
 "#;
 
+/// The deploy did not become ready (a container crash-loops, a probe fails), or the
+/// overlay did not render.
+const LAB_FAILED: &str = r#"Deploying your work to the lab failed{% if crashing %}: a container crash-loops{% endif %}.
+{{ report }}
+{% if logs %}
+{{ logs }}
+{% endif %}
+Please fix it; the work is deployed and tested again when you are done.
+"#;
+
 /// Reviewers asked for changes.
 const CHANGES_REQUESTED: &str = r#"Reviewers asked for changes to your pull requests:
 {% for r in reviews %}
@@ -159,6 +169,8 @@ pub enum Prompt {
     Overridden,
     /// [`TESTS_FAILED`].
     TestsFailed,
+    /// [`LAB_FAILED`].
+    LabFailed,
     /// [`CHANGES_REQUESTED`].
     ChangesRequested,
     /// [`MERGE_CONFLICT`].
@@ -172,7 +184,7 @@ pub enum Prompt {
 }
 
 impl Prompt {
-    const ALL: [(Prompt, &'static str, &'static str); 12] = [
+    const ALL: [(Prompt, &'static str, &'static str); 13] = [
         (Prompt::Task, "task.txt", TASK),
         (Prompt::Resumed, "resumed.txt", RESUMED),
         (Prompt::Retry, "retry.txt", RETRY),
@@ -180,6 +192,7 @@ impl Prompt {
         (Prompt::Nudge, "nudge.txt", NUDGE),
         (Prompt::Overridden, "overridden.txt", OVERRIDDEN),
         (Prompt::TestsFailed, "tests-failed.txt", TESTS_FAILED),
+        (Prompt::LabFailed, "lab-failed.txt", LAB_FAILED),
         (
             Prompt::ChangesRequested,
             "changes-requested.txt",

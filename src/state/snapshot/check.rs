@@ -39,6 +39,15 @@ pub(super) fn check_settings(path: &str, s: &Settings) -> Vec<Problem> {
             ));
         }
     }
+    if let Some(t) = &s.lab_url {
+        let sample =
+            crate::names::ProjectRef::parse("category/project").expect("a valid project reference");
+        if let Err(why) =
+            crate::state::spec::render_lab_url(t, &s.lab_host(&sample.project), &sample)
+        {
+            out.push(Problem::file(path, format!("lab_url {t:?}: {why}")));
+        }
+    }
     if s.limits.active_tasks_per_project == 0 {
         out.push(Problem::file(
             path,

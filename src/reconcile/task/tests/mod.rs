@@ -350,7 +350,7 @@ impl LabDeployer for FakeLab {
             }
             .into(),
             inventory: vec![],
-            urls: vec![format!("https://{}", req.host)],
+            urls: vec![req.url.clone()],
             no_op: false,
             digest: "d".into(),
         })

@@ -1,0 +1,338 @@
+//! The lab runs what it deploys: the uv template (`lab-templates/uv-python`) rendered by the
+//! real `kubectl kustomize`, applied by the production kube client to the fake API, and run
+//! by its test kubelet — the app really serves from its ConfigMap through the fake ingress,
+//! a crash loop is reported with the container's last lines, and the reconciler feeds that
+//! back to the builder, redeploys the fix and runs the real pytest suite against `LAB_URL`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gaffer::lab::cluster::ClusterDeployer;
+use gaffer::lab::{DeployRequest, LabDeployer, LabError};
+use gaffer::names::{ProjectRef, TaskName};
+
+use crate::common::kube::FakeKube;
+
+const HOST: &str = "web-api.builder.lab.example.com";
+
+/// Copies the template `name` of `lab-templates/` into `dir`.
+fn template(name: &str, dir: &Path) {
+    let from = crate::common::root().join("lab-templates").join(name);
+    let mut stack = vec![from.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let to = dir.join(p.strip_prefix(&from).unwrap());
+            if p.is_dir() {
+                std::fs::create_dir_all(&to).unwrap();
+                stack.push(p);
+            } else {
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(&p, &to).unwrap();
+            }
+        }
+    }
+}
+
+/// `GET url` through the fake's ingress proxy: (status, body).
+fn get(proxy: &str, url: &str) -> (u16, String) {
+    let addr = proxy.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let host = url.trim_start_matches("http://").split('/').next().unwrap();
+    write!(
+        s,
+        "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+fn fake_with_uv() -> FakeKube {
+    let uv = crate::common::uv();
+    FakeKube::with_kubelet(crate::common::path_with(uv.parent().unwrap()))
+}
+
+const BROKEN: &str = "import sys\n\
+print('starting the greeter', flush=True)\n\
+print('config error: GREETING_STYLE is not set', file=sys.stderr)\n\
+sys.exit(3)\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported_with_its_lines() {
+    let fake = tokio::task::spawn_blocking(fake_with_uv).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("web-api");
+    template("uv-python", &app);
+    let kc = tmp.path().join("admin.kubeconfig");
+    fake.write_kubeconfig(&kc);
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kc).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut d = ClusterDeployer::new(config, tmp.path().join("lab")).unwrap();
+    d.rollout_timeout = Duration::from_secs(60);
+    d.poll = Duration::from_millis(100);
+    let mut req = DeployRequest {
+        project: ProjectRef::parse("demo/web-api").unwrap(),
+        task: TaskName::new("greet").unwrap(),
+        overlay: app.clone(),
+        host: HOST.into(),
+        url: format!("http://{HOST}"),
+        commits: Default::default(),
+        images: Default::default(),
+        tool: Default::default(),
+        previous: Vec::new(),
+    };
+    let first = d.deploy(&req).await.unwrap();
+    let proxy = fake.proxy_url();
+    let greet = format!("http://{HOST}/greet?name=lab");
+    let (code, body) = get(&proxy, &greet);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, r#"{"greeting": "Hello, lab!"}"#)
+    );
+    // The Service's DNS name reaches it too.
+    let (code, _) = get(&proxy, "http://hello.demo-web-api-lab.svc/healthz");
+    assert_eq!(code, 200);
+    let pod = fake
+        .names("v1", "pods", "demo-web-api-lab")
+        .into_iter()
+        .next()
+        .unwrap();
+    let log = fake.log("demo-web-api-lab", &pod, "app").unwrap();
+    assert!(log.contains("GET /greet?name=lab"), "{log}");
+
+    // A change that crashes at start: reported at once (not at the rollout timeout) with
+    // the reason, the restarts and the container's own last lines.
+    std::fs::write(app.join("app/main.py"), BROKEN).unwrap();
+    req.previous = first.inventory.clone();
+    let started = std::time::Instant::now();
+    let e = d.deploy(&req).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(50), "{e}");
+    let LabError::NotReady {
+        crashing,
+        report,
+        logs,
+        ..
+    } = &e
+    else {
+        panic!("{e}");
+    };
+    assert!(crashing, "{e}");
+    assert!(report.contains("CrashLoopBackOff"), "{report}");
+    assert!(report.contains("last exit code 3"), "{report}");
+    assert!(
+        logs.contains("config error: GREETING_STYLE is not set")
+            && logs.contains("starting the greeter"),
+        "{logs}"
+    );
+    // The old version still serves: a broken rollout never takes the lab down.
+    assert_eq!(get(&proxy, &greet).0, 200);
+
+    // Fixed: the new version rolls out, the old pod goes.
+    template("uv-python", &app);
+    std::fs::write(
+        app.join("deploy/deployment.yaml"),
+        std::fs::read_to_string(app.join("deploy/deployment.yaml"))
+            .unwrap()
+            .replace("value: Hello", "value: Hi"),
+    )
+    .unwrap();
+    d.deploy(&req).await.unwrap();
+    let (code, body) = get(&proxy, &greet);
+    assert_eq!((code, body.as_str()), (200, r#"{"greeting": "Hi, lab!"}"#));
+    tokio::task::spawn_blocking(move || drop(fake))
+        .await
+        .unwrap();
+}
+
+/// The state repo and app origin of a project whose app is the uv template and whose
+/// scripted builder first breaks it, then fixes it when told why.
+fn uv_project(tmp: &Path, proxy: &str) -> PathBuf {
+    let app = tmp.join("app");
+    template("uv-python", &app);
+    let good = std::fs::read_to_string(app.join("app/main.py"))
+        .unwrap()
+        .replace(
+            "{GREETING}, {name}!\"}",
+            "{GREETING}, {name}!\", \"warmly\": True}",
+        );
+    assert!(
+        good.contains("warmly"),
+        "the template's reply changed: {good}"
+    );
+    let script = serde_json::json!({
+        "steps": [
+            {"todo": "Change the greeting"},
+            {"write": {"path": "web-api/app/main.py", "content": BROKEN}},
+            {"done": "Greeting changed"},
+        ],
+        "fix": [
+            {"write": {"path": "web-api/app/main.py", "content": good}},
+            {"done": "Fixed the crash at start"},
+        ],
+    });
+    std::fs::create_dir_all(app.join(".gaffer")).unwrap();
+    std::fs::write(app.join(".gaffer/agent-script.yaml"), script.to_string()).unwrap();
+    let files: Vec<(String, Option<Vec<u8>>)> = walk(&app);
+    let origin = tmp.join("origins/web-api.git");
+    gaffer::cli::demo::bare_repo_with(&origin, &files, "web-api").unwrap();
+    let state = tmp.join("state.git");
+    let settings = format!(
+        "domain: lab.example.com\n\
+         lab_url: \"http://{{{{ host }}}}\"\n\
+         business_hours: {{timezone: Europe/London, days: [mon, tue, wed, thu, fri, sat, sun], start: \"00:00\", end: \"23:59\"}}\n\
+         authors: {{answers: [{p}], slack_users: [], accept_unsigned: true}}\n",
+        p = gaffer::cli::demo::PERSON
+    );
+    let project = format!(
+        "repos:\n  - {{name: web-api, url: {}, base: main}}\n\
+         agent: {{runtime: scripted, script: web-api/.gaffer/agent-script.yaml}}\n\
+         lab:\n  overlay: web-api\n  test: env HTTP_PROXY={proxy} uv run --no-project --with pytest==9.2.0 -- pytest -q tests --junitxml=report.xml\n\
+         forge: {{kind: local, merge_method: merge}}\n",
+        serde_json::Value::String(origin.display().to_string())
+    );
+    gaffer::cli::demo::bare_repo_with(
+        &state,
+        &[
+            ("gaffer.yaml".into(), Some(settings.into_bytes())),
+            (
+                "projects/demo/web-api/project.yaml".into(),
+                Some(project.into_bytes()),
+            ),
+            (
+                "projects/demo/web-api/tasks/greet/task.yaml".into(),
+                Some(b"title: Greet people more warmly\n".to_vec()),
+            ),
+        ],
+        "state",
+    )
+    .unwrap();
+    state
+}
+
+fn walk(dir: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, Some(std::fs::read(&p).unwrap())));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_crash_goes_back_to_the_builder_and_the_fix_is_redeployed_and_tested_with_pytest() {
+    let fake = fake_with_uv();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = uv_project(tmp.path(), &fake.proxy_url());
+    let kubeconfig = tmp.path().join("admin.kubeconfig");
+    fake.write_kubeconfig(&kubeconfig);
+    let uv = crate::common::uv();
+    let log = std::fs::File::create(tmp.path().join("daemon.log")).unwrap();
+    let _guard = crate::common::Proc(
+        crate::common::gaffer(tmp.path())
+            .env("KUBECONFIG", &kubeconfig)
+            .env("PATH", crate::common::path_with(uv.parent().unwrap()))
+            .args(["reconcile", "--lab", "cluster", "--lab-rollout-secs", "60"])
+            .args(["--state", state.to_str().unwrap()])
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .arg("--builders")
+            .arg(tmp.path().join("builders"))
+            .env("RUST_LOG", "gaffer=info")
+            // uv fetches pytest (pinned) from the package index: the machine's roots and
+            // one cache for every test.
+            .envs(std::env::var_os("SSL_CERT_FILE").map(|f| ("SSL_CERT_FILE", f)))
+            .env(
+                "UV_CACHE_DIR",
+                crate::common::root().join("target/uv-cache"),
+            )
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let t = gaffer::names::TaskRef::parse("demo/web-api/greet").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let (st, progress) = loop {
+        let snap = crate::common::snapshot_of(&state, &tmp.path().join("ro"));
+        let st = snap.task(&t).and_then(|e| e.status.clone());
+        if let Some(st) = &st
+            && matches!(
+                st.phase,
+                gaffer::state::status::Phase::InReview | gaffer::state::status::Phase::Failed
+            )
+        {
+            let progress = snap.task(&t).unwrap().progress.clone().unwrap_or_default();
+            break ((*st).clone(), progress);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out; status {st:#?}\n{}",
+            std::fs::read_to_string(tmp.path().join("daemon.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let texts: Vec<&str> = progress
+        .milestones
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(
+        st.phase,
+        gaffer::state::status::Phase::InReview,
+        "{texts:#?}\n{st:#?}\n{}",
+        std::fs::read_to_string(tmp.path().join("daemon.log")).unwrap_or_default()
+    );
+    // The crash reached the thread with the container's own words …
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("💥 the lab deploy failed")
+                && t.contains("CrashLoopBackOff")
+                && t.contains("config error: GREETING_STYLE is not set")),
+        "{texts:#?}"
+    );
+    // … and the builder, which fixed it; the real pytest suite then passed against the
+    // deployed fix, and its counts reached the thread.
+    let feedback = std::fs::read_to_string(
+        std::fs::read_dir(tmp.path().join("data/scripted"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    assert!(
+        feedback.contains("a container crash-loops")
+            && feedback.contains("config error: GREETING_STYLE is not set"),
+        "{feedback}"
+    );
+    assert!(texts.contains(&"✅ pytest: 2/2 passing"), "{texts:#?}");
+    let (code, body) = get(&fake.proxy_url(), &format!("http://{HOST}/greet?name=you"));
+    assert_eq!(
+        (code, body.as_str()),
+        (200, r#"{"greeting": "Hello, you!", "warmly": true}"#)
+    );
+}
