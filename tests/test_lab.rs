@@ -44,12 +44,14 @@ fn request(overlay: PathBuf) -> DeployRequest {
     DeployRequest {
         project: ProjectRef::parse("demo/web-api").unwrap(),
         task: TaskName::new("jwt").unwrap(),
+        workspace: overlay.parent().unwrap().to_path_buf(),
         overlay,
         host: "web-api.builder.lab.example.com".into(),
         url: "https://web-api.builder.lab.example.com".into(),
         commits: BTreeMap::new(),
         images: BTreeMap::new(),
         tool: Default::default(),
+        values: Vec::new(),
         previous: Vec::new(),
     }
 }

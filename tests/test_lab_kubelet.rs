@@ -88,11 +88,13 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
         project: ProjectRef::parse("demo/web-api").unwrap(),
         task: TaskName::new("greet").unwrap(),
         overlay: app.clone(),
+        workspace: tmp.path().to_path_buf(),
         host: HOST.into(),
         url: format!("http://{HOST}"),
         commits: Default::default(),
         images: Default::default(),
         tool: Default::default(),
+        values: Vec::new(),
         previous: Vec::new(),
     };
     let first = d.deploy(&req).await.unwrap();
@@ -113,6 +115,7 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
         .unwrap();
     let log = fake.log("demo-web-api-lab", &pod, "app").unwrap();
     assert!(log.contains("GET /greet?name=lab"), "{log}");
+    lab_logs_from_a_terminal(&fake, tmp.path(), &kc, &pod).await;
 
     // A change that crashes at start: reported at once (not at the rollout timeout) with
     // the reason, the restarts and the container's own last lines.
@@ -156,6 +159,77 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
     tokio::task::spawn_blocking(move || drop(fake))
         .await
         .unwrap();
+}
+
+/// `gaffer lab logs`: every container's last lines, one followed as it grows, and a name
+/// that is not one refused.
+async fn lab_logs_from_a_terminal(fake: &FakeKube, home: &Path, kc: &Path, pod: &str) {
+    let (home, kc, pod, proxy) = (
+        home.to_path_buf(),
+        kc.to_path_buf(),
+        pod.to_string(),
+        fake.proxy_url(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let lab = |args: &[&str]| {
+            let mut c = crate::common::gaffer(&home);
+            c.env("KUBECONFIG", &kc)
+                .args(["lab", "logs", "demo/web-api"])
+                .args(args);
+            c
+        };
+        let out = lab(&[]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("serving on 127.") && text.contains("GET /greet?name=lab"),
+            "{text}"
+        );
+        let out = lab(&["--pod", "../x"]).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not a pod or container name"));
+
+        let mut child = lab(&["--follow", "--pod", &pod])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let _guard = crate::common::Proc(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // The tail first; then a request made now shows up as it happens.
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the tail of the log");
+        assert_eq!(
+            get(&proxy, &format!("http://{HOST}/greet?name=followed")).0,
+            200
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .expect("the new request in the followed log");
+            if line.contains("name=followed") {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
 }
 
 /// The state repo and app origin of a project whose app is the uv template and whose
@@ -335,4 +409,192 @@ fn a_crash_goes_back_to_the_builder_and_the_fix_is_redeployed_and_tested_with_py
         (code, body.as_str()),
         (200, r#"{"greeting": "Hello, you!", "warmly": true}"#)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_overlays_are_refused_with_located_errors_and_nothing_is_applied() {
+    let fake = tokio::task::spawn_blocking(FakeKube::start).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("repos");
+    let app = ws.join("web-api");
+    let kc = tmp.path().join("admin.kubeconfig");
+    fake.write_kubeconfig(&kc);
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kc).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let d = ClusterDeployer::new(config, tmp.path().join("lab")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("elsewhere")).unwrap();
+    std::fs::write(
+        tmp.path().join("elsewhere/kustomization.yaml"),
+        "resources: []\n",
+    )
+    .unwrap();
+    let big = "x".repeat(1_200_000);
+    // (kustomization.yaml, what, an extra file, the error wanted)
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 3] = [
+        (
+            "resources:\n  - deploy/service.yaml\n  - ../../elsewhere\n",
+            "outside",
+            None,
+            "web-api/kustomization.yaml:3:5: resources entry \"../../elsewhere\" points outside the workspace",
+        ),
+        (
+            "resources: [deploy/service.yaml]\nconfigMapGenerator:\n  - name: data\n    files: [app/big.txt]\n",
+            "too big",
+            Some(("app/big.txt", big.as_str())),
+            "bytes; Kubernetes stores at most 1048576 (1 MiB) per object",
+        ),
+        (
+            "resources: [deploy/service.yaml, frob.yaml]\n",
+            "unknown kind",
+            Some((
+                "frob.yaml",
+                "apiVersion: example.com/v1\nkind: Frobnicator\nmetadata: {name: f}\n",
+            )),
+            "Frobnicator f: ",
+        ),
+    ];
+    for (kustomization, what, extra, want) in cases {
+        let _ = std::fs::remove_dir_all(&app);
+        template("uv-python", &app);
+        std::fs::write(app.join("kustomization.yaml"), kustomization).unwrap();
+        if let Some((path, content)) = extra {
+            std::fs::write(app.join(path), content).unwrap();
+        }
+        let req = DeployRequest {
+            project: ProjectRef::parse("demo/web-api").unwrap(),
+            task: TaskName::new("greet").unwrap(),
+            overlay: app.clone(),
+            workspace: ws.clone(),
+            host: HOST.into(),
+            url: format!("http://{HOST}"),
+            commits: Default::default(),
+            images: Default::default(),
+            tool: Default::default(),
+            values: Vec::new(),
+            previous: Vec::new(),
+        };
+        let e = d.deploy(&req).await.unwrap_err();
+        assert!(
+            matches!(&e, LabError::Invalid { message, .. } if message.contains(want)),
+            "{what}: {e}"
+        );
+        assert!(
+            fake.requests().iter().all(|r| r.method != "PATCH"),
+            "{what}: something was applied"
+        );
+    }
+    tokio::task::spawn_blocking(move || drop(fake))
+        .await
+        .unwrap();
+}
+
+fn render_request(app: &Path, ws: &Path) -> DeployRequest {
+    DeployRequest {
+        project: ProjectRef::parse("demo/web-api").unwrap(),
+        task: TaskName::new("greet").unwrap(),
+        overlay: app.to_path_buf(),
+        workspace: ws.to_path_buf(),
+        host: HOST.into(),
+        url: format!("http://{HOST}"),
+        commits: Default::default(),
+        images: Default::default(),
+        tool: Default::default(),
+        values: Vec::new(),
+        previous: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_template_renders_to_valid_manifests_and_helm_takes_the_lab_values() {
+    use gaffer::lab::render::RenderOnly;
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("repos");
+    let helm = tokio::task::spawn_blocking(crate::common::helm)
+        .await
+        .unwrap();
+    for name in ["uv-python", "camel-jbang", "helm"] {
+        let app = ws.join(name);
+        template(name, &app);
+        let mut req = render_request(&app, &ws);
+        if name == "helm" {
+            req.tool = gaffer::state::spec::LabTool::Helm;
+            req.values = vec!["values-lab.yaml".into()];
+        }
+        let r = RenderOnly::new(tmp.path().join("out"))
+            .with_helm(&helm)
+            .render(&req)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // gaffer's wrapper made it the lab's: its namespace, and the lab host.
+        assert!(r.text.contains("namespace: demo-web-api-lab"), "{name}");
+        assert!(r.text.contains(&format!("host: {HOST}")), "{name}");
+        let file = tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, &r.text).unwrap();
+        let checked =
+            tokio::task::spawn_blocking(move || crate::common::kubernetes_validate(&file))
+                .await
+                .unwrap();
+        assert!(checked.is_ok(), "{name}: {checked:?}");
+        if name == "helm" {
+            // values-lab.yaml over values.yaml: one replica, the lab's greeting.
+            let dep = r.docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+            assert_eq!(dep["spec"]["replicas"], 1);
+            let env = &dep["spec"]["template"]["spec"]["containers"][0]["env"];
+            assert!(
+                env.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["name"] == "GREETING" && e["value"] == "Hello from the lab"),
+                "{env}"
+            );
+            // A values file that is not there is named.
+            req.values = vec!["values-prod.yaml".into()];
+            let e = RenderOnly::new(tmp.path().join("out"))
+                .with_helm(&helm)
+                .render(&req)
+                .await
+                .unwrap_err();
+            assert!(
+                e.to_string().contains("values-prod.yaml does not exist"),
+                "{e}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_whose_command_is_not_on_this_machine_waits_with_a_clear_reason() {
+    // The Camel JBang template cannot run here (no `camel`, and its components come from
+    // Maven Central): the test kubelet says so in the pod's status, and the deploy's report.
+    let fake = tokio::task::spawn_blocking(fake_with_uv).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("repos");
+    let app = ws.join("web-api");
+    template("camel-jbang", &app);
+    let kc = tmp.path().join("admin.kubeconfig");
+    fake.write_kubeconfig(&kc);
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kc).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut d = ClusterDeployer::new(config, tmp.path().join("lab")).unwrap();
+    d.rollout_timeout = Duration::from_secs(2);
+    d.poll = Duration::from_millis(100);
+    let e = d.deploy(&render_request(&app, &ws)).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("ErrImagePull")
+            && msg.contains("`camel` is not installed here (image apache/camel-jbang:4.18.2"),
+        "{msg}"
+    );
+    tokio::task::spawn_blocking(move || drop(fake))
+        .await
+        .unwrap();
 }

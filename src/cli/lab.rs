@@ -22,6 +22,33 @@ pub enum LabCommand {
     /// Remove lab namespaces whose last deploy is older than --older-than, and record that in
     /// the state repository.
     Cleanup(CleanupArgs),
+    /// Print the logs of a project's lab: the last lines of every container of every pod in
+    /// its namespace, or one container's log as it grows (--follow). Reads the cluster of
+    /// KUBECONFIG (or the pod's service account), not the state repository.
+    Logs(LogsArgs),
+}
+
+/// Arguments of `gaffer lab logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The project, CATEGORY/PROJECT; its lab namespace is CATEGORY-PROJECT-lab.
+    pub project: String,
+    /// Only this pod.
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only this container (the pod's only one, or each, by default).
+    #[arg(long, short)]
+    pub container: Option<String>,
+    /// Lines from the end of each log.
+    #[arg(long, default_value_t = 50)]
+    pub tail: i64,
+    /// The container's run before its last restart (what a crash loop printed).
+    #[arg(long, short)]
+    pub previous: bool,
+    /// Keep printing as the log grows (one container: name it with --pod, and --container
+    /// when the pod has several).
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 /// Where the state is.
@@ -167,7 +194,81 @@ pub fn cmd_lab(cmd: LabCommand) -> CmdResult {
     match cmd {
         LabCommand::List(args) => rt.block_on(list(args)),
         LabCommand::Cleanup(args) => rt.block_on(cleanup(args)),
+        LabCommand::Logs(args) => rt.block_on(logs(args)),
     }
+}
+
+async fn logs(args: LogsArgs) -> CmdResult {
+    let project = ProjectRef::parse(&args.project).map_err(|e| CliError::user(e.to_string()))?;
+    for name in [&args.pod, &args.container].into_iter().flatten() {
+        if !crate::lab::cluster::logs::valid_name(name) {
+            return Err(CliError::user(format!(
+                "{name:?} is not a pod or container name (lowercase letters, digits, '-' and '.')"
+            )));
+        }
+    }
+    let ns = project.lab_namespace();
+    let dir = std::env::temp_dir().join("gaffer-lab-cli");
+    let c = ClusterDeployer::connect(&dir, Duration::from_secs(5))
+        .await
+        .map_err(|why| CliError::user(format!("cannot read the lab's logs: {why}")))?;
+    let user = |e: crate::lab::LabError| CliError::user(e.to_string());
+    let pods: Vec<(String, Vec<String>)> = c
+        .pods(&ns)
+        .await
+        .map_err(user)?
+        .into_iter()
+        .filter(|(p, _)| args.pod.as_ref().is_none_or(|want| want == p))
+        .collect();
+    if pods.is_empty() {
+        return Err(CliError::user(match &args.pod {
+            Some(p) => format!("no pod {p} in {ns}"),
+            None => format!("no pods in {ns} (has the project been deployed?)"),
+        }));
+    }
+    let mut targets = Vec::new();
+    for (pod, containers) in &pods {
+        for container in containers {
+            if args.container.as_ref().is_none_or(|want| want == container) {
+                targets.push((pod.clone(), container.clone()));
+            }
+        }
+    }
+    let Some(first) = targets.first().cloned() else {
+        return Err(CliError::user(format!(
+            "no container {} in the pods of {ns}",
+            args.container.as_deref().unwrap_or("")
+        )));
+    };
+    if args.follow {
+        if targets.len() > 1 {
+            let names: Vec<String> = targets.iter().map(|(p, c)| format!("{p}/{c}")).collect();
+            return Err(CliError::user(format!(
+                "--follow reads one container; name it with --pod (and --container): {}",
+                names.join(", ")
+            )));
+        }
+        let mut out = std::io::stdout();
+        c.follow_logs(&ns, &first.0, &first.1, Some(args.tail), &mut out)
+            .await
+            .map_err(user)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let many = targets.len() > 1;
+    for (pod, container) in targets {
+        let text = c
+            .logs(&ns, &pod, &container, Some(args.tail), args.previous)
+            .await
+            .map_err(user)?;
+        if many {
+            println!("==> {pod}/{container} <==");
+        }
+        print!("{text}");
+        if many && !text.ends_with('\n') && !text.is_empty() {
+            println!();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn list(args: ListArgs) -> CmdResult {

@@ -26,6 +26,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use serde_json::{Value, json};
 
+pub mod logs;
 mod rollout;
 
 use rollout::condition;
@@ -266,6 +267,37 @@ impl LabDeployer for ClusterDeployer {
                 Some("Namespace" | "CustomResourceDefinition")
             )
         });
+        // Every kind the render names is served (or defined by a CRD of the render) before
+        // anything is applied: an unknown kind fails the deploy with nothing changed.
+        let defined: Vec<(String, String)> = first
+            .iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .map(|d| {
+                (
+                    d["spec"]["group"].as_str().unwrap_or("").to_string(),
+                    d["spec"]["names"]["kind"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .collect();
+        for doc in &rest {
+            let gvk = gvk_of(doc)?;
+            if defined.contains(&(gvk.group.clone(), gvk.kind.clone())) {
+                continue;
+            }
+            if let Err(e) = self.resource(&gvk).await {
+                return Err(LabError::Invalid {
+                    overlay: req.overlay.display().to_string(),
+                    message: format!(
+                        "{} {}: {e}; nothing was applied",
+                        gvk.kind,
+                        doc["metadata"]["name"].as_str().unwrap_or("")
+                    ),
+                });
+            }
+        }
         let mut applied: BTreeMap<String, String> = BTreeMap::new();
         for doc in &first {
             let (k, rv) = self.apply(doc, &ns).await?;

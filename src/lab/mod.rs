@@ -7,6 +7,7 @@
 pub mod auto;
 pub mod cluster;
 pub mod junit;
+pub mod overlay;
 pub mod render;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,9 @@ pub struct DeployRequest {
     pub task: TaskName,
     /// The overlay directory (already resolved inside the workspace and checked to stay in it).
     pub overlay: PathBuf,
+    /// The workspace (the folder of the project's repos): nothing the overlay names may lie
+    /// outside it.
+    pub workspace: PathBuf,
     /// The lab host, `{project}.builder.<domain>`.
     pub host: String,
     /// The lab's URL (`lab_url` in gaffer.yaml; `https://<host>` by default).
@@ -34,6 +38,8 @@ pub struct DeployRequest {
     pub images: BTreeMap<String, String>,
     /// The renderer (`lab.tool`).
     pub tool: crate::state::spec::LabTool,
+    /// `lab.values`: helm values files, relative to the chart (checked to stay inside it).
+    pub values: Vec<String>,
     /// The objects the previous deploy applied (from `lab/status.yaml`): what is no longer
     /// rendered is pruned.
     pub previous: Vec<InventoryItem>,

@@ -85,28 +85,35 @@ impl RenderOnly {
         &self,
         tool: LabTool,
         overlay: &Path,
+        values: &[String],
         release: &str,
         namespace: &str,
     ) -> Result<Option<String>, LabError> {
         match tool {
             LabTool::Kustomize => Ok(None),
-            LabTool::Helm => self
-                .run_tool(
-                    &self.helm,
-                    "helm",
-                    "helm template",
-                    &[
-                        OsStr::new("template"),
-                        OsStr::new(release),
-                        overlay.as_os_str(),
-                        OsStr::new("--namespace"),
-                        OsStr::new(namespace),
-                    ],
-                    None,
-                    overlay,
-                )
-                .await
-                .map(Some),
+            LabTool::Helm => {
+                let files: Vec<PathBuf> = values.iter().map(|v| overlay.join(v)).collect();
+                if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+                    return Err(LabError::Invalid {
+                        overlay: overlay.display().to_string(),
+                        message: format!("lab.values: {} does not exist", missing.display()),
+                    });
+                }
+                let mut args = vec![
+                    OsStr::new("template"),
+                    OsStr::new(release),
+                    overlay.as_os_str(),
+                    OsStr::new("--namespace"),
+                    OsStr::new(namespace),
+                ];
+                for f in &files {
+                    args.push(OsStr::new("--values"));
+                    args.push(f.as_os_str());
+                }
+                self.run_tool(&self.helm, "helm", "helm template", &args, None, overlay)
+                    .await
+                    .map(Some)
+            }
             LabTool::Skaffold => self
                 .run_tool(
                     &self.skaffold,
@@ -212,6 +219,14 @@ impl RenderOnly {
             .await
             .map_err(|e| io(&wrapper, e))?;
 
+        if req.tool == LabTool::Kustomize {
+            super::overlay::check(&req.workspace, &req.overlay).map_err(|message| {
+                LabError::Invalid {
+                    overlay: req.overlay.display().to_string(),
+                    message,
+                }
+            })?;
+        }
         // kustomize refuses absolute resource paths, so the overlay is referenced relatively.
         let overlay = tokio::fs::canonicalize(&req.overlay)
             .await
@@ -245,6 +260,7 @@ impl RenderOnly {
             .pre_render(
                 req.tool,
                 &req.overlay,
+                &req.values,
                 req.project.project.as_str(),
                 &namespace,
             )
@@ -288,6 +304,10 @@ impl RenderOnly {
             docs = parse_render(&rendered, &req.overlay)?;
         }
 
+        too_big(&docs).map_err(|message| LabError::Invalid {
+            overlay: req.overlay.display().to_string(),
+            message,
+        })?;
         let mut inventory = docs
             .iter()
             .enumerate()
@@ -340,6 +360,30 @@ impl LabDeployer for RenderOnly {
             digest: r.digest,
         })
     }
+}
+
+/// The most Kubernetes stores of one object (etcd's limit, which a ConfigMap or Secret
+/// made from files meets first).
+pub const MAX_OBJECT_BYTES: usize = 1024 * 1024;
+
+/// A ConfigMap or Secret over [`MAX_OBJECT_BYTES`]: the API server would refuse it halfway
+/// through a deploy, so the render is refused before anything is applied.
+fn too_big(docs: &[Value]) -> Result<(), String> {
+    for d in docs {
+        let kind = d["kind"].as_str().unwrap_or("");
+        if !matches!(kind, "ConfigMap" | "Secret") {
+            continue;
+        }
+        let size = d.to_string().len();
+        if size > MAX_OBJECT_BYTES {
+            return Err(format!(
+                "{kind} {} is {size} bytes; Kubernetes stores at most {MAX_OBJECT_BYTES} (1 MiB) \
+                 per object: keep big files out of its generator (mount them from elsewhere)",
+                d["metadata"]["name"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What helm or skaffold rendered, inside the wrapper.

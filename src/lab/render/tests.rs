@@ -95,8 +95,10 @@ fn request(overlay: PathBuf) -> DeployRequest {
     DeployRequest {
         previous: Vec::new(),
         tool: Default::default(),
+        values: Vec::new(),
         project: ProjectRef::parse("web/shop").unwrap(),
         task: TaskName::new("add-cart").unwrap(),
+        workspace: overlay.parent().unwrap().to_path_buf(),
         overlay,
         host: "shop.builder.example.test".into(),
         url: "https://shop.builder.example.test".into(),

@@ -32,11 +32,8 @@ pub async fn deploying(
         );
         return Ok(Action::requeue(Duration::ZERO));
     };
-    let overlay = ctx
-        .workspaces
-        .local_dir(&t.project)
-        .join("repos")
-        .join(&lab.overlay.value);
+    let workspace = ctx.workspaces.local_dir(&t.project).join("repos");
+    let overlay = workspace.join(&lab.overlay.value);
     let commits: BTreeMap<RepoName, String> = plan
         .status
         .repos
@@ -59,11 +56,13 @@ pub async fn deploying(
         project: t.project.clone(),
         task: t.task.clone(),
         overlay,
+        workspace,
         host,
         url,
         commits: commits.clone(),
         images,
         tool: lab.tool,
+        values: lab.values.iter().map(|v| v.value.clone()).collect(),
         previous: view
             .lab
             .as_ref()

@@ -134,6 +134,27 @@ pub(super) fn check_project(path: &str, spec: &ProjectSpec) -> Vec<Problem> {
                 format!("lab.overlay {overlay:?} {msg}"),
             ));
         }
+        for v in &lab.values {
+            let why = if lab.tool != crate::state::spec::LabTool::Helm {
+                Some("is only for lab.tool: helm")
+            } else if v.value.starts_with('/')
+                || v.value
+                    .split('/')
+                    .any(|c| c == ".." || c == "." || c.is_empty())
+            {
+                Some("must be a path inside the chart, without '..', '.' or empty components")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                out.push(Problem::at(
+                    path,
+                    v.line,
+                    v.column,
+                    format!("lab.values {:?} {why}", v.value),
+                ));
+            }
+        }
     }
     if let Some(channel) = spec.slack.as_ref().and_then(|s| s.channel.as_deref()) {
         let ok = !channel.is_empty()

@@ -16,6 +16,11 @@ pub struct LabSpec {
     /// The renderer.
     #[serde(default)]
     pub tool: LabTool,
+    /// With `tool: helm`: values files, relative to the chart (the overlay), given to
+    /// `helm template` in order (`-f`), e.g. `[values-lab.yaml]`: one chart, a values file
+    /// per environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<Located<String>>,
     /// The test command, run in the workspace with `LAB_URL` and `LAB_NAMESPACE` set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<String>,
