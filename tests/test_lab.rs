@@ -199,7 +199,7 @@ async fn a_deployment_that_never_becomes_ready_is_reported_with_its_reasons() {
     assert!(report.contains("minimum availability"), "{report}");
     assert!(
         report.contains(
-            "container api waiting: ImagePullBackOff (Back-off pulling image python:3.12-slim)"
+            "container api waiting: ImagePullBackOff (Back-off pulling image ghcr.io/astral-sh/uv:0.13.9-python3.12-bookworm-slim)"
         ),
         "{report}"
     );
@@ -361,6 +361,18 @@ struct ClusterLab {
 
 impl ClusterLab {
     fn new() -> Self {
+        Self::with(FakeKube::start())
+    }
+
+    /// With the test kubelet: the demo app really runs (by uv, from its ConfigMap).
+    fn running() -> Self {
+        let uv = crate::common::uv();
+        Self::with(FakeKube::with_kubelet(crate::common::path_with(
+            uv.parent().unwrap(),
+        )))
+    }
+
+    fn with(fake: FakeKube) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let origin = tmp.path().join("origins/web-api.git");
         gaffer::cli::demo::bare_repo_with(&origin, &sample_app(), "web-api").unwrap();
@@ -371,7 +383,6 @@ impl ClusterLab {
             "state",
         )
         .unwrap();
-        let fake = FakeKube::start();
         let kubeconfig = tmp.path().join("admin.kubeconfig");
         fake.write_kubeconfig(&kubeconfig);
         crate::common::commit_to_bare(
@@ -474,6 +485,18 @@ impl ClusterLab {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// `GET url` through an HTTP proxy; the whole response.
+fn http_via(proxy: &str, url: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(proxy.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let host = url.trim_start_matches("http://").split('/').next().unwrap();
+    write!(s, "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 #[test]
@@ -591,7 +614,7 @@ fn a_project_that_chose_render_only_is_rendered_not_deployed_and_not_tested() {
 
 #[test]
 fn the_reconciler_deploys_to_the_cluster_and_lab_list_and_cleanup_manage_the_namespace() {
-    let lab = ClusterLab::new();
+    let lab = ClusterLab::running();
     let snap = lab.run_until("20", |s| s.phase == gaffer::state::status::Phase::Promoted);
     let project = ProjectRef::parse("demo/web-api").unwrap();
     let rec = snap.projects[&project].lab.clone().unwrap();
@@ -628,6 +651,15 @@ fn the_reconciler_deploys_to_the_cluster_and_lab_list_and_cleanup_manage_the_nam
         "{texts:?}"
     );
     assert!(texts.iter().any(|t| t.contains("(unchanged)")), "{texts:?}");
+    // What was deployed runs: the builder's version of the demo app answers at the lab host.
+    let pods = lab.fake.names("v1", "pods", NS);
+    let log = lab.fake.log(NS, &pods[0], "api").unwrap_or_default();
+    assert!(
+        log.contains("\"GET / HTTP/1.0\" 200") && !log.contains("Traceback"),
+        "{log}"
+    );
+    let body = http_via(&lab.fake.proxy_url(), "http://web-api.builder.lab.example.com/");
+    assert!(body.ends_with("hello from the lab, with JWT\n"), "{body}");
     // The builder was started with its lab access.
     let session: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(

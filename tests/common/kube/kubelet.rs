@@ -607,9 +607,11 @@ fn probe(c: &Value, ip: Ipv4Addr, run: &Prepared) -> bool {
         {
             return false;
         }
-        let mut head = [0u8; 32];
-        let n = s.read(&mut head).unwrap_or(0);
-        let line = String::from_utf8_lossy(&head[..n]);
+        // The whole answer, as a kubelet reads it: a probe that hangs up early makes the
+        // app's write fail.
+        let mut answer = Vec::new();
+        let _ = (&mut s).take(64 * 1024).read_to_end(&mut answer);
+        let line = String::from_utf8_lossy(&answer);
         let code: u16 = line
             .split_whitespace()
             .nth(1)

@@ -1,5 +1,6 @@
 """A tiny web API the demo builder works on."""
 
+import os
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
@@ -11,4 +12,4 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    HTTPServer(("", 8080), Handler).serve_forever()
+    HTTPServer((os.environ.get("BIND_ADDRESS", ""), 8080), Handler).serve_forever()
