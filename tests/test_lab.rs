@@ -493,7 +493,11 @@ fn http_via(proxy: &str, url: &str) -> String {
     let mut s = std::net::TcpStream::connect(proxy.trim_start_matches("http://")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let host = url.trim_start_matches("http://").split('/').next().unwrap();
-    write!(s, "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -658,7 +662,10 @@ fn the_reconciler_deploys_to_the_cluster_and_lab_list_and_cleanup_manage_the_nam
         log.contains("\"GET / HTTP/1.0\" 200") && !log.contains("Traceback"),
         "{log}"
     );
-    let body = http_via(&lab.fake.proxy_url(), "http://web-api.builder.lab.example.com/");
+    let body = http_via(
+        &lab.fake.proxy_url(),
+        "http://web-api.builder.lab.example.com/",
+    );
     assert!(body.ends_with("hello from the lab, with JWT\n"), "{body}");
     // The builder was started with its lab access.
     let session: serde_json::Value = serde_json::from_str(

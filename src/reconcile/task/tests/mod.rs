@@ -329,6 +329,8 @@ pub struct FakeLab {
     pub rendered: bool,
     pub deploys: Mutex<Vec<DeployRequest>>,
     pub results: Mutex<VecDeque<TestResults>>,
+    /// A refused overlay (the work's fault): `LabError::Invalid` with this message.
+    pub refuse: Mutex<Option<String>>,
 }
 
 #[async_trait::async_trait]
@@ -337,6 +339,12 @@ impl LabDeployer for FakeLab {
         self.deploys.lock().unwrap().push(req.clone());
         if let Some(why) = self.fail.lock().unwrap().clone() {
             return Err(LabError::Cluster(why));
+        }
+        if let Some(message) = self.refuse.lock().unwrap().clone() {
+            return Err(LabError::Invalid {
+                overlay: "api/deploy".into(),
+                message,
+            });
         }
         if *self.unreachable.lock().unwrap() {
             return Err(LabError::Unreachable("connection refused".into()));

@@ -185,6 +185,48 @@ fn table() -> Vec<Case> {
             check: |_, p| assert_eq!(p.status.effects.failed_in, Some(Phase::Deploying)),
         },
         Case {
+            name: "an overlay the lab refuses goes back to the builder, located",
+            phase: Phase::Deploying,
+            given: |w| {
+                *w.lab.refuse.lock().unwrap() = Some(
+                    "api/deploy/kustomization.yaml:3:5: resources entry \"../../x\" points outside the workspace".into(),
+                );
+            },
+            then_phase: Phase::Running,
+            reason: Some("LabNotReady"),
+            action: requeue(0),
+            check: |w, p| {
+                assert_eq!(p.status.effects.test_attempts, 1);
+                let message = p.status.message.clone().unwrap_or_default();
+                assert!(
+                    message.contains("kustomization.yaml:3:5: resources entry"),
+                    "{message}"
+                );
+                assert!(
+                    milestones(p)
+                        .iter()
+                        .any(|m| m.starts_with("💥 the lab deploy failed: api/deploy: "))
+                );
+                assert!(
+                    w.agent
+                        .sent_text("feedback-lab")
+                        .starts_with("Deploying your work to the lab failed.\napi/deploy: ")
+                );
+            },
+        },
+        Case {
+            name: "a refused overlay after the retries fails the task",
+            phase: Phase::Deploying,
+            given: |w| {
+                *w.lab.refuse.lock().unwrap() = Some("ConfigMap big is 2000000 bytes".into());
+                w.edit_status(|s| s.effects.test_attempts = 2);
+            },
+            then_phase: Phase::Failed,
+            reason: Some("DeployFailed"),
+            action: Action::await_change(),
+            check: |_, p| assert_eq!(p.status.effects.failed_in, Some(Phase::Deploying)),
+        },
+        Case {
             name: "passing tests: review",
             phase: Phase::Testing,
             given: |w| {
