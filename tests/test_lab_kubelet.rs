@@ -598,3 +598,87 @@ async fn a_container_whose_command_is_not_on_this_machine_waits_with_a_clear_rea
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubelet_gives_containers_their_env_volumes_and_working_dir() {
+    let fake = tokio::task::spawn_blocking(fake_with_uv).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("repos");
+    let app = ws.join("web-api");
+    std::fs::create_dir_all(&app).unwrap();
+    let files = [
+        (
+            "kustomization.yaml",
+            "resources: [deployment.yaml]\n\
+             secretGenerator:\n  - {name: creds, literals: [token=s3cret]}\n\
+             configMapGenerator:\n  - {name: settings, literals: [mode=lab], files: [cfg.txt]}\n",
+        ),
+        ("cfg.txt", "from the config map\n"),
+        (
+            "deployment.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: envtest}\nspec:\n  \
+             selector: {matchLabels: {app: envtest}}\n  template:\n    metadata: {labels: {app: envtest}}\n    spec:\n      \
+             containers:\n        - name: sh\n          image: busybox\n          \
+             command: [sh, -c, 'echo token=$TOKEN mode=$MODE from=$mode; pwd; cat /etc/settings/cfg.txt; exec sleep 600']\n          \
+             workingDir: /work\n          \
+             env:\n            - name: TOKEN\n              valueFrom: {secretKeyRef: {name: creds, key: token}}\n            \
+             - name: MODE\n              valueFrom: {configMapKeyRef: {name: settings, key: mode}}\n          \
+             envFrom: [{configMapRef: {name: settings}}]\n          \
+             volumeMounts: [{name: work, mountPath: /work}, {name: settings, mountPath: /etc/settings}]\n      \
+             volumes: [{name: work, emptyDir: {}}, {name: settings, configMap: {name: settings}}]\n",
+        ),
+    ];
+    for (p, c) in files {
+        std::fs::write(app.join(p), c).unwrap();
+    }
+    let kc = tmp.path().join("admin.kubeconfig");
+    fake.write_kubeconfig(&kc);
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kc).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let mut d = ClusterDeployer::new(config, tmp.path().join("lab")).unwrap();
+    d.rollout_timeout = Duration::from_secs(30);
+    d.poll = Duration::from_millis(100);
+    let first = d.deploy(&render_request(&app, &ws)).await.unwrap();
+    let pod = fake
+        .names("v1", "pods", "demo-web-api-lab")
+        .into_iter()
+        .next()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = fake.log("demo-web-api-lab", &pod, "sh").unwrap_or_default();
+        if log.contains("from the config map") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(log.contains("token=s3cret mode=lab from=lab\n"), "{log}");
+    assert!(log.contains("from the config map\n"), "{log}");
+    assert!(
+        log.contains("/volumes/work\n"),
+        "the working dir is the emptyDir: {log}"
+    );
+
+    // A key that is not there: the container cannot start, and the deploy says so at once.
+    std::fs::write(
+        app.join("deployment.yaml"),
+        files[2].1.replace("key: token", "key: password"),
+    )
+    .unwrap();
+    let mut req = render_request(&app, &ws);
+    req.previous = first.inventory;
+    let started = std::time::Instant::now();
+    let e = d.deploy(&req).await.unwrap_err().to_string();
+    assert!(started.elapsed() < Duration::from_secs(20), "{e}");
+    assert!(
+        e.contains("CreateContainerConfigError (couldn't find key password in Secret demo-web-api-lab/creds-"),
+        "{e}"
+    );
+    tokio::task::spawn_blocking(move || drop(fake))
+        .await
+        .unwrap();
+}

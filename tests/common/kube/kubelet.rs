@@ -357,16 +357,40 @@ fn command_of<'a>(
         mounts.push((at.to_string(), dir));
     }
     mounts.sort_by_key(|(at, _)| std::cmp::Reverse(at.len()));
+    // Every mention of a mount path as a path (`/app`, `/app/main.py`, `--x=/app`, inside
+    // `sh -c '… /app/x …'`), not as part of a longer name (`/application`); one pass, so a
+    // directory put in for one mount is never rewritten for another (`/tmp`).
     let rewrite = |s: &str| -> String {
-        for (at, dir) in &mounts {
-            if s == at {
-                return dir.display().to_string();
-            }
-            if let Some(rest) = s.strip_prefix(&format!("{at}/")) {
-                return dir.join(rest).display().to_string();
+        let mut out = String::with_capacity(s.len());
+        let mut i = 0;
+        while i < s.len() {
+            let before = s[..i].chars().next_back();
+            let starts = before.is_none_or(|c| c.is_whitespace() || "='\":".contains(c));
+            let hit = starts
+                .then(|| {
+                    mounts.iter().find(|(at, _)| {
+                        !at.is_empty()
+                            && s[i..].starts_with(at.as_str())
+                            && s[i + at.len()..]
+                                .chars()
+                                .next()
+                                .is_none_or(|c| c == '/' || c.is_whitespace() || "'\"".contains(c))
+                    })
+                })
+                .flatten();
+            match hit {
+                Some((at, dir)) => {
+                    out.push_str(&dir.display().to_string());
+                    i += at.len();
+                }
+                None => {
+                    let c = s[i..].chars().next().unwrap();
+                    out.push(c);
+                    i += c.len_utf8();
+                }
             }
         }
-        s.to_string()
+        out
     };
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), path.to_string_lossy().into_owned()),
