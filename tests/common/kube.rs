@@ -11,7 +11,9 @@
 //! (`kube/kubelet.rs`) runs pods' commands as local processes, serves their logs through
 //! `pods/<name>/log`, and its ingress proxy (`kube/proxy.rs`) reaches them.
 
+mod controllers;
 mod kubelet;
+mod logs;
 mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -177,7 +179,7 @@ impl FakeKube {
             .pod_logs
             .get(&(ns.into(), pod.into()))
             .cloned()?;
-        kubelet::read_log(&dir, container, false, None)
+        logs::read_log(&dir, container, false, None)
     }
 
     /// `http://127.0.0.1:P`.
@@ -624,7 +626,7 @@ async fn handle(
             axum::Json(g.objects[&k].clone()).into_response()
         }
         (Method::GET, Some(name), Some(sub)) if sub == "log" && t.res.plural == "pods" => {
-            pod_log(&g, &inner, &uri, &ns, &name)
+            logs::pod_log(&g, &inner, &uri, &ns, &name)
         }
         (Method::POST, Some(name), Some(sub))
             if sub == "token" && t.res.plural == "serviceaccounts" =>
@@ -675,95 +677,6 @@ async fn handle(
             format!("{method} {path}"),
         ),
     }
-}
-
-/// `GET pods/<name>/log`: `container` (needed when the pod has several), `previous`,
-/// `tailLines`, and `follow` (streams what is appended until the pod is gone).
-fn pod_log(g: &Inner, inner: &Arc<Mutex<Inner>>, uri: &Uri, ns: &str, name: &str) -> Response {
-    let Some(pod) = g.objects.get(&("v1/pods".into(), ns.into(), name.into())) else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("pods \"{name}\" not found"),
-        );
-    };
-    let names: Vec<String> = pod["spec"]["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["name"].as_str().map(str::to_string))
-        .collect();
-    let container = match query_param(uri, "container") {
-        Some(c) if names.contains(&c) => c,
-        Some(c) => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("container {c} is not valid for pod {name}"),
-            );
-        }
-        None if names.len() == 1 => names[0].clone(),
-        None => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    names.join(" ")
-                ),
-            );
-        }
-    };
-    let Some(dir) = g.pod_logs.get(&(ns.into(), name.into())).cloned() else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("container \"{container}\" in pod \"{name}\" is waiting to start"),
-        );
-    };
-    let previous = query_param(uri, "previous").as_deref() == Some("true");
-    let tail = query_param(uri, "tailLines").and_then(|n| n.parse().ok());
-    let Some(text) = kubelet::read_log(&dir, &container, previous, tail) else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("previous terminated container \"{container}\" in pod \"{name}\" not found"),
-        );
-    };
-    if query_param(uri, "follow").as_deref() != Some("true") {
-        return text.into_response();
-    }
-    // Follow: what is there, then what is appended, until the pod is gone.
-    let file = dir.join(format!("{container}.log"));
-    let offset = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-    let key = (ns.to_string(), name.to_string());
-    let inner = inner.clone();
-    let rest = futures_util::stream::unfold((file, offset), move |(file, offset)| {
-        let inner = inner.clone();
-        let key = key.clone();
-        async move {
-            loop {
-                if !inner.lock().unwrap().pod_logs.contains_key(&key) {
-                    return None;
-                }
-                let bytes = std::fs::read(&file).unwrap_or_default();
-                // A restart starts a new file.
-                let from = if (bytes.len() as u64) < offset {
-                    0
-                } else {
-                    offset as usize
-                };
-                if bytes.len() > from {
-                    let chunk = bytes[from..].to_vec();
-                    let next = bytes.len() as u64;
-                    return Some((Ok::<_, std::io::Error>(chunk), (file, next)));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    });
-    let first = futures_util::stream::iter([Ok::<_, std::io::Error>(text.into_bytes())]);
-    axum::body::Body::from_stream(futures_util::StreamExt::chain(first, rest)).into_response()
 }
 
 /// The fake's controllers: workloads become ready (unless listed as never ready), CRDs

@@ -1,0 +1,117 @@
+//! The fake's workload controllers when the test kubelet runs: Deployments and StatefulSets
+//! get pods of their template, rolled when it changes (see `kubelet.rs`).
+
+use serde_json::{Value, json};
+
+use super::Inner;
+
+/// The Deployment and StatefulSet controllers: pods for each workload's template, rolled
+/// when it changes, and the workload's status from its pods.
+pub(super) fn controllers(g: &mut Inner) {
+    let workloads: Vec<((String, String, String), Value)> = g
+        .objects
+        .iter()
+        .filter(|((r, _, _), _)| r == "apps/v1/deployments" || r == "apps/v1/statefulsets")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // Pods whose owner is gone.
+    let owners: Vec<String> = workloads
+        .iter()
+        .map(|((_, ns, name), _)| format!("{ns}/{name}"))
+        .collect();
+    g.objects.retain(|(r, ns, _), o| {
+        r != "v1/pods"
+            || o["metadata"]["annotations"]["fake.gaffer/owner"]
+                .as_str()
+                .is_none_or(|owner| owners.contains(&format!("{ns}/{owner}")))
+    });
+    for ((r, ns, name), w) in workloads {
+        let replicas = w["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+        let template = &w["spec"]["template"];
+        let hash = {
+            use sha2::Digest as _;
+            let d = sha2::Sha256::digest(template.to_string().as_bytes());
+            hex::encode(&d[..5])
+        };
+        let ours = |o: &Value| {
+            o["metadata"]["annotations"]["fake.gaffer/owner"].as_str() == Some(name.as_str())
+        };
+        let pods: Vec<(String, Value)> = g
+            .objects
+            .iter()
+            .filter(|((pr, pns, _), o)| pr == "v1/pods" && *pns == ns && ours(o))
+            .map(|((_, _, n), o)| (n.clone(), o.clone()))
+            .collect();
+        let is_ready = |o: &Value| {
+            o["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        };
+        let current: Vec<&(String, Value)> = pods
+            .iter()
+            .filter(|(_, o)| o["metadata"]["annotations"]["fake.gaffer/template"] == hash.as_str())
+            .collect();
+        let ready_current = current.iter().filter(|(_, o)| is_ready(o)).count();
+        // Make the missing pods of the current template.
+        for i in 0..replicas {
+            let pname = if r == "apps/v1/statefulsets" {
+                format!("{name}-{i}")
+            } else {
+                format!("{name}-{hash}-{i}")
+            };
+            let k = ("v1/pods".to_string(), ns.clone(), pname.clone());
+            let stale = g.objects.get(&k).is_some_and(|o| {
+                o["metadata"]["annotations"]["fake.gaffer/template"] != hash.as_str()
+            });
+            if stale && ready_current < replicas && r == "apps/v1/statefulsets" {
+                // A StatefulSet replaces its pods in place.
+                g.objects.remove(&k);
+            }
+            if !g.objects.contains_key(&k) {
+                g.next_rv += 1;
+                let mut meta = template["metadata"].clone();
+                if !meta.is_object() {
+                    meta = json!({});
+                }
+                meta["name"] = json!(pname);
+                meta["namespace"] = json!(ns);
+                meta["uid"] = json!(format!("uid-{}", g.next_rv));
+                meta["resourceVersion"] = json!(g.next_rv.to_string());
+                meta["annotations"]["fake.gaffer/owner"] = json!(name);
+                meta["annotations"]["fake.gaffer/template"] = json!(hash);
+                g.objects.insert(
+                    k,
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+                        "spec": template["spec"], "status": {"phase": "Pending"}}),
+                );
+            }
+        }
+        // Old pods that are not ready go at once (they serve nothing); the ready ones once
+        // the new ones are all ready.
+        let all_new_ready = ready_current >= replicas;
+        g.objects.retain(|(pr, pns, _), o| {
+            !(pr == "v1/pods"
+                && *pns == ns
+                && ours(o)
+                && o["metadata"]["annotations"]["fake.gaffer/template"] != hash.as_str()
+                && (all_new_ready || !is_ready(o)))
+        });
+        let total = pods.len().max(current.len());
+        let ready = pods.iter().filter(|(_, o)| is_ready(o)).count();
+        let generation = w["metadata"]["generation"].clone();
+        let available = ready >= replicas && ready_current >= replicas;
+        let st = json!({"observedGeneration": generation, "replicas": total,
+        "updatedReplicas": current.len(), "readyReplicas": ready, "availableReplicas": ready,
+        "unavailableReplicas": total.saturating_sub(ready),
+        "conditions": [if available {
+            json!({"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"})
+        } else {
+            json!({"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                "message": "Deployment does not have minimum availability."})
+        }]});
+        if let Some(o) = g.objects.get_mut(&(r.clone(), ns.clone(), name.clone())) {
+            o["status"] = st;
+        }
+    }
+}
