@@ -10,6 +10,7 @@ mod test_github;
 mod test_host;
 mod test_lab;
 mod test_lab_kubelet;
+mod test_lease;
 mod test_manifests;
 mod test_opencode;
 mod test_planning;

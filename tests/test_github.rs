@@ -605,7 +605,7 @@ fn a_signed_review_webhook_wakes_the_task_and_a_bad_one_is_refused() {
 
 #[test]
 fn an_image_built_by_the_workflow_is_deployed_with_its_sha_tag() {
-    let hub = Hub::new(", image: {repo: web-api, workflow: build.yml, name: python}");
+    let hub = Hub::new(", image: {repo: web-api, workflow: build.yml, name: ghcr.io/astral-sh/uv}");
     let _d = hub.reconciler("1");
     hub.add_task();
     hub.in_review();

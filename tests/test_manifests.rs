@@ -83,3 +83,276 @@ fn the_manifests_render_validate_and_keep_their_promises() {
     assert!(text.contains("image: ghcr.io/example/gaffer:0.1.0"));
     assert!(!text.contains("set-by-the-overlay"));
 }
+
+async fn client(kubeconfig: &std::path::Path) -> kube::Config {
+    kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Applies `docs` as the administrator (namespaced ones without a namespace into `ns`).
+async fn apply_all(config: kube::Config, docs: &[Value], ns: &str) {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    let c = kube::Client::try_from(config).unwrap();
+    for d in docs {
+        let (group, version) = match d["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), d["apiVersion"].as_str().unwrap().to_string()),
+        };
+        let gvk = kube::core::GroupVersionKind::gvk(&group, &version, d["kind"].as_str().unwrap());
+        let (ar, caps) = kube::discovery::pinned_kind(&c, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(
+                c.clone(),
+                d["metadata"]["namespace"].as_str().unwrap_or(ns),
+                &ar,
+            ),
+            kube::discovery::Scope::Cluster => Api::all_with(c.clone(), &ar),
+        };
+        let name = d["metadata"]["name"].as_str().unwrap();
+        api.patch(name, &PatchParams::apply("admin").force(), &Patch::Apply(d))
+            .await
+            .unwrap_or_else(|e| panic!("{} {name}: {e}", d["kind"]));
+    }
+}
+
+/// gaffer's rights from `manifests/base`, against the fake API (which enforces RBAC for
+/// service-account tokens and, emulated, the admission policy): a project's whole lab life
+/// works with them, and each dangerous right is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaffers_rights_run_the_lab_and_refuse_everything_else() {
+    use gaffer::lab::LabDeployer as _;
+    use gaffer::lab::cluster::{ClusterDeployer, OwnBinding};
+    use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+
+    let fake = tokio::task::spawn_blocking(crate::common::kube::FakeKube::start)
+        .await
+        .unwrap();
+    for ns in ["gaffer", "team-a", "kube-system"] {
+        fake.namespace(ns);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let admin_kc = tmp.path().join("admin.kubeconfig");
+    fake.write_kubeconfig(&admin_kc);
+    let (_, docs) = render("manifests/base");
+    apply_all(client(&admin_kc).await, &docs, "gaffer").await;
+
+    // gaffer's own identity: a token of its ServiceAccount.
+    let admin = kube::Client::try_from(client(&admin_kc).await).unwrap();
+    let token = Api::<ServiceAccount>::namespaced(admin, "gaffer")
+        .create_token_request("gaffer", &PostParams::default(), &Default::default())
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let kc = tmp.path().join("gaffer.kubeconfig");
+    fake.write_kubeconfig_for(&kc, &token);
+    let mut d = ClusterDeployer::new(client(&kc).await, tmp.path().join("lab")).unwrap();
+    d.own_binding = Some(OwnBinding {
+        cluster_role: "gaffer-lab".into(),
+        namespace: "gaffer".into(),
+        name: "gaffer".into(),
+    });
+    d.rollout_timeout = std::time::Duration::from_secs(5);
+    d.poll = std::time::Duration::from_millis(50);
+
+    // The lab's life: the namespace made and bound, the overlay applied, the builder's
+    // access, a change pruned, the namespace deleted.
+    let ws = tmp.path().join("repos");
+    let app = ws.join("web-api");
+    for (path, content) in gaffer::cli::demo::sample_app() {
+        let p = app.join(&path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content.unwrap()).unwrap();
+    }
+    let project = gaffer::names::ProjectRef::parse("demo/web-api").unwrap();
+    let mut req = gaffer::lab::DeployRequest {
+        project: project.clone(),
+        task: gaffer::names::TaskName::new("jwt").unwrap(),
+        overlay: app.join("deploy"),
+        workspace: ws.clone(),
+        host: "web-api.builder.lab.example.com".into(),
+        url: "https://web-api.builder.lab.example.com".into(),
+        commits: Default::default(),
+        images: Default::default(),
+        tool: Default::default(),
+        values: Vec::new(),
+        previous: Vec::new(),
+    };
+    let first = d.deploy(&req).await.unwrap();
+    assert!(
+        fake.get(
+            "rbac.authorization.k8s.io/v1",
+            "rolebindings",
+            "demo-web-api-lab",
+            "gaffer"
+        )
+        .is_some()
+    );
+    d.builder_access(&project, &req.url).await.unwrap();
+    std::fs::write(
+        app.join("app/kustomization.yaml"),
+        "resources: [deployment.yaml, service.yaml]\nconfigMapGenerator:\n  - name: web-api-code\n    files: [main.py]\n",
+    )
+    .unwrap();
+    req.previous = first.inventory;
+    d.deploy(&req).await.unwrap();
+    assert!(
+        fake.names("networking.k8s.io/v1", "ingresses", "demo-web-api-lab")
+            .is_empty()
+    );
+    assert!(d.delete_namespace("demo-web-api-lab").await.unwrap());
+
+    // And nothing else.
+    let me = kube::Client::try_from(client(&kc).await).unwrap();
+    let refused = |r: Result<(), kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what} was not refused: {other:?}"),
+    };
+    refused(
+        Api::<Secret>::all(me.clone())
+            .list(&Default::default())
+            .await
+            .map(|_| ()),
+        "listing Secrets cluster-wide",
+    );
+    refused(
+        Api::<Secret>::namespaced(me.clone(), "team-a")
+            .list(&Default::default())
+            .await
+            .map(|_| ()),
+        "reading another team's Secrets",
+    );
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "x"}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]
+    }))
+    .unwrap();
+    refused(
+        Api::<Role>::namespaced(me.clone(), "kube-system")
+            .create(&PostParams::default(), &role)
+            .await
+            .map(|_| ()),
+        "a Role in kube-system",
+    );
+    let crb: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "x"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "gaffer-lab"},
+        "subjects": [{"kind": "ServiceAccount", "name": "gaffer", "namespace": "gaffer"}]
+    }))
+    .unwrap();
+    refused(
+        Api::<ClusterRoleBinding>::all(me.clone())
+            .create(&PostParams::default(), &crb)
+            .await
+            .map(|_| ()),
+        "a ClusterRoleBinding",
+    );
+    // What RBAC alone would let through, the admission policy refuses: binding its lab
+    // rights in another team's namespace, adopting that namespace, a namespace of its own
+    // that is not a lab.
+    let rb: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "gaffer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "gaffer-lab"},
+        "subjects": [{"kind": "ServiceAccount", "name": "gaffer", "namespace": "gaffer"}]
+    }))
+    .unwrap();
+    refused(
+        Api::<RoleBinding>::namespaced(me.clone(), "team-a")
+            .create(&PostParams::default(), &rb)
+            .await
+            .map(|_| ()),
+        "binding gaffer-lab in team-a",
+    );
+    let adopt = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "team-a", "labels": {"app.kubernetes.io/managed-by": "gaffer"}}});
+    refused(
+        Api::<Namespace>::all(me.clone())
+            .patch(
+                "team-a",
+                &PatchParams::apply("gaffer").force(),
+                &Patch::Apply(&adopt),
+            )
+            .await
+            .map(|_| ()),
+        "labelling team-a as gaffer's",
+    );
+    let other = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "scratch", "labels": {"app.kubernetes.io/managed-by": "gaffer"}}});
+    refused(
+        Api::<Namespace>::all(me)
+            .patch(
+                "scratch",
+                &PatchParams::apply("gaffer").force(),
+                &Patch::Apply(&other),
+            )
+            .await
+            .map(|_| ()),
+        "a namespace that is not a lab",
+    );
+    tokio::task::spawn_blocking(move || drop(fake))
+        .await
+        .unwrap();
+}
+
+/// A Secret without a key the manifests mount is a missing file: gaffer stops at start and
+/// says which, instead of crash-looping with a stack trace.
+#[test]
+fn a_missing_secret_key_stops_gaffer_at_start_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secrets = tmp.path().join("secrets/github");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("webhook-secret"), "s3cret\n").unwrap();
+    let cases = [
+        (
+            vec![("GITHUB_TOKEN_FILE", secrets.join("token"))],
+            vec![],
+            "GITHUB_TOKEN_FILE",
+        ),
+        (
+            vec![],
+            vec![
+                "--webhook-secret-file".to_string(),
+                secrets.join("nope").display().to_string(),
+            ],
+            "nope",
+        ),
+    ];
+    for (env, args, named) in cases {
+        let out = crate::common::gaffer(tmp.path())
+            .args([
+                "reconcile",
+                "--state",
+                "/nonexistent/state.git",
+                "--lab",
+                "render-only",
+            ])
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (*k, v)))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(named) && err.contains("No such file"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = crate::common::gaffer(tmp.path())
+        .args(["slack", "--state", "/nonexistent/state.git"])
+        .env(
+            "SLACK_BOT_TOKEN_FILE",
+            tmp.path().join("secrets/slack/bot-token"),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("SLACK_BOT_TOKEN_FILE") && err.contains("bot-token"),
+        "{err}"
+    );
+}

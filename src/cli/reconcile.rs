@@ -84,6 +84,15 @@ pub struct ReconcileArgs {
     /// in seconds (conditional requests: free of rate limit while nothing changed).
     #[arg(long, default_value_t = 60)]
     pub forge_poll_secs: u64,
+    /// Act only while holding this Lease (NAMESPACE/NAME, coordination.k8s.io/v1) on the
+    /// cluster of the environment, so that of two reconcilers exactly one acts; the other
+    /// waits and takes over when the lease is released or expires. Default in a pod
+    /// (KUBERNETES_SERVICE_HOST and POD_NAMESPACE set): POD_NAMESPACE/gaffer-reconciler.
+    #[arg(long, env = "GAFFER_LEADER_LEASE")]
+    pub leader_lease: Option<String>,
+    /// The leader lease's duration, in seconds: how long a dead leader keeps it.
+    #[arg(long, default_value_t = 15)]
+    pub lease_secs: u64,
     /// Read the time from this file (an RFC 3339 instant) instead of the system clock
     /// (tests moving through business hours).
     #[arg(long, hide = true)]
@@ -235,8 +244,44 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
         args.opencode_env.clone(),
         Duration::from_secs(args.opencode_start_secs.max(1)),
     )?;
+    let lease = match args.leader_lease.clone().or_else(|| {
+        std::env::var_os("KUBERNETES_SERVICE_HOST")?;
+        let ns = std::env::var("POD_NAMESPACE").ok()?;
+        Some(format!("{ns}/gaffer-reconciler"))
+    }) {
+        Some(spec) => Some(crate::reconcile::lease::parse_lease(&spec).map_err(CliError::user)?),
+        None => None,
+    };
+    let lease_secs = Duration::from_secs(args.lease_secs.max(1));
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::internal(e.to_string()))?;
     rt.block_on(async move {
+        let lease = match lease {
+            Some((ns, name)) => {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    CliError::user(format!("--leader-lease {ns}/{name}: no cluster ({e})"))
+                })?;
+                let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+                    let host = std::fs::read_to_string("/etc/hostname")
+                        .map(|h| h.trim().to_string())
+                        .unwrap_or_else(|_| "gaffer".into());
+                    format!("{host}-{}", std::process::id())
+                });
+                let l = crate::reconcile::lease::LeaderLease::new(
+                    client, &ns, &name, &identity, lease_secs,
+                );
+                // Nothing is started before this process leads: a waiting reconciler
+                // touches neither the state repository nor the builders.
+                tokio::select! {
+                    () = l.acquire() => {}
+                    () = crate::server::shutdown_signal() => {
+                        tracing::info!("stopped while waiting for the leader lease");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                Some(Arc::new(l))
+            }
+            None => None,
+        };
         let clock: Arc<dyn crate::hours::Clock> = match &opts.clock_file {
             Some(f) => Arc::new(crate::hours::FileClock::new(f)),
             None => Arc::new(crate::hours::SystemClock),
@@ -245,9 +290,43 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
             .await
             .map_err(|e| CliError::user(format!("cannot start: {e}")))?;
         tracing::info!(state = %opts.state, data_dir = %opts.data_dir.display(), "reconciler started");
-        daemon::run(opts, ctx, handles, rx, crate::server::shutdown_signal())
+        // Losing the lease stops the reconciler as a signal would (in-flight steps finish).
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
+        let keeper = lease.clone().map(|l| {
+            tokio::spawn(async move {
+                let why = l.keep().await;
+                let _ = lost_tx.send(why);
+            })
+        });
+        let lost = Arc::new(std::sync::Mutex::new(None::<String>));
+        let lost_in = lost.clone();
+        let shutdown = async move {
+            tokio::select! {
+                () = crate::server::shutdown_signal() => {}
+                Ok(why) = lost_rx => {
+                    tracing::error!(%why, "lost the leader lease: stopping");
+                    *lost_in.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+                }
+            }
+        };
+        daemon::run(opts, ctx, handles, rx, shutdown)
             .await
             .map_err(|e| CliError::internal(e.to_string()))?;
+        if let Some(k) = keeper {
+            k.abort();
+        }
+        let lost = lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(why) = lost {
+            return Err(CliError::user(format!(
+                "stopped acting: {why}; start again to wait for the lease"
+            )));
+        }
+        if let Some(l) = &lease {
+            l.release().await;
+        }
         tracing::info!("reconciler stopped");
         Ok(ExitCode::SUCCESS)
     })

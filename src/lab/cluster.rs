@@ -53,6 +53,35 @@ pub struct ClusterDeployer {
     /// How often readiness is checked.
     pub poll: Duration,
     resources: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
+    /// In a cluster whose RBAC grants gaffer its lab rights per namespace
+    /// (manifests/base/rbac-cluster.yaml): the ClusterRole to bind to gaffer's own
+    /// ServiceAccount in each lab namespace it makes.
+    pub own_binding: Option<OwnBinding>,
+}
+
+/// gaffer's own RoleBinding in each lab namespace: `cluster_role` for the ServiceAccount
+/// `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnBinding {
+    /// The ClusterRole (`gaffer-lab`).
+    pub cluster_role: String,
+    /// gaffer's ServiceAccount's namespace.
+    pub namespace: String,
+    /// gaffer's ServiceAccount.
+    pub name: String,
+}
+
+impl OwnBinding {
+    /// From `GAFFER_LAB_CLUSTERROLE`, `POD_NAMESPACE` and `GAFFER_SERVICE_ACCOUNT` (the
+    /// manifests set all three), when all are set.
+    pub fn from_env() -> Option<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Some(OwnBinding {
+            cluster_role: var("GAFFER_LAB_CLUSTERROLE")?,
+            namespace: var("POD_NAMESPACE")?,
+            name: var("GAFFER_SERVICE_ACCOUNT")?,
+        })
+    }
 }
 
 impl std::fmt::Debug for ClusterDeployer {
@@ -81,7 +110,32 @@ impl ClusterDeployer {
             rollout_timeout: Duration::from_secs(300),
             poll: Duration::from_millis(500),
             resources: Mutex::new(HashMap::new()),
+            own_binding: OwnBinding::from_env(),
         })
+    }
+
+    /// After a lab namespace is made: gaffer's own RoleBinding in it, when configured
+    /// ([`OwnBinding`]). Created (never patched), so the only right it needs is to create
+    /// RoleBindings and bind that ClusterRole; one that exists is left as it is.
+    async fn bind_self(&self, ns: &str) -> Result<(), LabError> {
+        let Some(b) = &self.own_binding else {
+            return Ok(());
+        };
+        let api: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+            Api::namespaced(self.client.clone(), ns);
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "gaffer", "namespace": ns,
+                         "labels": {"app.kubernetes.io/managed-by": "gaffer"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": b.cluster_role},
+            "subjects": [{"kind": "ServiceAccount", "name": b.name, "namespace": b.namespace}],
+        }))
+        .map_err(kube_err)?;
+        match api.create(&PostParams::default(), &binding).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(kube_err(format!("gaffer's RoleBinding in {ns}: {e}"))),
+        }
     }
 
     /// The cluster from the environment (in a pod: the service account; else `KUBECONFIG` or
@@ -302,6 +356,9 @@ impl LabDeployer for ClusterDeployer {
         for doc in &first {
             let (k, rv) = self.apply(doc, &ns).await?;
             applied.insert(k, rv);
+            if doc["kind"] == "Namespace" {
+                self.bind_self(&ns).await?;
+            }
         }
         let crds: Vec<&Value> = first
             .iter()
@@ -380,8 +437,11 @@ impl LabDeployer for ClusterDeployer {
                    "subjects": [{"kind": "ServiceAccount", "name": BUILDER_ACCOUNT,
                                  "namespace": ns}]}),
         ];
-        for o in &objects {
+        for (i, o) in objects.iter().enumerate() {
             self.apply(o, &ns).await?;
+            if i == 0 {
+                self.bind_self(&ns).await?;
+            }
         }
         let sa: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
         let token = sa

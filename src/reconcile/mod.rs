@@ -5,6 +5,7 @@
 //! state store and the connectors as trait objects. The rule for every external effect is in docs/reconciler.md.
 
 pub mod daemon;
+pub mod lease;
 pub mod metrics;
 pub mod project;
 pub mod runtime;

@@ -104,6 +104,42 @@ fn builtin() -> Vec<Res> {
         r("apps", "v1", "statefulsets", "StatefulSet", true),
         r("apps", "v1", "daemonsets", "DaemonSet", true),
         r("batch", "v1", "jobs", "Job", true),
+        r("coordination.k8s.io", "v1", "leases", "Lease", true),
+        r(
+            "",
+            "v1",
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            true,
+        ),
+        r(
+            "networking.k8s.io",
+            "v1",
+            "networkpolicies",
+            "NetworkPolicy",
+            true,
+        ),
+        r(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+        ),
+        r(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicies",
+            "ValidatingAdmissionPolicy",
+            false,
+        ),
+        r(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicybindings",
+            "ValidatingAdmissionPolicyBinding",
+            false,
+        ),
         r("networking.k8s.io", "v1", "ingresses", "Ingress", true),
         r("rbac.authorization.k8s.io", "v1", "roles", "Role", true),
         r(
@@ -189,12 +225,29 @@ impl FakeKube {
 
     /// A kubeconfig for the administrator, written to `path`.
     pub fn write_kubeconfig(&self, path: &std::path::Path) {
+        self.write_kubeconfig_for(path, ADMIN_TOKEN);
+    }
+
+    /// A kubeconfig for the bearer `token`, written to `path`.
+    pub fn write_kubeconfig_for(&self, path: &std::path::Path, token: &str) {
         let k = json!({"apiVersion": "v1", "kind": "Config",
             "clusters": [{"name": "fake", "cluster": {"server": self.url()}}],
-            "users": [{"name": "admin", "user": {"token": ADMIN_TOKEN}}],
+            "users": [{"name": "admin", "user": {"token": token}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "admin"}}],
             "current-context": "fake"});
         std::fs::write(path, k.to_string()).unwrap();
+    }
+
+    /// Makes namespace `name` (what an administrator does before installing gaffer).
+    pub fn namespace(&self, name: &str) {
+        let mut g = self.inner.lock().unwrap();
+        g.next_rv += 1;
+        let rv = g.next_rv.to_string();
+        g.objects.insert(
+            ("v1/namespaces".into(), String::new(), name.into()),
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": name, "resourceVersion": rv}}),
+        );
     }
 
     /// Deployments with this name never become available.
@@ -358,56 +411,157 @@ fn desired(v: &Value) -> Value {
     v
 }
 
-/// Whether the bearer token may `verb` `res` in `ns`: the administrator may do anything;
-/// a service account token only what a RoleBinding in `ns` grants it.
-fn allowed(g: &Inner, token: &str, verb: &str, res: &Res, ns: &str) -> bool {
+/// Whether the bearer token may `verb` `res` (object `name`, if any) in `ns`: the
+/// administrator may do anything; a service account token what its bindings grant —
+/// ClusterRoleBindings (to ClusterRoles) anywhere, RoleBindings in `ns` (to a Role there or
+/// a ClusterRole), rules matched by group, resource, verb and `resourceNames`.
+fn allowed(g: &Inner, token: &str, verb: &str, res: &Res, ns: &str, name: Option<&str>) -> bool {
     if token == ADMIN_TOKEN {
         return true;
     }
     let Some((sa_ns, sa)) = g.tokens.get(token) else {
         return false;
     };
-    if ns.is_empty() {
-        return false;
-    }
-    let bindings = g
-        .objects
-        .iter()
-        .filter(|((r, n, _), _)| r == "rbac.authorization.k8s.io/v1/rolebindings" && n == ns);
-    for (_, b) in bindings {
-        let binds = b["subjects"].as_array().is_some_and(|s| {
+    let names_sa = |b: &Value| {
+        b["subjects"].as_array().is_some_and(|s| {
             s.iter().any(|s| {
                 s["kind"] == "ServiceAccount"
                     && s["name"].as_str() == Some(sa)
                     && s["namespace"].as_str() == Some(sa_ns)
             })
-        });
-        if !binds || b["roleRef"]["kind"] != "Role" {
-            continue;
-        }
-        let role = b["roleRef"]["name"].as_str().unwrap_or("");
-        let Some(r) = g.objects.get(&(
-            "rbac.authorization.k8s.io/v1/roles".into(),
-            ns.into(),
-            role.into(),
-        )) else {
-            continue;
-        };
+        })
+    };
+    let grants = |role: Option<&Value>| {
         let any = |list: &Value, want: &str| {
             list.as_array()
                 .is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
         };
-        if r["rules"].as_array().is_some_and(|rules| {
-            rules.iter().any(|rule| {
-                any(&rule["apiGroups"], &res.group)
-                    && any(&rule["resources"], &res.plural)
-                    && any(&rule["verbs"], verb)
+        role.and_then(|r| r["rules"].as_array())
+            .is_some_and(|rules| {
+                rules.iter().any(|rule| {
+                    any(&rule["apiGroups"], &res.group)
+                        && any(&rule["resources"], &res.plural)
+                        && any(&rule["verbs"], verb)
+                        && (rule["resourceNames"].is_null()
+                            || name.is_some_and(|n| any(&rule["resourceNames"], n)))
+                })
             })
-        }) {
+    };
+    let rbac = "rbac.authorization.k8s.io/v1";
+    let cluster_role = |n: &str| {
+        g.objects
+            .get(&(format!("{rbac}/clusterroles"), String::new(), n.to_string()))
+    };
+    for ((r, _, _), b) in &g.objects {
+        if *r == format!("{rbac}/clusterrolebindings")
+            && names_sa(b)
+            && grants(cluster_role(b["roleRef"]["name"].as_str().unwrap_or("")))
+        {
+            return true;
+        }
+    }
+    if ns.is_empty() {
+        return false;
+    }
+    for ((r, n, _), b) in &g.objects {
+        if *r != format!("{rbac}/rolebindings") || n != ns || !names_sa(b) {
+            continue;
+        }
+        let role_name = b["roleRef"]["name"].as_str().unwrap_or("");
+        let role = match b["roleRef"]["kind"].as_str() {
+            Some("Role") => g.objects.get(&(
+                format!("{rbac}/roles"),
+                ns.to_string(),
+                role_name.to_string(),
+            )),
+            Some("ClusterRole") => cluster_role(role_name),
+            _ => None,
+        };
+        if grants(role) {
             return true;
         }
     }
     false
+}
+
+/// The admission policy of manifests/base/admission-policy.yaml, emulated (the fake has no
+/// CEL): once its binding exists, the service account its match condition names may change
+/// namespaced objects only in its own namespace and in namespaces labelled managed-by
+/// gaffer, create only `*-lab` namespaces with that label, and change or delete only
+/// namespaces that carry it. `Err` is the API server's message.
+fn admitted(
+    g: &Inner,
+    token: &str,
+    write: bool,
+    res: &Res,
+    ns: &str,
+    name: &str,
+    body: &str,
+) -> Result<(), String> {
+    const POLICY: &str = "gaffer-stays-in-its-labs";
+    let adm = "admissionregistration.k8s.io/v1";
+    let bound = g.objects.contains_key(&(
+        format!("{adm}/validatingadmissionpolicybindings"),
+        String::new(),
+        POLICY.into(),
+    ));
+    let Some(policy) = g.objects.get(&(
+        format!("{adm}/validatingadmissionpolicies"),
+        String::new(),
+        POLICY.into(),
+    )) else {
+        return Ok(());
+    };
+    let Some((sa_ns, sa)) = g.tokens.get(token) else {
+        return Ok(());
+    };
+    let user = format!("system:serviceaccount:{sa_ns}:{sa}");
+    let matches = policy["spec"]["matchConditions"]
+        .as_array()
+        .is_some_and(|c| {
+            c.iter().any(|c| {
+                c["expression"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(&format!("\"{user}\"")))
+            })
+        });
+    if !bound || !write || !matches {
+        return Ok(());
+    }
+    let managed = |o: Option<&Value>| {
+        o.is_some_and(|o| o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gaffer")
+    };
+    let deny = |m: &str| {
+        Err(format!(
+            "ValidatingAdmissionPolicy '{POLICY}' with binding '{POLICY}' denied request: {m}"
+        ))
+    };
+    if res.plural == "namespaces" {
+        let old = g
+            .objects
+            .get(&("v1/namespaces".into(), String::new(), name.to_string()));
+        let new: Value = serde_json::from_str(body).unwrap_or_default();
+        let ok = match old {
+            None => name.ends_with("-lab") && managed(Some(&new)),
+            Some(_) => managed(old),
+        };
+        if !ok {
+            return deny(
+                "gaffer creates only *-lab namespaces labelled managed-by gaffer, and changes only those",
+            );
+        }
+        return Ok(());
+    }
+    if res.namespaced
+        && ns != sa_ns
+        && !managed(
+            g.objects
+                .get(&("v1/namespaces".into(), String::new(), ns.to_string())),
+        )
+    {
+        return deny("gaffer changes objects only in the lab namespaces it manages");
+    }
+    Ok(())
 }
 
 async fn handle(
@@ -510,7 +664,7 @@ async fn handle(
         (&Method::PUT, _, _) => "update",
         _ => "get",
     };
-    if !allowed(&g, &token, verb, &t.res, &ns) {
+    if !allowed(&g, &token, verb, &t.res, &ns, t.name.as_deref()) {
         let who = g.tokens.get(&token).cloned().unwrap_or_default();
         return status(
             StatusCode::FORBIDDEN,
@@ -525,6 +679,19 @@ async fn handle(
                 t.res.group
             ),
         );
+    }
+    let write = matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) && t.sub.is_none();
+    let object_name = t.name.clone().unwrap_or_else(|| {
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|b| b["metadata"]["name"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    });
+    if let Err(m) = admitted(&g, &token, write, &t.res, &ns, &object_name, &body) {
+        return status(StatusCode::FORBIDDEN, "Forbidden", m);
     }
     if t.res.namespaced
         && !g
@@ -624,6 +791,63 @@ async fn handle(
                 control(&mut g);
             }
             axum::Json(g.objects[&k].clone()).into_response()
+        }
+        // Create (`POST` to the collection): 409 when the name is taken.
+        (Method::POST, None, None) => {
+            let Ok(mut obj) = serde_json::from_str::<Value>(&body) else {
+                return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
+            };
+            let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let k = (rkey.clone(), ns.clone(), name.clone());
+            if name.is_empty() || g.objects.contains_key(&k) {
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    format!("{} \"{name}\" already exists", t.res.plural),
+                );
+            }
+            g.next_rv += 1;
+            obj["metadata"]["resourceVersion"] = json!(g.next_rv.to_string());
+            obj["metadata"]["uid"] = json!(format!("uid-{}", g.next_rv));
+            if t.res.namespaced {
+                obj["metadata"]["namespace"] = json!(ns);
+            }
+            g.objects.insert(k, obj.clone());
+            if let Some(last) = g.requests.last_mut() {
+                last.changed = true;
+            }
+            (StatusCode::CREATED, axum::Json(obj)).into_response()
+        }
+        // Replace (`PUT`): optimistic concurrency on `resourceVersion` (409 when stale).
+        (Method::PUT, Some(name), None) => {
+            let Ok(mut obj) = serde_json::from_str::<Value>(&body) else {
+                return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
+            };
+            let k = (rkey.clone(), ns.clone(), name.clone());
+            let Some(old) = g.objects.get(&k) else {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", t.res.plural),
+                );
+            };
+            if obj["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                        t.res.plural
+                    ),
+                );
+            }
+            g.next_rv += 1;
+            obj["metadata"]["resourceVersion"] = json!(g.next_rv.to_string());
+            g.objects.insert(k, obj.clone());
+            if let Some(last) = g.requests.last_mut() {
+                last.changed = true;
+            }
+            axum::Json(obj).into_response()
         }
         (Method::GET, Some(name), Some(sub)) if sub == "log" && t.res.plural == "pods" => {
             logs::pod_log(&g, &inner, &uri, &ns, &name)

@@ -13,6 +13,34 @@ use crate::agent::AgentError;
 #[derive(Debug, Clone, Default)]
 pub struct Tmux {
     socket: Option<PathBuf>,
+    /// In a pod: what a person runs first to reach this tmux (`kubectl exec …`).
+    exec_prefix: Option<String>,
+}
+
+/// In a pod (`KUBERNETES_SERVICE_HOST` and `POD_NAMESPACE` set), how a person reaches gaffer's
+/// tmux from their terminal: `kubectl exec -it -n <namespace> <target> -c <container> --`,
+/// with the target `GAFFER_ATTACH_TARGET` (default `deploy/gaffer-reconciler`, which outlives
+/// pod names) and the container `GAFFER_CONTAINER` (default `reconciler`).
+fn exec_prefix_from_env() -> Option<String> {
+    std::env::var_os("KUBERNETES_SERVICE_HOST")?;
+    let ns = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())?;
+    let var = |k: &str, d: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| d.to_string())
+    };
+    Some(exec_prefix(
+        &ns,
+        &var("GAFFER_ATTACH_TARGET", "deploy/gaffer-reconciler"),
+        &var("GAFFER_CONTAINER", "reconciler"),
+    ))
+}
+
+fn exec_prefix(ns: &str, target: &str, container: &str) -> String {
+    format!("kubectl exec -it -n {ns} {target} -c {container} --")
 }
 
 /// A pane's state.
@@ -27,7 +55,10 @@ pub struct Pane {
 impl Tmux {
     /// The server on `socket`, or the user's default server.
     pub fn new(socket: Option<PathBuf>) -> Self {
-        Self { socket }
+        Self {
+            socket,
+            exec_prefix: exec_prefix_from_env(),
+        }
     }
 
     /// The `-S` socket, if not the default.
@@ -37,9 +68,13 @@ impl Tmux {
 
     /// The command a person types to see a builder.
     pub fn attach_command(&self, session: &str) -> String {
-        match &self.socket {
+        let tmux = match &self.socket {
             Some(s) => format!("tmux -S {} attach -t {session}", s.display()),
             None => format!("tmux attach -t {session}"),
+        };
+        match &self.exec_prefix {
+            Some(p) => format!("{p} {tmux}"),
+            None => tmux,
         }
     }
 
@@ -242,4 +277,28 @@ fn target(session: &str, window: &str) -> String {
 
 fn os<const N: usize>(args: [&str; N]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_a_pod_the_attach_command_goes_through_kubectl_exec() {
+        let mut t = Tmux::new(None);
+        t.exec_prefix = None;
+        assert_eq!(
+            t.attach_command("gaffer-ai-dev-api"),
+            "tmux attach -t gaffer-ai-dev-api"
+        );
+        t.exec_prefix = Some(exec_prefix(
+            "gaffer",
+            "deploy/gaffer-reconciler",
+            "reconciler",
+        ));
+        assert_eq!(
+            t.attach_command("gaffer-ai-dev-api"),
+            "kubectl exec -it -n gaffer deploy/gaffer-reconciler -c reconciler -- tmux attach -t gaffer-ai-dev-api"
+        );
+    }
 }
