@@ -8,7 +8,7 @@ mod test_connectors;
 mod test_e2e;
 mod test_github;
 mod test_host;
-mod test_lab;
+pub(crate) mod test_lab;
 mod test_lab_kubelet;
 mod test_lease;
 mod test_manifests;

@@ -350,13 +350,15 @@ async fn custom_resources_wait_for_their_definition_to_be_established() {
 
 /// The reconciler as a process with the lab in the fake cluster, driving the demo task to
 /// `end` (answering q-001 and approving like a person); returns the lab and the last snapshot.
-struct ClusterLab {
-    tmp: tempfile::TempDir,
-    state: PathBuf,
-    fake: FakeKube,
-    kubeconfig: PathBuf,
+pub(crate) struct ClusterLab {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) state: PathBuf,
+    pub(crate) fake: FakeKube,
+    pub(crate) kubeconfig: PathBuf,
     /// `--lab` of the reconciler.
     mode: &'static str,
+    /// More environment for gaffer's processes.
+    pub(crate) env: Vec<(&'static str, String)>,
 }
 
 impl ClusterLab {
@@ -372,7 +374,7 @@ impl ClusterLab {
         )))
     }
 
-    fn with(fake: FakeKube) -> Self {
+    pub(crate) fn with(fake: FakeKube) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let origin = tmp.path().join("origins/web-api.git");
         gaffer::cli::demo::bare_repo_with(&origin, &sample_app(), "web-api").unwrap();
@@ -400,12 +402,14 @@ impl ClusterLab {
             fake,
             kubeconfig,
             mode: "cluster",
+            env: Vec::new(),
         }
     }
 
-    fn gaffer(&self) -> Command {
+    pub(crate) fn gaffer(&self) -> Command {
         let mut c = crate::common::gaffer(self.tmp.path());
         c.env("KUBECONFIG", &self.kubeconfig);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -414,7 +418,7 @@ impl ClusterLab {
     }
 
     /// Runs the reconciler until `done` holds for the task's status.
-    fn run_until(
+    pub(crate) fn run_until(
         &self,
         rollout_secs: &str,
         done: impl Fn(&gaffer::state::status::TaskStatus) -> bool,

@@ -356,3 +356,81 @@ fn a_missing_secret_key_stops_gaffer_at_start_naming_it() {
         "{err}"
     );
 }
+
+/// The reconciler itself, as gaffer's ServiceAccount with the manifests' RBAC: a task's
+/// whole life with its lab (namespace made and bound, overlay applied, the builder's access,
+/// redeploy), then `gaffer lab cleanup` removing the namespace.
+#[test]
+fn the_reconciler_runs_a_task_and_its_lab_as_gaffers_service_account() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{Api, PostParams};
+
+    let mut lab = crate::test_lab::ClusterLab::with(crate::common::kube::FakeKube::start());
+    lab.fake.namespace("gaffer");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let token = rt.block_on(async {
+        let (_, docs) = render("manifests/base");
+        apply_all(client(&lab.kubeconfig).await, &docs, "gaffer").await;
+        let admin = kube::Client::try_from(client(&lab.kubeconfig).await).unwrap();
+        Api::<ServiceAccount>::namespaced(admin, "gaffer")
+            .create_token_request("gaffer", &PostParams::default(), &Default::default())
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token
+    });
+    // From here on every process of gaffer's is the ServiceAccount, configured as the
+    // manifests configure the reconciler.
+    lab.fake.write_kubeconfig_for(&lab.kubeconfig, &token);
+    lab.env = vec![
+        ("POD_NAMESPACE", "gaffer".into()),
+        ("GAFFER_SERVICE_ACCOUNT", "gaffer".into()),
+        ("GAFFER_LAB_CLUSTERROLE", "gaffer-lab".into()),
+    ];
+    let snap = lab.run_until("20", |s| s.phase == gaffer::state::status::Phase::Promoted);
+    let project = gaffer::names::ProjectRef::parse("demo/web-api").unwrap();
+    let rec = snap.projects[&project].lab.clone().unwrap();
+    assert_eq!(rec.mode.as_deref(), Some("cluster"));
+    let ns = "demo-web-api-lab";
+    assert!(
+        lab.fake
+            .get("apps/v1", "deployments", ns, "web-api")
+            .is_some()
+    );
+    assert!(
+        lab.fake
+            .get("rbac.authorization.k8s.io/v1", "rolebindings", ns, "gaffer")
+            .is_some()
+    );
+    assert!(
+        lab.fake
+            .get(
+                "rbac.authorization.k8s.io/v1",
+                "rolebindings",
+                ns,
+                "gaffer-builder"
+            )
+            .is_some()
+    );
+    // The changes were made as gaffer's ServiceAccount.
+    assert!(
+        lab.fake
+            .requests()
+            .iter()
+            .any(|r| r.token == token && r.changed && r.path.contains(ns))
+    );
+    let out = lab
+        .gaffer()
+        .args(["lab", "cleanup", "--older-than", "0s", "--state"])
+        .arg(&lab.state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lab.fake.get("v1", "namespaces", "", ns).is_none());
+    drop(rt);
+}

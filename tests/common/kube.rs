@@ -15,6 +15,7 @@ mod controllers;
 mod kubelet;
 mod logs;
 mod proxy;
+mod rbac;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -411,159 +412,6 @@ fn desired(v: &Value) -> Value {
     v
 }
 
-/// Whether the bearer token may `verb` `res` (object `name`, if any) in `ns`: the
-/// administrator may do anything; a service account token what its bindings grant —
-/// ClusterRoleBindings (to ClusterRoles) anywhere, RoleBindings in `ns` (to a Role there or
-/// a ClusterRole), rules matched by group, resource, verb and `resourceNames`.
-fn allowed(g: &Inner, token: &str, verb: &str, res: &Res, ns: &str, name: Option<&str>) -> bool {
-    if token == ADMIN_TOKEN {
-        return true;
-    }
-    let Some((sa_ns, sa)) = g.tokens.get(token) else {
-        return false;
-    };
-    let names_sa = |b: &Value| {
-        b["subjects"].as_array().is_some_and(|s| {
-            s.iter().any(|s| {
-                s["kind"] == "ServiceAccount"
-                    && s["name"].as_str() == Some(sa)
-                    && s["namespace"].as_str() == Some(sa_ns)
-            })
-        })
-    };
-    let grants = |role: Option<&Value>| {
-        let any = |list: &Value, want: &str| {
-            list.as_array()
-                .is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
-        };
-        role.and_then(|r| r["rules"].as_array())
-            .is_some_and(|rules| {
-                rules.iter().any(|rule| {
-                    any(&rule["apiGroups"], &res.group)
-                        && any(&rule["resources"], &res.plural)
-                        && any(&rule["verbs"], verb)
-                        && (rule["resourceNames"].is_null()
-                            || name.is_some_and(|n| any(&rule["resourceNames"], n)))
-                })
-            })
-    };
-    let rbac = "rbac.authorization.k8s.io/v1";
-    let cluster_role = |n: &str| {
-        g.objects
-            .get(&(format!("{rbac}/clusterroles"), String::new(), n.to_string()))
-    };
-    for ((r, _, _), b) in &g.objects {
-        if *r == format!("{rbac}/clusterrolebindings")
-            && names_sa(b)
-            && grants(cluster_role(b["roleRef"]["name"].as_str().unwrap_or("")))
-        {
-            return true;
-        }
-    }
-    if ns.is_empty() {
-        return false;
-    }
-    for ((r, n, _), b) in &g.objects {
-        if *r != format!("{rbac}/rolebindings") || n != ns || !names_sa(b) {
-            continue;
-        }
-        let role_name = b["roleRef"]["name"].as_str().unwrap_or("");
-        let role = match b["roleRef"]["kind"].as_str() {
-            Some("Role") => g.objects.get(&(
-                format!("{rbac}/roles"),
-                ns.to_string(),
-                role_name.to_string(),
-            )),
-            Some("ClusterRole") => cluster_role(role_name),
-            _ => None,
-        };
-        if grants(role) {
-            return true;
-        }
-    }
-    false
-}
-
-/// The admission policy of manifests/base/admission-policy.yaml, emulated (the fake has no
-/// CEL): once its binding exists, the service account its match condition names may change
-/// namespaced objects only in its own namespace and in namespaces labelled managed-by
-/// gaffer, create only `*-lab` namespaces with that label, and change or delete only
-/// namespaces that carry it. `Err` is the API server's message.
-fn admitted(
-    g: &Inner,
-    token: &str,
-    write: bool,
-    res: &Res,
-    ns: &str,
-    name: &str,
-    body: &str,
-) -> Result<(), String> {
-    const POLICY: &str = "gaffer-stays-in-its-labs";
-    let adm = "admissionregistration.k8s.io/v1";
-    let bound = g.objects.contains_key(&(
-        format!("{adm}/validatingadmissionpolicybindings"),
-        String::new(),
-        POLICY.into(),
-    ));
-    let Some(policy) = g.objects.get(&(
-        format!("{adm}/validatingadmissionpolicies"),
-        String::new(),
-        POLICY.into(),
-    )) else {
-        return Ok(());
-    };
-    let Some((sa_ns, sa)) = g.tokens.get(token) else {
-        return Ok(());
-    };
-    let user = format!("system:serviceaccount:{sa_ns}:{sa}");
-    let matches = policy["spec"]["matchConditions"]
-        .as_array()
-        .is_some_and(|c| {
-            c.iter().any(|c| {
-                c["expression"]
-                    .as_str()
-                    .is_some_and(|e| e.contains(&format!("\"{user}\"")))
-            })
-        });
-    if !bound || !write || !matches {
-        return Ok(());
-    }
-    let managed = |o: Option<&Value>| {
-        o.is_some_and(|o| o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gaffer")
-    };
-    let deny = |m: &str| {
-        Err(format!(
-            "ValidatingAdmissionPolicy '{POLICY}' with binding '{POLICY}' denied request: {m}"
-        ))
-    };
-    if res.plural == "namespaces" {
-        let old = g
-            .objects
-            .get(&("v1/namespaces".into(), String::new(), name.to_string()));
-        let new: Value = serde_json::from_str(body).unwrap_or_default();
-        let ok = match old {
-            None => name.ends_with("-lab") && managed(Some(&new)),
-            Some(_) => managed(old),
-        };
-        if !ok {
-            return deny(
-                "gaffer creates only *-lab namespaces labelled managed-by gaffer, and changes only those",
-            );
-        }
-        return Ok(());
-    }
-    if res.namespaced
-        && ns != sa_ns
-        && !managed(
-            g.objects
-                .get(&("v1/namespaces".into(), String::new(), ns.to_string())),
-        )
-    {
-        return deny("gaffer changes objects only in the lab namespaces it manages");
-    }
-    Ok(())
-}
-
 async fn handle(
     State(inner): State<Arc<Mutex<Inner>>>,
     method: Method,
@@ -664,7 +512,7 @@ async fn handle(
         (&Method::PUT, _, _) => "update",
         _ => "get",
     };
-    if !allowed(&g, &token, verb, &t.res, &ns, t.name.as_deref()) {
+    if !rbac::allowed(&g, &token, verb, &t.res, &ns, t.name.as_deref()) {
         let who = g.tokens.get(&token).cloned().unwrap_or_default();
         return status(
             StatusCode::FORBIDDEN,
@@ -690,7 +538,13 @@ async fn handle(
             .and_then(|b| b["metadata"]["name"].as_str().map(str::to_string))
             .unwrap_or_default()
     });
-    if let Err(m) = admitted(&g, &token, write, &t.res, &ns, &object_name, &body) {
+    if let Err(m) = rbac::admitted(&g, &token, write, &t.res, &ns, &object_name, &body) {
+        return status(StatusCode::FORBIDDEN, "Forbidden", m);
+    }
+    if write
+        && method != Method::DELETE
+        && let Err(m) = rbac::escalation(&g, &token, &t.res, &ns, &body)
+    {
         return status(StatusCode::FORBIDDEN, "Forbidden", m);
     }
     if t.res.namespaced
@@ -788,7 +642,7 @@ async fn handle(
                 if let Some(last) = g.requests.last_mut() {
                     last.changed = true;
                 }
-                control(&mut g);
+                controllers::control(&mut g);
             }
             axum::Json(g.objects[&k].clone()).into_response()
         }
@@ -900,96 +754,5 @@ async fn handle(
             "MethodNotAllowed",
             format!("{method} {path}"),
         ),
-    }
-}
-
-/// The fake's controllers: workloads become ready (unless listed as never ready), CRDs
-/// become Established and serve their kinds.
-fn control(g: &mut Inner) {
-    let keys: Vec<(String, String, String)> = g.objects.keys().cloned().collect();
-    let mut extra: Vec<((String, String, String), Value)> = Vec::new();
-    let mut new_res = Vec::new();
-    for k in keys {
-        let o = g.objects.get_mut(&k).unwrap();
-        let generation = o["metadata"]["generation"].clone();
-        let replicas = o["spec"]["replicas"].as_i64().unwrap_or(1);
-        match k.0.as_str() {
-            "apps/v1/deployments" | "apps/v1/statefulsets" | "v1/pods" if g.kubelet => {}
-            "apps/v1/deployments" => {
-                if g.never_ready.contains(&k.2) {
-                    o["status"] = json!({"observedGeneration": generation, "replicas": replicas,
-                        "updatedReplicas": replicas, "availableReplicas": 0, "unavailableReplicas": replicas,
-                        "conditions": [
-                            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
-                             "message": "Deployment does not have minimum availability."},
-                            {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
-                             "message": format!("ReplicaSet \"{}-7d9f\" is progressing.", k.2)}]});
-                    let labels = o["spec"]["selector"]["matchLabels"].clone();
-                    let image = o["spec"]["template"]["spec"]["containers"][0]["image"].clone();
-                    let container = o["spec"]["template"]["spec"]["containers"][0]["name"].clone();
-                    let pod = format!("{}-7d9f-x2x4q", k.2);
-                    extra.push(((String::from("v1/pods"), k.1.clone(), pod.clone()), json!({
-                        "apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": pod, "namespace": k.1, "labels": labels},
-                        "status": {"phase": "Pending", "containerStatuses": [{"name": container, "ready": false,
-                            "restartCount": 0, "image": image, "imageID": "",
-                            "state": {"waiting": {"reason": "ImagePullBackOff",
-                                "message": format!("Back-off pulling image {}", image.as_str().unwrap_or(""))}}}]}})));
-                    let ev = format!("{}.backoff", k.2);
-                    extra.push((
-                        (String::from("v1/events"), k.1.clone(), ev.clone()),
-                        json!({
-                        "apiVersion": "v1", "kind": "Event",
-                        "metadata": {"name": ev, "namespace": k.1},
-                        "involvedObject": {"kind": "Deployment", "name": k.2, "namespace": k.1},
-                        "reason": "FailedCreatePodSandBox",
-                        "message": "pulling the image failed: not found", "type": "Warning"}),
-                    ));
-                } else {
-                    o["status"] = json!({"observedGeneration": generation, "replicas": replicas,
-                        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
-                        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]});
-                }
-            }
-            "apps/v1/statefulsets" => {
-                o["status"] = json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas});
-            }
-            "apps/v1/daemonsets" => {
-                o["status"] = json!({"observedGeneration": generation, "desiredNumberScheduled": 1, "numberReady": 1});
-            }
-            "batch/v1/jobs" => {
-                o["status"] =
-                    json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
-            }
-            "v1/pods" if o["status"].is_null() => {
-                o["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
-            }
-            "apiextensions.k8s.io/v1/customresourcedefinitions" => {
-                o["status"] = json!({"conditions": [{"type": "Established", "status": "True"}]});
-                let spec = &o["spec"];
-                for v in spec["versions"].as_array().cloned().unwrap_or_default() {
-                    new_res.push(Res {
-                        group: spec["group"].as_str().unwrap_or("").into(),
-                        version: v["name"].as_str().unwrap_or("").into(),
-                        plural: spec["names"]["plural"].as_str().unwrap_or("").into(),
-                        kind: spec["names"]["kind"].as_str().unwrap_or("").into(),
-                        namespaced: spec["scope"] == "Namespaced",
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-    for (k, v) in extra {
-        g.objects.entry(k).or_insert(v);
-    }
-    for r in new_res {
-        if !g
-            .resources
-            .iter()
-            .any(|x| x.group == r.group && x.version == r.version && x.plural == r.plural)
-        {
-            g.resources.push(r);
-        }
     }
 }

@@ -1,9 +1,10 @@
-//! The fake's workload controllers when the test kubelet runs: Deployments and StatefulSets
-//! get pods of their template, rolled when it changes (see `kubelet.rs`).
+//! The fake's controllers: without the test kubelet, workloads are marked ready
+//! (`control`); with it, Deployments and StatefulSets get pods of their template, rolled
+//! when it changes (`controllers`, see `kubelet.rs`).
 
 use serde_json::{Value, json};
 
-use super::Inner;
+use super::{Inner, Res};
 
 /// The Deployment and StatefulSet controllers: pods for each workload's template, rolled
 /// when it changes, and the workload's status from its pods.
@@ -112,6 +113,97 @@ pub(super) fn controllers(g: &mut Inner) {
         }]});
         if let Some(o) = g.objects.get_mut(&(r.clone(), ns.clone(), name.clone())) {
             o["status"] = st;
+        }
+    }
+}
+
+/// The fake's controllers: workloads become ready (unless listed as never ready), CRDs
+/// become Established and serve their kinds.
+pub(super) fn control(g: &mut Inner) {
+    let keys: Vec<(String, String, String)> = g.objects.keys().cloned().collect();
+    let mut extra: Vec<((String, String, String), Value)> = Vec::new();
+    let mut new_res = Vec::new();
+    for k in keys {
+        let o = g.objects.get_mut(&k).unwrap();
+        let generation = o["metadata"]["generation"].clone();
+        let replicas = o["spec"]["replicas"].as_i64().unwrap_or(1);
+        match k.0.as_str() {
+            "apps/v1/deployments" | "apps/v1/statefulsets" | "v1/pods" if g.kubelet => {}
+            "apps/v1/deployments" => {
+                if g.never_ready.contains(&k.2) {
+                    o["status"] = json!({"observedGeneration": generation, "replicas": replicas,
+                        "updatedReplicas": replicas, "availableReplicas": 0, "unavailableReplicas": replicas,
+                        "conditions": [
+                            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                             "message": "Deployment does not have minimum availability."},
+                            {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+                             "message": format!("ReplicaSet \"{}-7d9f\" is progressing.", k.2)}]});
+                    let labels = o["spec"]["selector"]["matchLabels"].clone();
+                    let image = o["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+                    let container = o["spec"]["template"]["spec"]["containers"][0]["name"].clone();
+                    let pod = format!("{}-7d9f-x2x4q", k.2);
+                    extra.push(((String::from("v1/pods"), k.1.clone(), pod.clone()), json!({
+                        "apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": pod, "namespace": k.1, "labels": labels},
+                        "status": {"phase": "Pending", "containerStatuses": [{"name": container, "ready": false,
+                            "restartCount": 0, "image": image, "imageID": "",
+                            "state": {"waiting": {"reason": "ImagePullBackOff",
+                                "message": format!("Back-off pulling image {}", image.as_str().unwrap_or(""))}}}]}})));
+                    let ev = format!("{}.backoff", k.2);
+                    extra.push((
+                        (String::from("v1/events"), k.1.clone(), ev.clone()),
+                        json!({
+                        "apiVersion": "v1", "kind": "Event",
+                        "metadata": {"name": ev, "namespace": k.1},
+                        "involvedObject": {"kind": "Deployment", "name": k.2, "namespace": k.1},
+                        "reason": "FailedCreatePodSandBox",
+                        "message": "pulling the image failed: not found", "type": "Warning"}),
+                    ));
+                } else {
+                    o["status"] = json!({"observedGeneration": generation, "replicas": replicas,
+                        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+                        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]});
+                }
+            }
+            "apps/v1/statefulsets" => {
+                o["status"] = json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas});
+            }
+            "apps/v1/daemonsets" => {
+                o["status"] = json!({"observedGeneration": generation, "desiredNumberScheduled": 1, "numberReady": 1});
+            }
+            "batch/v1/jobs" => {
+                o["status"] =
+                    json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
+            }
+            "v1/pods" if o["status"].is_null() => {
+                o["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+            }
+            "apiextensions.k8s.io/v1/customresourcedefinitions" => {
+                o["status"] = json!({"conditions": [{"type": "Established", "status": "True"}]});
+                let spec = &o["spec"];
+                for v in spec["versions"].as_array().cloned().unwrap_or_default() {
+                    new_res.push(Res {
+                        group: spec["group"].as_str().unwrap_or("").into(),
+                        version: v["name"].as_str().unwrap_or("").into(),
+                        plural: spec["names"]["plural"].as_str().unwrap_or("").into(),
+                        kind: spec["names"]["kind"].as_str().unwrap_or("").into(),
+                        namespaced: spec["scope"] == "Namespaced",
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    for (k, v) in extra {
+        g.objects.entry(k).or_insert(v);
+    }
+    for r in new_res {
+        if !g
+            .resources
+            .iter()
+            .any(|x| x.group == r.group && x.version == r.version && x.plural == r.plural)
+        {
+            g.resources.push(r);
         }
     }
 }
