@@ -1,7 +1,8 @@
 //! The leader lease: two `gaffer reconcile` processes against one fake Kubernetes API and one
 //! state repository. Only one acts; SIGKILL of the leader mid-task hands the task to the
-//! other within the lease's duration, which completes it with nothing repeated; SIGTERM
-//! releases the lease, so the next one leads without waiting for it to expire.
+//! other within the lease's duration, which carries it on with nothing repeated; SIGTERM
+//! releases the lease, so the next one leads without waiting for it to expire, and
+//! promotes the task (merged once).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -236,6 +237,29 @@ fn one_reconciler_acts_a_killed_leader_is_taken_over_and_a_stopped_one_hands_ove
     });
     two.until("c to lead", || two.log("c").contains("leading"));
     assert_eq!(two.holder().as_deref(), Some("c"));
+
+    // c finishes the task: approved in review, merged once, promoted.
+    let st = snapshot_of(&two.state, &scratch)
+        .task(&task())
+        .and_then(|e| e.status.clone())
+        .unwrap();
+    commit_as(
+        &two.state,
+        gaffer::cli::demo::PERSON,
+        &[(
+            "projects/demo/web-api/tasks/jwt/approvals/ok.yaml",
+            &crate::common::approval_body(gaffer::cli::demo::PERSON, Some(&st)),
+        )],
+        "approve",
+    );
+    two.until("promoted", || {
+        phase(&two.state, &scratch) == Some(Phase::Promoted)
+    });
+    let merges = crate::common::git(
+        &two.tmp.path().join("origins/web-api.git"),
+        &["log", "--merges", "--oneline", "main"],
+    );
+    assert_eq!(merges.lines().count(), 1, "merged once: {merges}");
     drop(c);
     drop(b);
 }
