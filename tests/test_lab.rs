@@ -30,10 +30,7 @@ fn app(dir: &Path) -> PathBuf {
 async fn deployer(fake: &FakeKube, dir: &Path) -> ClusterDeployer {
     let kc = dir.join("admin.kubeconfig");
     fake.write_kubeconfig(&kc);
-    let kubeconfig = kube::config::Kubeconfig::read_from(&kc).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
+    let config = crate::common::kube::config_of(&kc).await;
     let mut d = ClusterDeployer::new(config, dir.join("lab")).unwrap();
     d.rollout_timeout = Duration::from_secs(2);
     d.poll = Duration::from_millis(20);
@@ -255,12 +252,7 @@ async fn the_builder_gets_a_kubeconfig_that_reaches_its_namespace_only() {
     // With the builder's kubeconfig (read by kube-rs as kubectl would read it: kubectl
     // itself sends no token to a plain-http server like this fake), the builder works in its
     // lab namespace and is refused anywhere else and for RBAC.
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kc).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    let config = crate::common::kube::config_of(&kc).await;
     assert_eq!(config.default_namespace, NS);
     let client = kube::Client::try_from(config).unwrap();
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -491,22 +483,6 @@ impl ClusterLab {
     }
 }
 
-/// `GET url` through an HTTP proxy; the whole response.
-fn http_via(proxy: &str, url: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(proxy.trim_start_matches("http://")).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let host = url.trim_start_matches("http://").split('/').next().unwrap();
-    write!(
-        s,
-        "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[test]
 fn with_no_cluster_answering_a_task_waits_in_deploying_and_goes_on_when_one_does() {
     let mut lab = ClusterLab::new();
@@ -666,11 +642,13 @@ fn the_reconciler_deploys_to_the_cluster_and_lab_list_and_cleanup_manage_the_nam
         log.contains("\"GET / HTTP/1.0\" 200") && !log.contains("Traceback"),
         "{log}"
     );
-    let body = http_via(
-        &lab.fake.proxy_url(),
-        "http://web-api.builder.lab.example.com/",
+    let (code, body) = lab
+        .fake
+        .get_via_proxy("http://web-api.builder.lab.example.com/");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "hello from the lab, with JWT\n")
     );
-    assert!(body.ends_with("hello from the lab, with JWT\n"), "{body}");
     // The builder was started with its lab access.
     let session: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(

@@ -4,11 +4,9 @@
 //! a crash loop is reported with the container's last lines, and the reconciler feeds that
 //! back to the builder, redeploys the fix and runs the real pytest suite against `LAB_URL`.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gaffer::lab::cluster::ClusterDeployer;
 use gaffer::lab::{DeployRequest, LabDeployer, LabError};
 use gaffer::names::{ProjectRef, TaskName};
 
@@ -35,28 +33,6 @@ fn template(name: &str, dir: &Path) {
     }
 }
 
-/// `GET url` through the fake's ingress proxy: (status, body).
-fn get(proxy: &str, url: &str) -> (u16, String) {
-    let addr = proxy.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let host = url.trim_start_matches("http://").split('/').next().unwrap();
-    write!(
-        s,
-        "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, body)
-}
-
 fn fake_with_uv() -> FakeKube {
     let uv = crate::common::uv();
     FakeKube::with_kubelet(crate::common::path_with(uv.parent().unwrap()))
@@ -74,16 +50,7 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
     let app = tmp.path().join("web-api");
     template("uv-python", &app);
     let kc = tmp.path().join("admin.kubeconfig");
-    fake.write_kubeconfig(&kc);
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kc).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let mut d = ClusterDeployer::new(config, tmp.path().join("lab")).unwrap();
-    d.rollout_timeout = Duration::from_secs(60);
-    d.poll = Duration::from_millis(100);
+    let d = fake.deployer(tmp.path(), Duration::from_secs(60)).await;
     let mut req = DeployRequest {
         project: ProjectRef::parse("demo/web-api").unwrap(),
         task: TaskName::new("greet").unwrap(),
@@ -98,15 +65,14 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
         previous: Vec::new(),
     };
     let first = d.deploy(&req).await.unwrap();
-    let proxy = fake.proxy_url();
     let greet = format!("http://{HOST}/greet?name=lab");
-    let (code, body) = get(&proxy, &greet);
+    let (code, body) = fake.get_via_proxy(&greet);
     assert_eq!(
         (code, body.as_str()),
         (200, r#"{"greeting": "Hello, lab!"}"#)
     );
     // The Service's DNS name reaches it too.
-    let (code, _) = get(&proxy, "http://hello.demo-web-api-lab.svc/healthz");
+    let (code, _) = fake.get_via_proxy("http://hello.demo-web-api-lab.svc/healthz");
     assert_eq!(code, 200);
     let pod = fake
         .names("v1", "pods", "demo-web-api-lab")
@@ -115,7 +81,7 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
         .unwrap();
     let log = fake.log("demo-web-api-lab", &pod, "app").unwrap();
     assert!(log.contains("GET /greet?name=lab"), "{log}");
-    lab_logs_from_a_terminal(&fake, tmp.path(), &kc, &pod).await;
+    lab_logs_from_a_terminal(&fake, tmp.path(), &kc, &pod);
 
     // A change that crashes at start: reported at once (not at the rollout timeout) with
     // the reason, the restarts and the container's own last lines.
@@ -142,7 +108,7 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
         "{logs}"
     );
     // The old version still serves: a broken rollout never takes the lab down.
-    assert_eq!(get(&proxy, &greet).0, 200);
+    assert_eq!(fake.get_via_proxy(&greet).0, 200);
 
     // Fixed: the new version rolls out, the old pod goes.
     template("uv-python", &app);
@@ -154,7 +120,7 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
     )
     .unwrap();
     d.deploy(&req).await.unwrap();
-    let (code, body) = get(&proxy, &greet);
+    let (code, body) = fake.get_via_proxy(&greet);
     assert_eq!((code, body.as_str()), (200, r#"{"greeting": "Hi, lab!"}"#));
     tokio::task::spawn_blocking(move || drop(fake))
         .await
@@ -163,17 +129,11 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
 
 /// `gaffer lab logs`: every container's last lines, one followed as it grows, and a name
 /// that is not one refused.
-async fn lab_logs_from_a_terminal(fake: &FakeKube, home: &Path, kc: &Path, pod: &str) {
-    let (home, kc, pod, proxy) = (
-        home.to_path_buf(),
-        kc.to_path_buf(),
-        pod.to_string(),
-        fake.proxy_url(),
-    );
-    tokio::task::spawn_blocking(move || {
+fn lab_logs_from_a_terminal(fake: &FakeKube, home: &Path, kc: &Path, pod: &str) {
+    tokio::task::block_in_place(|| {
         let lab = |args: &[&str]| {
-            let mut c = crate::common::gaffer(&home);
-            c.env("KUBECONFIG", &kc)
+            let mut c = crate::common::gaffer(home);
+            c.env("KUBECONFIG", kc)
                 .args(["lab", "logs", "demo/web-api"])
                 .args(args);
             c
@@ -193,7 +153,7 @@ async fn lab_logs_from_a_terminal(fake: &FakeKube, home: &Path, kc: &Path, pod: 
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("is not a pod or container name"));
 
-        let mut child = lab(&["--follow", "--pod", &pod])
+        let mut child = lab(&["--follow", "--pod", pod])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -215,7 +175,8 @@ async fn lab_logs_from_a_terminal(fake: &FakeKube, home: &Path, kc: &Path, pod: 
         rx.recv_timeout(Duration::from_secs(20))
             .expect("the tail of the log");
         assert_eq!(
-            get(&proxy, &format!("http://{HOST}/greet?name=followed")).0,
+            fake.get_via_proxy(&format!("http://{HOST}/greet?name=followed"))
+                .0,
             200
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -227,9 +188,7 @@ async fn lab_logs_from_a_terminal(fake: &FakeKube, home: &Path, kc: &Path, pod: 
                 break;
             }
         }
-    })
-    .await
-    .unwrap();
+    });
 }
 
 /// The state repo and app origin of a project whose app is the uv template and whose
@@ -404,7 +363,7 @@ fn a_crash_goes_back_to_the_builder_and_the_fix_is_redeployed_and_tested_with_py
         "{feedback}"
     );
     assert!(texts.contains(&"✅ pytest: 2/2 passing"), "{texts:#?}");
-    let (code, body) = get(&fake.proxy_url(), &format!("http://{HOST}/greet?name=you"));
+    let (code, body) = fake.get_via_proxy(&format!("http://{HOST}/greet?name=you"));
     assert_eq!(
         (code, body.as_str()),
         (200, r#"{"greeting": "Hello, you!", "warmly": true}"#)
@@ -417,15 +376,7 @@ async fn bad_overlays_are_refused_with_located_errors_and_nothing_is_applied() {
     let tmp = tempfile::tempdir().unwrap();
     let ws = tmp.path().join("repos");
     let app = ws.join("web-api");
-    let kc = tmp.path().join("admin.kubeconfig");
-    fake.write_kubeconfig(&kc);
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kc).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let d = ClusterDeployer::new(config, tmp.path().join("lab")).unwrap();
+    let d = fake.deployer(tmp.path(), Duration::from_secs(300)).await;
     std::fs::create_dir_all(tmp.path().join("elsewhere")).unwrap();
     std::fs::write(
         tmp.path().join("elsewhere/kustomization.yaml"),
@@ -576,17 +527,7 @@ async fn a_container_whose_command_is_not_on_this_machine_waits_with_a_clear_rea
     let ws = tmp.path().join("repos");
     let app = ws.join("web-api");
     template("camel-jbang", &app);
-    let kc = tmp.path().join("admin.kubeconfig");
-    fake.write_kubeconfig(&kc);
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kc).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let mut d = ClusterDeployer::new(config, tmp.path().join("lab")).unwrap();
-    d.rollout_timeout = Duration::from_secs(2);
-    d.poll = Duration::from_millis(100);
+    let d = fake.deployer(tmp.path(), Duration::from_secs(2)).await;
     let e = d.deploy(&render_request(&app, &ws)).await.unwrap_err();
     let msg = e.to_string();
     assert!(
@@ -631,17 +572,7 @@ async fn the_kubelet_gives_containers_their_env_volumes_and_working_dir() {
     for (p, c) in files {
         std::fs::write(app.join(p), c).unwrap();
     }
-    let kc = tmp.path().join("admin.kubeconfig");
-    fake.write_kubeconfig(&kc);
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(&kc).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap();
-    let mut d = ClusterDeployer::new(config, tmp.path().join("lab")).unwrap();
-    d.rollout_timeout = Duration::from_secs(30);
-    d.poll = Duration::from_millis(100);
+    let d = fake.deployer(tmp.path(), Duration::from_secs(30)).await;
     let first = d.deploy(&render_request(&app, &ws)).await.unwrap();
     let pod = fake
         .names("v1", "pods", "demo-web-api-lab")
@@ -678,6 +609,57 @@ async fn the_kubelet_gives_containers_their_env_volumes_and_working_dir() {
         e.contains("CreateContainerConfigError (couldn't find key password in Secret demo-web-api-lab/creds-"),
         "{e}"
     );
+    tokio::task::spawn_blocking(move || drop(fake))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claims_volume_outlives_its_pod() {
+    use k8s_openapi::api::core::v1::Pod;
+    let fake = tokio::task::spawn_blocking(fake_with_uv).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("repos");
+    let app = ws.join("web-api");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("kustomization.yaml"), "resources: [sts.yaml]\n").unwrap();
+    std::fs::write(
+        app.join("sts.yaml"),
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: keeper}\nspec:\n  \
+         serviceName: keeper\n  selector: {matchLabels: {app: keeper}}\n  \
+         template:\n    metadata: {labels: {app: keeper}}\n    spec:\n      containers:\n        \
+         - name: sh\n          image: busybox\n          \
+         command: [sh, -c, 'n=$(cat /data/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/n; echo run $n; exec sleep 600']\n          \
+         volumeMounts: [{name: data, mountPath: /data}]\n  \
+         volumeClaimTemplates:\n    - metadata: {name: data}\n      \
+         spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+    )
+    .unwrap();
+    let d = fake.deployer(tmp.path(), Duration::from_secs(30)).await;
+    d.deploy(&render_request(&app, &ws)).await.unwrap();
+    let ns = "demo-web-api-lab";
+    let log_has = |want: &'static str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = fake.log(ns, "keeper-0", "sh").unwrap_or_default();
+            if log.contains(want) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{want}: {log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    tokio::task::block_in_place(|| log_has("run 1"));
+    // The pod goes; its StatefulSet makes it again, on the same claim.
+    let admin = kube::Client::try_from(
+        crate::common::kube::config_of(&tmp.path().join("admin.kubeconfig")).await,
+    )
+    .unwrap();
+    kube::Api::<Pod>::namespaced(admin, ns)
+        .delete("keeper-0", &Default::default())
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| log_has("run 2"));
     tokio::task::spawn_blocking(move || drop(fake))
         .await
         .unwrap();

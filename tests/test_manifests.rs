@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::common::kube::config_of;
 use crate::common::root;
 
 fn render(dir: &str) -> (String, Vec<Value>) {
@@ -84,15 +85,6 @@ fn the_manifests_render_validate_and_keep_their_promises() {
     assert!(!text.contains("set-by-the-overlay"));
 }
 
-async fn client(kubeconfig: &std::path::Path) -> kube::Config {
-    kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
-        &Default::default(),
-    )
-    .await
-    .unwrap()
-}
-
 /// Applies `docs` as the administrator (namespaced ones without a namespace into `ns`).
 async fn apply_all(config: kube::Config, docs: &[Value], ns: &str) {
     use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -140,10 +132,10 @@ async fn gaffers_rights_run_the_lab_and_refuse_everything_else() {
     let admin_kc = tmp.path().join("admin.kubeconfig");
     fake.write_kubeconfig(&admin_kc);
     let (_, docs) = render("manifests/base");
-    apply_all(client(&admin_kc).await, &docs, "gaffer").await;
+    apply_all(config_of(&admin_kc).await, &docs, "gaffer").await;
 
     // gaffer's own identity: a token of its ServiceAccount.
-    let admin = kube::Client::try_from(client(&admin_kc).await).unwrap();
+    let admin = kube::Client::try_from(config_of(&admin_kc).await).unwrap();
     let token = Api::<ServiceAccount>::namespaced(admin, "gaffer")
         .create_token_request("gaffer", &PostParams::default(), &Default::default())
         .await
@@ -153,7 +145,7 @@ async fn gaffers_rights_run_the_lab_and_refuse_everything_else() {
         .token;
     let kc = tmp.path().join("gaffer.kubeconfig");
     fake.write_kubeconfig_for(&kc, &token);
-    let mut d = ClusterDeployer::new(client(&kc).await, tmp.path().join("lab")).unwrap();
+    let mut d = ClusterDeployer::new(config_of(&kc).await, tmp.path().join("lab")).unwrap();
     d.own_binding = Some(OwnBinding {
         cluster_role: "gaffer-lab".into(),
         namespace: "gaffer".into(),
@@ -210,7 +202,7 @@ async fn gaffers_rights_run_the_lab_and_refuse_everything_else() {
     assert!(d.delete_namespace("demo-web-api-lab").await.unwrap());
 
     // And nothing else.
-    let me = kube::Client::try_from(client(&kc).await).unwrap();
+    let me = kube::Client::try_from(config_of(&kc).await).unwrap();
     let refused = |r: Result<(), kube::Error>, what: &str| match r {
         Err(kube::Error::Api(s)) if s.code == 403 => {}
         other => panic!("{what} was not refused: {other:?}"),
@@ -370,8 +362,8 @@ fn the_reconciler_runs_a_task_and_its_lab_as_gaffers_service_account() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let token = rt.block_on(async {
         let (_, docs) = render("manifests/base");
-        apply_all(client(&lab.kubeconfig).await, &docs, "gaffer").await;
-        let admin = kube::Client::try_from(client(&lab.kubeconfig).await).unwrap();
+        apply_all(config_of(&lab.kubeconfig).await, &docs, "gaffer").await;
+        let admin = kube::Client::try_from(config_of(&lab.kubeconfig).await).unwrap();
         Api::<ServiceAccount>::namespaced(admin, "gaffer")
             .create_token_request("gaffer", &PostParams::default(), &Default::default())
             .await

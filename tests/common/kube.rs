@@ -207,6 +207,47 @@ impl FakeKube {
         format!("http://{}", p.addr)
     }
 
+    /// A cluster deployer (the production one) as the administrator, its state under
+    /// `dir`, waiting up to `rollout` for rollouts.
+    pub async fn deployer(
+        &self,
+        dir: &std::path::Path,
+        rollout: std::time::Duration,
+    ) -> gaffer::lab::cluster::ClusterDeployer {
+        let kc = dir.join("admin.kubeconfig");
+        self.write_kubeconfig(&kc);
+        let mut d =
+            gaffer::lab::cluster::ClusterDeployer::new(config_of(&kc).await, dir.join("lab"))
+                .unwrap();
+        d.rollout_timeout = rollout;
+        d.poll = std::time::Duration::from_millis(50);
+        d
+    }
+
+    /// `GET url` (`http://host/path`) through the ingress proxy: (status, body).
+    pub fn get_via_proxy(&self, url: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let p = self.proxy.as_ref().expect("started with_kubelet");
+        let mut s = std::net::TcpStream::connect(p.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let host = url.trim_start_matches("http://").split('/').next().unwrap();
+        write!(
+            s,
+            "GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (code, body)
+    }
+
     /// A pod's log (the kubelet's), if the pod runs.
     pub fn log(&self, ns: &str, pod: &str, container: &str) -> Option<String> {
         let dir = self
@@ -279,6 +320,16 @@ impl FakeKube {
     pub fn requests(&self) -> Vec<Request> {
         self.inner.lock().unwrap().requests.clone()
     }
+}
+
+/// The kube-rs configuration of a kubeconfig file.
+pub async fn config_of(kubeconfig: &std::path::Path) -> kube::Config {
+    kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap()
 }
 
 fn status(code: StatusCode, reason: &str, message: String) -> Response {

@@ -81,10 +81,29 @@ pub(super) fn controllers(g: &mut Inner) {
                 meta["resourceVersion"] = json!(g.next_rv.to_string());
                 meta["annotations"]["fake.gaffer/owner"] = json!(name);
                 meta["annotations"]["fake.gaffer/template"] = json!(hash);
+                // A StatefulSet's volumeClaimTemplates: one claim per pod ordinal,
+                // `<template>-<statefulset>-<i>`, kept across the pod's replacements.
+                let mut spec = template["spec"].clone();
+                for t in w["spec"]["volumeClaimTemplates"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let tname = t["metadata"]["name"].as_str().unwrap_or("");
+                    let claim = format!("{tname}-{name}-{i}");
+                    if let Some(vols) = spec["volumes"].as_array_mut() {
+                        vols.push(
+                            json!({"name": tname, "persistentVolumeClaim": {"claimName": claim}}),
+                        );
+                    } else {
+                        spec["volumes"] =
+                            json!([{"name": tname, "persistentVolumeClaim": {"claimName": claim}}]);
+                    }
+                }
                 g.objects.insert(
                     k,
                     json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-                        "spec": template["spec"], "status": {"phase": "Pending"}}),
+                        "spec": spec, "status": {"phase": "Pending"}}),
                 );
             }
         }

@@ -9,9 +9,10 @@
 //!   ignored. A command that is not installed here gets the waiting reason `ErrImagePull`
 //!   with a message that says so. Env comes from the spec (`value`, ConfigMap and Secret key
 //!   refs, `envFrom`, and the downward API's `status.podIP`, `metadata.name`,
-//!   `metadata.namespace`); ConfigMap, Secret, emptyDir and PVC volumes are directories of
-//!   the pod, and a container's `mountPath` (in its command, args, env values and working
-//!   dir) is rewritten to that directory.
+//!   `metadata.namespace`); ConfigMap, Secret and emptyDir volumes are directories of the
+//!   pod, a PersistentVolumeClaim's a directory of the claim that outlives its pods, and a
+//!   container's `mountPath` (in its command, args, env values and working dir) is
+//!   rewritten to that directory.
 //! - **Network.** Each pod gets its own loopback address (a random 127.x.y.z, so tests that
 //!   run in parallel do not meet); an app must listen on its pod's IP (`status.podIP`), as
 //!   the lab templates do. The fake's ingress proxy (`proxy.rs`) routes Ingress hosts and
@@ -52,8 +53,11 @@ impl Kubelet {
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut pods: BTreeMap<PodKey, Pod> = BTreeMap::new();
+            // PersistentVolumeClaims' directories, by namespace and claim, for the
+            // kubelet's lifetime (a claim outlives its pods).
+            let claims = tempfile::tempdir().unwrap();
             while !flag.load(Ordering::Relaxed) {
-                step(&inner, &mut pods);
+                step(&inner, &mut pods, claims.path());
                 std::thread::sleep(Duration::from_millis(50));
             }
             for (_, p) in std::mem::take(&mut pods) {
@@ -137,7 +141,7 @@ fn kill_group(mut child: Child) {
 }
 
 /// One pass: controllers, then start, watch and probe the pods, then publish statuses.
-fn step(inner: &Arc<Mutex<Inner>>, pods: &mut BTreeMap<PodKey, Pod>) {
+fn step(inner: &Arc<Mutex<Inner>>, pods: &mut BTreeMap<PodKey, Pod>, claims: &Path) {
     let mut path = std::ffi::OsString::new();
     let (want, objects) = {
         let mut g = inner.lock().unwrap();
@@ -177,7 +181,7 @@ fn step(inner: &Arc<Mutex<Inner>>, pods: &mut BTreeMap<PodKey, Pod>) {
     }
     for (k, o) in &want {
         if !pods.contains_key(k) {
-            pods.insert(k.clone(), prepare(k, o, &objects, &path));
+            pods.insert(k.clone(), prepare(k, o, &objects, &path, claims));
         }
     }
     for p in pods.values_mut() {
@@ -221,6 +225,7 @@ fn prepare(
     o: &Value,
     objects: &BTreeMap<(String, String, String), Value>,
     path: &std::ffi::OsStr,
+    claims: &Path,
 ) -> Pod {
     let (ns, name) = key;
     let dir = tempfile::tempdir().unwrap();
@@ -232,7 +237,11 @@ fn prepare(
     let mut volumes: BTreeMap<String, Result<PathBuf, String>> = BTreeMap::new();
     for v in spec["volumes"].as_array().cloned().unwrap_or_default() {
         let vname = v["name"].as_str().unwrap_or("").to_string();
-        let path = dir.path().join("volumes").join(&vname);
+        // A claim's directory belongs to the claim, not the pod: it outlives the pod.
+        let path = match v["persistentVolumeClaim"]["claimName"].as_str() {
+            Some(claim) => claims.join(ns).join(claim),
+            None => dir.path().join("volumes").join(&vname),
+        };
         std::fs::create_dir_all(&path).unwrap();
         let files = if let Some(cm) = v["configMap"]["name"].as_str() {
             match get("configmaps", cm) {
@@ -245,7 +254,7 @@ fn prepare(
                 None => Err(format!("secret \"{s}\" not found")),
             }
         } else {
-            // emptyDir, a PVC and the rest: an empty directory of the pod's.
+            // emptyDir and the rest: an empty directory of the pod's; a claim's, as it is.
             Ok(BTreeMap::new())
         };
         let made = files.map(|files| {
