@@ -199,6 +199,18 @@ pub async fn start(
     };
     let mut agents =
         Agents::default().register(Arc::new(ScriptedAgent::new(opts.data_dir.join("scripted"))));
+    // Whether builders can be sandboxed here; a project that asks for the sandbox waits,
+    // with a condition saying why, rather than running without it.
+    let sandbox = match &opts.opencode {
+        Some(_) => crate::agent::sandbox::bwrap_available().inspect_err(|why| {
+            tracing::warn!(
+                "builders cannot be sandboxed here: {why}. Projects with agent.sandbox: bwrap \
+                 (the default) wait until they can; install bubblewrap (and allow user \
+                 namespaces), or set agent.sandbox: none for a project to run it unsandboxed."
+            );
+        }),
+        None => Err("no OpenCode configured".to_string()),
+    };
     if let Some(o) = &opts.opencode {
         let wake = scheduler.clone();
         agents = agents.register(Arc::new(OpenCode::new(
@@ -209,17 +221,7 @@ pub async fn start(
                 host: Arc::new(TmuxHost::new(Tmux::new(o.tmux_socket.clone()))),
                 env: o.env.clone(),
                 start_timeout: o.start_timeout,
-                bwrap: match crate::agent::sandbox::bwrap_available() {
-                    Ok(p) => Some(p),
-                    Err(why) => {
-                        tracing::warn!(
-                            "builders run WITHOUT a sandbox: {why}. They can read whatever this \
-                             user can (gaffer's data dir, your HOME). Install bubblewrap, or set \
-                             agent.sandbox: none to say you accept it."
-                        );
-                        None
-                    }
-                },
+                bwrap: sandbox.clone().ok(),
             },
             &opts.builders,
             Some(Arc::new(move |t: &crate::names::TaskRef| {
@@ -249,6 +251,7 @@ pub async fn start(
         planner: Arc::new(crate::workspace::bmad::Bmad::new(opts.bmad.clone())),
         clock,
         settings: Tunables {
+            no_sandbox: sandbox.err(),
             poll_interval: Duration::from_millis(100),
             max_test_retries: 2,
             retry_pause: opts.retry_pause,

@@ -122,6 +122,10 @@ pub struct Tunables {
     pub data_dir: PathBuf,
     /// How often a change in review is polled for reviews when no webhook wakes it.
     pub forge_poll: Duration,
+    /// Why builders cannot be sandboxed here (bubblewrap missing, or no user namespaces,
+    /// as in most restricted pods); `None` when they can. A project that asks for the
+    /// sandbox then waits instead of running without it.
+    pub no_sandbox: Option<String>,
 }
 
 /// Everything a reconcile needs.

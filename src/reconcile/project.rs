@@ -33,6 +33,22 @@ pub async fn builder_setup(
     project: &ProjectSpec,
     settings: &Settings,
 ) -> Result<Result<BuilderSetup, NotReady>, ReconcileError> {
+    // Fail closed: a builder that should be sandboxed never runs without its sandbox (it
+    // could read gaffer's secrets and forge decisions); the person chooses `sandbox: none`.
+    if project.agent.runtime == crate::state::spec::RuntimeKind::Opencode
+        && project.agent.sandbox == SandboxKind::Bwrap
+        && let Some(why) = &ctx.settings.no_sandbox
+    {
+        return Ok(Err(NotReady {
+            condition: "AgentReady",
+            reason: "SandboxUnavailable",
+            message: format!(
+                "the builder's sandbox cannot run here ({why}); install bubblewrap and allow \
+                 user namespaces, or set agent.sandbox: none in project.yaml to run it \
+                 without one"
+            ),
+        }));
+    }
     // The builder runs its own work in the lab: its access is set up before it starts.
     let mut env = match &project.lab {
         Some(_) => ctx

@@ -287,6 +287,34 @@ fn table() -> Vec<Case> {
             },
         },
         Case {
+            name: "a builder that should be sandboxed where no sandbox runs waits, saying why",
+            given: |w| {
+                w.file(
+                    "projects/demo/api/project.yaml",
+                    &PROJECT.replace("agent: {runtime: scripted}", "agent: {runtime: opencode}"),
+                );
+                w.no_sandbox = Some("bwrap cannot make a sandbox here: No permissions".into());
+            },
+            phase: Phase::Preparing,
+            then_phase: Phase::Preparing,
+            reason: None,
+            action: Action::await_change(),
+            check: |w, p| {
+                let c = p
+                    .status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "AgentReady")
+                    .unwrap();
+                assert_eq!(c.reason, "SandboxUnavailable");
+                assert!(
+                    c.message.contains("No permissions")
+                        && c.message.contains("agent.sandbox: none")
+                );
+                assert!(w.agent.sent.lock().unwrap().is_empty());
+            },
+        },
+        Case {
             name: "a credential the project names but gaffer lacks blocks the task, saying which",
             given: |w| {
                 w.file(

@@ -477,6 +477,8 @@ pub struct World {
     pub forge: Arc<FakeForge>,
     pub planner: Arc<FakePlanner>,
     pub now: Timestamp,
+    /// Why builders cannot be sandboxed (`Tunables::no_sandbox`).
+    pub no_sandbox: Option<String>,
 }
 
 /// The planner's files: what a planning turn "wrote", and what was restored before it.
@@ -543,6 +545,7 @@ impl World {
             forge: Arc::default(),
             planner: Arc::default(),
             now: NOW.parse().unwrap(),
+            no_sandbox: None,
         };
         w.file("gaffer.yaml", GAFFER);
         w.file("projects/demo/api/project.yaml", PROJECT);
@@ -651,6 +654,7 @@ impl World {
             planner: self.planner.clone(),
             clock: Arc::new(crate::hours::ManualClock::new(self.now)),
             settings: Tunables {
+                no_sandbox: self.no_sandbox.clone(),
                 poll_interval: Duration::from_secs(5),
                 max_test_retries: 2,
                 retry_pause: Duration::from_secs(10),
