@@ -65,10 +65,12 @@ impl std::fmt::Debug for ServerState {
     }
 }
 
-/// The router: `GET /healthz`, `GET /metrics`, `POST /webhooks/github`.
+/// The router: `GET /healthz` (ready: this reconciler acts), `GET /livez` (alive),
+/// `GET /metrics`, `POST /webhooks/github`.
 pub fn app(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/livez", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/webhooks/github", post(github_webhook))
         .with_state(state)
@@ -275,4 +277,24 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// What a reconciler waiting for the leader lease serves on its address: alive (`/livez`,
+/// so a liveness probe leaves it be) but not ready (`/healthz` 503, so a Service sends
+/// webhooks to the leader).
+pub fn waiting_app() -> Router {
+    Router::new()
+        .route(
+            "/livez",
+            get(|| async { "ok, waiting for the leader lease\n" }),
+        )
+        .route(
+            "/healthz",
+            get(|| async {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "waiting for the leader lease\n",
+                )
+            }),
+        )
 }

@@ -48,7 +48,7 @@ impl Two {
 
     /// A reconciler holding out for the lease; its log is `<name>.log`. The data and the
     /// builders' folders are shared, as the PVC is when a pod takes over from another.
-    fn reconciler(&self, name: &str) -> Proc {
+    fn reconciler(&self, name: &str, port: u16) -> Proc {
         let log = std::fs::File::create(self.log_path(name)).unwrap();
         Proc(
             crate::common::gaffer(self.tmp.path())
@@ -63,6 +63,7 @@ impl Two {
                     "2",
                 ])
                 .args(["--state", self.state.to_str().unwrap()])
+                .arg(format!("--listen=127.0.0.1:{port}"))
                 .arg("--data-dir")
                 .arg(self.tmp.path().join("data"))
                 .arg("--builders")
@@ -109,6 +110,25 @@ impl Two {
     }
 }
 
+/// The status code of `GET path` on 127.0.0.1:`port` (0 when nothing answers).
+fn status_of(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 fn task() -> TaskRef {
     TaskRef::parse("demo/web-api/jwt").unwrap()
 }
@@ -123,13 +143,18 @@ fn phase(state: &Path, scratch: &Path) -> Option<Phase> {
 fn one_reconciler_acts_a_killed_leader_is_taken_over_and_a_stopped_one_hands_over() {
     let two = Two::new();
     let scratch = two.tmp.path().join("ro");
-    let a = two.reconciler("a");
+    let ports = [0; 3].map(|_| crate::common::free_port());
+    let a = two.reconciler("a", ports[0]);
     two.until("a to lead", || two.log("a").contains("leading"));
-    let b = two.reconciler("b");
+    let b = two.reconciler("b", ports[1]);
     two.until("b to wait", || {
         two.log("b").contains("waiting for the lease")
     });
     assert_eq!(two.holder().as_deref(), Some("a"));
+    // The waiting one is alive but not ready; the leader is ready.
+    two.until("b to answer", || status_of(ports[1], "/livez") == 200);
+    assert_eq!(status_of(ports[1], "/healthz"), 503);
+    two.until("a to be ready", || status_of(ports[0], "/healthz") == 200);
 
     commit_as(
         &two.state,
@@ -156,6 +181,7 @@ fn one_reconciler_acts_a_killed_leader_is_taken_over_and_a_stopped_one_hands_ove
     a.kill9();
     two.until("b to lead", || two.log("b").contains("leading"));
     assert_eq!(two.holder().as_deref(), Some("b"));
+    two.until("b to be ready", || status_of(ports[1], "/healthz") == 200);
     // A person answers each question as it comes; b carries the task to review.
     let answered = std::cell::RefCell::new(std::collections::BTreeSet::new());
     two.until("review", || {
@@ -225,7 +251,7 @@ fn one_reconciler_acts_a_killed_leader_is_taken_over_and_a_stopped_one_hands_ove
     assert_eq!(prompts, unique, "a prompt was sent twice");
 
     // SIGTERM: b finishes, releases the lease, and c leads without waiting it out.
-    let c = two.reconciler("c");
+    let c = two.reconciler("c", ports[2]);
     two.until("c to wait", || {
         two.log("c").contains("waiting for the lease")
     });

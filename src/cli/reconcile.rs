@@ -270,13 +270,29 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
                     client, &ns, &name, &identity, lease_secs,
                 );
                 // Nothing is started before this process leads: a waiting reconciler
-                // touches neither the state repository nor the builders.
+                // touches neither the state repository nor the builders. It answers
+                // /livez (alive) and /healthz with 503 (not ready) meanwhile.
+                let waiting = match opts.listen {
+                    Some(addr) => {
+                        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                            CliError::user(format!("cannot listen on {addr}: {e}"))
+                        })?;
+                        Some(tokio::spawn(async move {
+                            let _ = axum::serve(listener, crate::server::waiting_app()).await;
+                        }))
+                    }
+                    None => None,
+                };
                 tokio::select! {
                     () = l.acquire() => {}
                     () = crate::server::shutdown_signal() => {
                         tracing::info!("stopped while waiting for the leader lease");
                         return Ok(ExitCode::SUCCESS);
                     }
+                }
+                if let Some(w) = waiting {
+                    w.abort();
+                    let _ = w.await;
                 }
                 Some(Arc::new(l))
             }
