@@ -468,6 +468,13 @@ async fn every_template_renders_to_valid_manifests_and_helm_takes_the_lab_values
     let helm = tokio::task::spawn_blocking(crate::common::helm)
         .await
         .unwrap();
+    // The chart carries the uv template's app (a chart reads only its own files): one app.
+    let templates = crate::common::root().join("lab-templates");
+    assert_eq!(
+        std::fs::read_to_string(templates.join("helm/files/main.py")).unwrap(),
+        std::fs::read_to_string(templates.join("uv-python/app/main.py")).unwrap(),
+        "lab-templates/helm/files/main.py is a copy of uv-python/app/main.py"
+    );
     for name in ["uv-python", "camel-jbang", "helm"] {
         let app = ws.join(name);
         template(name, &app);
