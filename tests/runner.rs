@@ -11,7 +11,7 @@ mod test_host;
 pub(crate) mod test_lab;
 mod test_lab_kubelet;
 mod test_lease;
-mod test_manifests;
+pub(crate) mod test_manifests;
 mod test_opencode;
 mod test_planning;
 mod test_questions;

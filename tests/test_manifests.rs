@@ -86,7 +86,7 @@ fn the_manifests_render_validate_and_keep_their_promises() {
 }
 
 /// Applies `docs` as the administrator (namespaced ones without a namespace into `ns`).
-async fn apply_all(config: kube::Config, docs: &[Value], ns: &str) {
+pub(crate) async fn apply_all(config: kube::Config, docs: &[Value], ns: &str) {
     use kube::api::{Api, DynamicObject, Patch, PatchParams};
     let c = kube::Client::try_from(config).unwrap();
     for d in docs {

@@ -8,6 +8,7 @@
 
 pub mod host;
 pub mod opencode;
+pub mod pod;
 pub mod sandbox;
 pub mod scripted;
 

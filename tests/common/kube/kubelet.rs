@@ -473,12 +473,37 @@ fn command_of<'a>(
         };
         env.push((name, value));
     }
+    // `$(VAR)` in command and args is the container's env var, as Kubernetes expands it
+    // (`$$` escapes; an unknown name stays as written).
+    let expand = |a: &str| -> String {
+        let mut out = String::new();
+        let mut rest = a;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(tail) = after.strip_prefix('$') {
+                out.push('$');
+                rest = tail;
+            } else if let Some(inner) = after.strip_prefix('(')
+                && let Some(end) = inner.find(')')
+                && let Some((_, v)) = env.iter().rev().find(|(k, _)| *k == inner[..end])
+            {
+                out.push_str(v);
+                rest = &inner[end + 1..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        out
+    };
     let argv: Vec<String> = c["command"]
         .as_array()
         .into_iter()
         .chain(c["args"].as_array())
         .flatten()
-        .map(|a| rewrite(a.as_str().unwrap_or("")))
+        .map(|a| rewrite(&expand(a.as_str().unwrap_or(""))))
         .collect();
     let image = c["image"].as_str().unwrap_or("");
     let Some((first, args)) = argv.split_first() else {
