@@ -35,21 +35,15 @@ impl std::fmt::Debug for LeaderLease {
     }
 }
 
-/// What `NAMESPACE/NAME` names, checked (DNS names only).
+/// What `NAMESPACE/NAME` names, checked (DNS-1123 labels).
 pub fn parse_lease(spec: &str) -> Result<(String, String), String> {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
-    };
+    let label = |s: &str| crate::names::check(crate::names::NameKind::Id, s);
     match spec.split_once('/') {
-        Some((ns, name)) if ok(ns) && ok(name) => Ok((ns.to_string(), name.to_string())),
-        _ => Err(format!(
-            "--leader-lease {spec:?}: expected NAMESPACE/NAME of lowercase letters, digits and '-'"
-        )),
+        Some((ns, name)) => match label(ns).and_then(|()| label(name)) {
+            Ok(()) => Ok((ns.to_string(), name.to_string())),
+            Err(e) => Err(format!("--leader-lease {spec:?}: {e}")),
+        },
+        None => Err(format!("--leader-lease {spec:?}: expected NAMESPACE/NAME")),
     }
 }
 
@@ -226,5 +220,25 @@ impl LeaderLease {
             Ok(()) => tracing::info!(lease = %self.name, "released the leader lease"),
             Err(e) => tracing::warn!(lease = %self.name, error = %e, "releasing the leader lease"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_named_by_two_dns_labels() {
+        assert_eq!(
+            parse_lease("gaffer/gaffer-reconciler"),
+            Ok(("gaffer".into(), "gaffer-reconciler".into()))
+        );
+        assert!(
+            parse_lease("gaffer")
+                .unwrap_err()
+                .contains("NAMESPACE/NAME")
+        );
+        assert!(parse_lease("Gaffer/x").unwrap_err().contains("uppercase"));
+        assert!(parse_lease("g/a/b").is_err());
     }
 }

@@ -9,11 +9,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::hours::{BusinessHours, HumanDuration};
-use crate::names::{Project, RepoName};
+use crate::names::RepoName;
 use crate::state::yaml::Located;
 
 mod lab;
-pub use lab::{ImageSpec, LabMode, LabSpec, LabTool};
+pub use lab::{ImageSpec, LabMode, LabSpec, LabTool, render_lab_url};
 
 /// `gaffer.yaml`: settings for every project.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -63,50 +63,6 @@ impl Settings {
         }
         out
     }
-
-    /// The lab host of a project: `{project}.builder.<domain>`.
-    pub fn lab_host(&self, project: &Project) -> String {
-        format!("{project}.builder.{}", self.domain)
-    }
-
-    /// The URL of a project's lab, from `lab_url` (checked when the settings are read, so
-    /// a template that does not render falls back to the default here).
-    pub fn lab_url(&self, project: &crate::names::ProjectRef) -> String {
-        let host = self.lab_host(&project.project);
-        self.lab_url
-            .as_deref()
-            .and_then(|t| render_lab_url(t, &host, project).ok())
-            .unwrap_or_else(|| format!("https://{host}"))
-    }
-}
-
-/// Renders a `lab_url` template; an error says why it is not a URL.
-pub fn render_lab_url(
-    template: &str,
-    host: &str,
-    project: &crate::names::ProjectRef,
-) -> Result<String, String> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let url = env
-        .render_str(
-            template,
-            minijinja::context! {
-                host => host,
-                project => project.project.as_str(),
-                category => project.category.as_str(),
-                namespace => project.lab_namespace(),
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("{url:?} does not start with http:// or https://"))?;
-    if rest.is_empty() || rest.contains(char::is_whitespace) {
-        return Err(format!("{url:?} is not a URL"));
-    }
-    Ok(url)
 }
 
 /// What happens while a question waits for a person.

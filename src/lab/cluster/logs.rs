@@ -7,15 +7,13 @@ use kube::api::{Api, ListParams, LogParams};
 use super::{ClusterDeployer, kube_err};
 use crate::lab::LabError;
 
-/// Whether `name` can be a pod's or container's name (a DNS subdomain): checked before it
-/// goes into a request path.
+/// Whether `name` can be a pod's or container's name (a DNS subdomain: DNS-1123 labels
+/// joined by dots): checked before it goes into a request path.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
+    name.len() <= 253
         && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && !name.starts_with(['-', '.'])
+            .split('.')
+            .all(|l| crate::names::check(crate::names::NameKind::Id, l).is_ok())
 }
 
 impl ClusterDeployer {
@@ -100,6 +98,21 @@ impl ClusterDeployer {
             out.write_all(&buf[..n])
                 .and_then(|()| out.flush())
                 .map_err(|e| kube_err(format!("writing the log: {e}")))?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_and_container_names_are_dns_subdomains() {
+        for ok in ["hello-7d9f-x2x4q", "app", "web.v2"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", "-a", "a..b", "A"] {
+            assert!(!valid_name(bad), "{bad}");
         }
     }
 }
