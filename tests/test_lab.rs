@@ -12,7 +12,7 @@ use std::time::Duration;
 use gaffer::cli::demo::sample_app;
 use gaffer::lab::cluster::{BUILDER_ACCOUNT, ClusterDeployer, builder_rules};
 use gaffer::lab::{DeployRequest, LabDeployer, LabError};
-use gaffer::names::{ProjectRef, TaskName};
+use gaffer::names::ProjectRef;
 use serde_json::json;
 
 use crate::common::kube::FakeKube;
@@ -38,28 +38,15 @@ async fn deployer(fake: &FakeKube, dir: &Path) -> ClusterDeployer {
 }
 
 fn request(overlay: PathBuf) -> DeployRequest {
-    DeployRequest {
-        project: ProjectRef::parse("demo/web-api").unwrap(),
-        task: TaskName::new("jwt").unwrap(),
-        workspace: overlay.parent().unwrap().to_path_buf(),
-        overlay,
-        host: "web-api.builder.lab.example.com".into(),
-        url: "https://web-api.builder.lab.example.com".into(),
-        commits: BTreeMap::new(),
-        images: BTreeMap::new(),
-        tool: Default::default(),
-        values: Vec::new(),
-        previous: Vec::new(),
-    }
+    let workspace = overlay.parent().unwrap().to_path_buf();
+    crate::common::kube::deploy_request(
+        &overlay,
+        &workspace,
+        "https://web-api.builder.lab.example.com",
+    )
 }
 
 const NS: &str = "demo-web-api-lab";
-
-async fn stop(fake: FakeKube) {
-    tokio::task::spawn_blocking(move || drop(fake))
-        .await
-        .unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_applies_in_stages_an_identical_one_is_a_no_op_and_a_change_updates_and_prunes() {
@@ -172,7 +159,7 @@ async fn a_deploy_applies_in_stages_an_identical_one_is_a_no_op_and_a_change_upd
         fake.get("v1", "namespaces", "", NS).is_some(),
         "never the namespace"
     );
-    stop(fake).await;
+    fake.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +191,7 @@ async fn a_deployment_that_never_becomes_ready_is_reported_with_its_reasons() {
         report.contains("pulling the image failed"),
         "the event: {report}"
     );
-    stop(fake).await;
+    fake.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +276,7 @@ async fn the_builder_gets_a_kubeconfig_that_reaches_its_namespace_only() {
             .await
             .unwrap_err()
     ));
-    stop(fake).await;
+    fake.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,7 +324,7 @@ async fn custom_resources_wait_for_their_definition_to_be_established() {
         .unwrap();
     let widget = paths.iter().position(|p| p.contains("/widgets/")).unwrap();
     assert!(crd < widget, "{paths:?}");
-    stop(fake).await;
+    fake.stop().await;
 }
 
 /// The reconciler as a process with the lab in the fake cluster, driving the demo task to
@@ -368,15 +355,7 @@ impl ClusterLab {
 
     pub(crate) fn with(fake: FakeKube) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let origin = tmp.path().join("origins/web-api.git");
-        gaffer::cli::demo::bare_repo_with(&origin, &sample_app(), "web-api").unwrap();
-        let state = tmp.path().join("state.git");
-        gaffer::cli::demo::bare_repo_with(
-            &state,
-            &gaffer::cli::demo::state_files(&origin, "1s"),
-            "state",
-        )
-        .unwrap();
+        let state = crate::common::demo_repos(tmp.path(), "1s");
         let kubeconfig = tmp.path().join("admin.kubeconfig");
         fake.write_kubeconfig(&kubeconfig);
         crate::common::commit_to_bare(

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gaffer::lab::{DeployRequest, LabDeployer, LabError};
-use gaffer::names::{ProjectRef, TaskName};
+use gaffer::names::ProjectRef;
 
 use crate::common::kube::FakeKube;
 
-const HOST: &str = "web-api.builder.lab.example.com";
+const HOST: &str = crate::common::kube::LAB_HOST;
 
 /// Copies the template `name` of `lab-templates/` into `dir`.
 fn template(name: &str, dir: &Path) {
@@ -51,19 +51,7 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
     template("uv-python", &app);
     let kc = tmp.path().join("admin.kubeconfig");
     let d = fake.deployer(tmp.path(), Duration::from_secs(60)).await;
-    let mut req = DeployRequest {
-        project: ProjectRef::parse("demo/web-api").unwrap(),
-        task: TaskName::new("greet").unwrap(),
-        overlay: app.clone(),
-        workspace: tmp.path().to_path_buf(),
-        host: HOST.into(),
-        url: format!("http://{HOST}"),
-        commits: Default::default(),
-        images: Default::default(),
-        tool: Default::default(),
-        values: Vec::new(),
-        previous: Vec::new(),
-    };
+    let mut req = render_request(&app, tmp.path());
     let first = d.deploy(&req).await.unwrap();
     let greet = format!("http://{HOST}/greet?name=lab");
     let (code, body) = fake.get_via_proxy(&greet);
@@ -122,9 +110,7 @@ async fn the_uv_template_serves_from_its_config_map_and_a_crash_loop_is_reported
     d.deploy(&req).await.unwrap();
     let (code, body) = fake.get_via_proxy(&greet);
     assert_eq!((code, body.as_str()), (200, r#"{"greeting": "Hi, lab!"}"#));
-    tokio::task::spawn_blocking(move || drop(fake))
-        .await
-        .unwrap();
+    fake.stop().await;
 }
 
 /// `gaffer lab logs`: every container's last lines, one followed as it grows, and a name
@@ -416,19 +402,7 @@ async fn bad_overlays_are_refused_with_located_errors_and_nothing_is_applied() {
         if let Some((path, content)) = extra {
             std::fs::write(app.join(path), content).unwrap();
         }
-        let req = DeployRequest {
-            project: ProjectRef::parse("demo/web-api").unwrap(),
-            task: TaskName::new("greet").unwrap(),
-            overlay: app.clone(),
-            workspace: ws.clone(),
-            host: HOST.into(),
-            url: format!("http://{HOST}"),
-            commits: Default::default(),
-            images: Default::default(),
-            tool: Default::default(),
-            values: Vec::new(),
-            previous: Vec::new(),
-        };
+        let req = render_request(&app, &ws);
         let e = d.deploy(&req).await.unwrap_err();
         assert!(
             matches!(&e, LabError::Invalid { message, .. } if message.contains(want)),
@@ -439,25 +413,11 @@ async fn bad_overlays_are_refused_with_located_errors_and_nothing_is_applied() {
             "{what}: something was applied"
         );
     }
-    tokio::task::spawn_blocking(move || drop(fake))
-        .await
-        .unwrap();
+    fake.stop().await;
 }
 
 fn render_request(app: &Path, ws: &Path) -> DeployRequest {
-    DeployRequest {
-        project: ProjectRef::parse("demo/web-api").unwrap(),
-        task: TaskName::new("greet").unwrap(),
-        overlay: app.to_path_buf(),
-        workspace: ws.to_path_buf(),
-        host: HOST.into(),
-        url: format!("http://{HOST}"),
-        commits: Default::default(),
-        images: Default::default(),
-        tool: Default::default(),
-        values: Vec::new(),
-        previous: Vec::new(),
-    }
+    crate::common::kube::deploy_request(app, ws, &format!("http://{HOST}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,9 +502,7 @@ async fn a_container_whose_command_is_not_on_this_machine_waits_with_a_clear_rea
             && msg.contains("`camel` is not installed here (image apache/camel-jbang:4.18.2"),
         "{msg}"
     );
-    tokio::task::spawn_blocking(move || drop(fake))
-        .await
-        .unwrap();
+    fake.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,9 +574,7 @@ async fn the_kubelet_gives_containers_their_env_volumes_and_working_dir() {
         e.contains("CreateContainerConfigError (couldn't find key password in Secret demo-web-api-lab/creds-"),
         "{e}"
     );
-    tokio::task::spawn_blocking(move || drop(fake))
-        .await
-        .unwrap();
+    fake.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -667,9 +623,7 @@ async fn a_claims_volume_outlives_its_pod() {
         .await
         .unwrap();
     tokio::task::block_in_place(|| log_has("run 2"));
-    tokio::task::spawn_blocking(move || drop(fake))
-        .await
-        .unwrap();
+    fake.stop().await;
 }
 
 /// The builder pod's objects (`agent::pod`, for builders as pods): valid, and under the test
@@ -733,7 +687,5 @@ async fn the_builder_pod_runs_the_real_opencode_behind_its_password() {
         .log("demo-web-api-lab", "gaffer-builder-0", "opencode")
         .unwrap_or_default();
     assert!(log.contains("listening on http://127."), "{log}");
-    tokio::task::spawn_blocking(move || drop(fake))
-        .await
-        .unwrap();
+    fake.stop().await;
 }

@@ -24,16 +24,7 @@ struct Two {
 impl Two {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let origin = tmp.path().join("origins/web-api.git");
-        gaffer::cli::demo::bare_repo_with(&origin, &gaffer::cli::demo::sample_app(), "web-api")
-            .unwrap();
-        let state = tmp.path().join("state.git");
-        gaffer::cli::demo::bare_repo_with(
-            &state,
-            &gaffer::cli::demo::state_files(&origin, "1h"),
-            "state",
-        )
-        .unwrap();
+        let state = crate::common::demo_repos(tmp.path(), "1h");
         let fake = FakeKube::start();
         fake.namespace("gaffer");
         let kubeconfig = tmp.path().join("admin.kubeconfig");

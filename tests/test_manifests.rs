@@ -164,19 +164,11 @@ async fn gaffers_rights_run_the_lab_and_refuse_everything_else() {
         std::fs::write(&p, content.unwrap()).unwrap();
     }
     let project = gaffer::names::ProjectRef::parse("demo/web-api").unwrap();
-    let mut req = gaffer::lab::DeployRequest {
-        project: project.clone(),
-        task: gaffer::names::TaskName::new("jwt").unwrap(),
-        overlay: app.join("deploy"),
-        workspace: ws.clone(),
-        host: "web-api.builder.lab.example.com".into(),
-        url: "https://web-api.builder.lab.example.com".into(),
-        commits: Default::default(),
-        images: Default::default(),
-        tool: Default::default(),
-        values: Vec::new(),
-        previous: Vec::new(),
-    };
+    let mut req = crate::common::kube::deploy_request(
+        &app.join("deploy"),
+        &ws,
+        "https://web-api.builder.lab.example.com",
+    );
     let first = d.deploy(&req).await.unwrap();
     assert!(
         fake.get(
@@ -287,9 +279,7 @@ async fn gaffers_rights_run_the_lab_and_refuse_everything_else() {
             .map(|_| ()),
         "a namespace that is not a lab",
     );
-    tokio::task::spawn_blocking(move || drop(fake))
-        .await
-        .unwrap();
+    fake.stop().await;
 }
 
 /// A Secret without a key the manifests mount is a missing file: gaffer stops at start and

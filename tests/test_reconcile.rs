@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gaffer::cli::demo::{PERSON, bare_repo_with, sample_app, state_files};
+use gaffer::cli::demo::{PERSON, bare_repo_with, sample_app};
 use gaffer::names::TaskRef;
 use gaffer::state::snapshot::Snapshot;
 use gaffer::state::status::{DecidedBy, Phase, QuestionState};
@@ -44,10 +44,7 @@ struct Lab {
 impl Lab {
     fn new(timeout: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let origin = tmp.path().join("origins/web-api.git");
-        bare_repo_with(&origin, &sample_app(), "web-api").unwrap();
-        let state = tmp.path().join("state.git");
-        bare_repo_with(&state, &state_files(&origin, timeout), "state").unwrap();
+        let state = crate::common::demo_repos(tmp.path(), timeout);
         Lab {
             data: tmp.path().join("data"),
             builders: tmp.path().join("builders"),

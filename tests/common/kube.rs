@@ -224,6 +224,13 @@ impl FakeKube {
         d
     }
 
+    /// Stops the fake (and every pod's processes) from async code.
+    pub async fn stop(self) {
+        tokio::task::spawn_blocking(move || drop(self))
+            .await
+            .unwrap();
+    }
+
     /// `GET url` (`http://host/path`) through the ingress proxy: (status, body).
     pub fn get_via_proxy(&self, url: &str) -> (u16, String) {
         use std::io::{Read, Write};
@@ -319,6 +326,31 @@ impl FakeKube {
     /// The requests so far.
     pub fn requests(&self) -> Vec<Request> {
         self.inner.lock().unwrap().requests.clone()
+    }
+}
+
+/// The demo project's lab host.
+pub const LAB_HOST: &str = "web-api.builder.lab.example.com";
+
+/// A deploy of the demo project (`demo/web-api`, task `jwt`) of `overlay`, inside
+/// `workspace`, to [`LAB_HOST`] reached at `url`.
+pub fn deploy_request(
+    overlay: &std::path::Path,
+    workspace: &std::path::Path,
+    url: &str,
+) -> gaffer::lab::DeployRequest {
+    gaffer::lab::DeployRequest {
+        project: gaffer::names::ProjectRef::parse("demo/web-api").unwrap(),
+        task: gaffer::names::TaskName::new("jwt").unwrap(),
+        overlay: overlay.to_path_buf(),
+        workspace: workspace.to_path_buf(),
+        host: LAB_HOST.into(),
+        url: url.into(),
+        commits: Default::default(),
+        images: Default::default(),
+        tool: Default::default(),
+        values: Vec::new(),
+        previous: Vec::new(),
     }
 }
 

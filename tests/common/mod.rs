@@ -382,3 +382,19 @@ pub fn path_with(dir: &std::path::Path) -> std::ffi::OsString {
     ));
     std::env::join_paths(dirs).unwrap()
 }
+
+/// The demo's repositories under `dir`: the app's origin (`origins/web-api.git`) and the
+/// state repository (`state.git`, with question `timeout`); returns the state's path.
+pub fn demo_repos(dir: &Path, timeout: &str) -> PathBuf {
+    let origin = dir.join("origins/web-api.git");
+    gaffer::cli::demo::bare_repo_with(&origin, &gaffer::cli::demo::sample_app(), "web-api")
+        .unwrap();
+    let state = dir.join("state.git");
+    gaffer::cli::demo::bare_repo_with(
+        &state,
+        &gaffer::cli::demo::state_files(&origin, timeout),
+        "state",
+    )
+    .unwrap();
+    state
+}
