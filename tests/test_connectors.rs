@@ -185,6 +185,8 @@ async fn scripted_agent_waits_for_answers_and_dedupes_prompts() {
             env: Vec::new(),
             sandbox: false,
             builder_dirs: Vec::new(),
+            host: Default::default(),
+            pod: None,
         },
         stage: gaffer::agent::Stage::Build,
     };

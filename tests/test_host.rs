@@ -123,6 +123,7 @@ async fn opencode_runs_on_a_second_builder_host_without_tmux() {
             launcher: PathBuf::from(env!("CARGO_BIN_EXE_gaffer")),
             state_dir: tmp.path().join("data/opencode"),
             host: host.clone(),
+            pod: None,
             env: world.env(),
             start_timeout: Duration::from_secs(60),
             bwrap: None,
@@ -145,6 +146,8 @@ async fn opencode_runs_on_a_second_builder_host_without_tmux() {
             env: vec![],
             sandbox: false,
             builder_dirs: vec![],
+            host: Default::default(),
+            pod: None,
         },
         stage: gaffer::agent::Stage::Build,
     };

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gaffer::lab::{DeployRequest, LabDeployer, LabError};
-use gaffer::names::ProjectRef;
 
 use crate::common::kube::FakeKube;
 
@@ -623,69 +622,5 @@ async fn a_claims_volume_outlives_its_pod() {
         .await
         .unwrap();
     tokio::task::block_in_place(|| log_has("run 2"));
-    fake.stop().await;
-}
-
-/// The builder pod's objects (`agent::pod`, for builders as pods): valid, and under the test
-/// kubelet the real OpenCode serves in it, on its own address, only with the password.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_builder_pod_runs_the_real_opencode_behind_its_password() {
-    use gaffer::agent::pod::{BuilderPod, PORT};
-    let opencode = crate::common::opencode::binary();
-    let fake = tokio::task::spawn_blocking(move || {
-        FakeKube::with_kubelet(crate::common::path_with(opencode.parent().unwrap()))
-    })
-    .await
-    .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let pod = BuilderPod {
-        project: ProjectRef::parse("demo/web-api").unwrap(),
-        image: "ghcr.io/example/gaffer:1".into(),
-        password: "s3cret".into(),
-        running: true,
-        storage: "1Gi".into(),
-        resources: serde_json::json!({"requests": {"cpu": "100m", "memory": "256Mi"}}),
-        gaffer_namespace: "gaffer".into(),
-    };
-    let objects = pod.objects();
-    let file = tmp.path().join("builder.json");
-    std::fs::write(
-        &file,
-        objects
-            .iter()
-            .map(|o| serde_json::to_string(o).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n---\n"),
-    )
-    .unwrap();
-    let checked = tokio::task::spawn_blocking(move || crate::common::kubernetes_validate(&file))
-        .await
-        .unwrap();
-    assert!(checked.is_ok(), "{checked:?}");
-
-    fake.namespace("demo-web-api-lab");
-    let kc = tmp.path().join("admin.kubeconfig");
-    fake.write_kubeconfig(&kc);
-    crate::test_manifests::apply_all(crate::common::kube::config_of(&kc).await, &objects, "").await;
-    let url = format!("http://gaffer-builder.demo-web-api-lab.svc:{PORT}/global/health");
-    tokio::task::block_in_place(|| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let (code, _) = fake.get_via_proxy(&url);
-            if code == 401 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no answer: {code}; log: {:?}",
-                fake.log("demo-web-api-lab", "gaffer-builder-0", "opencode")
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    });
-    let log = fake
-        .log("demo-web-api-lab", "gaffer-builder-0", "opencode")
-        .unwrap_or_default();
-    assert!(log.contains("listening on http://127."), "{log}");
     fake.stop().await;
 }

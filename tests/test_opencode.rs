@@ -25,6 +25,10 @@ pub(crate) struct Lab {
     pub(crate) builders: PathBuf,
     pub(crate) llm: Llm,
     pub(crate) world: World,
+    /// `--lab` of the reconciler (`render-only` unless a test has a cluster).
+    pub(crate) lab_mode: &'static str,
+    /// More environment for the reconciler (a cluster's KUBECONFIG).
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// A reconciler process, killed when dropped.
@@ -108,6 +112,8 @@ impl Lab {
             tmp,
             llm,
             world,
+            lab_mode: "render-only",
+            env: Vec::new(),
         }
     }
 
@@ -144,7 +150,7 @@ impl Lab {
             .open(self.tmp.path().join("daemon.log"))
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_gaffer"))
-            .args(["reconcile", "--lab", "render-only", "--state", state])
+            .args(["reconcile", "--lab", self.lab_mode, "--state", state])
             .arg("--data-dir")
             .arg(&self.data)
             .arg("--builders")
@@ -152,6 +158,7 @@ impl Lab {
             .args(self.world.daemon_args())
             .env("RUST_LOG", "info")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

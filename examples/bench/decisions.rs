@@ -336,6 +336,7 @@ impl Scene {
                     tmux_socket: Some(world.socket.clone()),
                     env: world.env(),
                     start_timeout: Duration::from_secs(60),
+                    builder_git_credentials: None,
                 };
                 (Some(llm), Some(world), Some(oc))
             }

@@ -2,15 +2,15 @@
 //!
 //! The OpenCode runtime decides *what* runs (the server, the person's view of the session,
 //! with which arguments and environment); a [`BuilderHost`] decides *where*: today a tmux
-//! session on gaffer's machine ([`TmuxHost`]). A host that runs builders elsewhere (a pod of
-//! its own) implements the same five things and nothing in the task lifecycle changes: the
-//! status records only its [`HostKind`] and how to attach.
+//! session on gaffer's machine ([`TmuxHost`]) or a pod of its own in the project's lab
+//! namespace ([`crate::agent::pod::host::PodHost`]). Nothing in the task lifecycle changes
+//! with the host: the status records only its [`HostKind`] and how to attach.
 
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::agent::AgentError;
 use crate::agent::opencode::tmux::Tmux;
+use crate::agent::{AgentError, BuilderSetup};
 use crate::names::ProjectRef;
 use crate::state::status::HostKind;
 
@@ -24,6 +24,34 @@ pub const ATTACH_WINDOW: &str = "attach";
 pub trait BuilderHost: Send + Sync + std::fmt::Debug {
     /// Which kind of host this is, as recorded in status.
     fn kind(&self) -> HostKind;
+
+    /// Readies what the builder is started from (for a pod: its objects in the cluster,
+    /// with the server's `password`); nothing for a host that starts a command line.
+    async fn set_up(&self, _setup: &BuilderSetup, _password: &str) -> Result<(), AgentError> {
+        Ok(())
+    }
+
+    /// The port the server listens on when the host fixes it (a pod's); `None` when
+    /// gaffer picks a free one on this machine.
+    fn fixed_port(&self) -> Option<u16> {
+        None
+    }
+
+    /// Whether the host itself keeps the builder away from gaffer's data and secrets (a
+    /// pod), so it needs no sandbox of gaffer's.
+    fn isolates(&self) -> bool {
+        false
+    }
+
+    /// Where the server answers now (`http://host:port`), or `None` when nothing runs
+    /// there; `port` is the one recorded (0: none yet).
+    async fn base_url(
+        &self,
+        _project: &ProjectRef,
+        port: u16,
+    ) -> Result<Option<String>, AgentError> {
+        Ok((port != 0).then(|| format!("http://127.0.0.1:{port}")))
+    }
 
     /// Starts the project's server process (`argv`, in `dir`), replacing one that runs.
     async fn ensure_server(

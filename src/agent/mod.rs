@@ -38,6 +38,19 @@ pub struct BuilderSetup {
     /// Directories besides its workspace the builder writes to (the git dirs its worktrees
     /// point into).
     pub builder_dirs: Vec<PathBuf>,
+    /// Where it runs.
+    pub host: crate::state::spec::BuilderHostKind,
+    /// With `host: pod`: the pod's image, volume and resources.
+    pub pod: Option<PodSetup>,
+}
+
+/// What a builder pod is made of, besides what every builder has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSetup {
+    /// The image (gaffer's own).
+    pub image: String,
+    /// Volume, resources, idle suspension.
+    pub spec: crate::state::spec::PodSpec,
 }
 
 /// Everything a runtime needs to start working on a task.
@@ -228,6 +241,20 @@ pub trait AgentRuntime: Send + Sync + std::fmt::Debug {
     /// builder was stopped on purpose). The builder must come out exactly as
     /// [`AgentRuntime::ensure_session`] would make it for `builder`.
     async fn warm(&self, _builder: &BuilderSetup) -> Result<bool, AgentError> {
+        Ok(false)
+    }
+
+    /// Readies the builder where it runs before its workspace is prepared: a builder pod's
+    /// objects applied (its workspace lives on the pod's volume, reached through the pod).
+    /// Nothing to do for a builder on gaffer's machine.
+    async fn start_host(&self, _builder: &BuilderSetup) -> Result<(), AgentError> {
+        Ok(())
+    }
+
+    /// Suspends the project's builder while it has nothing to do (a pod scaled to zero, its
+    /// volume kept); the next request starts it again on the same sessions. `Ok(false)`
+    /// when nothing was running or the host cannot suspend.
+    async fn suspend(&self, _project: &ProjectRef) -> Result<bool, AgentError> {
         Ok(false)
     }
 

@@ -168,3 +168,52 @@ pub fn cmd_exec_env(args: ExecEnvArgs) -> CmdResult {
             .unwrap_or_default()
     )))
 }
+
+/// `gaffer workspace …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum WorkspaceCommand {
+    /// Serve a builder pod's workspace to gaffer (the pod's `workspace` container): mirror
+    /// clones, worktrees, checkpoints, provisional branches and bundles of task branches,
+    /// on a volume gaffer does not mount. Callers need the token in GAFFER_WORKSPACE_TOKEN
+    /// (the builder's password, from the pod's Secret).
+    Serve(WorkspaceServeArgs),
+}
+
+/// Arguments of `gaffer workspace serve`.
+#[derive(Debug, clap::Args)]
+pub struct WorkspaceServeArgs {
+    /// The workspace root (the pod's volume): `<root>/<category>-<project>` is the
+    /// project's workspace, `<root>/.mirrors` its mirrors.
+    #[arg(long)]
+    pub root: PathBuf,
+    /// The address to listen on, e.g. `10.0.0.5:4097`.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+}
+
+/// Runs `gaffer workspace`.
+pub fn cmd_workspace(cmd: WorkspaceCommand) -> CmdResult {
+    let WorkspaceCommand::Serve(args) = cmd;
+    let token = std::env::var("GAFFER_WORKSPACE_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            CliError::user(
+                "GAFFER_WORKSPACE_TOKEN is not set: the sidecar serves no one without it",
+            )
+        })?;
+    std::fs::create_dir_all(&args.root)
+        .map_err(|e| CliError::user(format!("--root {}: {e}", args.root.display())))?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::internal(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| CliError::user(format!("--listen {}: {e}", args.listen)))?;
+        tracing::info!(root = %args.root.display(), listen = %args.listen, "serving the workspace");
+        crate::workspace::remote::serve(args.root.clone(), token, listener)
+            .await
+            .map_err(|e| CliError::internal(format!("the workspace server stopped: {e}")))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -76,6 +76,9 @@ pub enum Command {
     /// The lab namespaces: list them, clean up old ones.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// A builder pod's workspace sidecar (`gaffer workspace serve`).
+    #[command(subcommand)]
+    Workspace(builders::WorkspaceCommand),
     /// Run a program with the environment in a file (how builders get their password without
     /// it appearing on a command line).
     #[command(hide = true)]
@@ -180,6 +183,7 @@ pub fn run() -> ExitCode {
         Command::Slack(args) => slack::cmd_slack(args),
         Command::Lab(cmd) => lab::cmd_lab(cmd),
         Command::ExecEnv(args) => builders::cmd_exec_env(args),
+        Command::Workspace(cmd) => builders::cmd_workspace(cmd),
     };
     match result {
         Ok(code) => code,

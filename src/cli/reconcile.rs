@@ -68,6 +68,11 @@ pub struct ReconcileArgs {
     /// How long an OpenCode server may take to start, in seconds.
     #[arg(long, default_value_t = 60)]
     pub opencode_start_secs: u64,
+    /// A git credential store file (`https://user:token@github.com` per line) that builder
+    /// pods (`agent.host: pod`) clone and fetch the projects' repos with; it goes to each
+    /// pod's Secret, readable only by its workspace sidecar.
+    #[arg(long, env = "GAFFER_BUILDER_GIT_CREDENTIALS", value_name = "FILE")]
+    pub builder_git_credentials: Option<PathBuf>,
     /// Where lab deploys go: `auto` uses the cluster of the environment (in a pod, or
     /// KUBECONFIG / ~/.kube/config) when it answers and renders only otherwise.
     #[arg(long, value_enum, default_value_t = daemon::LabMode::Auto)]
@@ -180,6 +185,7 @@ pub fn opencode_options(
         tmux_socket,
         env,
         start_timeout: start,
+        builder_git_credentials: None,
     }))
 }
 
@@ -244,6 +250,9 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
         args.opencode_env.clone(),
         Duration::from_secs(args.opencode_start_secs.max(1)),
     )?;
+    if let Some(o) = opts.opencode.as_mut() {
+        o.builder_git_credentials = args.builder_git_credentials.clone();
+    }
     let lease = match args.leader_lease.clone().or_else(|| {
         std::env::var_os("KUBERNETES_SERVICE_HOST")?;
         let ns = std::env::var("POD_NAMESPACE").ok()?;

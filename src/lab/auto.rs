@@ -61,6 +61,10 @@ impl LabDeployer for AutoDeployer {
         "cluster"
     }
 
+    async fn kube(&self) -> Option<kube::Client> {
+        self.cluster().await.ok()?.kube().await
+    }
+
     async fn deploy(&self, req: &DeployRequest) -> Result<DeployOutcome, LabError> {
         self.cluster().await?.deploy(req).await
     }

@@ -311,6 +311,10 @@ impl LabDeployer for ClusterDeployer {
         MODE
     }
 
+    async fn kube(&self) -> Option<kube::Client> {
+        Some(self.client.clone())
+    }
+
     #[tracing::instrument(skip_all, fields(project = %req.project, task = %req.task))]
     async fn deploy(&self, req: &DeployRequest) -> Result<DeployOutcome, LabError> {
         let r = self.render.render(req).await?;

@@ -153,6 +153,12 @@ pub trait LabDeployer: Send + Sync + std::fmt::Debug {
 
     /// `render-only` or `cluster`.
     fn mode(&self) -> &'static str;
+
+    /// A client of the cluster, when this deployer has one that answers (builder pods run
+    /// there); `None` when it renders only or no cluster answers.
+    async fn kube(&self) -> Option<kube::Client> {
+        None
+    }
 }
 
 /// Runs the project's lab tests.

@@ -102,6 +102,8 @@ pub struct OpenCodeOptions {
     pub env: Vec<(String, String)>,
     /// How long a server may take to start.
     pub start_timeout: Duration,
+    /// A git credential store file builder pods clone and fetch the projects' repos with.
+    pub builder_git_credentials: Option<PathBuf>,
 }
 
 impl Options {
@@ -211,6 +213,16 @@ pub async fn start(
         }),
         None => Err("no OpenCode configured".to_string()),
     };
+    let lab = lab_deployer(opts).await?;
+    // Builder pods run in the cluster the lab deploys to (a project asking for one while no
+    // cluster answers waits, with a condition saying so).
+    let pods = match &opts.opencode {
+        Some(o) => Some(Arc::new(crate::agent::pod::host::PodHost::new(
+            lab.clone(),
+            pod_settings(o, &opts.data_dir)?,
+        ))),
+        None => None,
+    };
     if let Some(o) = &opts.opencode {
         let wake = scheduler.clone();
         agents = agents.register(Arc::new(OpenCode::new(
@@ -222,6 +234,7 @@ pub async fn start(
                 env: o.env.clone(),
                 start_timeout: o.start_timeout,
                 bwrap: sandbox.clone().ok(),
+                pod: pods.clone(),
             },
             &opts.builders,
             Some(Arc::new(move |t: &crate::names::TaskRef| {
@@ -245,9 +258,15 @@ pub async fn start(
             )),
             None => None,
         },
-        lab: lab_deployer(opts).await?,
+        lab,
         tests: Arc::new(CommandTestRunner),
-        workspaces: Arc::new(Workspaces::new(&opts.builders)),
+        workspaces: Arc::new(crate::workspace::remote::Hosted {
+            local: Workspaces::new(&opts.builders),
+            remote: pods
+                .clone()
+                .map(|p| crate::workspace::remote::RemoteWorkspace::new(p, &opts.builders)),
+        }),
+        pods,
         planner: Arc::new(crate::workspace::bmad::Bmad::new(opts.bmad.clone())),
         clock,
         settings: Tunables {
@@ -290,6 +309,45 @@ fn pull_request_hook(ctx: Arc<Context>) -> crate::server::PullRequestHook {
             ctx.scheduler.now(ObjectKey::Task(t.clone()));
         }
         tasks.len()
+    })
+}
+
+/// What builder pods get from this reconciler: OpenCode's config (the one its tmux builders
+/// read), OpenCode's switches, git credentials for the projects' repos, and gaffer's
+/// namespace (their NetworkPolicy admits only gaffer).
+fn pod_settings(
+    o: &OpenCodeOptions,
+    data_dir: &std::path::Path,
+) -> Result<crate::agent::pod::host::PodHostSettings, ReconcileError> {
+    let get = |k: &str| {
+        o.env
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| PathBuf::from(v))
+            .or_else(|| std::env::var_os(k).map(PathBuf::from))
+    };
+    let config_home = get("XDG_CONFIG_HOME").or_else(|| get("HOME").map(|h| h.join(".config")));
+    let opencode_config = config_home
+        .map(|c| c.join("opencode/opencode.json"))
+        .and_then(|f| std::fs::read_to_string(f).ok());
+    let git_credentials = match &o.builder_git_credentials {
+        Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
+            ReconcileError::Startup(format!("--builder-git-credentials {}: {e}", f.display()))
+        })?),
+        None => None,
+    };
+    Ok(crate::agent::pod::host::PodHostSettings {
+        gaffer_namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "gaffer".into()),
+        opencode_config,
+        git_credentials,
+        env: o
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("OPENCODE_"))
+            .cloned()
+            .collect(),
+        start_timeout: o.start_timeout.max(Duration::from_secs(120)),
+        state_dir: data_dir.join("opencode"),
     })
 }
 

@@ -145,6 +145,8 @@ pub struct Context {
     pub lab: Arc<dyn LabDeployer>,
     /// Lab tests.
     pub tests: Arc<dyn TestRunner>,
+    /// Builder pods (`agent.host: pod`), when the reconciler runs with a cluster.
+    pub pods: Option<Arc<crate::agent::pod::host::PodHost>>,
     /// Where the worktrees live and how builders see them.
     pub workspaces: Arc<dyn Workspace>,
     /// The planner's files in a builder's workspace (BMAD and its output).

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::{Action, Context, ReconcileError};
-use crate::agent::BuilderSetup;
+use crate::agent::{BuilderSetup, PodSetup};
 use crate::names::ProjectRef;
 use crate::state::spec::{ProjectSpec, SandboxKind, Settings};
 use crate::state::status::Phase;
@@ -33,9 +33,15 @@ pub async fn builder_setup(
     project: &ProjectSpec,
     settings: &Settings,
 ) -> Result<Result<BuilderSetup, NotReady>, ReconcileError> {
+    let pod = match pod_setup(ctx, project, settings).await {
+        Ok(pod) => pod,
+        Err(n) => return Ok(Err(n)),
+    };
     // Fail closed: a builder that should be sandboxed never runs without its sandbox (it
     // could read gaffer's secrets and forge decisions); the person chooses `sandbox: none`.
+    // A pod is its builder's sandbox.
     if project.agent.runtime == crate::state::spec::RuntimeKind::Opencode
+        && pod.is_none()
         && project.agent.sandbox == SandboxKind::Bwrap
         && let Some(why) = &ctx.settings.no_sandbox
     {
@@ -74,10 +80,59 @@ pub async fn builder_setup(
     }
     Ok(Ok(BuilderSetup {
         project: p.clone(),
-        project_dir: ctx.workspaces.builder_dir(p),
+        project_dir: ctx.workspaces.builder_dir(p, project),
         env,
-        sandbox: project.agent.sandbox == SandboxKind::Bwrap,
+        sandbox: pod.is_none() && project.agent.sandbox == SandboxKind::Bwrap,
         builder_dirs: ctx.workspaces.builder_dirs(p, project),
+        host: project.agent.host.unwrap_or_default(),
+        pod,
+    }))
+}
+
+/// With `agent.host: pod`: what the pod is made of, or why it cannot run (no cluster, no
+/// image); `None` for a builder on gaffer's machine.
+async fn pod_setup(
+    ctx: &Context,
+    project: &ProjectSpec,
+    settings: &Settings,
+) -> Result<Option<PodSetup>, NotReady> {
+    if !project.on_pod() {
+        return Ok(None);
+    }
+    let not_ready = |reason, message: String| NotReady {
+        condition: "AgentReady",
+        reason,
+        message,
+    };
+    if project.agent.runtime != crate::state::spec::RuntimeKind::Opencode {
+        return Err(not_ready(
+            "PodNeedsOpenCode",
+            "agent.host: pod runs an OpenCode builder; set agent.runtime: opencode or \
+             agent.host: tmux"
+                .into(),
+        ));
+    }
+    let available = match &ctx.pods {
+        Some(pods) => pods.available().await,
+        None => false,
+    };
+    if !available {
+        return Err(not_ready(
+            "NoCluster",
+            crate::agent::pod::host::NO_CLUSTER.into(),
+        ));
+    }
+    let Some(image) = settings.builders.image.clone() else {
+        return Err(not_ready(
+            "NoBuilderImage",
+            "agent.host: pod needs the builder pods' image: set builders.image in gaffer.yaml \
+             (gaffer's own image, which carries OpenCode, git and gaffer)"
+                .into(),
+        ));
+    };
+    Ok(Some(PodSetup {
+        image,
+        spec: project.agent.pod.clone(),
     }))
 }
 
@@ -95,18 +150,24 @@ pub async fn reconcile(p: ProjectRef, ctx: Arc<Context>) -> Result<Action, Recon
         let Some(spec) = pe.spec.clone() else {
             return;
         };
+        let spec = spec.with_builder_defaults(&settings);
         let phases: Vec<Option<Phase>> = pe
             .tasks
             .values()
             .map(|e| e.status.as_ref().map(|s| s.phase))
             .collect();
-        found = Some((settings, spec, phases));
+        let idle_since = pe
+            .tasks
+            .values()
+            .filter_map(|e| e.status.as_ref()?.phase_since)
+            .max();
+        found = Some((settings, spec, phases, idle_since));
     })?;
-    let Some((settings, spec, phases)) = found else {
+    let Some((settings, spec, phases, idle_since)) = found else {
         return Ok(Action::await_change());
     };
     if !wants_warm(&spec, &phases) {
-        return Ok(Action::await_change());
+        return idle(&ctx, &p, &spec, &phases, idle_since).await;
     }
     match warm(&ctx, &p, &spec, &settings).await {
         Ok(true) => {
@@ -119,6 +180,36 @@ pub async fn reconcile(p: ProjectRef, ctx: Arc<Context>) -> Result<Action, Recon
             error = %e,
             "could not start the builder ahead of its tasks; its first task starts it"
         ),
+    }
+    Ok(Action::await_change())
+}
+
+/// Suspends a builder pod with no active task for `agent.pod.idle_suspend` (since its last
+/// task left its phase): the pod goes, its volume and sessions stay, and the next task
+/// starts it again. Checked again when that time comes.
+async fn idle(
+    ctx: &Context,
+    p: &ProjectRef,
+    spec: &ProjectSpec,
+    phases: &[Option<Phase>],
+    idle_since: Option<jiff::Timestamp>,
+) -> Result<Action, ReconcileError> {
+    let Some(since) = idle_since else {
+        return Ok(Action::await_change());
+    };
+    if !spec.on_pod() || phases.iter().flatten().any(|ph| ph.is_active()) {
+        return Ok(Action::await_change());
+    }
+    let after = spec.agent.pod.idle_suspend();
+    let idle_for = ctx.clock.now().duration_since(since);
+    if idle_for < after {
+        let left = (after - idle_for).unsigned_abs();
+        return Ok(Action::requeue(left + std::time::Duration::from_millis(50)));
+    }
+    match ctx.agents.get(spec.agent.runtime)?.suspend(p).await {
+        Ok(true) => tracing::info!(project = %p, idle = %idle_for, "builder pod suspended"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(project = %p, error = %e, "could not suspend the builder pod"),
     }
     Ok(Action::await_change())
 }
@@ -145,13 +236,21 @@ async fn warm(
     if !runtime.warms() {
         return Ok(false);
     }
-    let (ws, pp, sp) = (ctx.workspaces.clone(), p.clone(), spec.clone());
-    if !tokio::task::spawn_blocking(move || ws.warm(&pp, &sp)).await?? {
+    let ws_warm = || {
+        let (ws, pp, sp) = (ctx.workspaces.clone(), p.clone(), spec.clone());
+        tokio::task::spawn_blocking(move || ws.warm(&pp, &sp))
+    };
+    // A builder pod holds its workspace: the pod first, then its mirrors.
+    if !spec.on_pod() && !ws_warm().await?? {
         return Ok(false);
     }
     let setup = match builder_setup(ctx, p, spec, settings).await? {
         Ok(setup) => setup,
         Err(_) => return Ok(false),
     };
-    Ok(runtime.warm(&setup).await?)
+    let warmed = runtime.warm(&setup).await?;
+    if warmed && spec.on_pod() {
+        ws_warm().await??;
+    }
+    Ok(warmed)
 }

@@ -12,7 +12,9 @@ use crate::hours::{BusinessHours, HumanDuration};
 use crate::names::RepoName;
 use crate::state::yaml::Located;
 
+mod builders;
 mod lab;
+pub use builders::{BuilderDefaults, BuilderHostKind, PodSpec, Quantity, ResourceName};
 pub use lab::{ImageSpec, LabMode, LabSpec, LabTool, render_lab_url};
 
 /// `gaffer.yaml`: settings for every project.
@@ -45,6 +47,13 @@ pub struct Settings {
     /// `https://{{ host }}`; e.g. `http://{{ host }}` for an ingress without TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lab_url: Option<String>,
+    /// Where builders run by default and what a builder pod is made of.
+    #[serde(default, skip_serializing_if = "is_default_builders")]
+    pub builders: BuilderDefaults,
+}
+
+fn is_default_builders(b: &BuilderDefaults) -> bool {
+    *b == BuilderDefaults::default()
 }
 
 impl Settings {
@@ -395,6 +404,17 @@ pub struct AgentSpec {
     /// for the builder's server to start. On by default.
     #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub warm: bool,
+    /// Where the builder runs: `tmux` on gaffer's machine or `pod` in the project's lab
+    /// namespace (default: `builders.host` in gaffer.yaml, else `tmux`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<BuilderHostKind>,
+    /// With `host: pod`: the pod's volume, resources and idle suspension.
+    #[serde(default, skip_serializing_if = "is_default_pod")]
+    pub pod: PodSpec,
+}
+
+fn is_default_pod(p: &PodSpec) -> bool {
+    *p == PodSpec::default()
 }
 
 impl Default for AgentSpec {
@@ -409,6 +429,8 @@ impl Default for AgentSpec {
             sandbox: SandboxKind::default(),
             env_from: Vec::new(),
             warm: true,
+            host: None,
+            pod: PodSpec::default(),
         }
     }
 }

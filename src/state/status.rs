@@ -259,13 +259,16 @@ pub struct AgentStatus {
 }
 
 /// Where a builder runs, as recorded in status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostKind {
     /// A tmux session on gaffer's machine (or in gaffer's pod).
+    #[default]
     Tmux,
     /// Inside gaffer's own process (the embedded scripted agent).
     InProcess,
+    /// A pod of its own in the project's lab namespace.
+    Pod,
 }
 
 /// One workspace repo of a task.

@@ -14,6 +14,7 @@ use sha2::Digest;
 
 pub mod bmad;
 mod command;
+pub mod remote;
 pub use command::render_command;
 
 use crate::git::{Git, GitError};
@@ -33,6 +34,9 @@ pub enum WorkspaceError {
     /// A provisional branch is not where it should be.
     #[error("provisional branch: {0}")]
     Branch(String),
+    /// A builder's workspace elsewhere (its pod's sidecar) failed or could not be reached.
+    #[error("{0}")]
+    Remote(String),
     /// Filesystem trouble.
     #[error("{path}: {source}")]
     Io {
@@ -456,10 +460,10 @@ pub fn checkpoint_dir(dir: &Path, message: &str) -> Result<Option<String>, Works
 /// local one: worktrees on gaffer's own disk, seen by the builder at the same paths.
 pub trait Workspace: Send + Sync + std::fmt::Debug {
     /// The project's workspace as gaffer reaches it (renders, lab tests).
-    fn local_dir(&self, project: &ProjectRef) -> PathBuf;
+    fn local_dir(&self, project: &ProjectRef, spec: &ProjectSpec) -> PathBuf;
     /// The project's workspace as the builder sees it (its prompt and session).
-    fn builder_dir(&self, project: &ProjectRef) -> PathBuf {
-        self.local_dir(project)
+    fn builder_dir(&self, project: &ProjectRef, spec: &ProjectSpec) -> PathBuf {
+        self.local_dir(project, spec)
     }
     /// The mirror clone of `url` that pull requests are pushed from.
     fn mirror_dir(&self, url: &str) -> PathBuf;
@@ -529,10 +533,21 @@ pub trait Workspace: Send + Sync + std::fmt::Debug {
         task: &TaskRef,
         project: &ProjectSpec,
     ) -> Result<BTreeMap<RepoName, String>, WorkspaceError>;
+    /// Brings [`Workspace::local_dir`] up to date with the builder's worktrees (their files,
+    /// for a lab render or the lab tests) and returns it; nothing to do when gaffer works
+    /// in them directly.
+    fn sync_local(&self, task: &TaskRef, spec: &ProjectSpec) -> Result<PathBuf, WorkspaceError> {
+        Ok(self.local_dir(&task.project, spec))
+    }
+    /// Makes the task's branches available in [`Workspace::repo_git_dir`], to be pushed from
+    /// there; nothing to do when that is where the builder commits.
+    fn export(&self, _task: &TaskRef, _spec: &ProjectSpec) -> Result<(), WorkspaceError> {
+        Ok(())
+    }
 }
 
 impl Workspace for Workspaces {
-    fn local_dir(&self, project: &ProjectRef) -> PathBuf {
+    fn local_dir(&self, project: &ProjectRef, _spec: &ProjectSpec) -> PathBuf {
         self.project_dir(project)
     }
     fn mirror_dir(&self, url: &str) -> PathBuf {

@@ -69,6 +69,8 @@ struct Inner {
     kubelet_path: std::ffi::OsString,
     /// (namespace, pod) → its containers' log directory, kept by the kubelet.
     pod_logs: BTreeMap<(String, String), std::path::PathBuf>,
+    /// Where the kubelet keeps PersistentVolumeClaims' directories.
+    claims: Option<std::path::PathBuf>,
 }
 
 /// The fake API server; stops when dropped.
@@ -265,6 +267,16 @@ impl FakeKube {
             .get(&(ns.into(), pod.into()))
             .cloned()?;
         logs::read_log(&dir, container, false, None)
+    }
+
+    /// The directory of claim `claim` in `ns` (the kubelet's volume; it may not exist yet).
+    pub fn claim_dir(&self, ns: &str, claim: &str) -> std::path::PathBuf {
+        let g = self.inner.lock().unwrap();
+        g.claims
+            .as_ref()
+            .expect("started with_kubelet")
+            .join(ns)
+            .join(claim)
     }
 
     /// `http://127.0.0.1:P`.
@@ -673,6 +685,33 @@ async fn handle(
                 ),
             }
         }
+        // A JSON merge patch (RFC 7386) of an existing object, e.g. a scale.
+        (Method::PATCH, Some(name), None) if content_type == "application/merge-patch+json" => {
+            let Ok(patch) = serde_json::from_str::<Value>(&body) else {
+                return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
+            };
+            let k = (rkey.clone(), ns.clone(), name.clone());
+            let Some(mut obj) = g.objects.get(&k).cloned() else {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", t.res.plural),
+                );
+            };
+            merge_patch(&mut obj, &patch);
+            if obj != g.objects[&k] {
+                g.next_rv += 1;
+                obj["metadata"]["resourceVersion"] = json!(g.next_rv.to_string());
+                let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+                obj["metadata"]["generation"] = json!(generation);
+                g.objects.insert(k.clone(), obj);
+                if let Some(last) = g.requests.last_mut() {
+                    last.changed = true;
+                }
+                controllers::control(&mut g);
+            }
+            axum::Json(g.objects[&k].clone()).into_response()
+        }
         (Method::PATCH, Some(name), None) => {
             if content_type != "application/apply-patch+yaml" {
                 return status(
@@ -837,5 +876,21 @@ async fn handle(
             "MethodNotAllowed",
             format!("{method} {path}"),
         ),
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7386): objects merge, `null` removes, the rest replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
     }
 }

@@ -112,6 +112,11 @@ pub struct Health {
 impl Client {
     /// A client for `http://127.0.0.1:<port>` with the builder's password.
     pub fn new(port: u16, password: &str) -> Self {
+        Self::at(&format!("http://127.0.0.1:{port}"), password)
+    }
+
+    /// A client for the server at `base` (`http://<host>:<port>`, no trailing slash).
+    pub fn at(base: &str, password: &str) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_keepalive(Some(Duration::from_secs(30)));
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -119,7 +124,7 @@ impl Client {
         let token =
             base64::engine::general_purpose::STANDARD.encode(format!("opencode:{password}"));
         Self {
-            base: format!("http://127.0.0.1:{port}"),
+            base: base.to_string(),
             auth: format!("Basic {token}"),
             http: HyperClient::builder(TokioExecutor::new()).build(connector),
         }

@@ -214,11 +214,20 @@ impl OpenCode {
 
     /// A client for a recorded builder (for `gaffer builders`).
     pub fn client_for(state_dir: &Path, record: &Record) -> Option<Client> {
+        // A pod's server is reached over the cluster network, not a port here.
+        if record.host != crate::state::status::HostKind::Tmux {
+            return None;
+        }
         let name = record.project.replace('/', "-");
-        let env = std::fs::read_to_string(env_path(state_dir, &name)).ok()?;
-        let password = env
-            .lines()
-            .find_map(|l| l.strip_prefix("OPENCODE_SERVER_PASSWORD="))?;
-        Some(Client::new(record.port, password))
+        Some(Client::new(record.port, &password_of(state_dir, &name)?))
     }
+}
+
+/// The password of builder `name` (kept in `<state_dir>/<name>.env`).
+pub fn password_of(state_dir: &Path, name: &str) -> Option<String> {
+    let env = std::fs::read_to_string(env_path(state_dir, name)).ok()?;
+    env.lines()
+        .find_map(|l| l.strip_prefix("OPENCODE_SERVER_PASSWORD="))
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
 }

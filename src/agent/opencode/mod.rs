@@ -36,7 +36,7 @@ use sha2::Digest as _;
 
 use self::client::Client;
 use self::files::*;
-pub use self::files::{exec_env, last_event};
+pub use self::files::{exec_env, last_event, password_of};
 use self::follow::*;
 use self::history::{LOST_PREFIX, Live};
 use self::ids::has_prompt;
@@ -44,6 +44,7 @@ pub use self::ids::{message_id, prompt_suffix};
 use super::{AgentError, AgentRuntime, BuilderSetup, Polled, Reply, Session, SessionRequest};
 use crate::agent::host::BuilderHost;
 use crate::names::{ProjectRef, TaskRef};
+use crate::state::status::HostKind;
 
 /// Wakes a task's reconcile when its session did something.
 pub type WakeTask = Arc<dyn Fn(&TaskRef) + Send + Sync>;
@@ -60,8 +61,10 @@ pub struct Config {
     pub launcher: PathBuf,
     /// Builder records and passwords (`<data>/opencode`).
     pub state_dir: PathBuf,
-    /// Where the builders run (tmux on this machine).
+    /// Where builders run by default (tmux on this machine).
     pub host: Arc<dyn BuilderHost>,
+    /// Where `agent.host: pod` builders run, when a cluster is configured.
+    pub pod: Option<Arc<crate::agent::pod::host::PodHost>>,
     /// Extra environment for OpenCode processes (tests point HOME and XDG_* at a temp dir).
     pub env: Vec<(String, String)>,
     /// bubblewrap, when it works here (`None`: builders run unsandboxed, with a warning).
@@ -93,6 +96,17 @@ pub struct Record {
     /// The sandbox the server runs in (none when unsandboxed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::agent::sandbox::Sandbox>,
+    /// Where the server runs.
+    #[serde(default = "tmux", skip_serializing_if = "is_tmux")]
+    pub host: HostKind,
+}
+
+fn tmux() -> HostKind {
+    HostKind::Tmux
+}
+
+fn is_tmux(h: &HostKind) -> bool {
+    *h == HostKind::Tmux
 }
 
 /// A session gaffer drives.
@@ -234,8 +248,9 @@ impl Inner {
         let b = self.builder(project)?;
         let mut b = b.lock().await;
         let name = project.builder_name();
-        let client = Client::new(b.record.port, &b.password);
-        if b.record.port != 0 {
+        let host = self.host_of(&b.record)?;
+        if let Some(base) = host.base_url(project, b.record.port).await? {
+            let client = Client::at(&base, &b.password);
             // A server whose process is alive but slow to answer (a busy machine) is waited
             // for, not restarted: a restart would cut the turn it is working on.
             let patience = tokio::time::Instant::now() + SLOW_SERVER_PATIENCE;
@@ -254,28 +269,46 @@ impl Inner {
                         tracing::info!(builder = %name, error = %e, "OpenCode server not answering")
                     }
                 }
-                let alive = self.cfg.host.is_alive(&b.project).await.unwrap_or(false);
+                let alive = host.is_alive(&b.project).await.unwrap_or(false);
                 if !alive || tokio::time::Instant::now() >= patience {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
-        self.start_server(&mut b).await?;
-        let client = Client::new(b.record.port, &b.password);
+        let client = self.start_server(&mut b).await?;
         self.follow(&mut b, &client);
         Ok((client, b.record.started_ms))
     }
 
-    async fn start_server(&self, b: &mut Builder) -> Result<(), AgentError> {
+    /// The host `record` runs on.
+    fn host_of(&self, record: &Record) -> Result<Arc<dyn BuilderHost>, AgentError> {
+        match record.host {
+            HostKind::Pod => match &self.cfg.pod {
+                Some(p) => Ok(p.clone()),
+                None => Err(AgentError::Config(
+                    crate::agent::pod::host::NO_CLUSTER.into(),
+                )),
+            },
+            _ => Ok(self.cfg.host.clone()),
+        }
+    }
+
+    async fn start_server(&self, b: &mut Builder) -> Result<Client, AgentError> {
         let name = b.project.builder_name();
         let session = b.project.tmux_session();
-        std::fs::create_dir_all(&b.project_dir)
-            .map_err(|e| runtime(format!("{}: {e}", b.project_dir.display())))?;
-        let port = if b.record.port != 0 && port_free(b.record.port) {
-            b.record.port
-        } else {
-            free_port()?
+        let host = self.host_of(&b.record)?;
+        let port = match host.fixed_port() {
+            Some(port) => port,
+            None => {
+                std::fs::create_dir_all(&b.project_dir)
+                    .map_err(|e| runtime(format!("{}: {e}", b.project_dir.display())))?;
+                if b.record.port != 0 && port_free(b.record.port) {
+                    b.record.port
+                } else {
+                    free_port()?
+                }
+            }
         };
         let serve: Vec<OsString> = vec![
             OsString::from(&self.cfg.binary),
@@ -294,18 +327,19 @@ impl Inner {
             _ => serve,
         };
         let argv = self.launch(&name, serve);
-        let host = &self.cfg.host;
         let started_ms = now_ms();
         tracing::info!(builder = %name, port, "OpenCode server on port {port}");
         host.ensure_server(&b.project, &b.project_dir, &argv)
             .await?;
-        let client = Client::new(port, &b.password);
         let deadline = tokio::time::Instant::now() + self.cfg.start_timeout;
-        loop {
-            if let Ok(h) = client.health_within(Duration::from_secs(1)).await
-                && h.healthy
-            {
-                break;
+        let client = loop {
+            if let Some(base) = host.base_url(&b.project, port).await? {
+                let client = Client::at(&base, &b.password);
+                if let Ok(h) = client.health_within(Duration::from_secs(1)).await
+                    && h.healthy
+                {
+                    break client;
+                }
             }
             if !host.is_alive(&b.project).await? {
                 let screen = host.logs(&b.project).await.unwrap_or_default();
@@ -322,7 +356,7 @@ impl Inner {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        };
         b.record.port = port;
         b.record.started_ms = started_ms;
         b.record.tmux = session.clone();
@@ -338,7 +372,7 @@ impl Inner {
         if let Some(f) = b.follower.take() {
             f.abort();
         }
-        Ok(())
+        Ok(client)
     }
 
     /// The sandbox a builder calls for, when bubblewrap works here; its HOME is the
@@ -368,9 +402,32 @@ impl Inner {
     async fn set_up(&self, setup: &BuilderSetup) -> Result<Record, AgentError> {
         let name = setup.project.builder_name();
         write_lab_env(&self.cfg.state_dir, &name, &setup.env)?;
-        let want = self.sandbox_for(setup);
+        let host = match setup.host {
+            crate::state::spec::BuilderHostKind::Pod => HostKind::Pod,
+            crate::state::spec::BuilderHostKind::Tmux => HostKind::Tmux,
+        };
+        // A pod is its builder's sandbox: nothing of gaffer's is in it.
+        let want = match host {
+            HostKind::Pod => None,
+            _ => self.sandbox_for(setup),
+        };
         let b = self.builder(&setup.project)?;
         let mut b = b.lock().await;
+        if b.record.host != host {
+            // Moved to another host: the old server goes, the new one starts on demand.
+            if b.record.port != 0
+                && let Ok(old) = self.host_of(&b.record)
+            {
+                old.stop(&b.project).await?;
+            }
+            if let Some(f) = b.follower.take() {
+                f.abort();
+            }
+            b.record.host = host;
+            b.record.port = 0;
+            write_record(&self.cfg.state_dir, &name, &b.record)?;
+        }
+        self.host_of(&b.record)?.set_up(setup, &b.password).await?;
         if b.record.sandbox != want {
             b.record.sandbox = want;
             write_record(&self.cfg.state_dir, &name, &b.record)?;
@@ -513,6 +570,30 @@ impl AgentRuntime for OpenCode {
         Ok(true)
     }
 
+    async fn suspend(&self, project: &ProjectRef) -> Result<bool, AgentError> {
+        let b = self.builder(project)?;
+        let mut b = b.lock().await;
+        if b.record.host != HostKind::Pod {
+            return Ok(false);
+        }
+        let host = self.host_of(&b.record)?;
+        if host.base_url(project, b.record.port).await?.is_none() {
+            return Ok(false);
+        }
+        if let Some(f) = b.follower.take() {
+            f.abort();
+        }
+        host.stop(project).await?;
+        Ok(true)
+    }
+
+    async fn start_host(&self, setup: &BuilderSetup) -> Result<(), AgentError> {
+        if setup.pod.is_some() {
+            self.set_up(setup).await?;
+        }
+        Ok(())
+    }
+
     async fn ensure_session(
         &self,
         req: &SessionRequest,
@@ -569,17 +650,16 @@ impl AgentRuntime for OpenCode {
         );
         let argv = self.attach_argv(&name, b.record.port, &id, &b.project_dir);
         let other = b.record.attached.as_deref() != Some(id.as_str());
-        self.cfg
-            .host
-            .ensure_attach(&req.task.project, &b.project_dir, &argv, other)
+        let host = self.host_of(&b.record)?;
+        host.ensure_attach(&req.task.project, &b.project_dir, &argv, other)
             .await?;
         b.record.attached = Some(id.clone());
         write_record(&self.cfg.state_dir, &name, &b.record)?;
         Ok(Session {
             id,
-            host: self.cfg.host.kind(),
-            attach: self.cfg.host.attach(&req.task.project),
-            sandboxed: Some(b.record.sandbox.is_some()),
+            host: host.kind(),
+            attach: host.attach(&req.task.project),
+            sandboxed: Some(b.record.sandbox.is_some() || host.isolates()),
         })
     }
 
@@ -768,8 +848,12 @@ impl AgentRuntime for OpenCode {
     async fn stop(&self, task: &TaskRef, session: &str) -> Result<(), AgentError> {
         let b = self.builder(&task.project)?;
         let mut b = b.lock().await;
-        let client = Client::new(b.record.port, &b.password);
-        if b.record.port == 0 || client.health_within(Duration::from_secs(5)).await.is_err() {
+        let host = self.host_of(&b.record)?;
+        let Some(base) = host.base_url(&b.project, b.record.port).await? else {
+            return Ok(());
+        };
+        let client = Client::at(&base, &b.password);
+        if client.health_within(Duration::from_secs(5)).await.is_err() {
             return Ok(());
         }
         match client.abort(session).await {
@@ -787,7 +871,7 @@ impl AgentRuntime for OpenCode {
             if let Some(f) = b.follower.take() {
                 f.abort();
             }
-            self.cfg.host.stop(&b.project).await?;
+            host.stop(&b.project).await?;
             b.record.stopped = true;
             write_record(&self.cfg.state_dir, &b.project.builder_name(), &b.record)?;
         }

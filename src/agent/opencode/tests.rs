@@ -37,6 +37,7 @@ fn env_file_is_private_and_keeps_its_password() {
         launcher: "gaffer".into(),
         state_dir: dir.path().into(),
         host: Arc::new(crate::agent::host::TmuxHost::default()),
+        pod: None,
         bwrap: None,
         env: vec![("HOME".into(), "/tmp/x".into())],
         start_timeout: Duration::from_secs(1),

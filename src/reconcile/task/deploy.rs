@@ -32,7 +32,11 @@ pub async fn deploying(
         );
         return Ok(Action::requeue(Duration::ZERO));
     };
-    let workspace = ctx.workspaces.local_dir(&t.project).join("repos");
+    // The worktrees' files as they are now (copied over from a builder pod's volume).
+    let (ws, tt, sp) = (ctx.workspaces.clone(), t.clone(), project.clone());
+    let workspace = blocking(move || ws.sync_local(&tt, &sp))
+        .await?
+        .join("repos");
     let overlay = workspace.join(&lab.overlay.value);
     let commits: BTreeMap<RepoName, String> = plan
         .status
@@ -282,6 +286,8 @@ async fn image_build(
             img.repo
         )));
     };
+    let (ws, tt, sp) = (ctx.workspaces.clone(), view.t.clone(), view.project.clone());
+    blocking(move || ws.export(&tt, &sp)).await?;
     let mirror = ctx
         .workspaces
         .repo_git_dir(&view.t.project, &view.project, repo);
@@ -375,9 +381,9 @@ pub async fn testing(
     let Some(first_repo) = project.repos.first() else {
         return Err(ReconcileError::NoWorkspace("project has no repos".into()));
     };
-    let workdir = ctx
-        .workspaces
-        .local_dir(&t.project)
+    let (ws, tt, sp) = (ctx.workspaces.clone(), t.clone(), project.clone());
+    let workdir = blocking(move || ws.sync_local(&tt, &sp))
+        .await?
         .join("repos")
         .join(first_repo.name.value.as_str());
     let url = plan

@@ -107,7 +107,7 @@ pub async fn start(
     }
     let (planner, dir) = (
         ctx.planner.clone(),
-        ctx.workspaces.local_dir(&view.t.project),
+        ctx.workspaces.local_dir(&view.t.project, &view.project),
     );
     let (task, docs) = (view.t.task.clone(), view.plan_docs.clone());
     // The scripted runtime has no model to read skills: it gets the folder, not BMAD.
@@ -255,7 +255,7 @@ pub async fn turn_done(
     }
     let (planner, dir) = (
         ctx.planner.clone(),
-        ctx.workspaces.local_dir(&view.t.project),
+        ctx.workspaces.local_dir(&view.t.project, &view.project),
     );
     let collected = blocking(move || Ok::<_, ReconcileError>(planner.collect(&dir))).await?;
     let collected = match collected {
@@ -326,7 +326,10 @@ pub async fn turn_done(
             ),
             None,
         );
-        let out = ctx.workspaces.builder_dir(&view.t.project).join(OUTPUT_DIR);
+        let out = ctx
+            .workspaces
+            .builder_dir(&view.t.project, &view.project)
+            .join(OUTPUT_DIR);
         let id = format!("plan-step-{}", next.name);
         let text = prompts::render(
             Prompt::PlanStep,

@@ -38,6 +38,25 @@ pub async fn preparing(
         );
         return Ok(plan.blocked("EffectsValid", "InvalidEffects", &msg));
     }
+    // A builder pod holds the workspace on its volume: the pod comes first.
+    let early = if project.on_pod() {
+        if super::planning::wants_plan(view) {
+            let msg = "planning (BMAD) runs in a builder on gaffer's machine for now: set \
+                       plan.mode: none on this task, or agent.host: tmux for its project";
+            return Ok(plan.blocked("AgentReady", "PlanningInPod", msg));
+        }
+        let setup = match builder_setup(ctx, &t.project, project, &view.settings).await? {
+            Ok(setup) => setup,
+            Err(n) => return Ok(plan.blocked(n.condition, n.reason, &n.message)),
+        };
+        ctx.agents
+            .get(project.agent.runtime)?
+            .start_host(&setup)
+            .await?;
+        Some(setup)
+    } else {
+        None
+    };
     let ws = ctx.workspaces.clone();
     let (tt, pp) = (t.clone(), project.clone());
     let repos = match blocking(move || ws.prepare(&tt, &pp)).await {
@@ -61,9 +80,16 @@ pub async fn preparing(
         }
         entry.head_commit = rs.head_commit;
     }
-    let setup = match builder_setup(ctx, &t.project, project, &view.settings).await? {
-        Ok(setup) => setup,
-        Err(n) => return Ok(plan.blocked(n.condition, n.reason, &n.message)),
+    let setup = match early {
+        // Where the pod sees its workspace is known once its sidecar answered.
+        Some(mut setup) => {
+            setup.project_dir = ctx.workspaces.builder_dir(&t.project, project);
+            setup
+        }
+        None => match builder_setup(ctx, &t.project, project, &view.settings).await? {
+            Ok(setup) => setup,
+            Err(n) => return Ok(plan.blocked(n.condition, n.reason, &n.message)),
+        },
     };
     plan.clear_condition("AgentReady");
     let worktrees: BTreeMap<RepoName, std::path::PathBuf> = project
@@ -178,14 +204,23 @@ pub fn record_session(
     if let Some(attach) = &session.attach {
         plan.link("attach", attach.clone());
     }
-    sandbox_condition(plan, sandbox, session.sandboxed);
+    sandbox_condition(plan, sandbox, session.sandboxed, session.host);
 }
 
 /// Says on the task's status whether its builder is sandboxed; an unsandboxed builder is a
 /// warning on every task it works on (and in the log).
-fn sandbox_condition(plan: &mut Plan, wanted: bool, sandboxed: Option<bool>) {
+fn sandbox_condition(
+    plan: &mut Plan,
+    wanted: bool,
+    sandboxed: Option<bool>,
+    host: crate::state::status::HostKind,
+) {
     let (value, reason, message) = match (sandboxed, wanted) {
         (None, _) => return,
+        // A pod of its own: nothing of gaffer's is in it.
+        (Some(true), _) if host == crate::state::status::HostKind::Pod => {
+            (ConditionStatus::True, "Pod", String::new())
+        }
         (Some(true), _) => (ConditionStatus::True, "Bwrap", String::new()),
         (Some(false), true) => (
             ConditionStatus::False,

@@ -61,6 +61,7 @@ pub async fn in_review(
         .iter()
         .map(|(q, v)| (q.to_string(), v))
         .collect();
+    let mut exported = false;
     for repo in &repos {
         let name = repo.name.value.clone();
         let Some(rs) = plan.status.repos.get(&name).cloned() else {
@@ -93,6 +94,13 @@ pub async fn in_review(
             && plan.status.effects.pr_body.get(&name) == Some(&digest)
         {
             continue;
+        }
+        if !exported {
+            // The task's branches, where the push goes from (from a builder pod's volume
+            // into gaffer's mirror; nothing to do for a builder on gaffer's disk).
+            let (ws, tt, sp) = (ctx.workspaces.clone(), t.clone(), project.clone());
+            super::blocking(move || ws.export(&tt, &sp)).await?;
+            exported = true;
         }
         let req = ChangeRequest {
             repo_url: repo.url.clone(),

@@ -261,7 +261,7 @@ async fn fold(
             AgentEvent::Edited(files) => {
                 // OpenCode names files by absolute path: the project's history and its
                 // people see them relative to the workspace, never the host's layout.
-                let base = ctx.workspaces.builder_dir(&view.t.project);
+                let base = ctx.workspaces.builder_dir(&view.t.project, &view.project);
                 let files: Vec<String> =
                     files.iter().map(|f| workspace_relative(f, &base)).collect();
                 let what = format!("edited {}", files.join(", "));

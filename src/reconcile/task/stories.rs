@@ -317,7 +317,7 @@ async fn write_sprint_status(
         docs.insert(SPRINT_STATUS.into(), text);
         let (planner, dir, task) = (
             ctx.planner.clone(),
-            ctx.workspaces.local_dir(&view.t.project),
+            ctx.workspaces.local_dir(&view.t.project, &view.project),
             view.t.task.clone(),
         );
         let written =

@@ -119,7 +119,10 @@ impl Loaded {
         let Some(pe) = snap.projects.get(&t.project) else {
             return v;
         };
-        v.project = pe.spec.clone();
+        v.project = match (&pe.spec, &snap.settings) {
+            (Some(p), Some(s)) => Some(p.clone().with_builder_defaults(s)),
+            (p, _) => p.clone(),
+        };
         v.project_problems = snap
             .problems_of(&StatePath::Project(t.project.clone()).to_path())
             .to_vec();

@@ -51,11 +51,12 @@ impl Kubelet {
     pub(super) fn start(inner: Arc<Mutex<Inner>>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        // PersistentVolumeClaims' directories, by namespace and claim, for the kubelet's
+        // lifetime (a claim outlives its pods).
+        let claims = tempfile::tempdir().unwrap();
+        inner.lock().unwrap().claims = Some(claims.path().to_path_buf());
         let thread = std::thread::spawn(move || {
             let mut pods: BTreeMap<PodKey, Pod> = BTreeMap::new();
-            // PersistentVolumeClaims' directories, by namespace and claim, for the
-            // kubelet's lifetime (a claim outlives its pods).
-            let claims = tempfile::tempdir().unwrap();
             while !flag.load(Ordering::Relaxed) {
                 step(&inner, &mut pods, claims.path());
                 std::thread::sleep(Duration::from_millis(50));
@@ -538,7 +539,9 @@ fn command_of<'a>(
     let cwd = match c["workingDir"].as_str() {
         Some(w) if !w.is_empty() => {
             let r = PathBuf::from(rewrite(w));
-            if r.starts_with(pod_dir) {
+            // Inside one of the pod's volumes: made when missing, as container runtimes do.
+            if r.starts_with(pod_dir) || mounts.iter().any(|(_, dir)| r.starts_with(dir)) {
+                std::fs::create_dir_all(&r).unwrap();
                 r
             } else {
                 let d = pod_dir.join("workdir");

@@ -225,7 +225,7 @@ fn per_repo(p: &ProjectSpec, commit: &str) -> BTreeMap<RepoName, String> {
 }
 
 impl Workspace for FakeWorkspace {
-    fn local_dir(&self, p: &ProjectRef) -> PathBuf {
+    fn local_dir(&self, p: &ProjectRef, _spec: &ProjectSpec) -> PathBuf {
         PathBuf::from("/builders").join(p.builder_name())
     }
     fn mirror_dir(&self, _url: &str) -> PathBuf {
@@ -651,6 +651,7 @@ impl World {
             lab: self.lab.clone(),
             tests: self.lab.clone(),
             workspaces: self.ws.clone(),
+            pods: None,
             planner: self.planner.clone(),
             clock: Arc::new(crate::hours::ManualClock::new(self.now)),
             settings: Tunables {

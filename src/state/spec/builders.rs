@@ -1,0 +1,231 @@
+//! Where a project's builder runs (`agent.host`), and what a builder pod is made of
+//! (`project.yaml` `agent.pod`, defaults in `gaffer.yaml` `builders`). docs/kubernetes.md.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::hours::HumanDuration;
+
+/// Where a project's builder runs.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuilderHostKind {
+    /// A tmux session on gaffer's machine (or in gaffer's pod), the workspace on its disk.
+    #[default]
+    Tmux,
+    /// A pod of its own in the project's lab namespace, the workspace on its volume.
+    Pod,
+}
+
+/// `gaffer.yaml` `builders`: defaults for every project's builder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuilderDefaults {
+    /// Where builders run unless a project says otherwise (`agent.host`).
+    #[serde(default)]
+    pub host: BuilderHostKind,
+    /// The image of builder pods: gaffer's own image, which carries OpenCode, git and
+    /// gaffer (for the workspace sidecar), e.g. `ghcr.io/you/gaffer:0.2.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The defaults of `agent.pod`.
+    #[serde(default)]
+    pub pod: PodSpec,
+}
+
+impl Default for BuilderDefaults {
+    fn default() -> Self {
+        Self {
+            host: BuilderHostKind::Tmux,
+            image: None,
+            pod: PodSpec::default(),
+        }
+    }
+}
+
+/// What a builder pod gets (`agent.pod` in `project.yaml`; unset fields come from
+/// `builders.pod` in `gaffer.yaml`, then the defaults named here).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PodSpec {
+    /// The volume holding the workspace and OpenCode's data (default `20Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+    /// The builder container's resource requests (`cpu`, `memory`, `ephemeral-storage`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<ResourceName, Quantity>,
+    /// The builder container's resource limits.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<ResourceName, Quantity>,
+    /// A builder with no active task for this long is scaled to zero (its volume stays)
+    /// and started again when a task needs it (default `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_suspend: Option<HumanDuration>,
+}
+
+impl PodSpec {
+    /// `self` with unset fields taken from `defaults`.
+    pub fn or(&self, defaults: &PodSpec) -> PodSpec {
+        PodSpec {
+            storage: self.storage.clone().or_else(|| defaults.storage.clone()),
+            requests: if self.requests.is_empty() {
+                defaults.requests.clone()
+            } else {
+                self.requests.clone()
+            },
+            limits: if self.limits.is_empty() {
+                defaults.limits.clone()
+            } else {
+                self.limits.clone()
+            },
+            idle_suspend: self.idle_suspend.or(defaults.idle_suspend),
+        }
+    }
+
+    /// The volume's size.
+    pub fn storage(&self) -> &str {
+        self.storage.as_ref().map_or("20Gi", |q| q.0.as_str())
+    }
+
+    /// How long an idle builder runs before it is suspended.
+    pub fn idle_suspend(&self) -> jiff::SignedDuration {
+        self.idle_suspend
+            .map_or(jiff::SignedDuration::from_mins(30), HumanDuration::get)
+    }
+
+    /// The container's `resources`, as in a pod spec.
+    pub fn resources(&self) -> serde_json::Value {
+        let map = |m: &BTreeMap<ResourceName, Quantity>| {
+            m.iter()
+                .map(|(k, v)| (k.as_str().to_string(), serde_json::json!(v.0)))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        let mut out = serde_json::Map::new();
+        if !self.requests.is_empty() {
+            out.insert("requests".into(), map(&self.requests).into());
+        }
+        if !self.limits.is_empty() {
+            out.insert("limits".into(), map(&self.limits).into());
+        }
+        out.into()
+    }
+}
+
+/// A resource a builder container asks for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceName {
+    /// CPU (`500m`, `2`).
+    Cpu,
+    /// Memory (`4Gi`).
+    Memory,
+    /// Scratch disk outside the volume (`10Gi`).
+    EphemeralStorage,
+}
+
+impl ResourceName {
+    /// The Kubernetes name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Memory => "memory",
+            Self::EphemeralStorage => "ephemeral-storage",
+        }
+    }
+}
+
+/// A Kubernetes quantity (`500m`, `4Gi`, `1.5`), checked when read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+pub struct Quantity(String);
+
+impl TryFrom<String> for Quantity {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let suffix = &s[digits.len()..];
+        let number_ok = !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && digits.matches('.').count() <= 1
+            && !digits.starts_with('.')
+            && !digits.ends_with('.');
+        let suffix_ok = matches!(
+            suffix,
+            "" | "m" | "k" | "M" | "G" | "T" | "Ki" | "Mi" | "Gi" | "Ti"
+        );
+        if number_ok && suffix_ok && s.len() <= 32 {
+            Ok(Quantity(s))
+        } else {
+            Err(format!(
+                "{s:?} is not a Kubernetes quantity (a non-negative number with an optional \
+                 unit m, k, M, G, T, Ki, Mi, Gi or Ti, e.g. 500m or 4Gi)"
+            ))
+        }
+    }
+}
+
+impl From<Quantity> for String {
+    fn from(q: Quantity) -> String {
+        q.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_are_checked() {
+        for ok in ["1", "500m", "4Gi", "1.5", "20Gi", "0"] {
+            assert!(Quantity::try_from(ok.to_string()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "-1", "4GB", "1..5", ".5", "lots", "4 Gi", "1e3x", "$(rm)",
+        ] {
+            assert!(Quantity::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_project_pod_falls_back_to_the_defaults_field_by_field() {
+        let defaults = PodSpec {
+            storage: Some(Quantity("50Gi".into())),
+            requests: [(ResourceName::Cpu, Quantity("1".into()))].into(),
+            limits: BTreeMap::new(),
+            idle_suspend: None,
+        };
+        let own = PodSpec {
+            limits: [(ResourceName::Memory, Quantity("8Gi".into()))].into(),
+            ..PodSpec::default()
+        };
+        let p = own.or(&defaults);
+        assert_eq!(p.storage(), "50Gi");
+        assert_eq!(
+            p.resources(),
+            serde_json::json!({"requests": {"cpu": "1"}, "limits": {"memory": "8Gi"}})
+        );
+        assert_eq!(p.idle_suspend(), jiff::SignedDuration::from_mins(30));
+        assert_eq!(PodSpec::default().storage(), "20Gi");
+    }
+}
+
+impl super::ProjectSpec {
+    /// The project with the builder defaults of `settings` filled in: `agent.host` always
+    /// set, `agent.pod` complete. The reconciler reads projects this way only.
+    pub fn with_builder_defaults(mut self, settings: &super::Settings) -> Self {
+        self.agent.host = Some(self.agent.host.unwrap_or(settings.builders.host));
+        self.agent.pod = self.agent.pod.or(&settings.builders.pod);
+        self
+    }
+
+    /// Whether the project's builder is a pod.
+    pub fn on_pod(&self) -> bool {
+        self.agent.host == Some(BuilderHostKind::Pod)
+    }
+}
