@@ -280,3 +280,382 @@ fn a_pod_project_with_no_cluster_waits_with_a_condition_and_nothing_else_happens
     assert!(!lab.builders.join("demo-web-api/repos").exists());
     assert!(lab.llm.log().is_empty());
 }
+
+/// `GET path` of the OpenCode server in project `name`'s builder pod, as gaffer would.
+fn opencode_get(pl: &PodLab, name: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let pod = pl
+        .fake
+        .get("v1", "pods", &ns(name), "gaffer-builder-0")
+        .expect("a builder pod");
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    let password = gaffer::agent::opencode::password_of(
+        &pl.lab.data.join("opencode"),
+        &format!("demo-{name}"),
+    )
+    .unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("opencode:{password}"));
+    let mut s = std::net::TcpStream::connect((ip.as_str(), 4096)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {ip}\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    // Chunked or not, the JSON is the part between the first `[`/`{` and the last.
+    let start = body.find(['[', '{']).unwrap_or(0);
+    let end = body.rfind([']', '}']).map_or(body.len(), |e| e + 1);
+    serde_json::from_str(&body[start..end]).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn a_builder_pod_deleted_mid_turn_comes_back_on_its_volume_and_the_turn_goes_on_once() {
+    let pl = PodLab::new(&["web-api"], "", "");
+    let key = "Token fix pod deleted";
+    let mut steps = fix_steps("gamma");
+    // OpenCode's pod is deleted while it waits for the model in this step.
+    steps.insert(
+        2,
+        Step::tool(
+            "write",
+            json!({"filePath": "repos/web-api/app/notes-gamma.txt", "content": "after restart\n"}),
+        )
+        .held(),
+    );
+    pl.lab.add_task("web-api", "gamma", key, steps);
+    let _d = pl.lab.daemon();
+    pl.lab
+        .wait_llm(180, "the held step", |log| log.iter().any(|l| l.held));
+    let before = pl.pod_uid("web-api").unwrap();
+    pl.fake
+        .delete("v1", "pods", &ns("web-api"), "gaffer-builder-0");
+
+    let t = "demo/web-api/gamma";
+    let snap = pl.lab.wait_until(240, "the task promoted", |s| {
+        phase_of(s, t) == Some(Phase::Promoted)
+    });
+    let after = pl.pod_uid("web-api").unwrap();
+    assert_ne!(before, after, "the StatefulSet made the pod again");
+    // The same session, continued with one prompt saying what happened.
+    let st = status_of(&snap, t).unwrap();
+    let agent = st.agent.unwrap();
+    assert_eq!(
+        agent
+            .prompts_sent
+            .iter()
+            .filter(|p| p.starts_with("resume-"))
+            .count(),
+        1,
+        "{:?}",
+        agent.prompts_sent
+    );
+    assert_eq!(
+        step_counts(&pl.lab.llm, key),
+        BTreeMap::from([(0, 1), (1, 1), (2, 2), (3, 1), (4, 1)]),
+        "only the cut-off step was asked again"
+    );
+    assert_eq!(
+        crate::test_opencode::user_messages_with(&pl.lab.llm, key, "# Task: "),
+        1
+    );
+    assert_eq!(
+        crate::test_opencode::user_messages_with(&pl.lab.llm, key, "was restarted"),
+        1
+    );
+    // The work is on the volume that outlived the pod.
+    assert_eq!(
+        crate::common::git(
+            &pl.volume("web-api").join("demo-web-api/repos/web-api"),
+            &["show", "gaffer/gamma:app/notes-gamma.txt"]
+        ),
+        "after restart"
+    );
+}
+
+#[test]
+fn an_idle_builder_pod_is_suspended_and_a_retry_starts_it_again_on_the_same_session() {
+    let pl = PodLab::new(&["web-api"], "", "  pod: {idle_suspend: 2s}\n");
+    let key = "Token fix suspended";
+    let mut steps = fix_steps("zeta");
+    steps[1] = steps[1].clone().failing_once(400);
+    pl.lab.add_task("web-api", "zeta", key, steps);
+    let d = pl.lab.daemon();
+    let t = "demo/web-api/zeta";
+    let snap = pl.lab.wait_until(180, "the task failed", |s| {
+        phase_of(s, t) == Some(Phase::Failed)
+    });
+    let session = status_of(&snap, t)
+        .unwrap()
+        .agent
+        .unwrap()
+        .session_id
+        .unwrap();
+    let before = pl.pod_uid("web-api").unwrap();
+
+    // Nothing active for 2 s: scaled to zero, the pod goes, the volume stays.
+    pl.wait(60, "the builder suspended", || {
+        pl.pod_uid("web-api").is_none()
+    });
+    let sts = pl
+        .fake
+        .get("apps/v1", "statefulsets", &ns("web-api"), "gaffer-builder")
+        .unwrap();
+    assert_eq!(sts["spec"]["replicas"], 0);
+    assert!(pl.lab.daemon_log().contains("builder pod suspended"));
+    assert!(
+        pl.volume("web-api")
+            .join("home/.local/share/opencode")
+            .is_dir()
+    );
+    drop(d);
+
+    // A retry (after a restart of gaffer, too) needs the builder: started again, and the
+    // session goes on where it stopped.
+    let _d = pl.lab.daemon();
+    commit_to_bare(
+        &pl.lab.state,
+        "main",
+        &[(
+            "projects/demo/web-api/tasks/zeta/task.yaml",
+            "title: Token fix suspended\nretry: 1\n",
+        )],
+        "retry",
+    );
+    let snap = pl.lab.wait_until(240, "the task promoted", |s| {
+        phase_of(s, t) == Some(Phase::Promoted)
+    });
+    assert_ne!(pl.pod_uid("web-api"), Some(before), "a new pod");
+    let st = status_of(&snap, t).unwrap();
+    assert_eq!(
+        st.agent.unwrap().session_id.unwrap(),
+        session,
+        "the same session"
+    );
+    assert_eq!(
+        step_counts(&pl.lab.llm, key),
+        BTreeMap::from([(0, 1), (1, 2), (2, 1), (3, 1)])
+    );
+    assert_eq!(
+        crate::test_opencode::user_messages_with(&pl.lab.llm, key, "# Task: "),
+        1
+    );
+    let messages = opencode_get(&pl, "web-api", &format!("/session/{session}/message"));
+    assert!(
+        messages.as_array().is_some_and(|m| m.len() >= 4),
+        "the session's history survived the pod: {messages}"
+    );
+}
+
+/// Whether NetworkPolicy `np` lets a pod with `labels` in a namespace with `ns_labels` in
+/// on `port` (the subset gaffer writes: one rule, peers of a namespace and a pod selector
+/// together).
+fn admits(
+    np: &serde_json::Value,
+    ns_labels: &serde_json::Value,
+    labels: &serde_json::Value,
+    port: u16,
+) -> bool {
+    let matches = |sel: &serde_json::Value, l: &serde_json::Value| {
+        sel["matchLabels"]
+            .as_object()
+            .is_none_or(|m| m.iter().all(|(k, v)| l.get(k) == Some(v)))
+    };
+    np["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|rule| {
+            let port_ok = rule["ports"]
+                .as_array()
+                .is_none_or(|ps| ps.iter().any(|p| p["port"] == port));
+            let peer_ok = rule["from"].as_array().unwrap().iter().any(|peer| {
+                matches(&peer["namespaceSelector"], ns_labels)
+                    && matches(&peer["podSelector"], labels)
+            });
+            port_ok && peer_ok
+        })
+}
+
+#[test]
+fn two_projects_get_two_builder_pods_that_share_nothing() {
+    let pl = PodLab::new(&["web-api", "other"], "", "");
+    pl.lab.add_task(
+        "web-api",
+        "alpha",
+        "Token fix pod alpha",
+        fix_steps("alpha"),
+    );
+    pl.lab
+        .add_task("other", "beta", "Token fix pod beta", fix_steps("beta"));
+    let _d = pl.lab.daemon();
+    let snap = pl.lab.wait_until(300, "both tasks promoted", |s| {
+        phase_of(s, "demo/web-api/alpha") == Some(Phase::Promoted)
+            && phase_of(s, "demo/other/beta") == Some(Phase::Promoted)
+    });
+    // Two pods, two volumes, each with its own project's work only.
+    let (a, b) = (pl.volume("web-api"), pl.volume("other"));
+    assert_ne!(a, b);
+    assert!(a.join("demo-web-api/repos/web-api/.git").exists());
+    assert!(!a.join("demo-other").exists());
+    assert!(b.join("demo-other/repos/web-api/.git").exists());
+    assert!(!b.join("demo-web-api").exists());
+    let sa = status_of(&snap, "demo/web-api/alpha")
+        .unwrap()
+        .agent
+        .unwrap();
+    let sb = status_of(&snap, "demo/other/beta").unwrap().agent.unwrap();
+    assert_ne!(sa.session_id, sb.session_id);
+
+    // Only gaffer's reconcilers reach a builder: not a builder of another project, not
+    // anything in its own namespace (the project's own lab apps).
+    let gaffer_ns = json!({"kubernetes.io/metadata.name": "gaffer"});
+    let reconciler = json!({"app.kubernetes.io/name": "gaffer-reconciler"});
+    let builder = json!({"app.kubernetes.io/name": "gaffer-builder"});
+    for name in ["web-api", "other"] {
+        let np = pl
+            .fake
+            .get(
+                "networking.k8s.io/v1",
+                "networkpolicies",
+                &ns(name),
+                "gaffer-builder",
+            )
+            .unwrap();
+        assert_eq!(
+            np["spec"]["podSelector"]["matchLabels"],
+            json!({"app.kubernetes.io/name": "gaffer-builder"})
+        );
+        assert!(admits(&np, &gaffer_ns, &reconciler, 4096));
+        assert!(admits(&np, &gaffer_ns, &reconciler, 4097));
+        assert!(!admits(&np, &gaffer_ns, &reconciler, 22));
+        let third = json!({"kubernetes.io/metadata.name": "demo-third-lab"});
+        assert!(!admits(&np, &third, &builder, 4096));
+        let own = json!({"kubernetes.io/metadata.name": ns(name)});
+        assert!(!admits(&np, &own, &json!({"app": "web"}), 4097));
+    }
+
+    // A builder's service account reads its own namespace, not another's.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+        let admin =
+            kube::Client::try_from(crate::common::kube::config_of(&pl.kubeconfig).await).unwrap();
+        let token = kube::Api::<ServiceAccount>::namespaced(admin, &ns("web-api"))
+            .create_token_request(
+                "gaffer-builder",
+                &Default::default(),
+                &k8s_openapi::api::authentication::v1::TokenRequest::default(),
+            )
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token;
+        let kc = pl.lab.tmp.path().join("builder.kubeconfig");
+        pl.fake.write_kubeconfig_for(&kc, &token);
+        let client = kube::Client::try_from(crate::common::kube::config_of(&kc).await).unwrap();
+        kube::Api::<Pod>::namespaced(client.clone(), &ns("web-api"))
+            .list(&Default::default())
+            .await
+            .expect("its own namespace");
+        for kind in ["pods", "secrets"] {
+            let err = match kind {
+                "pods" => kube::Api::<Pod>::namespaced(client.clone(), &ns("other"))
+                    .list(&Default::default())
+                    .await
+                    .map(|_| ()),
+                _ => kube::Api::<Secret>::namespaced(client.clone(), &ns("other"))
+                    .list(&Default::default())
+                    .await
+                    .map(|_| ()),
+            };
+            assert!(
+                matches!(err, Err(kube::Error::Api(ref e)) if e.code == 403),
+                "{kind} of another project: {err:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn gaffer_killed_while_the_builder_pod_starts_makes_no_second_pod_or_session() {
+    let pl = PodLab::new(&["web-api"], "", "");
+    let key = "Token fix kill";
+    pl.lab.add_task("web-api", "kappa", key, fix_steps("kappa"));
+    let d = pl.lab.daemon();
+    // The pod exists (its containers are starting): gaffer goes down hard.
+    pl.wait(120, "the builder pod", || pl.pod_uid("web-api").is_some());
+    drop(d); // SIGKILL
+    let first = pl.pod_uid("web-api").unwrap();
+    let _d = pl.lab.daemon();
+    let t = "demo/web-api/kappa";
+    let snap = pl.lab.wait_until(240, "the task promoted", |s| {
+        phase_of(s, t) == Some(Phase::Promoted)
+    });
+    assert_eq!(
+        pl.pod_uid("web-api"),
+        Some(first),
+        "the same pod throughout"
+    );
+    assert_eq!(
+        pl.fake.names("v1", "pods", &ns("web-api")),
+        ["gaffer-builder-0"]
+    );
+    let session = status_of(&snap, t)
+        .unwrap()
+        .agent
+        .unwrap()
+        .session_id
+        .unwrap();
+    let sessions = opencode_get(&pl, "web-api", "/session");
+    let ours: Vec<_> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("demo/web-api/kappa"))
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "{sessions:#}");
+    assert_eq!(ours[0]["id"], json!(session));
+    assert_eq!(
+        step_counts(&pl.lab.llm, key),
+        BTreeMap::from([(0, 1), (1, 1), (2, 1), (3, 1)])
+    );
+}
+
+/// The builder pod's objects are valid Kubernetes objects (kubernetes-validate 1.33).
+#[test]
+fn the_builder_pods_objects_validate() {
+    let pod = gaffer::agent::pod::BuilderPod {
+        project: gaffer::names::ProjectRef::parse("demo/web-api").unwrap(),
+        image: "ghcr.io/example/gaffer:1".into(),
+        password: "s3cret".into(),
+        running: true,
+        storage: "1Gi".into(),
+        resources: json!({"requests": {"cpu": "100m", "memory": "256Mi"}}),
+        gaffer_namespace: "gaffer".into(),
+        opencode_config: Some("{}".into()),
+        git_credentials: Some("https://x:y@github.com\n".into()),
+        env: [("LAB_NAMESPACE".to_string(), "demo-web-api-lab".to_string())].into(),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("builder.json");
+    std::fs::write(
+        &file,
+        pod.objects()
+            .iter()
+            .map(|o| serde_json::to_string(o).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n---\n"),
+    )
+    .unwrap();
+    let checked = crate::common::kubernetes_validate(&file);
+    assert!(checked.is_ok(), "{checked:?}");
+}

@@ -43,6 +43,13 @@ pub trait BuilderHost: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Which process of the server runs now, and since when (ms since the epoch), when the
+    /// host can restart it by itself (a pod's controller): a change tells gaffer that a turn
+    /// in progress was cut off. `None` where only gaffer starts servers.
+    async fn instance(&self, _project: &ProjectRef) -> Result<Option<(String, i64)>, AgentError> {
+        Ok(None)
+    }
+
     /// Where the server answers now (`http://host:port`), or `None` when nothing runs
     /// there; `port` is the one recorded (0: none yet).
     async fn base_url(

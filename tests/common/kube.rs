@@ -324,6 +324,13 @@ impl FakeKube {
             .cloned()
     }
 
+    /// Deletes an object (as `kubectl delete` would; the kubelet stops a pod's processes).
+    pub fn delete(&self, api: &str, plural: &str, ns: &str, name: &str) {
+        let mut g = self.inner.lock().unwrap();
+        g.objects
+            .remove(&(format!("{api}/{plural}"), ns.into(), name.into()));
+    }
+
     /// Names of the objects of `plural` in `ns`.
     pub fn names(&self, api: &str, plural: &str, ns: &str) -> Vec<String> {
         let g = self.inner.lock().unwrap();

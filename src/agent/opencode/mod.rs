@@ -99,6 +99,9 @@ pub struct Record {
     /// Where the server runs.
     #[serde(default = "tmux", skip_serializing_if = "is_tmux")]
     pub host: HostKind,
+    /// The server process last seen, where its host restarts it by itself (a pod's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 fn tmux() -> HostKind {
@@ -261,6 +264,7 @@ impl Inner {
                             b.record.stopped = false;
                             write_record(&self.cfg.state_dir, &name, &b.record)?;
                         }
+                        self.adopt_instance(&mut b, host.as_ref()).await?;
                         self.follow(&mut b, &client);
                         return Ok((client, b.record.started_ms));
                     }
@@ -279,6 +283,32 @@ impl Inner {
         let client = self.start_server(&mut b).await?;
         self.follow(&mut b, &client);
         Ok((client, b.record.started_ms))
+    }
+
+    /// Notices a server its host started by itself (a pod made again by its controller):
+    /// from then on a turn left unfinished by the one before counts as cut off, and events
+    /// are followed from the new one.
+    async fn adopt_instance(
+        &self,
+        b: &mut Builder,
+        host: &dyn BuilderHost,
+    ) -> Result<(), AgentError> {
+        let Some((id, started_ms)) = host.instance(&b.project).await? else {
+            return Ok(());
+        };
+        if b.record.instance.as_deref() == Some(id.as_str()) {
+            return Ok(());
+        }
+        if b.record.instance.is_some() {
+            tracing::warn!(builder = %b.project.builder_name(), "the builder's server was started again by its host");
+        }
+        b.record.instance = Some(id);
+        b.record.started_ms = b.record.started_ms.max(started_ms);
+        write_record(&self.cfg.state_dir, &b.project.builder_name(), &b.record)?;
+        if let Some(f) = b.follower.take() {
+            f.abort();
+        }
+        Ok(())
     }
 
     /// The host `record` runs on.
@@ -359,6 +389,7 @@ impl Inner {
         };
         b.record.port = port;
         b.record.started_ms = started_ms;
+        b.record.instance = host.instance(&b.project).await?.map(|(id, _)| id);
         b.record.tmux = session.clone();
         b.record.stopped = false;
         // The attach window talked to the old process (or went with the tmux session): point

@@ -66,6 +66,8 @@ pub struct PodState {
     pub deleting: bool,
     /// Why a container cannot run (`CrashLoopBackOff: …`), when one cannot.
     pub failing: Option<String>,
+    /// The OpenCode container's run: the pod's uid and its restarts, and when it started.
+    pub server: Option<(String, i64)>,
 }
 
 impl std::fmt::Debug for PodHostSettings {
@@ -206,27 +208,36 @@ impl PodHost {
             .unwrap_or_default()
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True");
-        let failing = status
-            .container_statuses
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|c| {
-                let w = c.state?.waiting?;
-                let reason = w.reason.unwrap_or_default();
-                matches!(
-                    reason.as_str(),
-                    "CrashLoopBackOff"
-                        | "ErrImagePull"
-                        | "ImagePullBackOff"
-                        | "CreateContainerConfigError"
-                )
-                .then(|| format!("{}: {reason}: {}", c.name, w.message.unwrap_or_default()))
+        let containers = status.container_statuses.unwrap_or_default();
+        let server = containers
+            .iter()
+            .find(|c| c.name == "opencode")
+            .and_then(|c| {
+                let started = c.state.as_ref()?.running.as_ref()?.started_at.as_ref()?;
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                Some((
+                    format!("{uid}/{}", c.restart_count),
+                    started.0.as_millisecond(),
+                ))
             });
+        let failing = containers.into_iter().find_map(|c| {
+            let w = c.state?.waiting?;
+            let reason = w.reason.unwrap_or_default();
+            matches!(
+                reason.as_str(),
+                "CrashLoopBackOff"
+                    | "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "CreateContainerConfigError"
+            )
+            .then(|| format!("{}: {reason}: {}", c.name, w.message.unwrap_or_default()))
+        });
         Ok(Some(PodState {
             ip: status.pod_ip.filter(|ip| !ip.is_empty()),
             ready,
             deleting: pod.metadata.deletion_timestamp.is_some(),
             failing,
+            server,
         }))
     }
 
@@ -371,6 +382,10 @@ impl BuilderHost for PodHost {
             }) => Some(format!("http://{ip}:{PORT}")),
             _ => None,
         })
+    }
+
+    async fn instance(&self, project: &ProjectRef) -> Result<Option<(String, i64)>, AgentError> {
+        Ok(self.state(project).await?.and_then(|s| s.server))
     }
 
     async fn ensure_server(

@@ -90,8 +90,10 @@ pub async fn reconcile(key: ObjectKey, ctx: Arc<Context>) -> Result<Action, Reco
         }));
     }
     if left_active {
-        // A slot in the project freed up: queued siblings may start.
+        // A slot in the project freed up: queued siblings may start; and the project's
+        // builder may now be idle (a pod is suspended after a while).
         wake_queued();
+        ctx.scheduler.now(ObjectKey::Project(t.project.clone()));
     }
     Ok(action)
 }

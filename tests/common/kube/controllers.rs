@@ -107,6 +107,24 @@ pub(super) fn controllers(g: &mut Inner) {
                 );
             }
         }
+        // Scaled down: the pods past `replicas` go (a StatefulSet's highest ordinals).
+        let wanted: Vec<String> = (0..replicas)
+            .map(|i| {
+                if r == "apps/v1/statefulsets" {
+                    format!("{name}-{i}")
+                } else {
+                    format!("{name}-{hash}-{i}")
+                }
+            })
+            .collect();
+        g.objects.retain(|(pr, pns, pn), o| {
+            !(pr == "v1/pods"
+                && *pns == ns
+                && ours(o)
+                && (r == "apps/v1/statefulsets"
+                    || o["metadata"]["annotations"]["fake.gaffer/template"] == hash.as_str())
+                && !wanted.contains(pn))
+        });
         // Old pods that are not ready go at once (they serve nothing); the ready ones once
         // the new ones are all ready.
         let all_new_ready = ready_current >= replicas;
