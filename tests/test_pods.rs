@@ -659,3 +659,119 @@ fn the_builder_pods_objects_validate() {
     let checked = crate::common::kubernetes_validate(&file);
     assert!(checked.is_ok(), "{checked:?}");
 }
+
+/// The sidecar's seam without a cluster: `gaffer workspace serve`'s server in-process, its
+/// client as gaffer uses it.
+#[derive(Debug)]
+struct Local(String, std::sync::Mutex<PathBuf>);
+
+#[async_trait::async_trait]
+impl gaffer::workspace::remote::Sidecar for Local {
+    async fn locate(
+        &self,
+        _p: &gaffer::names::ProjectRef,
+    ) -> Result<(String, String), gaffer::workspace::WorkspaceError> {
+        Ok((self.0.clone(), "right-token".into()))
+    }
+    fn set_root(&self, _p: &gaffer::names::ProjectRef, root: PathBuf) {
+        *self.1.lock().unwrap() = root;
+    }
+    fn root(&self, _p: &gaffer::names::ProjectRef) -> PathBuf {
+        self.1.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workspace_sidecar_serves_its_token_holder_only_and_validates_names() {
+    use gaffer::workspace::Workspace as _;
+    use gaffer::workspace::remote::{Op, RemoteWorkspace};
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = tmp.path().join("origins/web-api.git");
+    gaffer::cli::demo::bare_repo_with(&origin, &gaffer::cli::demo::sample_app(), "web-api")
+        .unwrap();
+    let pod_root = tmp.path().join("volume");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(gaffer::workspace::remote::serve(
+        pod_root.clone(),
+        "right-token".into(),
+        listener,
+    ));
+    let spec: gaffer::state::spec::ProjectSpec = gaffer::state::yaml::parse(
+        format!(
+            "repos:\n  - {{name: web-api, url: {}, base: main}}\n",
+            json!(origin.display().to_string())
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let task = gaffer::names::TaskRef::parse("demo/web-api/alpha").unwrap();
+
+    // The seam, through the sidecar: the worktree is made on the pod's volume, work is
+    // checkpointed there, and the branch comes over to gaffer's mirror and copy.
+    let remote = RemoteWorkspace::new(
+        std::sync::Arc::new(Local(url.clone(), Default::default())),
+        tmp.path().join("gaffer"),
+    );
+    let (r, t, sp) = (remote.clone(), task.clone(), spec.clone());
+    let (repos, copy) = tokio::task::spawn_blocking(move || {
+        let repos = r.prepare(&t, &sp).unwrap();
+        let wt = pod_root.join("demo-web-api/repos/web-api");
+        std::fs::write(wt.join("app/fixed-alpha.txt"), "lifetime: 15m\n").unwrap();
+        let commits = r.checkpoint(&t, &sp, "edited").unwrap();
+        assert_eq!(commits.len(), 1);
+        assert_eq!(r.builder_dir(&t.project, &sp), pod_root.join("demo-web-api"));
+        let copy = r.sync_local(&t, &sp).unwrap();
+        (repos, copy)
+    })
+    .await
+    .unwrap();
+    assert_eq!(repos.values().next().unwrap().branch, "gaffer/alpha");
+    let copied = copy.join("repos/web-api");
+    assert_eq!(
+        std::fs::read_to_string(copied.join("app/fixed-alpha.txt")).unwrap(),
+        "lifetime: 15m\n"
+    );
+    assert_eq!(
+        crate::common::git(&copied, &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "gaffer/alpha"
+    );
+    let mirror = remote.mirror_dir(&spec.repos[0].url);
+    assert_eq!(
+        crate::common::git(&mirror, &["show", "gaffer/alpha:app/fixed-alpha.txt"]),
+        "lifetime: 15m"
+    );
+
+    // Anyone else is refused before anything is read; names are checked again on arrival.
+    let post = |token: &str, body: serde_json::Value| {
+        let (url, token) = (url.clone(), token.to_string());
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+                .arg(format!("{url}/v1/op"))
+                .args(["-H", &format!("authorization: Bearer {token}")])
+                .args(["-H", "content-type: application/json", "-d"])
+                .arg(body.to_string())
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let root = serde_json::to_value(Op::Root).unwrap();
+    assert!(post("wrong", root.clone()).await.ends_with("401"));
+    assert!(post("right-token", root).await.ends_with("200"));
+    let bad = post(
+        "right-token",
+        json!({"op": "heads", "task": "demo/web-api/../../etc", "spec": ""}),
+    )
+    .await;
+    assert!(bad.contains("error") && bad.ends_with("200"), "{bad}");
+    let bad = post(
+        "right-token",
+        json!({"op": "bundle", "url": spec.repos[0].url, "branch": "main", "have": null}),
+    )
+    .await;
+    assert!(bad.contains("not a task branch"), "{bad}");
+    server.abort();
+}

@@ -218,10 +218,10 @@ fn bundle(
     branch: &str,
     have: Option<&str>,
 ) -> Result<String, WorkspaceError> {
-    if !branch
+    let task_branch = branch
         .strip_prefix("gaffer/")
-        .is_some_and(|t| crate::names::TaskName::new(t).is_ok())
-    {
+        .is_some_and(|t| crate::names::TaskName::new(t).is_ok());
+    if !task_branch {
         return Err(bad(format!("{branch:?} is not a task branch")));
     }
     let mirror = ws.mirror_dir(url);

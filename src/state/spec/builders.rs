@@ -176,6 +176,21 @@ impl From<Quantity> for String {
     }
 }
 
+impl super::ProjectSpec {
+    /// The project with the builder defaults of `settings` filled in: `agent.host` always
+    /// set, `agent.pod` complete. The reconciler reads projects this way only.
+    pub fn with_builder_defaults(mut self, settings: &super::Settings) -> Self {
+        self.agent.host = Some(self.agent.host.unwrap_or(settings.builders.host));
+        self.agent.pod = self.agent.pod.or(&settings.builders.pod);
+        self
+    }
+
+    /// Whether the project's builder is a pod.
+    pub fn on_pod(&self) -> bool {
+        self.agent.host == Some(BuilderHostKind::Pod)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,20 +227,5 @@ mod tests {
         );
         assert_eq!(p.idle_suspend(), jiff::SignedDuration::from_mins(30));
         assert_eq!(PodSpec::default().storage(), "20Gi");
-    }
-}
-
-impl super::ProjectSpec {
-    /// The project with the builder defaults of `settings` filled in: `agent.host` always
-    /// set, `agent.pod` complete. The reconciler reads projects this way only.
-    pub fn with_builder_defaults(mut self, settings: &super::Settings) -> Self {
-        self.agent.host = Some(self.agent.host.unwrap_or(settings.builders.host));
-        self.agent.pod = self.agent.pod.or(&settings.builders.pod);
-        self
-    }
-
-    /// Whether the project's builder is a pod.
-    pub fn on_pod(&self) -> bool {
-        self.agent.host == Some(BuilderHostKind::Pod)
     }
 }
