@@ -48,7 +48,11 @@ impl PodLab {
     /// `projects` (under `demo/`) with `agent.host: pod` and `agent_extra` lines under
     /// `agent:`, `settings` appended to gaffer.yaml.
     fn new(projects: &[&str], settings: &str, agent_extra: &str) -> Self {
-        let settings = format!("builders: {{image: ghcr.io/example/gaffer:test}}\n{settings}");
+        let settings = if settings.starts_with("builders:") {
+            settings.to_string()
+        } else {
+            format!("builders: {{image: ghcr.io/example/gaffer:test}}\n{settings}")
+        };
         let mut lab = Lab::with_settings(projects, &settings);
         let fake = FakeKube::with_kubelet(image_path());
         let kubeconfig = lab.tmp.path().join("admin.kubeconfig");
@@ -128,7 +132,12 @@ fn asking_steps(task: &str) -> Vec<Step> {
 
 #[test]
 fn a_task_runs_its_whole_lifecycle_in_a_builder_pod_with_the_workspace_on_its_volume() {
-    let pl = PodLab::new(&["web-api"], "", "");
+    let pl = PodLab::new(
+        &["web-api"],
+        "builders: {image: ghcr.io/example/gaffer:test, \
+         terminal_link: \"https://term.example.com/?ns={{ namespace }}&pod={{ pod }}\"}\n",
+        "",
+    );
     let key = "Token fix in a pod";
     pl.lab
         .add_task("web-api", "alpha", key, asking_steps("alpha"));
@@ -167,6 +176,12 @@ fn a_task_runs_its_whole_lifecycle_in_a_builder_pod_with_the_workspace_on_its_vo
         )
     );
     assert!(agent.session_id.as_deref().unwrap().starts_with("ses"));
+    assert!(
+        st.links.iter().any(|l| l.name == "terminal"
+            && l.url == "https://term.example.com/?ns=demo-web-api-lab&pod=gaffer-builder-0"),
+        "{:?}",
+        st.links
+    );
 
     // The worktrees are on the pod's volume, none on gaffer's disk; OpenCode's data too.
     let volume = pl.volume("web-api");
@@ -720,7 +735,10 @@ async fn the_workspace_sidecar_serves_its_token_holder_only_and_validates_names(
         std::fs::write(wt.join("app/fixed-alpha.txt"), "lifetime: 15m\n").unwrap();
         let commits = r.checkpoint(&t, &sp, "edited").unwrap();
         assert_eq!(commits.len(), 1);
-        assert_eq!(r.builder_dir(&t.project, &sp), pod_root.join("demo-web-api"));
+        assert_eq!(
+            r.builder_dir(&t.project, &sp),
+            pod_root.join("demo-web-api")
+        );
         let copy = r.sync_local(&t, &sp).unwrap();
         (repos, copy)
     })
@@ -744,18 +762,31 @@ async fn the_workspace_sidecar_serves_its_token_holder_only_and_validates_names(
 
     // Anyone else is refused before anything is read; names are checked again on arrival.
     let post = |token: &str, body: serde_json::Value| {
-        let (url, token) = (url.clone(), token.to_string());
+        let (addr, token) = (
+            url.trim_start_matches("http://").to_string(),
+            token.to_string(),
+        );
         async move {
-            let out = tokio::process::Command::new("curl")
-                .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
-                .arg(format!("{url}/v1/op"))
-                .args(["-H", &format!("authorization: Bearer {token}")])
-                .args(["-H", "content-type: application/json", "-d"])
-                .arg(body.to_string())
-                .output()
-                .await
+            tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Write};
+                let body = body.to_string();
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                write!(
+                    s,
+                    "POST /v1/op HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
                 .unwrap();
-            String::from_utf8(out.stdout).unwrap()
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                // The body, then the status code, as `curl -w` would print them.
+                let code = out.split_whitespace().nth(1).unwrap_or("").to_string();
+                let rest = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+                format!("{rest}\n{code}")
+            })
+            .await
+            .unwrap()
         }
     };
     let root = serde_json::to_value(Op::Root).unwrap();

@@ -14,7 +14,9 @@ use crate::state::yaml::Located;
 
 mod builders;
 mod lab;
-pub use builders::{BuilderDefaults, BuilderHostKind, PodSpec, Quantity, ResourceName};
+pub use builders::{
+    BuilderDefaults, BuilderHostKind, PodSpec, Quantity, ResourceName, render_terminal_link,
+};
 pub use lab::{ImageSpec, LabMode, LabSpec, LabTool, render_lab_url};
 
 /// `gaffer.yaml`: settings for every project.

@@ -144,6 +144,7 @@ pub async fn preparing(
     agent_rt.send(t, &session.id, "task", &prompt).await?;
     tracing::debug!(target: "gaffer::hop", hop = "prompted", task = %t);
     record_session(plan, agent_rt.as_ref(), &session, sandbox);
+    terminal_link(view, plan, &session);
     plan.record_prompt("task");
     plan.status.effects.resume_to = None;
     match resume_to {
@@ -205,6 +206,19 @@ pub fn record_session(
         plan.link("attach", attach.clone());
     }
     sandbox_condition(plan, sandbox, session.sandboxed, session.host);
+}
+
+/// A builder pod's web terminal, when `builders.terminal_link` says where (checked when the
+/// settings were read).
+pub fn terminal_link(view: &View, plan: &mut Plan, session: &crate::agent::Session) {
+    if session.host != crate::state::status::HostKind::Pod {
+        return;
+    }
+    if let Some(t) = &view.settings.builders.terminal_link
+        && let Ok(url) = crate::state::spec::render_terminal_link(t, &view.t.project)
+    {
+        plan.link("terminal", url);
+    }
 }
 
 /// Says on the task's status whether its builder is sandboxed; an unsandboxed builder is a

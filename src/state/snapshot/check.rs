@@ -48,6 +48,16 @@ pub(super) fn check_settings(path: &str, s: &Settings) -> Vec<Problem> {
             out.push(Problem::file(path, format!("lab_url {t:?}: {why}")));
         }
     }
+    if let Some(t) = &s.builders.terminal_link {
+        let sample =
+            crate::names::ProjectRef::parse("category/project").expect("a valid project reference");
+        if let Err(why) = crate::state::spec::render_terminal_link(t, &sample) {
+            out.push(Problem::file(
+                path,
+                format!("builders.terminal_link {t:?}: {why}"),
+            ));
+        }
+    }
     if s.limits.active_tasks_per_project == 0 {
         out.push(Problem::file(
             path,

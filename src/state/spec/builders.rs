@@ -35,6 +35,12 @@ pub struct BuilderDefaults {
     /// The defaults of `agent.pod`.
     #[serde(default)]
     pub pod: PodSpec,
+    /// A web terminal's link to a builder pod, shown beside its attach command: a template
+    /// of `{{ namespace }}`, `{{ pod }}`, `{{ container }}`, `{{ project }}`, `{{ category }}`
+    /// and `{{ builder }}`, e.g.
+    /// `https://term.example.com/?ns={{ namespace }}&pod={{ pod }}&c={{ container }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_link: Option<String>,
 }
 
 impl Default for BuilderDefaults {
@@ -43,6 +49,7 @@ impl Default for BuilderDefaults {
             host: BuilderHostKind::Tmux,
             image: None,
             pod: PodSpec::default(),
+            terminal_link: None,
         }
     }
 }
@@ -176,6 +183,30 @@ impl From<Quantity> for String {
     }
 }
 
+/// Renders a `builders.terminal_link` template for `project`'s builder pod (names validated
+/// before they got here); an error says why it is not a URL.
+pub fn render_terminal_link(
+    template: &str,
+    project: &crate::names::ProjectRef,
+) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let url = env
+        .render_str(
+            template,
+            minijinja::context! {
+                namespace => project.lab_namespace(),
+                pod => crate::agent::pod::POD,
+                container => "opencode",
+                project => project.project.as_str(),
+                category => project.category.as_str(),
+                builder => project.builder_name(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    super::lab::http_url(url)
+}
+
 impl super::ProjectSpec {
     /// The project with the builder defaults of `settings` filled in: `agent.host` always
     /// set, `agent.pod` complete. The reconciler reads projects this way only.
@@ -194,6 +225,22 @@ impl super::ProjectSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_links_render_from_validated_names_into_urls_only() {
+        let p = crate::names::ProjectRef::parse("ai-dev/api").unwrap();
+        assert_eq!(
+            render_terminal_link(
+                "https://t.example.com/{{ namespace }}/{{ pod }}/{{ builder }}",
+                &p
+            )
+            .unwrap(),
+            "https://t.example.com/ai-dev-api-lab/gaffer-builder-0/ai-dev-api"
+        );
+        assert!(render_terminal_link("ftp://t/{{ pod }}", &p).is_err());
+        assert!(render_terminal_link("https://t/{{ nope }}", &p).is_err());
+        assert!(render_terminal_link("{{ pod }}", &p).is_err());
+    }
 
     #[test]
     fn quantities_are_checked() {

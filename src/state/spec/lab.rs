@@ -119,6 +119,11 @@ pub fn render_lab_url(
             },
         )
         .map_err(|e| e.to_string())?;
+    http_url(url)
+}
+
+/// `url` when it is an `http://` or `https://` URL; why not otherwise.
+pub(crate) fn http_url(url: String) -> Result<String, String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
