@@ -48,12 +48,17 @@ impl PodLab {
     /// `projects` (under `demo/`) with `agent.host: pod` and `agent_extra` lines under
     /// `agent:`, `settings` appended to gaffer.yaml.
     fn new(projects: &[&str], settings: &str, agent_extra: &str) -> Self {
+        Self::build(projects, "at-deadline", settings, agent_extra)
+    }
+
+    /// Like [`PodLab::new`], with questions going on `cont` (`immediately`, `at-deadline`).
+    fn build(projects: &[&str], cont: &str, settings: &str, agent_extra: &str) -> Self {
         let settings = if settings.starts_with("builders:") {
             settings.to_string()
         } else {
             format!("builders: {{image: ghcr.io/example/gaffer:test}}\n{settings}")
         };
-        let mut lab = Lab::with_settings(projects, &settings);
+        let mut lab = Lab::build(projects, "1h", cont, &settings);
         let fake = FakeKube::with_kubelet(image_path());
         let kubeconfig = lab.tmp.path().join("admin.kubeconfig");
         fake.write_kubeconfig(&kubeconfig);
@@ -805,4 +810,79 @@ async fn the_workspace_sidecar_serves_its_token_holder_only_and_validates_names(
     .await;
     assert!(bad.contains("not a task branch"), "{bad}");
     server.abort();
+}
+
+#[test]
+fn a_different_answer_sets_the_pods_provisional_work_aside_on_its_volume() {
+    let pl = PodLab::build(&["web-api"], "immediately", "", "");
+    let key = "Signing override in a pod";
+    let ask = Step::tool(
+        "question",
+        json!({"questions": [{"question": "Which signing?", "header": "Signing", "multiple": false,
+            "options": [{"label": "RS256 (Recommended)", "description": "keys"},
+                        {"label": "HS256", "description": "secret"}]}]}),
+    );
+    let write = |path: &str, content: &str| {
+        Step::tool("write", json!({"filePath": path, "content": content}))
+    };
+    let steps = vec![
+        ask,
+        write("repos/web-api/app/signing.txt", "RS256\n"),
+        write("repos/web-api/app/fixed-sig.txt", "more work\n").held(),
+        Step::text("DONE: signing configured"),
+    ];
+    pl.lab.add_task("web-api", "sig", key, steps);
+    let _d = pl.lab.daemon();
+    pl.lab
+        .wait_llm(180, "the held step", |log| log.iter().any(|l| l.held));
+    let t = "demo/web-api/sig";
+    pl.lab
+        .wait_until(60, "the edit after the question checkpointed", |s| {
+            milestones(s, t)
+                .iter()
+                .any(|(_, text, _)| text.contains("edited repos/web-api/app/signing.txt"))
+        });
+    let answer = format!("choice: HS256\nby: {}\n", gaffer::cli::demo::PERSON);
+    crate::common::commit_as(
+        &pl.lab.state,
+        gaffer::cli::demo::PERSON,
+        &[(
+            "projects/demo/web-api/tasks/sig/answers/q-001.yaml",
+            answer.as_str(),
+        )],
+        "answer",
+    );
+    pl.lab.wait_until(90, "the work set aside", |s| {
+        milestones(s, t)
+            .iter()
+            .any(|(_, text, _)| text.starts_with("↩ q-001"))
+    });
+    // On the pod's volume: the worktree back at the question point, the provisional work
+    // kept on its own branch.
+    let wt = pl.volume("web-api").join("demo-web-api/repos/web-api");
+    assert_eq!(
+        crate::common::git(&wt, &["branch", "--show-current"]),
+        "gaffer/sig"
+    );
+    assert!(!wt.join("app/signing.txt").exists());
+    assert_eq!(
+        crate::common::git(
+            &wt,
+            &["show", "gaffer-provisional/sig/q-001:app/signing.txt"]
+        ),
+        "RS256"
+    );
+    pl.lab
+        .wait_until(180, "promoted", |s| phase_of(s, t) == Some(Phase::Promoted));
+    assert_eq!(
+        crate::test_opencode::user_messages_with(&pl.lab.llm, key, "A person answered"),
+        1
+    );
+    // What was merged is the work done for the person's answer.
+    let origin = pl.lab.tmp.path().join("origins/web-api.git");
+    assert!(
+        crate::common::git(&origin, &["ls-tree", "-r", "--name-only", "main"])
+            .lines()
+            .all(|f| f != "app/signing.txt")
+    );
 }

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+#[path = "../../tests/common/kube.rs"]
+pub mod kube;
 #[path = "../../tests/common/llm.rs"]
 pub mod llm;
 #[path = "../../tests/common/opencode.rs"]

@@ -173,7 +173,7 @@ fn question(k: usize) -> String {
 /// `gaffer exec-env`). Built together with this example, so both use one build of the
 /// library (a binary built alone resolves features without the dev-dependencies, and
 /// compiles the library a second time).
-fn gaffer_binary() -> Res<PathBuf> {
+pub(crate) fn gaffer_binary() -> Res<PathBuf> {
     let exe = std::env::current_exe()?;
     let profile_dir = exe
         .parent()

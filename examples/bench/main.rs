@@ -10,9 +10,12 @@
 //! - P5 peak and idle RSS with 10,000 tasks loaded (measured in a child process)
 //! - P6 a person's decision (Slack click, Events API, git push) → delivered to the builder
 //! - P7 task commit → the builder's first model request, cold and warm (real OpenCode)
+//! - P8 builders as pods: gaffer's RSS and CPU per idle pod builder (`--pods N`, default 50),
+//!   and task commit → first model request with a suspended pod builder and a running one
 
 mod common;
 mod decisions;
+mod pods;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -739,6 +742,63 @@ async fn main() -> Res<()> {
                 ));
             }
         }
+    }
+    if want("P8") {
+        let pods: usize = args
+            .iter()
+            .position(|a| a == "--pods")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50);
+        eprintln!("P8: {pods} idle pod builders...");
+        let idle = tokio::task::spawn_blocking(move || {
+            pods::idle(pods, Duration::from_secs(20)).map_err(|e| e.to_string())
+        })
+        .await??;
+        let n = idle.n.max(1) as f64;
+        let per_kib = idle.loaded.0.saturating_sub(idle.base.0) as f64 / n;
+        rows.push(Row {
+            id: "P8",
+            what: format!(
+                "gaffer's RSS per idle pod builder, {} builders (all up in {:.1} s)",
+                idle.n,
+                idle.up.as_secs_f64()
+            ),
+            value: format!("{:.0} KiB", per_kib),
+            floor: format!("no builder: {:.1} MiB", idle.base.0 as f64 / 1024.0),
+            ratio: format!("{:.1} MiB in all", idle.loaded.0 as f64 / 1024.0),
+            target: "≤ 1 MB",
+        });
+        rows.push(Row {
+            id: "P8",
+            what: format!("gaffer's CPU per idle pod builder, {} builders", idle.n),
+            value: format!(
+                "{:.3} % of a core",
+                (idle.loaded.1 - idle.base.1).max(0.0) / n
+            ),
+            floor: format!("no builder: {:.2} %", idle.base.1),
+            ratio: format!("{:.2} % in all", idle.loaded.1),
+            target: "≤ 0.1 %",
+        });
+        let mut first = Vec::new();
+        for suspended in [true, false] {
+            let kind = if suspended { "suspended" } else { "running" };
+            eprintln!("P8: a task's first model request, {kind} pod builder...");
+            first.push(
+                tokio::task::spawn_blocking(move || {
+                    pods::first_request(suspended).map_err(|e| e.to_string())
+                })
+                .await??,
+            );
+        }
+        rows.push(Row {
+            id: "P8",
+            what: "task commit → first model request, suspended pod builder (real OpenCode)".into(),
+            value: ms(first[0]),
+            floor: format!("running pod builder: {}", ms(first[1])),
+            ratio: format!("{:.2}×", first[0].as_secs_f64() / first[1].as_secs_f64()),
+            target: "-",
+        });
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -198,14 +198,15 @@ pub fn run(ws: &Workspaces, op: Op) -> Result<Value, WorkspaceError> {
     })
 }
 
-/// A branch the sidecar moves is the task's own (`gaffer/<task>` or below it).
+/// A branch the sidecar moves is the task's own: `gaffer/<task>` or one of its provisional
+/// branches (`gaffer-provisional/<task>/<qid>`).
 fn check_branch(t: &TaskRef, branch: &str) -> Result<(), WorkspaceError> {
-    let own = t.branch();
     let provisional = branch
-        .strip_prefix(own.as_str())
-        .and_then(|rest| rest.strip_prefix('/'))
-        .is_some_and(|qid| crate::names::Qid::new(qid).is_ok());
-    if branch == own || provisional {
+        .split_once('/')
+        .map(|(_, rest)| rest)
+        .and_then(|rest| crate::names::Qid::new(rest.rsplit('/').next().unwrap_or("")).ok())
+        .is_some_and(|qid| t.provisional_branch(&qid) == branch);
+    if branch == t.branch() || provisional {
         Ok(())
     } else {
         Err(bad(format!("{branch:?} is not a branch of task {t}")))
@@ -777,5 +778,28 @@ impl Workspace for Hosted {
     }
     fn export(&self, task: &TaskRef, spec: &ProjectSpec) -> Result<(), WorkspaceError> {
         self.of(spec).export(task, spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sidecar_moves_only_the_tasks_own_branches() {
+        let t = TaskRef::parse("ai-dev/api/jwt").unwrap();
+        for ok in ["gaffer/jwt", "gaffer-provisional/jwt/q-001"] {
+            assert!(check_branch(&t, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "main",
+            "gaffer/other",
+            "gaffer/jwt/q-001",
+            "gaffer-provisional/other/q-001",
+            "gaffer-provisional/jwt/../main",
+            "gaffer-provisional/jwt/q-001/x",
+        ] {
+            assert!(check_branch(&t, bad).is_err(), "{bad}");
+        }
     }
 }

@@ -11,10 +11,16 @@
 //! (`kube/kubelet.rs`) runs pods' commands as local processes, serves their logs through
 //! `pods/<name>/log`, and its ingress proxy (`kube/proxy.rs`) reaches them.
 
+// Explicit paths: the benchmark includes this file with `#[path]` too.
+#[path = "kube/controllers.rs"]
 mod controllers;
+#[path = "kube/kubelet.rs"]
 mod kubelet;
+#[path = "kube/logs.rs"]
 mod logs;
+#[path = "kube/proxy.rs"]
 mod proxy;
+#[path = "kube/rbac.rs"]
 mod rbac;
 
 use std::collections::{BTreeMap, BTreeSet};
