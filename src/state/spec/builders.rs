@@ -189,22 +189,17 @@ pub fn render_terminal_link(
     template: &str,
     project: &crate::names::ProjectRef,
 ) -> Result<String, String> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let url = env
-        .render_str(
-            template,
-            minijinja::context! {
-                namespace => project.lab_namespace(),
-                pod => crate::agent::pod::POD,
-                container => "opencode",
-                project => project.project.as_str(),
-                category => project.category.as_str(),
-                builder => project.builder_name(),
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    super::lab::http_url(url)
+    super::lab::render_url(
+        template,
+        minijinja::context! {
+            namespace => project.lab_namespace(),
+            pod => crate::agent::pod::POD,
+            container => "opencode",
+            project => project.project.as_str(),
+            category => project.category.as_str(),
+            builder => project.builder_name(),
+        },
+    )
 }
 
 impl super::ProjectSpec {

@@ -106,24 +106,23 @@ pub fn render_lab_url(
     host: &str,
     project: &crate::names::ProjectRef,
 ) -> Result<String, String> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let url = env
-        .render_str(
-            template,
-            minijinja::context! {
-                host => host,
-                project => project.project.as_str(),
-                category => project.category.as_str(),
-                namespace => project.lab_namespace(),
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    http_url(url)
+    render_url(
+        template,
+        minijinja::context! {
+            host => host,
+            project => project.project.as_str(),
+            category => project.category.as_str(),
+            namespace => project.lab_namespace(),
+        },
+    )
 }
 
-/// `url` when it is an `http://` or `https://` URL; why not otherwise.
-pub(crate) fn http_url(url: String) -> Result<String, String> {
+/// Renders a URL template of `gaffer.yaml` (every name it may use is given, an unknown one
+/// is an error) and checks that it is an `http://` or `https://` URL.
+pub(crate) fn render_url(template: &str, names: minijinja::Value) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let url = env.render_str(template, names).map_err(|e| e.to_string())?;
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
