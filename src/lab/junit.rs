@@ -28,6 +28,36 @@ const TAIL_LINES: usize = 20;
 /// The biggest report read; a larger one is reported as unreadable.
 const MAX_REPORT_BYTES: u64 = 16 * 1024 * 1024;
 
+/// What of gaffer's environment a lab test command gets: the builders' allowlist
+/// ([`crate::agent::sandbox::allowed`]) and how the machine reaches the network and its
+/// package indexes (proxies, TLS roots, uv and pip settings) — never gaffer's tokens, as
+/// the test command runs code the builder wrote.
+pub fn test_env(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    const NETWORK: &[&str] = &[
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "XDG_CACHE_HOME",
+    ];
+    vars.into_iter()
+        .filter(|(k, _)| {
+            k.to_str().is_some_and(|k| {
+                crate::agent::sandbox::allowed(k)
+                    || NETWORK.contains(&k)
+                    || k.starts_with("UV_")
+                    || k.starts_with("PIP_")
+            })
+        })
+        .collect()
+}
+
 /// The longest failure message kept from a report.
 const MAX_MESSAGE_CHARS: usize = 2000;
 
@@ -74,9 +104,12 @@ impl TestRunner for CommandTestRunner {
         let log_out = log.try_clone().map_err(temp_err)?;
         let log_err = log.try_clone().map_err(temp_err)?;
 
+        // The command runs code the builder wrote: none of gaffer's secrets go with it.
         let status = tokio::process::Command::new(program)
             .args(args)
             .current_dir(workdir)
+            .env_clear()
+            .envs(test_env(std::env::vars_os()))
             .env("LAB_NAMESPACE", namespace)
             .env("LAB_URL", url)
             .stdin(Stdio::null())

@@ -291,3 +291,56 @@ async fn commands_that_cannot_start_are_errors() {
         .unwrap_err();
     assert!(matches!(err, LabError::TestCommand { .. }), "{err:?}");
 }
+
+#[test]
+fn a_lab_test_command_gets_no_secret_of_gaffers() {
+    let os = |k: &str, v: &str| (std::ffi::OsString::from(k), std::ffi::OsString::from(v));
+    let env = super::test_env([
+        os("PATH", "/usr/bin"),
+        os("HOME", "/home/g"),
+        os("LC_ALL", "C"),
+        os("HTTPS_PROXY", "http://proxy:3128"),
+        os("SSL_CERT_FILE", "/etc/ssl/certs/ca.pem"),
+        os("UV_CACHE_DIR", "/cache/uv"),
+        os("GITHUB_TOKEN", "ghp_secret"),
+        os("SLACK_BOT_TOKEN", "xoxb-secret"),
+        os("GAFFER_WEBHOOK_SECRET_FILE", "/run/secret"),
+        os("SSH_AUTH_SOCK", "/tmp/agent"),
+        os("KUBECONFIG", "/home/g/.kube/config"),
+    ]);
+    let names: Vec<String> = env
+        .iter()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "PATH",
+            "HOME",
+            "LC_ALL",
+            "HTTPS_PROXY",
+            "SSL_CERT_FILE",
+            "UV_CACHE_DIR"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_test_command_runs_in_a_cleared_environment() {
+    // Cargo and the test harness set variables of their own in this process: none of them
+    // may reach the command, only the allowlist and the lab's.
+    assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO")));
+    let dir = tempfile::tempdir().unwrap();
+    let cmd: Vec<String> = ["sh", "-c", "env > env.txt"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    CommandTestRunner
+        .run(&cmd, dir.path(), "ns", "https://h")
+        .await
+        .unwrap();
+    let env = std::fs::read_to_string(dir.path().join("env.txt")).unwrap();
+    assert!(env.contains("LAB_URL=https://h"), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    assert!(!env.lines().any(|l| l.starts_with("CARGO")), "{env}");
+}
