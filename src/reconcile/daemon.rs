@@ -260,7 +260,7 @@ pub async fn start(
         },
         lab,
         tests: Arc::new(CommandTestRunner),
-        workspaces: Arc::new(crate::workspace::remote::Hosted {
+        workspaces: Arc::new(crate::workspace::Hosted {
             local: Workspaces::new(&opts.builders),
             remote: pods
                 .clone()

@@ -15,7 +15,8 @@ use crate::state::yaml::Located;
 mod builders;
 mod lab;
 pub use builders::{
-    BuilderDefaults, BuilderHostKind, PodSpec, Quantity, ResourceName, render_terminal_link,
+    BuilderDefaults, BuilderHostKind, EnvFrom, PodSpec, Quantity, ResourceName, SandboxKind,
+    render_terminal_link,
 };
 pub use lab::{ImageSpec, LabMode, LabSpec, LabTool, render_lab_url};
 
@@ -443,64 +444,6 @@ fn yes() -> bool {
 
 fn is_yes(b: &bool) -> bool {
     *b
-}
-
-/// How a builder's server is confined.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum SandboxKind {
-    /// bubblewrap: its own PID namespace, the toolchain read-only, only its workspace and
-    /// HOME writable, nothing of gaffer's data or the person's HOME.
-    #[default]
-    Bwrap,
-    /// No sandbox (a warning on every task's status).
-    None,
-}
-
-/// One variable of a builder's environment and where its value comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnvFrom {
-    /// The variable the builder sees, e.g. `ANTHROPIC_API_KEY`.
-    pub name: String,
-    /// Take the value from this variable of gaffer's own environment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<String>,
-    /// Take the value from this file (its first line), e.g. a mounted secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-}
-
-impl EnvFrom {
-    /// The value, read from gaffer's environment or the file.
-    pub fn resolve(&self) -> Result<String, String> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(format!(
-                "agent.env_from: {:?} is not a variable name",
-                self.name
-            ));
-        }
-        match (&self.env, &self.file) {
-            (Some(var), None) => std::env::var(var).map_err(|_| {
-                format!(
-                    "agent.env_from {}: gaffer's environment has no {var}",
-                    self.name
-                )
-            }),
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .map(|t| t.lines().next().unwrap_or("").trim().to_string())
-                .map_err(|e| format!("agent.env_from {}: {file}: {e}", self.name)),
-            _ => Err(format!(
-                "agent.env_from {}: give exactly one of env: or file:",
-                self.name
-            )),
-        }
-    }
 }
 
 /// One OpenCode permission rule.

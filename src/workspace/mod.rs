@@ -14,8 +14,10 @@ use sha2::Digest;
 
 pub mod bmad;
 mod command;
+mod hosted;
 pub mod remote;
 pub use command::render_command;
+pub use hosted::Hosted;
 
 use crate::git::{Git, GitError};
 use crate::names::{ProjectRef, RepoName, TaskRef};
