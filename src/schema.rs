@@ -30,6 +30,10 @@ pub fn all() -> Vec<(&'static str, String)> {
             "approval.schema.json",
             one::<ApprovalSpec>("approvals/<id>.yaml"),
         ),
+        (
+            "message.schema.json",
+            one::<crate::state::spec::MessageSpec>("messages/<id>.yaml"),
+        ),
         ("status.schema.json", one::<TaskStatus>("status.yaml")),
         ("progress.schema.json", one::<Progress>("progress.yaml")),
         (

@@ -49,6 +49,7 @@ fn example_files_point_at_their_schema() {
             gaffer::state::StatePath::Question(..) => "question.schema.json",
             gaffer::state::StatePath::Answer(..) => "answer.schema.json",
             gaffer::state::StatePath::Approval(..) => "approval.schema.json",
+            gaffer::state::StatePath::Message(..) => "message.schema.json",
             gaffer::state::StatePath::PlanStatus(_) => "plan.schema.json",
             gaffer::state::StatePath::QuestionDoc(..) | gaffer::state::StatePath::PlanDoc(..) => {
                 unreachable!()

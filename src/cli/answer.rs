@@ -167,3 +167,76 @@ pub fn cmd_approve(args: ApproveArgs) -> CmdResult {
     println!("committed {} ({})", path.to_path(), &commit[..12]);
     Ok(ExitCode::SUCCESS)
 }
+
+/// Arguments of `gaffer say`.
+#[derive(Debug, clap::Args)]
+pub struct SayArgs {
+    /// The task, CATEGORY/PROJECT/TASK.
+    pub task: String,
+    /// What to tell its builder (quote it). It reaches the running session once, after the
+    /// builder's current step if it is mid-turn.
+    pub text: String,
+    /// Who, where.
+    #[command(flatten)]
+    pub person: PersonArgs,
+}
+
+/// Runs `gaffer say`: commits `messages/<id>.yaml`.
+pub fn cmd_say(args: SayArgs) -> CmdResult {
+    let task = TaskRef::parse(&args.task)?;
+    let (snapshot, _tmp) = super::status::open_snapshot(&args.person.state, &args.person.branch)?;
+    let entry = snapshot
+        .task(&task)
+        .filter(|t| t.spec.is_some())
+        .ok_or_else(|| {
+            CliError::user(format!(
+                "task {task} does not exist in {}",
+                args.person.state
+            ))
+        })?;
+    let phase = entry.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    if let Some(why) = crate::state::spec::refuses_messages(phase) {
+        return Err(CliError::user(format!("{task} takes no messages: {why}")));
+    }
+    let (identity, by) = args.person.who();
+    if let Some(settings) = &snapshot.settings
+        && !settings.authors.answers.contains(&identity.email)
+    {
+        return Err(CliError::user(format!(
+            "{} is not listed in gaffer.yaml authors.answers, so the reconciler would not \
+             deliver this message",
+            identity.email
+        ))
+        .hint("say it as a listed author: --by EMAIL, or git config user.email EMAIL"));
+    }
+    let now = jiff::Timestamp::now();
+    let message = crate::state::spec::MessageSpec {
+        text: args.text.clone(),
+        by: Some(by.clone()),
+        at: Some(now),
+    };
+    if let Some(why) = message.problem() {
+        return Err(CliError::user(why));
+    }
+    let id = Id::new(format!(
+        "cli-{}-{:06}",
+        now.as_second(),
+        now.subsec_microsecond()
+    ))?;
+    let body =
+        crate::state::yaml::to_string(&message).map_err(|e| CliError::internal(e.to_string()))?;
+    let path = StatePath::Message(task.clone(), id);
+    let mut update = Update::put(path.clone(), body, format!("{task}: message from {by}"));
+    update.create_only = true;
+    let commit = args.person.commit(identity, vec![update])?;
+    println!("committed {} ({})", path.to_path(), &commit[..12]);
+    if !matches!(
+        phase,
+        crate::state::status::Phase::Running
+            | crate::state::status::Phase::AwaitingAnswer
+            | crate::state::status::Phase::Planning
+    ) {
+        println!("the builder is not running now ({phase}): it gets the message when it runs");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -50,6 +50,9 @@ pub enum Command {
     /// Approve & promote a task in review, or (--plan) approve its plan or ask for changes
     /// to it (commits approvals/<id>.yaml naming the review round or plan version).
     Approve(answer::ApproveArgs),
+    /// Tell a task's builder something (commits messages/<id>.yaml; the reconciler delivers
+    /// it to the running session once, as a reply in the task's Slack thread would).
+    Say(answer::SayArgs),
     /// A task's plan (the planning stage, docs/planning.md).
     #[command(subcommand)]
     Plan(plan::PlanCommand),
@@ -178,6 +181,7 @@ pub fn run() -> ExitCode {
         Command::Demo(args) => demo::cmd_demo(args),
         Command::Answer(args) => answer::cmd_answer(args),
         Command::Approve(args) => answer::cmd_approve(args),
+        Command::Say(args) => answer::cmd_say(args),
         Command::Plan(cmd) => plan::cmd_plan(cmd),
         Command::Builders(args) => builders::cmd_builders(args),
         Command::Slack(args) => slack::cmd_slack(args),

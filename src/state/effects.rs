@@ -85,6 +85,12 @@ pub struct TaskEffects {
     pub approvals_ignored: BTreeMap<Id, String>,
     /// `imageBuild.<sha>`: the lab image build of a commit.
     pub image_builds: BTreeMap<String, ImageBuildState>,
+    /// `message.<id>`: a person's message was handled: `delivered` to the builder, or why
+    /// it was ignored.
+    pub messages: BTreeMap<Id, String>,
+    /// `stalledSince`: the builder showed no progress since this time and people were told
+    /// (cleared when it moves again).
+    pub stalled_since: Option<Timestamp>,
     /// Entries that did not parse, kept as they were. While there are any the task stops
     /// with condition `EffectsValid=False`.
     pub invalid: BTreeMap<String, String>,
@@ -169,6 +175,7 @@ impl TaskEffects {
             "retryAt" => return set(&mut self.retry_at, value.parse().ok().map(Some)),
             "agentCursor" => return set(&mut self.agent_cursor, value.parse().ok()),
             "nudges" => return set(&mut self.nudges, value.parse().ok()),
+            "stalledSince" => return set(&mut self.stalled_since, value.parse().ok().map(Some)),
             "agentDone" => {
                 self.agent_done = Some(value.to_string());
                 return true;
@@ -214,6 +221,10 @@ impl TaskEffects {
             "approvalIgnored" => Id::new(name)
                 .ok()
                 .map(|id| self.approvals_ignored.insert(id, value.to_string()))
+                .is_some(),
+            "message" => Id::new(name)
+                .ok()
+                .map(|id| self.messages.insert(id, value.to_string()))
                 .is_some(),
             "imageBuild" => {
                 let state = match value {
@@ -303,6 +314,12 @@ impl From<TaskEffects> for BTreeMap<String, String> {
         }
         for (sha, s) in e.image_builds {
             put(format!("imageBuild.{sha}"), s.as_str().into());
+        }
+        for (id, s) in e.messages {
+            put(format!("message.{id}"), s);
+        }
+        if let Some(at) = e.stalled_since {
+            put("stalledSince".into(), at.to_string());
         }
         m
     }

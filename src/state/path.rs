@@ -53,6 +53,8 @@ pub enum StatePath {
     Answer(TaskRef, Qid),
     /// `.../tasks/<t>/approvals/<id>.yaml`.
     Approval(TaskRef, Id),
+    /// `.../tasks/<t>/messages/<id>.yaml`: a person's message to the builder.
+    Message(TaskRef, Id),
     /// `.../tasks/<t>/plan.yaml`: the plan's state.
     PlanStatus(TaskRef),
     /// `.../tasks/<t>/plan/<path>`: a plan document (path checked by
@@ -152,6 +154,10 @@ impl StatePath {
                 Some(q) => StatePath::Answer(task, Qid::new(q)?),
                 None => return Err(PathError::Layout("answers/ holds <qid>.yaml files".into())),
             },
+            ["messages", file] => match stem(file, ".yaml") {
+                Some(m) => StatePath::Message(task, Id::new(m)?),
+                None => return Err(PathError::Layout("messages/ holds <id>.yaml files".into())),
+            },
             ["plan.yaml"] => StatePath::PlanStatus(task),
             ["plan", doc @ ..] if !doc.is_empty() => {
                 let doc = doc.join("/");
@@ -167,7 +173,7 @@ impl StatePath {
             _ => {
                 return Err(PathError::Layout(
                     "a task directory holds task.yaml, status.yaml, progress.yaml, slack.yaml, \
-                     plan.yaml, plan/, questions/, answers/ and approvals/"
+                     plan.yaml, plan/, questions/, answers/, approvals/ and messages/"
                         .into(),
                 ));
             }
@@ -190,6 +196,7 @@ impl StatePath {
             StatePath::QuestionDoc(t, d) => format!("{}/questions/{d}.md", task(t)),
             StatePath::Answer(t, q) => format!("{}/answers/{q}.yaml", task(t)),
             StatePath::Approval(t, a) => format!("{}/approvals/{a}.yaml", task(t)),
+            StatePath::Message(t, m) => format!("{}/messages/{m}.yaml", task(t)),
             StatePath::PlanStatus(t) => format!("{}/plan.yaml", task(t)),
             StatePath::PlanDoc(t, d) => format!("{}/plan/{d}", task(t)),
         }
@@ -204,6 +211,7 @@ impl StatePath {
             | StatePath::TaskSpec(_)
             | StatePath::Answer(..)
             | StatePath::Approval(..)
+            | StatePath::Message(..)
             | StatePath::QuestionDoc(..)
             | StatePath::PlanDoc(..) => Writer::Person,
             StatePath::TaskStatus(_)
@@ -226,6 +234,7 @@ impl StatePath {
             | StatePath::QuestionDoc(t, _)
             | StatePath::Answer(t, _)
             | StatePath::Approval(t, _)
+            | StatePath::Message(t, _)
             | StatePath::PlanStatus(t)
             | StatePath::PlanDoc(t, _) => Some(t),
             StatePath::Settings | StatePath::Project(_) | StatePath::LabStatus(_) => None,
@@ -264,6 +273,7 @@ mod tests {
             format!("{t}/questions/batch-1.md"),
             format!("{t}/answers/q-001.yaml"),
             format!("{t}/approvals/a-1.yaml"),
+            format!("{t}/messages/slack-u1-1733000000-000100.yaml"),
         ];
         for p in &paths {
             let sp = StatePath::parse(p).unwrap().unwrap();

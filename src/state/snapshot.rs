@@ -128,6 +128,8 @@ pub struct TaskEntry {
     pub answers: BTreeMap<Qid, Box<AnswerSpec>>,
     /// `approvals/<id>.yaml`.
     pub approvals: BTreeMap<Id, ApprovalSpec>,
+    /// `messages/<id>.yaml`.
+    pub messages: BTreeMap<Id, Box<crate::state::spec::MessageSpec>>,
     /// `plan.yaml`.
     pub plan: Option<Box<crate::state::planning::PlanStatus>>,
     /// `plan/**`, raw text by path under `plan/`.
@@ -144,6 +146,7 @@ impl TaskEntry {
             && self.question_docs.is_empty()
             && self.answers.is_empty()
             && self.approvals.is_empty()
+            && self.messages.is_empty()
             && self.plan.is_none()
             && self.plan_docs.is_empty()
     }
@@ -284,6 +287,11 @@ impl Snapshot {
                     self.task_entry(t).approvals.insert(a, *v);
                 }
             }
+            StatePath::Message(t, m) => {
+                if let Some(Parsed::Message(v)) = value {
+                    self.task_entry(t).messages.insert(m, v);
+                }
+            }
             StatePath::PlanStatus(t) => {
                 if let Some(Parsed::PlanStatus(v)) = value {
                     self.task_entry(t).plan = Some(v);
@@ -344,6 +352,7 @@ impl Snapshot {
                         StatePath::QuestionDoc(_, d) => drop(te.question_docs.remove(d)),
                         StatePath::Answer(_, q) => drop(te.answers.remove(q)),
                         StatePath::Approval(_, a) => drop(te.approvals.remove(a)),
+                        StatePath::Message(_, m) => drop(te.messages.remove(m)),
                         StatePath::PlanStatus(_) => te.plan = None,
                         StatePath::PlanDoc(_, d) => drop(te.plan_docs.remove(d)),
                         _ => {}
@@ -513,6 +522,10 @@ impl Snapshot {
                         .keys()
                         .next()
                         .map(|a| StatePath::Approval(t.clone(), a.clone())),
+                    te.messages
+                        .keys()
+                        .next()
+                        .map(|m| StatePath::Message(t.clone(), m.clone())),
                     te.plan.as_ref().map(|_| StatePath::PlanStatus(t.clone())),
                     te.plan_docs
                         .keys()

@@ -368,6 +368,10 @@ pub enum MilestoneKind {
     Plan,
     /// Something went wrong.
     Error,
+    /// A person's message reached the builder.
+    Message,
+    /// The builder showed no progress for a while, or moves again.
+    Stall,
 }
 
 /// `questions/<qid>.yaml`: a question the builder asked.

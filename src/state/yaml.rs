@@ -234,3 +234,29 @@ pub fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>, YamlError> 
     serde_saphyr::from_str_multiple_with_options::<serde_json::Value, Vec<_>>(text, opts)
         .map_err(convert)
 }
+
+/// `text` with its top-level scalar `key` set to `value` (a YAML scalar as written), the
+/// rest of the file — comments, order, layout — kept as it was: the edit a person makes to
+/// `cancel:` or `retry:`. A key that is missing is appended. The caller parses the result
+/// and checks it says what was meant (a key whose value spans several lines is not
+/// replaced by this).
+pub fn set_top_level(text: &str, key: &str, value: &str) -> String {
+    let prefix = format!("{key}:");
+    let mut out = String::with_capacity(text.len() + key.len() + value.len() + 4);
+    let mut done = false;
+    for line in text.split_inclusive('\n') {
+        if !done && line.starts_with(&prefix) {
+            out.push_str(&format!("{key}: {value}\n"));
+            done = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    if !done {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("{key}: {value}\n"));
+    }
+    out
+}

@@ -35,7 +35,10 @@ impl WriterRole {
     pub fn may_write(self, path: &StatePath) -> bool {
         let on_behalf = matches!(
             path,
-            StatePath::TaskSpec(_) | StatePath::Answer(..) | StatePath::Approval(..)
+            StatePath::TaskSpec(_)
+                | StatePath::Answer(..)
+                | StatePath::Approval(..)
+                | StatePath::Message(..)
         );
         match self {
             WriterRole::Reconciler => {

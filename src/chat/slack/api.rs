@@ -190,12 +190,26 @@ impl SlackApi {
         user: &str,
         text: &str,
     ) -> Result<(), SlackError> {
+        self.post_ephemeral_in(channel, None, user, text).await
+    }
+
+    /// Like [`SlackApi::post_ephemeral`], in the thread at `thread_ts` when given.
+    pub async fn post_ephemeral_in(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
         let s = self.client.open_session(&self.token);
-        let req = SlackApiChatPostEphemeralRequest::new(
+        let mut req = SlackApiChatPostEphemeralRequest::new(
             SlackChannelId::new(channel.into()),
             SlackUserId::new(user.into()),
             SlackMessageContent::new().with_text(text.to_string()),
         );
+        if let Some(ts) = thread_ts {
+            req = req.with_thread_ts(SlackTs::new(ts.into()));
+        }
         s.chat_post_ephemeral(&req)
             .await
             .map_err(api("chat.postEphemeral"))?;
@@ -208,6 +222,14 @@ impl SlackApi {
         let req =
             SlackApiViewsOpenRequest::new(SlackTriggerId::new(trigger_id.into()), typed(view)?);
         s.views_open(&req).await.map_err(api("views.open"))?;
+        Ok(())
+    }
+
+    /// `views.publish`: `view` (a `home` view) as `user`'s Home tab of the app.
+    pub async fn publish_home(&self, user: &str, view: &Value) -> Result<(), SlackError> {
+        let s = self.client.open_session(&self.token);
+        let req = SlackApiViewsPublishRequest::new(SlackUserId::new(user.into()), typed(view)?);
+        s.views_publish(&req).await.map_err(api("views.publish"))?;
         Ok(())
     }
 

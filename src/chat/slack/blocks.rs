@@ -118,6 +118,17 @@ pub fn escape(text: &str, max: usize) -> String {
     }
 }
 
+/// `text` cut to `max` characters (plain text, which Slack shows as written).
+pub(super) fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() > max {
+        let mut t: String = text.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    } else {
+        text.to_string()
+    }
+}
+
 pub(super) fn section(text: &str) -> Value {
     json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
 }
@@ -129,7 +140,8 @@ pub(super) fn context(text: &str) -> Value {
 pub(super) fn button(text: &str, action_id: String, value: &str, primary: bool) -> Value {
     let mut b = json!({
         "type": "button",
-        "text": {"type": "plain_text", "text": escape(text, BUTTON_TEXT), "emoji": true},
+        // Plain text is shown as written: escaping it would show `&amp;`.
+        "text": {"type": "plain_text", "text": cut(text, BUTTON_TEXT), "emoji": true},
         "action_id": action_id,
         "value": value.chars().take(BUTTON_VALUE).collect::<String>(),
     });

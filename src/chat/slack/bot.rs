@@ -98,6 +98,12 @@ pub struct Bot {
     pub(crate) channels: Mutex<HashMap<ProjectRef, String>>,
     /// The bot's own user id (`auth.test`).
     pub bot_user: String,
+    /// Task threads this process posted or read: (channel, thread ts) → task.
+    pub(crate) threads: Mutex<HashMap<(String, String), crate::names::TaskRef>>,
+    /// Thread replies already handled (`channel/ts`): Slack may deliver an event twice.
+    pub(crate) seen_replies: Mutex<std::collections::HashSet<String>>,
+    /// Users who opened the app's Home tab, whose view follows the state (throttled).
+    pub(crate) home_users: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -148,6 +154,9 @@ impl Bot {
             browse_url: opts.browse_url.clone(),
             channels: Mutex::new(HashMap::new()),
             bot_user,
+            threads: Mutex::new(HashMap::new()),
+            seen_replies: Mutex::new(Default::default()),
+            home_users: Mutex::new(Default::default()),
         }))
     }
 

@@ -218,6 +218,12 @@ async fn events(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: Bytes
         Ok(Inbound::UrlVerification(challenge)) => {
             axum::Json(serde_json::json!({ "challenge": challenge })).into_response()
         }
+        Ok(Inbound::Event(v)) => {
+            if v["type"] == "event_callback" {
+                ep.bot.on_event(&v["event"]).await;
+            }
+            StatusCode::OK.into_response()
+        }
         Ok(_) => StatusCode::OK.into_response(),
         Err(reason) => refuse(&ep, reason),
     }

@@ -448,6 +448,14 @@ impl Poster {
         let new_thread = !self.threads.contains_key(task) && recorded_none(&ops);
         let mut dirty = !th.verified || new_thread;
         let result = self.apply(task, &mut th, &ops, &mut dirty).await;
+        self.bot
+            .threads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                (th.rec.channel_id.clone(), th.rec.thread_ts.clone()),
+                task.clone(),
+            );
         self.threads.insert(task.clone(), th);
         if dirty {
             self.unrecorded.insert(task.clone());
@@ -691,8 +699,11 @@ pub async fn run(bot: Arc<Bot>, mut wakes: mpsc::UnboundedReceiver<Wake>) {
     let mut backoff = Duration::from_secs(1);
     let mut retry_at: Option<Instant> = None;
     let mut record_at: Option<Instant> = None;
+    // The Home tabs people opened follow the state, at most every REFRESH_EVERY.
+    let mut home_at: Option<Instant> = None;
+    let mut home_last = Instant::now();
     loop {
-        let next = [retry_at, record_at].into_iter().flatten().min();
+        let next = [retry_at, record_at, home_at].into_iter().flatten().min();
         let woke = match next {
             Some(at) => match tokio::time::timeout_at(at, wakes.recv()).await {
                 Ok(None) => return,
@@ -720,6 +731,14 @@ pub async fn run(bot: Arc<Bot>, mut wakes: mpsc::UnboundedReceiver<Wake>) {
             if poster.behind() && record_at.is_none() {
                 record_at = Some(Instant::now() + RECORD_AFTER);
             }
+            if home_at.is_none() {
+                home_at = Some((home_last + super::home::REFRESH_EVERY).max(Instant::now()));
+            }
+        }
+        if home_at.is_some_and(|t| t <= Instant::now()) {
+            poster.bot.refresh_homes().await;
+            home_last = Instant::now();
+            home_at = None;
         }
         if record_at.is_some_and(|t| t <= Instant::now()) {
             poster.record();

@@ -65,11 +65,15 @@ async fn on_interaction(
 }
 
 async fn on_push(
-    _event: SlackPushEventCallback,
+    event: SlackPushEventCallback,
     _client: Client,
-    _states: SlackClientEventsUserState,
+    states: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
-    // The bot subscribes to no events; acknowledge anything Slack sends.
+    // Thread replies (`message.channels`) and the Home tab (`app_home_opened`); anything
+    // else is acknowledged and ignored.
+    let bot = bot_of(&states).await?;
+    let payload = serde_json::to_value(&event.event)?;
+    bot.on_event(&payload).await;
     Ok(())
 }
 

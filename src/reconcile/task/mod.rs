@@ -10,6 +10,7 @@
 //! docs/reconciler.md.
 
 mod deploy;
+mod messages;
 mod plan;
 mod planning;
 mod prepare;

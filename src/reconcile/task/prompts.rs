@@ -106,6 +106,13 @@ const INTERRUPTED: &str = "The OpenCode server was restarted and your last turn 
 Check the state of the files you were working on and carry on with the task.";
 
 /// The builder ended its turn without saying it is done.
+/// A person's message to the builder, from the task's Slack thread or `gaffer say`.
+const MESSAGE: &str = r#"A message from {{ who }} about this task:
+
+{{ text }}
+
+Take it into account and carry on with the task."#;
+
 const NUDGE: &str = "You ended your turn without reporting the task complete. If it is \
 complete, reply with a final message whose last line is `DONE: <one-line summary>`. If you \
 need a decision, ask with the question tool. Otherwise carry on with the task.";
@@ -181,10 +188,12 @@ pub enum Prompt {
     PlanChanges,
     /// [`PLAN_STEP`].
     PlanStep,
+    /// [`MESSAGE`].
+    Message,
 }
 
 impl Prompt {
-    const ALL: [(Prompt, &'static str, &'static str); 13] = [
+    const ALL: [(Prompt, &'static str, &'static str); 14] = [
         (Prompt::Task, "task.txt", TASK),
         (Prompt::Resumed, "resumed.txt", RESUMED),
         (Prompt::Retry, "retry.txt", RETRY),
@@ -202,6 +211,7 @@ impl Prompt {
         (Prompt::Plan, "plan.txt", PLAN),
         (Prompt::PlanChanges, "plan-changes.txt", PLAN_CHANGES),
         (Prompt::PlanStep, "plan-step.txt", PLAN_STEP),
+        (Prompt::Message, "message.txt", MESSAGE),
     ];
 
     fn name(self) -> &'static str {

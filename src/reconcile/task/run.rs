@@ -81,6 +81,7 @@ fn decisions_arrived(ctx: &Context, view: &View) -> bool {
     let _ = ctx.store.read(&mut |_, snap| {
         moved = snap.task(&view.t).is_some_and(|e| {
             e.answers.len() != view.answers.len()
+                || e.messages.len() != view.messages.len()
                 || e.answers
                     .iter()
                     .any(|(q, a)| view.answers.get(q) != Some(&**a))
@@ -116,6 +117,9 @@ pub async fn running(
         // can take seconds when it is busy) on the next round, right after.
         return Ok(Action::requeue(Duration::ZERO));
     }
+
+    // What people said to the builder, in order, once each.
+    super::messages::deliver(ctx, view, agent.as_ref(), &session, plan).await?;
 
     // A retry after a transient error, once its pause is over.
     if let Some(at) = plan.status.effects.retry_at

@@ -70,6 +70,8 @@ pub struct TaskFiles {
     pub answers: BTreeMap<Qid, AnswerSpec>,
     /// `approvals/<id>.yaml`.
     pub approvals: Vec<(Id, ApprovalSpec)>,
+    /// `messages/<id>.yaml`.
+    pub messages: BTreeMap<Id, crate::state::spec::MessageSpec>,
     /// `questions/<batch>.md` by batch.
     pub question_docs: BTreeMap<Id, String>,
     /// `plan.yaml`, when valid.
@@ -178,6 +180,11 @@ impl Loaded {
             .approvals
             .iter()
             .map(|(id, a)| (id.clone(), a.clone()))
+            .collect();
+        f.messages = te
+            .messages
+            .iter()
+            .map(|(id, m)| (id.clone(), (**m).clone()))
             .collect();
         f.question_docs = te.question_docs.clone();
         f.plan = te.plan.as_deref().cloned();

@@ -34,6 +34,8 @@ pub enum Parsed {
     Answer(Box<AnswerSpec>),
     /// `approvals/<id>.yaml`.
     Approval(Box<ApprovalSpec>),
+    /// `messages/<id>.yaml`.
+    Message(Box<crate::state::spec::MessageSpec>),
     /// `plan.yaml`.
     PlanStatus(Box<crate::state::planning::PlanStatus>),
 }
@@ -175,6 +177,13 @@ fn parse_value(
         StatePath::Approval(..) => one(Parsed::Approval(Box::new(
             yaml::parse(bytes).map_err(wrap)?,
         ))),
+        StatePath::Message(..) => {
+            let message: crate::state::spec::MessageSpec = yaml::parse(bytes).map_err(wrap)?;
+            if let Some(why) = message.problem() {
+                return Err(Problem::file(path, why));
+            }
+            one(Parsed::Message(Box::new(message)))
+        }
     }
 }
 

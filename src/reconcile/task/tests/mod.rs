@@ -5,6 +5,7 @@
 //! well under a second.
 
 mod gates;
+mod messages;
 mod planning;
 mod questions;
 mod review;
