@@ -16,9 +16,9 @@ use serde_json::Value;
 use crate::common::slack::{APP_TOKEN, BOT_TOKEN, FakeSlack, Message};
 use crate::common::{Proc, commit_as, commit_to_bare, free_port, git, snapshot_of};
 
-const ALLOWED: &str = "U0ALLOWED";
-const STRANGER: &str = "U0STRANGER";
-const CHANNEL: &str = "demo-web-api";
+pub(crate) const ALLOWED: &str = "U0ALLOWED";
+pub(crate) const STRANGER: &str = "U0STRANGER";
+pub(crate) const CHANNEL: &str = "demo-web-api";
 
 /// The builder's script for the Slack scenario: a plain question, a free-text one, done.
 const SCRIPT: &str = r#"steps:
@@ -45,16 +45,16 @@ const SCRIPT: &str = r#"steps:
   - done: JWT authentication implemented
 "#;
 
-struct World {
-    tmp: tempfile::TempDir,
-    state: PathBuf,
-    fake: FakeSlack,
+pub(crate) struct World {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) state: PathBuf,
+    pub(crate) fake: FakeSlack,
 }
 
 impl World {
     /// A state repo whose project builds the demo app with `script` (None: the demo's),
     /// Slack user ALLOWED listed (as Alice), question timeout `timeout`.
-    fn new(script: Option<&str>, timeout: &str) -> Self {
+    pub(crate) fn new(script: Option<&str>, timeout: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let origin = tmp.path().join("origins/web-api.git");
         let mut app = sample_app();
@@ -85,7 +85,7 @@ impl World {
         }
     }
 
-    fn log(&self, name: &str) -> std::fs::File {
+    pub(crate) fn log(&self, name: &str) -> std::fs::File {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -93,7 +93,7 @@ impl World {
             .unwrap()
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let r = |n: &str| std::fs::read_to_string(self.tmp.path().join(n)).unwrap_or_default();
         format!(
             "--- bot.log\n{}\n--- daemon.log\n{}",
@@ -102,7 +102,7 @@ impl World {
         )
     }
 
-    fn reconciler(&self) -> Proc {
+    pub(crate) fn reconciler(&self) -> Proc {
         let log = self.log("daemon.log");
         Proc(
             Command::new(env!("CARGO_BIN_EXE_gaffer"))
@@ -127,7 +127,7 @@ impl World {
         )
     }
 
-    fn bot_command(&self) -> Command {
+    pub(crate) fn bot_command(&self) -> Command {
         let log = self.log("bot.log");
         let mut c = Command::new(env!("CARGO_BIN_EXE_gaffer"));
         c.args(["slack", "--state", self.state.to_str().unwrap()])
@@ -146,7 +146,7 @@ impl World {
     }
 
     /// `gaffer slack` serving the Events API on `port` with `secret`, once it listens.
-    fn events_bot(&self, port: u16, secret: &str) -> Proc {
+    pub(crate) fn events_bot(&self, port: u16, secret: &str) -> Proc {
         let bot = Proc(
             self.bot_command()
                 .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -159,7 +159,7 @@ impl World {
     }
 
     /// `gaffer slack` in Socket Mode.
-    fn bot(&self) -> Proc {
+    pub(crate) fn bot(&self) -> Proc {
         Proc(
             self.bot_command()
                 .env("SLACK_APP_TOKEN", APP_TOKEN)
@@ -168,11 +168,16 @@ impl World {
         )
     }
 
-    fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         snapshot_of(&self.state, &self.tmp.path().join("ro"))
     }
 
-    fn wait<T>(&self, secs: u64, what: &str, mut f: impl FnMut(&World) -> Option<T>) -> T {
+    pub(crate) fn wait<T>(
+        &self,
+        secs: u64,
+        what: &str,
+        mut f: impl FnMut(&World) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(v) = f(self) {
@@ -195,7 +200,7 @@ impl World {
         }
     }
 
-    fn channel_id(&self) -> Option<String> {
+    pub(crate) fn channel_id(&self) -> Option<String> {
         self.fake
             .channels()
             .into_iter()
@@ -204,12 +209,12 @@ impl World {
     }
 
     /// The message whose key is `key`.
-    fn message(&self, key: &str) -> Option<Message> {
+    pub(crate) fn message(&self, key: &str) -> Option<Message> {
         self.fake.messages().into_iter().find(|m| m.key() == key)
     }
 }
 
-fn phase_of(snap: &Snapshot, t: &TaskRef) -> Option<Phase> {
+pub(crate) fn phase_of(snap: &Snapshot, t: &TaskRef) -> Option<Phase> {
     snap.task(t)?.status.as_ref().map(|s| s.phase)
 }
 

@@ -41,6 +41,8 @@ pub struct Message {
     pub broadcast: bool,
     /// How often it was updated.
     pub updates: u32,
+    /// The person who wrote it (`None`: the bot posted it).
+    pub user: Option<String>,
 }
 
 impl Message {
@@ -91,6 +93,8 @@ struct Inner {
     sockets: Vec<mpsc::UnboundedSender<String>>,
     /// Ack payloads by envelope id.
     acks: HashMap<String, Value>,
+    /// Home tabs published: user → (count, latest view).
+    homes: HashMap<String, (u32, Value)>,
     next_envelope: u32,
     /// The n-th chat.postMessage (1-based) is recorded and then not answered until released.
     stall_post: Option<u64>,
@@ -182,6 +186,60 @@ impl FakeSlack {
             .collect();
         v.sort_by_key(|(k, _)| k[1..].parse::<u32>().unwrap_or(0));
         v
+    }
+
+    /// The Home tab published for `user`: how often, and the latest view.
+    pub fn home(&self, user: &str) -> Option<(u32, Value)> {
+        self.lock().homes.get(user).cloned()
+    }
+
+    /// `user` writes `text` in the thread at `thread_ts` of `channel`: the message is kept
+    /// and delivered to the bot as an Events API `message` event (Socket Mode); returns its
+    /// ts once the bot acknowledged it.
+    pub fn reply(&self, user: &str, channel: &str, thread_ts: &str, text: &str) -> String {
+        let ts = {
+            let mut g = self.lock();
+            g.next_ts += 1;
+            let ts = format!("1700000000.{:06}", g.next_ts);
+            g.messages.push(Message {
+                channel: channel.into(),
+                ts: ts.clone(),
+                thread_ts: Some(thread_ts.into()),
+                text: text.into(),
+                blocks: Value::Null,
+                broadcast: false,
+                updates: 0,
+                user: Some(user.into()),
+            });
+            ts
+        };
+        self.event(
+            json!({"type": "message", "channel": channel, "user": user, "text": text,
+            "ts": ts, "thread_ts": thread_ts, "channel_type": "channel", "event_ts": ts}),
+        );
+        ts
+    }
+
+    /// `user` opens the app's Home tab (`app_home_opened`).
+    pub fn open_home(&self, user: &str) {
+        self.event(
+            json!({"type": "app_home_opened", "user": user, "channel": "D0HOME",
+            "tab": "home", "event_ts": "1700000000.5"}),
+        );
+    }
+
+    /// Delivers an Events API event over Socket Mode and waits for its ack.
+    pub fn event(&self, event: Value) -> Value {
+        let id = {
+            let mut g = self.lock();
+            g.next_envelope += 1;
+            g.next_envelope
+        };
+        self.send_envelope(
+            "events_api",
+            json!({"token": "x", "team_id": TEAM, "api_app_id": "A0GAFFER", "event": event,
+                "type": "event_callback", "event_id": format!("Ev{id:08}"), "event_time": 1700000000}),
+        )
     }
 
     /// Holds the answer to the `n`-th chat.postMessage (counting from now) after recording
@@ -411,8 +469,11 @@ fn query_map(uri: &Uri) -> serde_json::Map<String, Value> {
 }
 
 fn history(m: &Message) -> Value {
-    let mut v = json!({"type": "message", "ts": m.ts, "text": m.text, "blocks": m.blocks,
-        "user": "U0GAFFERBOT", "bot_id": "B0GAFFER"});
+    let mut v = match &m.user {
+        Some(u) => json!({"type": "message", "ts": m.ts, "text": m.text, "user": u}),
+        None => json!({"type": "message", "ts": m.ts, "text": m.text, "blocks": m.blocks,
+            "user": "U0GAFFERBOT", "bot_id": "B0GAFFER"}),
+    };
     if let Some(t) = &m.thread_ts {
         v["thread_ts"] = json!(t);
     }
@@ -502,6 +563,7 @@ fn answer(g: &mut Inner, method: &str, body: &Value, ws_url: &str) -> (Value, bo
                 blocks: body["blocks"].clone(),
                 broadcast: body["reply_broadcast"] == json!(true),
                 updates: 0,
+                user: None,
             });
             let stall = g.stall_post == Some(g.posts);
             return (
@@ -577,6 +639,20 @@ fn answer(g: &mut Inner, method: &str, body: &Value, ws_url: &str) -> (Value, bo
             view["state"] = json!({"values": {}});
             view["hash"] = json!("h1");
             g.views.insert(id, view.clone());
+            json!({"ok": true, "view": view})
+        }
+        "views.publish" => {
+            let mut view = body["view"].clone();
+            if let Value::String(v) = &view {
+                view = serde_json::from_str(v).unwrap_or_default();
+            }
+            if view["type"] != "home" {
+                return (json!({"ok": false, "error": "invalid_arguments"}), false);
+            }
+            let user = s("user_id");
+            let e = g.homes.entry(user).or_insert((0, Value::Null));
+            e.0 += 1;
+            e.1 = view.clone();
             json!({"ok": true, "view": view})
         }
         "conversations.list" => {

@@ -69,6 +69,7 @@ pub async fn deliver(
         agent
             .send(&view.t, session, &format!("message-{id}"), &text)
             .await?;
+        crate::crash::point("message:sent");
         plan.record_prompt(&format!("message-{id}"));
         plan.status
             .effects

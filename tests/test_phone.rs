@@ -1,0 +1,219 @@
+//! Steering from the phone: replies in a task's thread (the fake Slack delivering real
+//! Events API `message` events over Socket Mode to the real `gaffer slack`), words that act
+//! on the task, messages delivered to the builder once (the scripted builder here, the real
+//! OpenCode in `a_thread_reply_reaches_the_real_opencode_session_once_across_kill_9`), and
+//! the Home tab.
+
+use gaffer::names::TaskRef;
+use gaffer::state::status::Phase;
+
+use crate::common::{commit_to_bare, git};
+use crate::test_slack_bot::{ALLOWED, STRANGER, World, phase_of};
+
+/// The builder asks a question and waits for it (1 h), then fails.
+const SCRIPT: &str = r#"steps:
+  - todo: Read the existing API code
+  - question:
+      text: Should I use RS256 or HS256 for JWT signing?
+      header: JWT signing
+      options:
+        - {label: RS256 (Recommended)}
+        - {label: HS256}
+  - fail: {message: "the model refused the request"}
+"#;
+
+fn task_yaml(w: &World, t: &TaskRef) -> String {
+    git(
+        &w.state,
+        &[
+            "show",
+            &format!("main:projects/{}/tasks/{}/task.yaml", t.project, t.task),
+        ],
+    )
+}
+
+/// The ephemeral texts `user` got so far.
+fn told(w: &World, user: &str) -> Vec<String> {
+    w.fake
+        .ephemerals()
+        .into_iter()
+        .filter(|(_, u, _)| u == user)
+        .map(|(_, _, t)| t)
+        .collect()
+}
+
+fn wait_told(w: &World, user: &str, what: &str) -> String {
+    w.wait(30, &format!("{user} told {what:?}"), |w| {
+        told(w, user).into_iter().find(|t| t.contains(what))
+    })
+}
+
+/// Waits until `task.yaml` of `t` contains `what`; returns it.
+fn wait_yaml(w: &World, t: &TaskRef, what: &str) -> String {
+    w.wait(30, &format!("task.yaml with {what:?}"), |w| {
+        let y = task_yaml(w, t);
+        y.contains(what).then_some(y)
+    })
+}
+
+fn wait_phase(w: &World, t: &TaskRef, p: Phase) {
+    w.wait(60, &format!("{t} {p}"), |w| {
+        (phase_of(&w.snapshot(), t) == Some(p)).then_some(())
+    });
+}
+
+#[test]
+fn words_in_the_thread_commit_the_spec_change_and_the_lifecycle_follows() {
+    let w = World::new(Some(SCRIPT), "1h");
+    let t = TaskRef::parse("demo/web-api/jwt").unwrap();
+    commit_to_bare(
+        &w.state,
+        "main",
+        &[(
+            "projects/demo/web-api/tasks/jwt/task.yaml",
+            "# started by hand\ntitle: Implement JWT authentication\npriority: high\n",
+        )],
+        "task",
+    );
+    let _reconciler = w.reconciler();
+    let _bot = w.bot();
+    let parent = w.wait(60, "the thread", |w| {
+        w.message(&format!("gaffer:parent:{t}"))
+    });
+    let channel = parent.channel.clone();
+    let thread = parent.ts.clone();
+    wait_phase(&w, &t, Phase::AwaitingAnswer);
+
+    // The Home tab, opened: what waits (the question, with its buttons) and the project.
+    w.fake.open_home(ALLOWED);
+    let (n0, home) = w.wait(30, "the Home tab", |w| w.fake.home(ALLOWED));
+    let text = home.to_string();
+    assert!(text.contains("Should I use RS256 or HS256"), "{text}");
+    assert!(text.contains(&format!("answer:{t}:q-001:0")), "{text}");
+    assert!(text.contains("*AwaitingAnswer*"), "{text}");
+
+    // A stranger's word does nothing and is told so, only them.
+    let before = git(&w.state, &["rev-parse", "main"]);
+    w.fake.reply(STRANGER, &channel, &thread, "stop");
+    wait_told(&w, STRANGER, "only the people listed");
+    w.fake
+        .reply(STRANGER, &channel, &thread, "please push to main");
+    assert_eq!(
+        git(&w.state, &["rev-parse", "main"]),
+        before,
+        "nothing committed"
+    );
+
+    // `status`: an ephemeral summary.
+    w.fake.reply(ALLOWED, &channel, &thread, "status");
+    let status = wait_told(&w, ALLOWED, "Phase: *AwaitingAnswer*");
+    assert!(status.contains("q-001"), "{status}");
+
+    // `pause`: suspend: true, the rest of the person's file kept, attributed to them.
+    w.fake
+        .reply(ALLOWED, &channel, &thread, &format!("<@U0GAFFERBOT> Pause"));
+    let y = wait_yaml(&w, &t, "suspend: true");
+    assert!(y.starts_with("# started by hand\n"), "{y}");
+    assert!(
+        y.contains("suspend: true") && y.contains("priority: high"),
+        "{y}"
+    );
+    let log = git(
+        &w.state,
+        &[
+            "log",
+            "-1",
+            "--format=%an|%ce|%B",
+            "main",
+            "--",
+            "projects/demo/web-api/tasks/jwt/task.yaml",
+        ],
+    );
+    assert!(
+        log.starts_with("Alice Example|slack-bot@gaffer.invalid|"),
+        "{log}"
+    );
+    assert!(log.contains("Slack-User: U0ALLOWED"), "{log}");
+    w.wait(10, "the confirmation in the thread", |w| {
+        w.fake.messages().into_iter().find(|m| {
+            m.thread_ts.as_deref() == Some(thread.as_str()) && m.text.contains("pause asked by")
+        })
+    });
+    wait_phase(&w, &t, Phase::Suspended);
+    w.fake.reply(ALLOWED, &channel, &thread, "pause");
+    wait_told(&w, ALLOWED, "already paused");
+    // The Home tab followed the change (throttled, within seconds).
+    w.wait(30, "the Home tab refreshed", |w| {
+        let (n, v) = w.fake.home(ALLOWED)?;
+        (n > n0 && v.to_string().contains("*Suspended*")).then_some(())
+    });
+
+    // A message while paused is kept for the builder, and delivered when it runs again.
+    w.fake.reply(
+        ALLOWED,
+        &channel,
+        &thread,
+        "Use RS256 and keep the key in a ConfigMap",
+    );
+    wait_told(&w, ALLOWED, "is not working now (Suspended)");
+    w.fake.reply(ALLOWED, &channel, &thread, "resume");
+    wait_yaml(&w, &t, "suspend: false");
+    wait_phase(&w, &t, Phase::AwaitingAnswer);
+    let snap = w.wait(60, "the message delivered", |w| {
+        let s = w.snapshot();
+        let delivered = s
+            .task(&t)?
+            .progress
+            .as_ref()?
+            .milestones
+            .iter()
+            .any(|m| m.text == "💬 U0ALLOWED: Use RS256 and keep the key in a ConfigMap");
+        delivered.then_some(s)
+    });
+    let e = snap.task(&t).unwrap();
+    assert_eq!(e.messages.len(), 1);
+    let by_builder = e
+        .status
+        .as_ref()
+        .unwrap()
+        .agent
+        .as_ref()
+        .unwrap()
+        .prompts_sent
+        .iter()
+        .filter(|p| p.starts_with("message-slack-u0allowed-"))
+        .count();
+    assert_eq!(by_builder, 1);
+
+    // `retry` on a task that has not failed: nothing to retry.
+    w.fake.reply(ALLOWED, &channel, &thread, "retry");
+    wait_told(&w, ALLOWED, "nothing to retry");
+
+    // Answer the question: the builder goes on and fails; `retry` retries it.
+    let q = w.wait(30, "q-001", |w| w.message("gaffer:q:q-001"));
+    w.fake
+        .click(ALLOWED, &channel, &q.ts, &format!("answer:{t}:q-001:0"));
+    wait_phase(&w, &t, Phase::Failed);
+    w.fake.reply(ALLOWED, &channel, &thread, "hello?");
+    wait_told(&w, ALLOWED, "say `retry` first");
+    w.fake.reply(ALLOWED, &channel, &thread, "retry");
+    wait_yaml(&w, &t, "retry: 1");
+    w.wait(60, "the retry taken", |w| {
+        let s = w.snapshot();
+        let st = s.task(&t)?.status.clone()?;
+        (st.observed_retry == 1).then_some(())
+    });
+
+    // `stop`: cancel: true, and the task is Cancelled; it takes no more messages.
+    w.fake.reply(ALLOWED, &channel, &thread, "stop");
+    wait_yaml(&w, &t, "cancel: true");
+    wait_phase(&w, &t, Phase::Cancelled);
+    w.fake.reply(ALLOWED, &channel, &thread, "one more thing");
+    wait_told(&w, ALLOWED, "the task is Cancelled");
+    let snap = w.snapshot();
+    assert_eq!(
+        snap.task(&t).unwrap().messages.len(),
+        1,
+        "nothing more committed"
+    );
+}
