@@ -111,7 +111,7 @@ fn words_in_the_thread_commit_the_spec_change_and_the_lifecycle_follows() {
 
     // `pause`: suspend: true, the rest of the person's file kept, attributed to them.
     w.fake
-        .reply(ALLOWED, &channel, &thread, &format!("<@U0GAFFERBOT> Pause"));
+        .reply(ALLOWED, &channel, &thread, "<@U0GAFFERBOT> Pause");
     let y = wait_yaml(&w, &t, "suspend: true");
     assert!(y.starts_with("# started by hand\n"), "{y}");
     assert!(
