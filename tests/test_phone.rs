@@ -7,7 +7,7 @@
 use gaffer::names::TaskRef;
 use gaffer::state::status::Phase;
 
-use crate::common::{commit_to_bare, git};
+use crate::common::{Proc, commit_to_bare, git};
 use crate::test_slack_bot::{ALLOWED, STRANGER, World, phase_of};
 
 /// The builder asks a question and waits for it (1 h), then fails.
@@ -216,4 +216,140 @@ fn words_in_the_thread_commit_the_spec_change_and_the_lifecycle_follows() {
         1,
         "nothing more committed"
     );
+}
+
+/// `gaffer slack` (Socket Mode) on `lab`'s state repository, talking to `fake`.
+fn lab_bot(lab: &crate::test_opencode::Lab, fake: &crate::common::slack::FakeSlack) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lab.tmp.path().join("bot.log"))
+        .unwrap();
+    Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_gaffer"))
+            .args(["slack", "--state", lab.state.to_str().unwrap()])
+            .arg("--data-dir")
+            .arg(lab.tmp.path().join("bot"))
+            .env_remove("SLACK_SIGNING_SECRET")
+            .env("SLACK_BOT_TOKEN", crate::common::slack::BOT_TOKEN)
+            .env("SLACK_APP_TOKEN", crate::common::slack::APP_TOKEN)
+            .env("GAFFER_SLACK_API_URL", fake.api_url())
+            .env("RUST_LOG", "info")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_thread_reply_reaches_the_real_opencode_session_once_across_kill_9() {
+    use crate::common::llm::Step;
+    use crate::test_opencode::{Lab, fix_steps, milestones, phase_of, status_of, user_messages_with};
+
+    let lab = Lab::new(&["web-api"]);
+    let settings = git(&lab.state, &["show", "main:gaffer.yaml"]).replace(
+        "slack_users: []",
+        &format!("slack_users: [{ALLOWED}]"),
+    );
+    commit_to_bare(&lab.state, "main", &[("gaffer.yaml", &settings)], "slack users");
+    let key = "Token fix from the phone";
+    let mut steps = fix_steps("delta");
+    // The builder is mid-turn (its model request held) when the reply comes.
+    steps.insert(
+        1,
+        Step::tool(
+            "write",
+            serde_json::json!({"filePath": "repos/web-api/app/notes-delta.txt", "content": "noted\n"}),
+        )
+        .held(),
+    );
+    lab.add_task("web-api", "delta", key, steps);
+    let fake = crate::common::slack::FakeSlack::start();
+    let bot = lab_bot(&lab, &fake);
+    let daemon = lab.daemon();
+    lab.wait_llm(120, "the held step", |log| log.iter().any(|l| l.held));
+    let parent = wait_for(60, "the thread", || {
+        fake.messages()
+            .into_iter()
+            .find(|m| m.key() == "gaffer:parent:demo/web-api/delta")
+    });
+    // The reconciler is down when the reply is committed.
+    drop(daemon);
+    fake.reply(STRANGER, &parent.channel, &parent.ts, "Also drop the database");
+    let text = "Also log the token id when a token expires";
+    fake.reply(ALLOWED, &parent.channel, &parent.ts, text);
+    let dir = "projects/demo/web-api/tasks/delta/messages";
+    let committed = wait_for(30, "the message committed", || {
+        let out = git(&lab.state, &["ls-tree", "--name-only", "main", &format!("{dir}/")]);
+        (!out.is_empty()).then_some(out)
+    });
+    assert_eq!(committed.lines().count(), 1, "the stranger's reply is not committed: {committed}");
+    assert!(committed.contains("slack-u0allowed-"), "{committed}");
+    assert!(
+        fake.ephemerals()
+            .iter()
+            .any(|(_, u, t)| u == STRANGER && t.contains("only the people listed"))
+    );
+    // And the bot dies too, before anything was delivered.
+    bot.kill9();
+
+    // A reconciler that dies right after sending it, before recording that it did…
+    let mut crashing = lab.daemon_env(&[("GAFFER_CRASH_AT", "message:sent")]);
+    crashing.wait_exit(120);
+    let snap = lab.snapshot();
+    let st = status_of(&snap, "demo/web-api/delta").unwrap();
+    assert!(st.effects.messages.is_empty(), "not recorded before the crash");
+    // …and one that goes on: it sends nothing twice.
+    let _daemon = lab.daemon();
+    let _bot = lab_bot(&lab, &fake);
+    lab.llm.release();
+    let snap = lab.wait_until(240, "the task promoted", |s| {
+        phase_of(s, "demo/web-api/delta") == Some(Phase::Promoted)
+    });
+    // OpenCode's model saw the message once, in the same session, after the held step.
+    assert_eq!(user_messages_with(&lab.llm, key, text), 1);
+    assert_eq!(user_messages_with(&lab.llm, key, "# Task: "), 1);
+    let first_seen = lab
+        .llm
+        .log_of(key)
+        .iter()
+        .position(|l| l.user_texts.iter().any(|u| u.contains(text)))
+        .expect("a request with the message");
+    assert!(first_seen >= 2, "after the held step");
+    let st = status_of(&snap, "demo/web-api/delta").unwrap();
+    assert_eq!(
+        st.effects.messages.values().collect::<Vec<_>>(),
+        ["delivered"]
+    );
+    let ms = milestones(&snap, "demo/web-api/delta");
+    assert_eq!(
+        ms.iter()
+            .filter(|(_, t, _)| t == &format!("💬 {ALLOWED}: {text}"))
+            .count(),
+        1,
+        "{ms:?}"
+    );
+    // The thread shows it once too.
+    wait_for(60, "the delivery in the thread", || {
+        let n = fake
+            .messages()
+            .iter()
+            .filter(|m| m.text.contains(&format!("💬 {ALLOWED}: {text}")))
+            .count();
+        (n == 1).then_some(())
+    });
 }
