@@ -35,6 +35,9 @@ struct TaskRow {
     open_questions: Vec<QuestionRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     plan: Option<PlanRow>,
+    /// Where to watch and edit it (name, URL or command), for tasks still going on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    links: Vec<crate::state::status::Link>,
 }
 
 /// A task's plan, as `gaffer status` shows it.
@@ -129,6 +132,16 @@ fn rows(snapshot: &Snapshot) -> Vec<TaskRow> {
                         problems: q.problems.clone(),
                     })
                     .collect(),
+                links: status
+                    .filter(|s| {
+                        !matches!(
+                            s.phase,
+                            crate::state::status::Phase::Promoted
+                                | crate::state::status::Phase::Cancelled
+                        )
+                    })
+                    .map(|s| s.links.clone())
+                    .unwrap_or_default(),
                 plan: e.plan.as_ref().map(|p| PlanRow {
                     version: p.version,
                     state: format!("{:?}", p.state),
@@ -302,6 +315,15 @@ fn render(rows: &[TaskRow]) -> String {
             r.since.as_deref().unwrap_or("-"),
             r.title
         );
+    }
+    if rows.iter().any(|r| !r.links.is_empty()) {
+        let _ = writeln!(out, "\nLINKS");
+        for r in rows.iter().filter(|r| !r.links.is_empty()) {
+            let _ = writeln!(out, "{}", r.task);
+            for l in &r.links {
+                let _ = writeln!(out, "    {:<10} {}", l.name, l.url);
+            }
+        }
     }
     let open: Vec<_> = rows
         .iter()

@@ -14,11 +14,13 @@ use crate::state::yaml::Located;
 
 mod builders;
 mod lab;
+mod links;
 pub use builders::{
     BuilderDefaults, BuilderHostKind, EnvFrom, PodSpec, Quantity, ResourceName, SandboxKind,
     render_terminal_link,
 };
 pub use lab::{ImageSpec, LabMode, LabSpec, LabTool, render_lab_url};
+pub use links::{link_name_problem, render_link};
 
 /// `gaffer.yaml`: settings for every project.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -53,6 +55,12 @@ pub struct Settings {
     /// Where builders run by default and what a builder pod is made of.
     #[serde(default, skip_serializing_if = "is_default_builders")]
     pub builders: BuilderDefaults,
+    /// Links to watch and edit a task's work (a code server, a web terminal, the state
+    /// repository's view of the task's folder): name → URL template (minijinja) of validated
+    /// names (`category`, `project`, `task`, `builder`, `namespace`, `branch`, `task_path`,
+    /// `workspace`). Shown in the task's thread, its status and `gaffer status`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub links: std::collections::BTreeMap<String, String>,
 }
 
 fn is_default_builders(b: &BuilderDefaults) -> bool {

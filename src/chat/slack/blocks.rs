@@ -151,15 +151,36 @@ pub(super) fn button(text: &str, action_id: String, value: &str, primary: bool) 
     b
 }
 
-/// The thread's parent message: `category/project`, the title, the current phase.
-pub fn thread_parent(task: &TaskRef, title: &str, phase: Phase, reason: Option<&str>) -> Value {
+/// The thread's parent message: `category/project`, the title, the current phase, and the
+/// task's links (to watch and edit it: a code server, a terminal, the lab, the changes).
+pub fn thread_parent(
+    task: &TaskRef,
+    title: &str,
+    phase: Phase,
+    reason: Option<&str>,
+    links: &[Link],
+) -> Value {
     let why = reason.map(|r| format!(" · {r}")).unwrap_or_default();
+    let mut blocks = vec![
+        section(&format!(
+            "*{}*\n{}",
+            escape(title, SECTION_TEXT - 200),
+            task
+        )),
+        context(&format!("Phase: *{phase}*{why}")),
+    ];
+    let shown: Vec<String> = links
+        .iter()
+        .filter(|l| l.url.starts_with("https://") || l.url.starts_with("http://"))
+        .map(|l| format!("🔗 <{}|{}>", escape(&l.url, 500), escape(&l.name, 60)))
+        .collect();
+    if !shown.is_empty() {
+        // A context block holds at most 10 elements; one mrkdwn element holds them all.
+        blocks.push(context(&escape_free(&shown.join("  ·  "))));
+    }
     json!({
         "text": format!("{}: {} — {phase}", task.project, escape(title, 200)),
-        "blocks": [
-            section(&format!("*{}*\n{}", escape(title, SECTION_TEXT - 200), task)),
-            context(&format!("Phase: *{phase}*{why}")),
-        ],
+        "blocks": blocks,
     })
 }
 
@@ -475,7 +496,17 @@ mod tests {
                 &t(),
                 "Implement JWT authentication",
                 Phase::Running,
-                Some("AgentStarted")
+                Some("AgentStarted"),
+                &[
+                    Link {
+                        name: "code".into(),
+                        url: "https://code.example.com/?folder=/b/ai-dev-api".into()
+                    },
+                    Link {
+                        name: "attach".into(),
+                        url: "tmux attach -t gaffer-ai-dev-api".into()
+                    },
+                ]
             )
         );
         insta::assert_json_snapshot!(

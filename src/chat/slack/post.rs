@@ -36,13 +36,17 @@ pub enum Op {
         message: Value,
         /// The phase it shows.
         phase: Phase,
+        /// What else it shows (its links).
+        tag: String,
     },
-    /// Update the parent message to show `phase`.
+    /// Update the parent message to show `phase` (and its links, `tag`).
     Parent {
         /// The parent message.
         message: Value,
         /// The phase it shows.
         phase: Phase,
+        /// What else it shows (its links).
+        tag: String,
     },
     /// Post a message in the thread.
     Post {
@@ -82,6 +86,9 @@ pub fn question_tag(q: &Question) -> String {
         ),
     }
 }
+
+/// The `shown` entry of what the parent message shows besides its phase.
+const PARENT_TAG: &str = "parent";
 
 /// A short stable hash for message keys.
 fn short_hash(parts: &[&str]) -> String {
@@ -133,7 +140,13 @@ pub fn plan(
         (Some(p), None) => format!("{} (a story of {p})", spec.title),
         _ => spec.title.clone(),
     };
-    let mut parent = blocks::thread_parent(task, &title, phase, reason);
+    let all_links: Vec<Link> = status.map(|s| s.links.clone()).unwrap_or_default();
+    let link_parts: Vec<&str> = all_links
+        .iter()
+        .flat_map(|l| [l.name.as_str(), l.url.as_str()])
+        .collect();
+    let parent_tag = short_hash(&link_parts);
+    let mut parent = blocks::thread_parent(task, &title, phase, reason, &all_links);
     if let (Some(p), Some(link)) = (&spec.parent, &cx.parent_thread)
         && let Some(b) = parent["blocks"].as_array_mut()
     {
@@ -144,11 +157,18 @@ pub fn plan(
         None => ops.push(Op::Thread {
             message: parent,
             phase,
+            tag: parent_tag,
         }),
-        Some(th) if th.shown_phase != Some(phase) => ops.push(Op::Parent {
-            message: parent,
-            phase,
-        }),
+        Some(th)
+            if th.shown_phase != Some(phase)
+                || th.shown.get(PARENT_TAG).map(String::as_str) != Some(parent_tag.as_str()) =>
+        {
+            ops.push(Op::Parent {
+                message: parent,
+                phase,
+                tag: parent_tag,
+            })
+        }
         Some(_) => {}
     }
     let empty = SlackThread::default();
@@ -437,11 +457,19 @@ impl Poster {
                     verified: false,
                 },
                 None => {
-                    let Some(Op::Thread { message, phase }) = ops.first() else {
+                    let Some(Op::Thread {
+                        message,
+                        phase,
+                        tag,
+                    }) = ops.first()
+                    else {
                         return Ok(());
                     };
-                    self.open_thread(task, &channel_name, message, *phase)
-                        .await?
+                    let mut th = self
+                        .open_thread(task, &channel_name, message, *phase)
+                        .await?;
+                    th.rec.shown.insert(PARENT_TAG.into(), tag.clone());
+                    th
                 }
             },
         };
@@ -518,10 +546,15 @@ impl Poster {
         for op in ops {
             match op {
                 Op::Thread { .. } => {}
-                Op::Parent { message, phase } => {
+                Op::Parent {
+                    message,
+                    phase,
+                    tag,
+                } => {
                     api.update(&channel, &thread_ts, &tagged(message, &Key::Parent, task))
                         .await?;
                     th.rec.shown_phase = Some(*phase);
+                    th.rec.shown.insert(PARENT_TAG.into(), tag.clone());
                     *dirty = true;
                 }
                 Op::Post {

@@ -145,6 +145,7 @@ pub async fn preparing(
     tracing::debug!(target: "gaffer::hop", hop = "prompted", task = %t);
     record_session(plan, agent_rt.as_ref(), &session, sandbox);
     terminal_link(view, plan, &session);
+    template_links(ctx, view, plan);
     plan.record_prompt("task");
     plan.status.effects.resume_to = None;
     match resume_to {
@@ -218,6 +219,25 @@ pub fn terminal_link(view: &View, plan: &mut Plan, session: &crate::agent::Sessi
         && let Ok(url) = crate::state::spec::render_terminal_link(t, &view.t.project)
     {
         plan.link("terminal", url);
+    }
+}
+
+/// The links of `gaffer.yaml` `links:`, rendered for the task (checked when the settings
+/// were read; one that fails here is left out and logged).
+pub fn template_links(ctx: &Context, view: &View, plan: &mut Plan) {
+    if view.settings.links.is_empty() {
+        return;
+    }
+    let workspace = ctx
+        .workspaces
+        .builder_dir(&view.t.project, &view.project)
+        .display()
+        .to_string();
+    for (name, template) in &view.settings.links {
+        match crate::state::spec::render_link(template, &view.t, &workspace) {
+            Ok(url) => plan.link(name, url),
+            Err(why) => tracing::warn!(task = %view.t, link = %name, %why, "link not rendered"),
+        }
     }
 }
 

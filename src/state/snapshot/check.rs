@@ -58,6 +58,14 @@ pub(super) fn check_settings(path: &str, s: &Settings) -> Vec<Problem> {
             ));
         }
     }
+    let sample = crate::names::TaskRef::parse("category/project/task").expect("a valid task");
+    for (name, t) in &s.links {
+        if let Some(why) = crate::state::spec::link_name_problem(name) {
+            out.push(Problem::file(path, why));
+        } else if let Err(why) = crate::state::spec::render_link(t, &sample, "/workspace") {
+            out.push(Problem::file(path, format!("links.{name} {t:?}: {why}")));
+        }
+    }
     if s.limits.active_tasks_per_project == 0 {
         out.push(Problem::file(
             path,

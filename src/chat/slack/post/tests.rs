@@ -67,8 +67,12 @@ fn a_new_thread_gets_everything_in_order_then_only_what_is_new() {
         ..SlackThread::default()
     };
     for op in &ops {
-        if let Op::Post { key, tag, .. } = op {
-            record(&mut rec, key, "2.0".into(), tag.clone());
+        match op {
+            Op::Post { key, tag, .. } => record(&mut rec, key, "2.0".into(), tag.clone()),
+            Op::Thread { tag, .. } => {
+                rec.shown.insert(PARENT_TAG.into(), tag.clone());
+            }
+            _ => {}
         }
     }
     let later = plan(&t, &entry(Phase::InReview, 3), Some(&rec), &cx());
@@ -131,8 +135,12 @@ fn several_new_questions_get_one_message_linking_the_document_first() {
     // One new question later: no batch message.
     let mut rec = SlackThread::default();
     for op in &ops {
-        if let Op::Post { key, tag, .. } = op {
-            record(&mut rec, key, "2.0".into(), tag.clone());
+        match op {
+            Op::Post { key, tag, .. } => record(&mut rec, key, "2.0".into(), tag.clone()),
+            Op::Thread { tag, .. } => {
+                rec.shown.insert(PARENT_TAG.into(), tag.clone());
+            }
+            _ => {}
         }
     }
     rec.shown_phase = Some(Phase::AwaitingAnswer);

@@ -5,7 +5,7 @@
 //! well under a second.
 
 mod gates;
-mod messages;
+mod phone;
 mod planning;
 mod questions;
 mod review;

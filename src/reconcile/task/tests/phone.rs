@@ -1,5 +1,5 @@
-//! People's messages to the builder: delivered once, in order, only from allowed people,
-//! and kept for a builder that is not running.
+//! From the phone: people's messages to the builder (delivered once, in order, only from
+//! allowed people, kept for a builder that is not running), links and the stall watchdog.
 
 use super::*;
 
@@ -128,4 +128,36 @@ async fn a_builder_that_is_not_running_gets_its_messages_when_it_runs() {
     let (_, plan) = w.step().await.unwrap();
     assert!(!w.agent.sent_ids().iter().any(|i| i.starts_with("message-")));
     assert!(plan.status.effects.messages.is_empty(), "kept for later");
+}
+
+#[tokio::test]
+async fn links_are_rendered_from_the_templates_when_the_session_is_recorded() {
+    let mut w = World::new(Phase::Preparing);
+    w.file(
+        "gaffer.yaml",
+        &format!(
+            "{GAFFER}links:\n  code: 'https://code.example.com/?folder={{{{ workspace }}}}'\n  state: 'https://gh.example.com/me/state/tree/main/{{{{ task_path }}}}'\n"
+        ),
+    );
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::Running, "{:?}", plan.status);
+    let links: Vec<(String, String)> = plan
+        .status
+        .links
+        .iter()
+        .map(|l| (l.name.clone(), l.url.clone()))
+        .collect();
+    assert!(
+        links.contains(&(
+            "state".into(),
+            "https://gh.example.com/me/state/tree/main/projects/demo/api/tasks/jwt".into()
+        )),
+        "{links:?}"
+    );
+    let code = links.iter().find(|(n, _)| n == "code").expect("code link");
+    assert!(
+        code.1.starts_with("https://code.example.com/?folder=/"),
+        "{code:?}"
+    );
+    assert!(code.1.ends_with("demo-api"), "{code:?}");
 }
