@@ -35,7 +35,13 @@ async fn the_client_posts_each_message_kind_as_built_and_a_bad_token_fails_loudl
     fake.add_channel("C0PROJ", "ai-dev-proj-api-service");
     assert_eq!(api.auth_test().await.unwrap(), "U0GAFFERBOT");
     let t = TaskRef::parse("ai-dev/proj-api-service/jwt-auth").unwrap();
-    let parent = blocks::thread_parent(&t, "Implement JWT authentication", Phase::Running, None);
+    let parent = blocks::thread_parent(
+        &t,
+        "Implement JWT authentication",
+        Phase::Running,
+        None,
+        &[],
+    );
     let ts = api.post("C0PROJ", None, &parent).await.unwrap();
     let approve = blocks::approve(
         &t,
@@ -47,7 +53,13 @@ async fn the_client_posts_each_message_kind_as_built_and_a_bad_token_fails_loudl
     );
     let reply = api.post("C0PROJ", Some(&ts), &approve).await.unwrap();
     assert_ne!(reply, ts);
-    let updated = blocks::thread_parent(&t, "Implement JWT authentication", Phase::InReview, None);
+    let updated = blocks::thread_parent(
+        &t,
+        "Implement JWT authentication",
+        Phase::InReview,
+        None,
+        &[],
+    );
     api.update("C0PROJ", &ts, &updated).await.unwrap();
     let batch = blocks::question_batch(
         &t,
