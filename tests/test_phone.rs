@@ -83,6 +83,15 @@ fn words_in_the_thread_commit_the_spec_change_and_the_lifecycle_follows() {
     let channel = parent.channel.clone();
     let thread = parent.ts.clone();
     wait_phase(&w, &t, Phase::AwaitingAnswer);
+    // The question's notice mentions the people to push, once, in the thread.
+    let notice = w.wait(60, "the question's notice", |w| {
+        w.fake.messages().into_iter().find(|m| {
+            m.text
+                .starts_with("<@U0ALLOWED> ❓ question in demo/web-api · jwt: Should I use RS256")
+        })
+    });
+    assert_eq!(notice.thread_ts.as_deref(), Some(thread.as_str()));
+    assert!(notice.text.contains("answer by"), "{}", notice.text);
 
     // The Home tab, opened: what waits (the question, with its buttons) and the project.
     w.fake.open_home(ALLOWED);

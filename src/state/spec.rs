@@ -61,6 +61,9 @@ pub struct Settings {
     /// `workspace`). Shown in the task's thread, its status and `gaffer status`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub links: std::collections::BTreeMap<String, String>,
+    /// Who is mentioned when a task needs a person, and when.
+    #[serde(default)]
+    pub notify: NotifyPolicy,
 }
 
 fn is_default_builders(b: &BuilderDefaults) -> bool {
@@ -158,6 +161,36 @@ pub struct ProgressPolicy {
     /// A summary milestone is written when nothing else happened for this long.
     #[serde(default = "default_summary_every")]
     pub summary_every: HumanDuration,
+    /// A running builder with no event for this long is reported stalled, once, until it
+    /// moves again (default `15m`).
+    #[serde(default = "default_stall_after")]
+    pub stall_after: HumanDuration,
+}
+
+fn default_stall_after() -> HumanDuration {
+    HumanDuration(jiff::SignedDuration::from_mins(15))
+}
+
+/// `notify:` in `gaffer.yaml`: pushes to people when a task needs them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyPolicy {
+    /// Slack user ids mentioned (pushed) with each notice; empty: `authors.slack_users`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mention: Vec<String>,
+    /// Outside business hours a notice waits for the next business morning, unless its
+    /// deadline comes sooner (default `true`).
+    #[serde(default = "yes")]
+    pub hold_outside_hours: bool,
+}
+
+impl Default for NotifyPolicy {
+    fn default() -> Self {
+        Self {
+            mention: Vec::new(),
+            hold_outside_hours: true,
+        }
+    }
 }
 
 fn default_summary_every() -> HumanDuration {
@@ -168,6 +201,7 @@ impl Default for ProgressPolicy {
     fn default() -> Self {
         Self {
             summary_every: default_summary_every(),
+            stall_after: default_stall_after(),
         }
     }
 }

@@ -199,6 +199,10 @@ pub struct TaskStatus {
     /// Links for people (lab URL, PRs, attach command).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<Link>,
+    /// Why a person is needed, once per reason (a question, a plan or a change waiting, a
+    /// failure, a stall): the Slack bot mentions people with each once it is released.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<Notice>,
     /// The external effects already performed, so a restart never repeats one.
     #[serde(default, skip_serializing_if = "TaskEffects::is_empty")]
     pub effects: TaskEffects,
@@ -372,6 +376,28 @@ pub enum MilestoneKind {
     Message,
     /// The builder showed no progress for a while, or moves again.
     Stall,
+}
+
+/// A push to people: why the task needs them, in a form that reads well as a phone
+/// notification. Raised once per reason; outside business hours it is held until the next
+/// business morning unless its deadline comes sooner (`notify.hold_outside_hours`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Notice {
+    /// The reason, unique per task: `question:<qid>`, `plan:<version>`, `review:<round>`,
+    /// `failed:<retry>`, `stall:<since, unix seconds>`.
+    pub key: String,
+    /// One line: what, the project and task, why, and the deadline.
+    pub text: String,
+    /// When it was raised.
+    #[schemars(with = "String")]
+    pub at: Timestamp,
+    /// When it may be pushed.
+    #[schemars(with = "String")]
+    pub due: Timestamp,
+    /// Whether it is due now (the bot pushes released notices, each once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// `questions/<qid>.yaml`: a question the builder asked.

@@ -387,6 +387,23 @@ fn reviewed(task: &TaskRef, changes: &[Link], head: &str) -> Value {
     json!({"text": format!("{task}: {head}"), "blocks": [section(&text)]})
 }
 
+/// A notice: the people to push, mentioned, then why the task needs them (one line that
+/// reads well as a phone notification).
+pub fn notice(text: &str, mentions: &[String]) -> Value {
+    let who: Vec<String> = mentions
+        .iter()
+        .filter(|m| m.chars().all(|c| c.is_ascii_alphanumeric()) && !m.is_empty())
+        .map(|m| format!("<@{m}>"))
+        .collect();
+    let line = escape(text, 1000);
+    let full = if who.is_empty() {
+        line
+    } else {
+        format!("{} {line}", who.join(" "))
+    };
+    json!({"text": full, "blocks": [section(&full)]})
+}
+
 /// A Slack user id as a mention, anything else (an email) as escaped text.
 pub(super) fn who(by: &str) -> String {
     if (by.starts_with('U') || by.starts_with('W')) && by.chars().all(|c| c.is_ascii_alphanumeric())

@@ -109,6 +109,8 @@ pub struct PlanContext<'a> {
     pub browse_url: Option<&'a str>,
     /// For a story task: a link to its parent task's thread, once that thread exists.
     pub parent_thread: Option<String>,
+    /// Who a notice mentions (`notify.mention`, else `authors.slack_users`).
+    pub mentions: &'a [String],
 }
 
 /// A link to a thread's parent message (Slack opens it in the app).
@@ -318,6 +320,23 @@ pub fn plan(
             });
         }
     }
+    // Notices, once each when released: a mention pushes them to people's phones.
+    for n in status
+        .map(|s| s.notices.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|n| n.released)
+    {
+        let key = format!("notice-{}", n.key);
+        if !th.posted.contains_key(&key) {
+            ops.push(Op::Post {
+                message: blocks::notice(&n.text, cx.mentions),
+                key: Key::Other(key),
+                broadcast: false,
+                tag: None,
+            });
+        }
+    }
     if phase == Phase::Promoted {
         for key in th.posted.keys().filter(|k| k.starts_with("review-")) {
             if th.shown.get(key).map(String::as_str) != Some("promoted") {
@@ -389,6 +408,17 @@ impl Poster {
                 .as_ref()
                 .and_then(|s| s.business_hours.time_zone().ok())
                 .unwrap_or(jiff::tz::TimeZone::UTC);
+            let mentions: Vec<String> = snap
+                .settings
+                .as_ref()
+                .map(|s| {
+                    if s.notify.mention.is_empty() {
+                        s.authors.slack_users.clone()
+                    } else {
+                        s.notify.mention.clone()
+                    }
+                })
+                .unwrap_or_default();
             let mut work = Vec::new();
             for (task, entry) in snap.tasks() {
                 // A story's thread links to its parent's, once the parent has one.
@@ -409,6 +439,7 @@ impl Poster {
                     tz: &tz,
                     browse_url: bot.browse_url.as_deref(),
                     parent_thread,
+                    mentions: &mentions,
                 };
                 let known = self.threads.get(&task).map(|t| &t.rec);
                 let recorded = entry.slack.as_deref();

@@ -11,6 +11,7 @@
 
 mod deploy;
 mod messages;
+mod notices;
 mod plan;
 mod planning;
 mod prepare;
@@ -109,10 +110,18 @@ pub async fn decide(
         Ok(view) => view,
         Err(action) => return Ok(action),
     };
-    if let Some(action) = gates(ctx, &view, plan).await? {
-        return Ok(action);
-    }
-    step(ctx, &view, plan).await
+    let action = match gates(ctx, &view, plan).await? {
+        Some(action) => action,
+        None => step(ctx, &view, plan).await?,
+    };
+    // Why a person is needed now, raised once per reason; look again when one falls due.
+    Ok(match notices::update(&view, plan).map(|d| plan.until(d)) {
+        None => action,
+        Some(due) => match action {
+            Action::Requeue(d) => Action::requeue(d.min(due)),
+            Action::AwaitChange => Action::requeue(due),
+        },
+    })
 }
 
 /// The step of the current phase.

@@ -225,6 +225,7 @@ pub async fn running(
         .ok()
         .filter(|_| due <= plan.now)
         .unwrap_or(due);
+    let until_stall = stall_watch(view, plan, polled.waiting || open);
     Ok(Action::requeue(next_look(&Look {
         relay_now: seen.relay_now,
         blocked: polled.waiting || open,
@@ -233,7 +234,53 @@ pub async fn running(
         until_deadline: next_deadline.map(|d| plan.until(d)),
         until_summary: plan.until(next_summary),
         until_retry: plan.status.effects.retry_at.map(|at| plan.until(at)),
+        until_stall,
     })))
+}
+
+/// The stall watchdog: a running builder with no event for `progress.stall_after` gets one
+/// "no progress" milestone (and notice); it clears itself, with a milestone, when anything
+/// happens again. Returns how long until the builder would count as stalled.
+fn stall_watch(view: &View, plan: &mut Plan, blocked: bool) -> Option<Duration> {
+    use crate::state::status::MilestoneKind as K;
+    // Anything the builder did, a person said or the task went through; not gaffer's own
+    // summaries and stall notes.
+    let last = plan
+        .progress
+        .milestones
+        .iter()
+        .rev()
+        .find(|m| !matches!(m.kind, K::Summary | K::Stall))
+        .map(|m| (m.at, first_lines(&m.text, 1)));
+    let since = [plan.status.phase_since, last.as_ref().map(|m| m.0)]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(plan.now);
+    if let Some(stalled) = plan.status.effects.stalled_since
+        && since > stalled
+    {
+        plan.status.effects.stalled_since = None;
+        let mins = (since.as_second() - stalled.as_second()) / 60;
+        plan.milestone(K::Stall, format!("▶️ moving again after {mins} min"), None);
+    }
+    if plan.phase() != Phase::Running || blocked || plan.status.effects.stalled_since.is_some() {
+        return None;
+    }
+    let after = view.settings.progress.stall_after.get();
+    let at = since.checked_add(after).unwrap_or(plan.now);
+    if at > plan.now {
+        return Some(plan.until(at));
+    }
+    let what = last.map(|m| format!(", last: {}", m.1)).unwrap_or_default();
+    let mins = (plan.now.as_second() - since.as_second()) / 60;
+    plan.status.effects.stalled_since = Some(since);
+    plan.milestone(
+        K::Stall,
+        format!("⏳ no progress for {mins} min{what}"),
+        None,
+    );
+    None
 }
 
 /// Folds the builder's events into the plan: milestones, checkpoints, question files and
@@ -411,6 +458,8 @@ pub struct Look {
     pub until_summary: Duration,
     /// Until a transient error's retry.
     pub until_retry: Option<Duration>,
+    /// Until the builder would count as stalled.
+    pub until_stall: Option<Duration>,
 }
 
 /// When to look again: at once when an answer waits to be relayed; otherwise the poll
@@ -432,6 +481,9 @@ pub fn next_look(l: &Look) -> Duration {
     wait = wait.min(l.until_summary.max(Duration::from_secs(1)));
     if let Some(r) = l.until_retry {
         wait = wait.min(r);
+    }
+    if let Some(s) = l.until_stall {
+        wait = wait.min(s);
     }
     wait
 }

@@ -34,6 +34,7 @@ fn cx() -> PlanContext<'static> {
         tz: &TZ,
         browse_url: None,
         parent_thread: None,
+        mentions: &[],
     }
 }
 
@@ -171,4 +172,58 @@ fn keys_found_in_the_thread_count_as_posted() {
     let ops = plan(&t, &entry(Phase::Running, 3), Some(&rec), &cx());
     let k = keys(&ops);
     assert!(k.contains(&"post:m-3".to_string()) && !k.contains(&"post:m-2".to_string()));
+}
+
+#[test]
+fn released_notices_are_posted_once_with_their_mentions() {
+    let t = TaskRef::parse("ai-dev/api/jwt").unwrap();
+    let mut e = entry(Phase::AwaitingAnswer, 0);
+    let notice = |key: &str, released: bool| crate::state::status::Notice {
+        key: key.into(),
+        text: format!("❓ question in ai-dev/api · jwt: {key} <b>"),
+        at: jiff::Timestamp::UNIX_EPOCH,
+        due: jiff::Timestamp::UNIX_EPOCH,
+        released,
+    };
+    e.status.as_mut().unwrap().notices = vec![
+        notice("question:q-001", true),
+        notice("question:q-002", false),
+    ];
+    let mentions = vec!["U1".to_string(), "U2<!channel>".to_string()];
+    let cx = PlanContext {
+        mentions: &mentions,
+        ..cx()
+    };
+    let ops = plan(&t, &e, None, &cx);
+    let posts: Vec<&Value> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Post {
+                key: Key::Other(k),
+                message,
+                ..
+            } if k.starts_with("notice-") => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(posts.len(), 1, "only the released one");
+    // The valid id is mentioned, the other is not; the notice's own text cannot mention.
+    assert_eq!(
+        posts[0]["text"],
+        "<@U1> ❓ question in ai-dev/api · jwt: question:q-001 &lt;b&gt;"
+    );
+    let mut rec = SlackThread::default();
+    record(
+        &mut rec,
+        &Key::Other("notice-question:q-001".into()),
+        "3.0".into(),
+        None,
+    );
+    let again = plan(&t, &e, Some(&rec), &cx);
+    assert!(
+        !again
+            .iter()
+            .any(|o| matches!(o, Op::Post { key: Key::Other(k), .. } if k.starts_with("notice-"))),
+        "posted once"
+    );
 }

@@ -161,3 +161,179 @@ async fn links_are_rendered_from_the_templates_when_the_session_is_recorded() {
     );
     assert!(code.1.ends_with("demo-api"), "{code:?}");
 }
+
+/// An open question q-<n> whose deadline is `deadline`.
+fn open_question(w: &mut World, n: u32, deadline: jiff::Timestamp) {
+    let y = format!(
+        "text: Which algorithm {n}?\noptions: [{{label: RS256}}, {{label: HS256}}]\nrecommended: RS256\naskedAt: {}\nstate: open\ndeadline: {deadline}\nrequestId: que_{n}\n",
+        w.now
+    );
+    w.task_file(&format!("questions/q-00{n}.yaml"), &y);
+}
+
+fn notice_keys(plan: &Plan) -> Vec<(String, bool)> {
+    plan.status
+        .notices
+        .iter()
+        .map(|n| (n.key.clone(), n.released))
+        .collect()
+}
+
+#[tokio::test]
+async fn notices_are_raised_once_per_reason_and_held_at_night_until_the_morning() {
+    // Wednesday 22:00 in London: outside business hours.
+    let mut w = World::new(Phase::AwaitingAnswer);
+    w.now = "2026-11-25T22:00:00Z".parse().unwrap();
+    // Its deadline is tomorrow at 11:00: the notice waits for 09:00.
+    open_question(&mut w, 1, "2026-11-26T11:00:00Z".parse().unwrap());
+    // Its deadline is before the morning: the notice goes now.
+    open_question(&mut w, 2, "2026-11-25T23:30:00Z".parse().unwrap());
+    w.poll(vec![]);
+    let (action, mut plan) = w.step().await.unwrap();
+    assert_eq!(
+        notice_keys(&plan),
+        [
+            ("question:q-001".into(), false),
+            ("question:q-002".into(), true)
+        ]
+    );
+    let n1 = &plan.status.notices[0];
+    assert_eq!(
+        n1.due,
+        "2026-11-26T09:00:00Z".parse::<jiff::Timestamp>().unwrap()
+    );
+    assert!(
+        n1.text
+            .starts_with("❓ question in demo/api · jwt: Which algorithm 1?"),
+        "{}",
+        n1.text
+    );
+    assert!(
+        n1.text.contains("answer by Thu 11:00 GMT (then RS256)"),
+        "{}",
+        n1.text
+    );
+    // The reconciler looks again by 09:00 at the latest.
+    match action {
+        Action::Requeue(d) => assert!(d <= std::time::Duration::from_secs(11 * 3600)),
+        other => panic!("{other:?}"),
+    }
+    w.apply(&mut plan);
+
+    // Later that night: nothing new, nothing released, nothing raised twice.
+    w.now = "2026-11-26T03:00:00Z".parse().unwrap();
+    w.poll(vec![]);
+    let (_, mut plan) = w.step().await.unwrap();
+    assert_eq!(
+        notice_keys(&plan),
+        [
+            ("question:q-001".into(), false),
+            ("question:q-002".into(), true)
+        ]
+    );
+    w.apply(&mut plan);
+
+    // 09:00 on the injected clock: released, once.
+    w.now = "2026-11-26T09:00:00Z".parse().unwrap();
+    w.poll(vec![]);
+    let (_, mut plan) = w.step().await.unwrap();
+    assert_eq!(
+        notice_keys(&plan),
+        [
+            ("question:q-001".into(), true),
+            ("question:q-002".into(), true)
+        ]
+    );
+    w.apply(&mut plan);
+    assert_eq!(w.status().notices.len(), 2);
+
+    // Holding off: due at once, whatever the time.
+    let mut w = World::new(Phase::AwaitingAnswer);
+    w.now = "2026-11-25T22:00:00Z".parse().unwrap();
+    w.file(
+        "gaffer.yaml",
+        &format!("{GAFFER}notify: {{hold_outside_hours: false}}\n"),
+    );
+    open_question(&mut w, 1, "2026-11-26T11:00:00Z".parse().unwrap());
+    w.poll(vec![]);
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(notice_keys(&plan), [("question:q-001".into(), true)]);
+}
+
+#[tokio::test]
+async fn a_failure_raises_one_notice_per_attempt() {
+    let mut w = World::new(Phase::Running);
+    w.poll(vec![AgentEvent::Failed {
+        message: "the model refused".into(),
+        retryable: false,
+    }]);
+    let (_, mut plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::Failed);
+    assert_eq!(notice_keys(&plan), [("failed:0".into(), true)]);
+    assert!(
+        plan.status.notices[0]
+            .text
+            .contains("failed (AgentFailed): the model refused")
+    );
+    w.apply(&mut plan);
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(plan.status.notices.len(), 1, "once");
+}
+
+#[tokio::test]
+async fn the_stall_watchdog_fires_once_and_clears_itself() {
+    let mut w = World::new(Phase::Running);
+    let start = w.now;
+    w.poll(vec![AgentEvent::Todo("write the handler".into())]);
+    let (action, mut plan) = w.step().await.unwrap();
+    assert_eq!(milestones(&plan), ["✔ write the handler"]);
+    // It looks again by the time the builder would count as stalled.
+    match action {
+        Action::Requeue(d) => assert!(d <= std::time::Duration::from_secs(15 * 60)),
+        other => panic!("{other:?}"),
+    }
+    w.apply(&mut plan);
+
+    // 16 minutes without an event: one milestone, one notice.
+    w.now = start + jiff::SignedDuration::from_mins(16);
+    w.poll(vec![]);
+    let (_, mut plan) = w.step().await.unwrap();
+    assert_eq!(
+        milestones(&plan),
+        ["⏳ no progress for 16 min, last: ✔ write the handler"]
+    );
+    assert_eq!(plan.status.effects.stalled_since, Some(start));
+    let keys = notice_keys(&plan);
+    assert_eq!(keys, [(format!("stall:{}", start.as_second()), true)]);
+    assert!(
+        plan.status.notices[0]
+            .text
+            .contains("no progress for 16 min")
+    );
+    w.apply(&mut plan);
+
+    // Still nothing: no second milestone or notice.
+    w.now = start + jiff::SignedDuration::from_mins(40);
+    w.poll(vec![]);
+    let (_, mut plan) = w.step().await.unwrap();
+    assert!(milestones(&plan).is_empty(), "{:?}", milestones(&plan));
+    assert_eq!(plan.status.notices.len(), 1);
+    w.apply(&mut plan);
+
+    // The builder moves again: cleared, and said so.
+    w.now = start + jiff::SignedDuration::from_mins(41);
+    w.poll(vec![AgentEvent::Todo("add the tests".into())]);
+    let (_, mut plan) = w.step().await.unwrap();
+    assert_eq!(
+        milestones(&plan),
+        ["✔ add the tests", "▶️ moving again after 41 min"]
+    );
+    assert_eq!(plan.status.effects.stalled_since, None);
+    w.apply(&mut plan);
+
+    // And a new stall later is a new reason: one more notice.
+    w.now = start + jiff::SignedDuration::from_mins(60);
+    w.poll(vec![]);
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(plan.status.notices.len(), 2);
+}

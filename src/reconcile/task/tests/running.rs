@@ -327,7 +327,11 @@ fn table() -> Vec<Case> {
             then_phase: Phase::Running,
             action: None,
             check: |_, p| {
-                assert_eq!(milestones(p), ["🧾 files changed: api/app.py"]);
+                // And quiet for longer than the stall watchdog's 15 minutes: stalled.
+                assert_eq!(
+                    milestones(p),
+                    ["🧾 files changed: api/app.py", "⏳ no progress for 91 min"]
+                );
             },
         },
     ]
@@ -361,6 +365,7 @@ fn when_to_look_again() {
         until_deadline: None,
         until_summary: s(3600),
         until_retry: None,
+        until_stall: None,
     };
     let rows: Vec<(&str, Look, Duration)> = vec![
         ("a polled runtime: the poll interval", base.clone(), s(5)),
@@ -413,6 +418,14 @@ fn when_to_look_again() {
                 ..base.clone()
             },
             s(1),
+        ),
+        (
+            "the stall watchdog due sooner",
+            Look {
+                until_stall: Some(s(4)),
+                ..base.clone()
+            },
+            s(4),
         ),
         (
             "a retry due sooner",
