@@ -385,3 +385,70 @@ fn a_thread_reply_reaches_the_real_opencode_session_once_across_kill_9() {
         (n == 1).then_some(())
     });
 }
+
+#[test]
+fn a_question_in_a_thread_of_its_own_is_linked_and_answered_there() {
+    let w = World::new(Some(SCRIPT), "1h");
+    let t = TaskRef::parse("demo/web-api/jwt").unwrap();
+    commit_to_bare(
+        &w.state,
+        "main",
+        &[(
+            "projects/demo/web-api/tasks/jwt/task.yaml",
+            "title: Implement JWT authentication\nquestions: {thread: own}\n",
+        )],
+        "task",
+    );
+    let _reconciler = w.reconciler();
+    let _bot = w.bot();
+    let parent = w.wait(60, "the thread", |w| {
+        w.message(&format!("gaffer:parent:{t}"))
+    });
+    let own_key = format!("gaffer:own:{t}:q-001");
+    let q = w.wait(60, "the question's own thread", |w| w.message(&own_key));
+    assert_eq!(q.thread_ts, None, "it starts a thread of its own");
+    assert_eq!(q.channel, parent.channel);
+    assert!(q.all_text().contains("RS256 or HS256"));
+    // The task's thread points to it.
+    let pointer = w.wait(30, "the pointer", |w| w.message("gaffer:x:own-q-001"));
+    assert_eq!(pointer.thread_ts.as_deref(), Some(parent.ts.as_str()));
+    assert!(
+        pointer.all_text().contains(&q.ts.replace('.', "")),
+        "{}",
+        pointer.all_text()
+    );
+    assert!(
+        w.message("gaffer:q:q-001").is_none(),
+        "not in the task's thread"
+    );
+    // Its buttons answer as they do anywhere.
+    w.fake
+        .click(ALLOWED, &q.channel, &q.ts, &format!("answer:{t}:q-001:1"));
+    let body = git(
+        &w.state,
+        &[
+            "show",
+            "main:projects/demo/web-api/tasks/jwt/answers/q-001.yaml",
+        ],
+    );
+    assert!(
+        body.contains("choice: HS256") && body.contains("by: U0ALLOWED"),
+        "{body}"
+    );
+    w.wait(60, "the decision shown in its own thread", |w| {
+        let m = w.message(&own_key)?;
+        m.all_text()
+            .contains("answered by <@U0ALLOWED>")
+            .then_some(())
+    });
+    wait_phase(&w, &t, Phase::Failed);
+    // Posted once each.
+    let msgs = w.fake.messages();
+    assert_eq!(msgs.iter().filter(|m| m.key() == own_key).count(), 1);
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| m.key() == "gaffer:x:own-q-001")
+            .count(),
+        1
+    );
+}

@@ -101,6 +101,25 @@ pub struct QuestionPolicy {
     /// Whether the builder goes on at once with the recommended option.
     #[serde(default, rename = "continue")]
     pub continue_: ContinuePolicy,
+    /// Where the Slack bot posts a question: in the task's thread, in a thread of its own
+    /// (linked from the task's), or `auto` (docs/slack.md has the rule).
+    #[serde(default)]
+    pub thread: QuestionThread,
+}
+
+/// Where a question is posted in Slack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuestionThread {
+    /// In the task's thread.
+    Task,
+    /// In a thread of its own in the project's channel, linked from the task's thread.
+    Own,
+    /// In the task's thread when it is about the work the thread shows (the builder reported
+    /// work shortly before asking); in its own thread when it is not, when it is a
+    /// permission request, or when the task's thread is long.
+    #[default]
+    Auto,
 }
 
 fn default_timeout() -> HumanDuration {
@@ -113,6 +132,7 @@ impl Default for QuestionPolicy {
             timeout: default_timeout(),
             on_timeout: OnTimeout::default(),
             continue_: ContinuePolicy::default(),
+            thread: QuestionThread::default(),
         }
     }
 }
@@ -130,6 +150,9 @@ pub struct QuestionOverrides {
     /// Whether the builder goes on at once.
     #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
     pub continue_: Option<ContinuePolicy>,
+    /// Where the Slack bot posts questions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<QuestionThread>,
 }
 
 /// The decision applied when a question's deadline passes.

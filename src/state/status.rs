@@ -646,6 +646,9 @@ pub struct SlackThread {
     /// Question messages: qid → message ts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub questions: BTreeMap<Qid, String>,
+    /// Questions posted in a thread of their own (their message starts that thread).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub own_threads: std::collections::BTreeSet<Qid>,
     /// Other posted messages by key (e.g. `review-…`), so they are posted once.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub posted: BTreeMap<String, String>,

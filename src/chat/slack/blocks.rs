@@ -387,6 +387,16 @@ fn reviewed(task: &TaskRef, changes: &[Link], head: &str) -> Value {
     json!({"text": format!("{task}: {head}"), "blocks": [section(&text)]})
 }
 
+/// In the task's thread: a question waits in a thread of its own (`link` opens it).
+pub fn own_thread_pointer(qid: &Qid, question: &str, link: &str) -> Value {
+    let text = format!(
+        "❓ *{qid}* waits in <{}|a thread of its own>: {}",
+        escape(link, 500),
+        escape(question, 300)
+    );
+    json!({"text": format!("{qid} waits in a thread of its own"), "blocks": [section(&text)]})
+}
+
 /// A notice: the people to push, mentioned, then why the task needs them (one line that
 /// reads well as a phone notification).
 pub fn notice(text: &str, mentions: &[String]) -> Value {
@@ -423,6 +433,9 @@ pub enum Key {
     Milestone(u32),
     /// A question.
     Question(Qid),
+    /// A question posted in a thread of its own: its key names the task too, because it
+    /// is found again among the channel's messages.
+    OwnQuestion(Qid),
     /// Anything else, by name (`links-…`, `review-…`, a question document id).
     Other(String),
 }
@@ -434,6 +447,7 @@ impl Key {
             Key::Parent => format!("gaffer:parent:{task}"),
             Key::Milestone(seq) => format!("gaffer:m:{seq}"),
             Key::Question(q) => format!("gaffer:q:{q}"),
+            Key::OwnQuestion(q) => format!("gaffer:own:{task}:{q}"),
             Key::Other(name) => format!("gaffer:x:{name}"),
         }
     }
@@ -446,6 +460,10 @@ impl Key {
             "parent" => Some(Key::Parent),
             "m" => v.parse().ok().map(Key::Milestone),
             "q" => Qid::new(v).ok().map(Key::Question),
+            "own" => v
+                .rsplit_once(':')
+                .and_then(|(_, q)| Qid::new(q).ok())
+                .map(Key::OwnQuestion),
             "x" => Some(Key::Other(v.to_string())),
             _ => None,
         }

@@ -59,6 +59,18 @@ pub enum Op {
         /// What it shows, for messages updated later.
         tag: Option<String>,
     },
+    /// Post a question in a thread of its own (found again in the channel after a crash)
+    /// and point to it from the task's thread.
+    OwnQuestion {
+        /// The question.
+        qid: Qid,
+        /// Its text (for the pointer in the task's thread).
+        text: String,
+        /// Its message.
+        message: Value,
+        /// What it shows.
+        tag: String,
+    },
     /// Update a posted message (a question or a review) to show `tag`.
     Update {
         /// The message's key.
@@ -111,6 +123,8 @@ pub struct PlanContext<'a> {
     pub parent_thread: Option<String>,
     /// Who a notice mentions (`notify.mention`, else `authors.slack_users`).
     pub mentions: &'a [String],
+    /// Where questions go (`questions.thread`, the task's or project's override first).
+    pub question_thread: crate::state::spec::QuestionThread,
 }
 
 /// A link to a thread's parent message (Slack opens it in the app).
@@ -227,18 +241,27 @@ pub fn plan(
             blocks::question(task, qid, q, &deadline)
         };
         if !th.questions.contains_key(qid) {
-            ops.push(Op::Post {
-                key: Key::Question(qid.clone()),
-                message,
-                broadcast: true,
-                tag: Some(tag),
-            });
+            match own::placement(cx.question_thread, q, entry, th) {
+                own::Placement::Task => ops.push(Op::Post {
+                    key: Key::Question(qid.clone()),
+                    message,
+                    broadcast: true,
+                    tag: Some(tag),
+                }),
+                own::Placement::Own => ops.push(Op::OwnQuestion {
+                    qid: qid.clone(),
+                    text: q.text.clone(),
+                    message,
+                    tag,
+                }),
+            }
         } else if th.shown.get(qid.as_str()) != Some(&tag) {
-            ops.push(Op::Update {
-                key: Key::Question(qid.clone()),
-                message,
-                tag,
-            });
+            let key = if th.own_threads.contains(qid) {
+                Key::OwnQuestion(qid.clone())
+            } else {
+                Key::Question(qid.clone())
+            };
+            ops.push(Op::Update { key, message, tag });
         }
     }
     if let Some(p) = entry.plan.as_deref() {
@@ -435,11 +458,28 @@ impl Poster {
                         known.or_else(|| snap.task(&pt)?.slack.as_deref().cloned())
                     })
                     .map(|t| thread_link(&t));
+                let project = snap
+                    .projects
+                    .get(&task.project)
+                    .and_then(|p| p.spec.as_ref());
+                let question_thread = entry
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.questions.as_ref())
+                    .and_then(|q| q.thread)
+                    .or_else(|| {
+                        project
+                            .and_then(|p| p.questions.as_ref())
+                            .and_then(|q| q.thread)
+                    })
+                    .or_else(|| snap.settings.as_ref().map(|s| s.questions.thread))
+                    .unwrap_or_default();
                 let cx = PlanContext {
                     tz: &tz,
                     browse_url: bot.browse_url.as_deref(),
                     parent_thread,
                     mentions: &mentions,
+                    question_thread,
                 };
                 let known = self.threads.get(&task).map(|t| &t.rec);
                 let recorded = entry.slack.as_deref();
@@ -608,9 +648,18 @@ impl Poster {
                     record(&mut th.rec, key, ts, tag.clone());
                     *dirty = true;
                 }
+                Op::OwnQuestion {
+                    qid,
+                    text,
+                    message,
+                    tag,
+                } => {
+                    self.own_question(task, th, qid, text, message, tag).await?;
+                    *dirty = true;
+                }
                 Op::Update { key, message, tag } => {
                     let ts = match key {
-                        Key::Question(q) => th.rec.questions.get(q).cloned(),
+                        Key::Question(q) | Key::OwnQuestion(q) => th.rec.questions.get(q).cloned(),
                         Key::Other(n) => th.rec.posted.get(n).cloned(),
                         _ => None,
                     };
@@ -708,7 +757,7 @@ fn check_channel_name(name: &str) -> Result<(), SlackError> {
 
 fn key_name(key: &Key) -> String {
     match key {
-        Key::Question(q) => q.to_string(),
+        Key::Question(q) | Key::OwnQuestion(q) => q.to_string(),
         Key::Other(n) => n.clone(),
         Key::Parent => "parent".into(),
         Key::Milestone(s) => format!("m-{s}"),
@@ -719,7 +768,7 @@ fn posted(rec: &SlackThread, key: &Key) -> bool {
     match key {
         Key::Parent => true,
         Key::Milestone(seq) => *seq <= rec.posted_seq,
-        Key::Question(q) => rec.questions.contains_key(q),
+        Key::Question(q) | Key::OwnQuestion(q) => rec.questions.contains_key(q),
         Key::Other(n) => rec.posted.contains_key(n),
     }
 }
@@ -730,6 +779,10 @@ fn record(rec: &mut SlackThread, key: &Key, ts: String, tag: Option<String>) {
         Key::Milestone(seq) => rec.posted_seq = rec.posted_seq.max(*seq),
         Key::Question(q) => {
             rec.questions.insert(q.clone(), ts);
+        }
+        Key::OwnQuestion(q) => {
+            rec.questions.insert(q.clone(), ts);
+            rec.own_threads.insert(q.clone());
         }
         Key::Other(n) => {
             rec.posted.insert(n.clone(), ts);
@@ -811,5 +864,6 @@ pub async fn run(bot: Arc<Bot>, mut wakes: mpsc::UnboundedReceiver<Wake>) {
     }
 }
 
+mod own;
 #[cfg(test)]
 mod tests;

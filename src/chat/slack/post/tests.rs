@@ -35,6 +35,7 @@ fn cx() -> PlanContext<'static> {
         browse_url: None,
         parent_thread: None,
         mentions: &[],
+        question_thread: crate::state::spec::QuestionThread::Task,
     }
 }
 
@@ -45,6 +46,7 @@ fn keys(ops: &[Op]) -> Vec<String> {
             Op::Parent { phase, .. } => format!("parent:{phase}"),
             Op::Post { key, .. } => format!("post:{}", key_name(key)),
             Op::Update { key, tag, .. } => format!("update:{}:{tag}", key_name(key)),
+            Op::OwnQuestion { qid, .. } => format!("own:{qid}"),
         })
         .collect()
 }
@@ -225,5 +227,105 @@ fn released_notices_are_posted_once_with_their_mentions() {
             .iter()
             .any(|o| matches!(o, Op::Post { key: Key::Other(k), .. } if k.starts_with("notice-"))),
         "posted once"
+    );
+}
+
+#[test]
+fn auto_puts_in_context_questions_in_the_task_thread_and_others_in_their_own() {
+    use crate::state::spec::QuestionThread;
+    let t = TaskRef::parse("ai-dev/api/jwt").unwrap();
+    let at = |m: i64| jiff::Timestamp::from_second(1_700_000_000 + m * 60).unwrap();
+    let question = |asked: i64, kind: &str| -> Question {
+        crate::state::yaml::parse(
+            format!(
+                "kind: {kind}\ntext: Which?\noptions: [{{label: A}}, {{label: B}}]\nrecommended: A\naskedAt: {}\nstate: open\n",
+                at(asked)
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    // The builder reported work at minute 0 (a todo), then a phase change and a question at 30.
+    let mut e = entry(Phase::AwaitingAnswer, 1);
+    let ms = &mut e.progress.as_mut().unwrap().milestones;
+    ms[0].at = at(0);
+    ms.push(crate::state::status::Milestone {
+        seq: 2,
+        at: at(30),
+        kind: MilestoneKind::Phase,
+        text: "Running → AwaitingAnswer".into(),
+        commit: None,
+    });
+    let in_context = question(5, "question");
+    let out_of_context = question(30, "question");
+    let permission = question(5, "permission");
+    let th = SlackThread::default();
+    let place = |policy, q: &Question| own::placement(policy, q, &e, &th);
+    assert_eq!(
+        place(QuestionThread::Auto, &in_context),
+        own::Placement::Task
+    );
+    assert_eq!(
+        place(QuestionThread::Auto, &out_of_context),
+        own::Placement::Own
+    );
+    assert_eq!(
+        place(QuestionThread::Auto, &permission),
+        own::Placement::Own
+    );
+    assert_eq!(
+        place(QuestionThread::Task, &permission),
+        own::Placement::Task
+    );
+    assert_eq!(place(QuestionThread::Own, &in_context), own::Placement::Own);
+    // A long thread: its own, even in context.
+    let long = SlackThread {
+        posted_seq: own::LONG_THREAD as u32,
+        ..SlackThread::default()
+    };
+    assert_eq!(
+        own::placement(QuestionThread::Auto, &in_context, &e, &long),
+        own::Placement::Own
+    );
+
+    // In plan(): an own-thread question is its own op; once posted, its updates keep its key.
+    e.questions
+        .insert(Qid::new("q-001").unwrap(), Box::new(permission.clone()));
+    let cx = PlanContext {
+        question_thread: QuestionThread::Auto,
+        ..cx()
+    };
+    let ops = plan(&t, &e, None, &cx);
+    assert!(
+        keys(&ops).contains(&"own:q-001".to_string()),
+        "{:?}",
+        keys(&ops)
+    );
+    let mut rec = SlackThread::default();
+    record(
+        &mut rec,
+        &Key::OwnQuestion(Qid::new("q-001").unwrap()),
+        "9.0".into(),
+        Some("x".into()),
+    );
+    assert!(rec.own_threads.contains(&Qid::new("q-001").unwrap()));
+    let ops = plan(&t, &e, Some(&rec), &cx);
+    assert!(
+        ops.iter().any(|o| matches!(
+            o,
+            Op::Update {
+                key: Key::OwnQuestion(_),
+                ..
+            }
+        )),
+        "{:?}",
+        keys(&ops)
+    );
+    // Its key names the task, so it is found again among the channel's messages.
+    let id = Key::OwnQuestion(Qid::new("q-001").unwrap()).block_id(&t);
+    assert_eq!(id, "gaffer:own:ai-dev/api/jwt:q-001");
+    assert_eq!(
+        Key::parse(&id),
+        Some(Key::OwnQuestion(Qid::new("q-001").unwrap()))
     );
 }
