@@ -629,3 +629,82 @@ fn approve_names_the_round_and_heads_and_refuses_a_task_not_in_review() {
     let (round, heads) = status.review_target();
     assert_eq!((a.round, a.heads), (Some(round), heads));
 }
+
+#[test]
+fn say_commits_a_message_for_a_running_task_and_refuses_a_finished_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = example_remote(tmp.path());
+    let s = state.to_str().unwrap();
+    let before = git(&state, &["rev-parse", "main"]);
+    let say = |task: &str, text: &str, by: &str| {
+        run(gaffer(tmp.path()).args(["say", task, text, "--by", by, "--state", s]))
+    };
+    // A finished task takes no messages; a stranger's would not be delivered; empty is not
+    // a message.
+    let r = say(
+        "ai-dev/proj-frontend/dark-mode",
+        "one more thing",
+        "you@example.com",
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("takes no messages: the task is Promoted"),
+        "{}",
+        r.stderr
+    );
+    let r = say(
+        "ai-dev/proj-api-service/jwt-auth",
+        "hi",
+        "stranger@example.com",
+    );
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr
+            .contains("not listed in gaffer.yaml authors.answers"),
+        "{}",
+        r.stderr
+    );
+    let r = say("ai-dev/proj-api-service/jwt-auth", "  ", "you@example.com");
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("non-empty `text`"), "{}", r.stderr);
+    let r = say("ai-dev/proj-api-service/../x", "hi", "you@example.com");
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert_eq!(
+        git(&state, &["rev-parse", "main"]),
+        before,
+        "nothing committed"
+    );
+
+    let r = say(
+        "ai-dev/proj-api-service/jwt-auth",
+        "Keep the token lifetime at 15 minutes",
+        "you@example.com",
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("committed projects/ai-dev/proj-api-service/tasks/jwt-auth/messages/cli-"),
+        "{}",
+        r.stdout
+    );
+    let log = git(&state, &["log", "-1", "--format=%ae", "main"]);
+    assert_eq!(log, "you@example.com");
+    let files = git(
+        &state,
+        &[
+            "ls-tree",
+            "-r",
+            "--name-only",
+            "main",
+            "projects/ai-dev/proj-api-service/tasks/jwt-auth/messages/",
+        ],
+    );
+    let new: Vec<&str> = files.lines().filter(|f| f.contains("/cli-")).collect();
+    assert_eq!(new.len(), 1, "{files}");
+    let body = git(&state, &["show", &format!("main:{}", new[0])]);
+    assert!(
+        body.contains("text: Keep the token lifetime at 15 minutes")
+            && body.contains("by: you@example.com"),
+        "{body}"
+    );
+}

@@ -318,10 +318,15 @@ fn render(rows: &[TaskRow]) -> String {
     }
     if rows.iter().any(|r| !r.links.is_empty()) {
         let _ = writeln!(out, "\nLINKS");
+        let w = rows
+            .iter()
+            .flat_map(|r| r.links.iter().map(|l| l.name.len()))
+            .max()
+            .unwrap_or(4);
         for r in rows.iter().filter(|r| !r.links.is_empty()) {
             let _ = writeln!(out, "{}", r.task);
             for l in &r.links {
-                let _ = writeln!(out, "    {:<10} {}", l.name, l.url);
+                let _ = writeln!(out, "    {:<w$}  {}", l.name, l.url);
             }
         }
     }
