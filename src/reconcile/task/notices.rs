@@ -141,7 +141,13 @@ pub fn due(view: &View, now: Timestamp, deadline: Option<Timestamp>) -> Timestam
 
 /// Raises the task's new notices, releases those due, and returns when the next one is due.
 pub fn update(view: &View, plan: &mut Plan) -> Option<Timestamp> {
-    for r in reasons(view, plan) {
+    let reasons = reasons(view, plan);
+    // A held notice whose reason went away before it was due (answered in the night) is
+    // dropped: nobody is woken for what is already done.
+    plan.status
+        .notices
+        .retain(|n| n.released || reasons.iter().any(|r| r.key == n.key));
+    for r in reasons {
         if plan.status.notices.iter().any(|n| n.key == r.key) {
             continue;
         }

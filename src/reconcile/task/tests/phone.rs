@@ -337,3 +337,36 @@ async fn the_stall_watchdog_fires_once_and_clears_itself() {
     let (_, plan) = w.step().await.unwrap();
     assert_eq!(plan.status.notices.len(), 2);
 }
+
+#[tokio::test]
+async fn a_held_notice_whose_question_is_answered_in_the_night_is_never_pushed() {
+    let mut w = World::new(Phase::AwaitingAnswer);
+    w.now = "2026-11-25T22:00:00Z".parse().unwrap();
+    open_question(&mut w, 1, "2026-11-26T11:00:00Z".parse().unwrap());
+    w.poll(vec![]);
+    let (_, mut plan) = w.step().await.unwrap();
+    assert_eq!(notice_keys(&plan), [("question:q-001".into(), false)]);
+    w.apply(&mut plan);
+    // Answered from the phone at 23:00, before anyone was woken.
+    w.now = "2026-11-25T23:00:00Z".parse().unwrap();
+    w.task_file("answers/q-001.yaml", "choice: HS256\nby: U1\n");
+    w.by(
+        "answers/q-001.yaml",
+        "slack-bot@gaffer.invalid",
+        "slack-bot@gaffer.invalid",
+    );
+    w.poll(vec![]);
+    let (_, mut plan) = w.step().await.unwrap();
+    w.apply(&mut plan);
+    w.now = "2026-11-26T09:00:00Z".parse().unwrap();
+    w.poll(vec![]);
+    let (_, plan) = w.step().await.unwrap();
+    assert!(
+        plan.status
+            .notices
+            .iter()
+            .all(|n| n.key != "question:q-001"),
+        "{:?}",
+        plan.status.notices
+    );
+}
