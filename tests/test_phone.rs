@@ -62,24 +62,28 @@ fn wait_phase(w: &World, t: &TaskRef, p: Phase) {
     });
 }
 
-#[test]
-fn words_in_the_thread_commit_the_spec_change_and_the_lifecycle_follows() {
+/// A world whose task `demo/web-api/jwt` (its `task.yaml` is `spec`) runs [`SCRIPT`] with a
+/// reconciler and the bot; returns it once the task's thread exists, with its parent message.
+fn started(spec: &str) -> (World, TaskRef, crate::common::slack::Message, [Proc; 2]) {
     let w = World::new(Some(SCRIPT), "1h");
     let t = TaskRef::parse("demo/web-api/jwt").unwrap();
     commit_to_bare(
         &w.state,
         "main",
-        &[(
-            "projects/demo/web-api/tasks/jwt/task.yaml",
-            "# started by hand\ntitle: Implement JWT authentication\npriority: high\n",
-        )],
+        &[("projects/demo/web-api/tasks/jwt/task.yaml", spec)],
         "task",
     );
-    let _reconciler = w.reconciler();
-    let _bot = w.bot();
+    let procs = [w.reconciler(), w.bot()];
     let parent = w.wait(60, "the thread", |w| {
         w.message(&format!("gaffer:parent:{t}"))
     });
+    (w, t, parent, procs)
+}
+
+#[test]
+fn words_in_the_thread_commit_the_spec_change_and_the_lifecycle_follows() {
+    let (w, t, parent, _procs) =
+        started("# started by hand\ntitle: Implement JWT authentication\npriority: high\n");
     let channel = parent.channel.clone();
     let thread = parent.ts.clone();
     wait_phase(&w, &t, Phase::AwaitingAnswer);
@@ -388,22 +392,8 @@ fn a_thread_reply_reaches_the_real_opencode_session_once_across_kill_9() {
 
 #[test]
 fn a_question_in_a_thread_of_its_own_is_linked_and_answered_there() {
-    let w = World::new(Some(SCRIPT), "1h");
-    let t = TaskRef::parse("demo/web-api/jwt").unwrap();
-    commit_to_bare(
-        &w.state,
-        "main",
-        &[(
-            "projects/demo/web-api/tasks/jwt/task.yaml",
-            "title: Implement JWT authentication\nquestions: {thread: own}\n",
-        )],
-        "task",
-    );
-    let _reconciler = w.reconciler();
-    let _bot = w.bot();
-    let parent = w.wait(60, "the thread", |w| {
-        w.message(&format!("gaffer:parent:{t}"))
-    });
+    let (w, t, parent, _procs) =
+        started("title: Implement JWT authentication\nquestions: {thread: own}\n");
     let own_key = format!("gaffer:own:{t}:q-001");
     let q = w.wait(60, "the question's own thread", |w| w.message(&own_key));
     assert_eq!(q.thread_ts, None, "it starts a thread of its own");
@@ -451,4 +441,99 @@ fn a_question_in_a_thread_of_its_own_is_linked_and_answered_there() {
             .count(),
         1
     );
+}
+
+#[test]
+fn a_question_asked_at_night_mentions_people_at_nine_on_the_injected_clock() {
+    let w = World::new(Some(SCRIPT), "1h");
+    // Weekdays 09:00–17:00 in London; the reconciler's clock says Wednesday 22:00.
+    let settings = git(&w.state, &["show", "main:gaffer.yaml"]).replace(
+        "days: [mon, tue, wed, thu, fri, sat, sun], start: \"00:00\", end: \"23:59\"",
+        "days: [mon, tue, wed, thu, fri], start: \"09:00\", end: \"17:00\"",
+    );
+    assert!(settings.contains("start: \"09:00\""), "{settings}");
+    let clock = w.tmp.path().join("clock");
+    std::fs::write(&clock, "2026-11-25T22:00:00Z").unwrap();
+    commit_to_bare(
+        &w.state,
+        "main",
+        &[
+            ("gaffer.yaml", &settings),
+            (
+                "projects/demo/web-api/tasks/jwt/task.yaml",
+                "title: Implement JWT authentication\n",
+            ),
+        ],
+        "task",
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gaffer"));
+    cmd.args([
+        "reconcile",
+        "--lab",
+        "render-only",
+        "--state",
+        w.state.to_str().unwrap(),
+    ])
+    .arg("--data-dir")
+    .arg(w.tmp.path().join("data"))
+    .arg("--builders")
+    .arg(w.tmp.path().join("builders"))
+    .arg("--clock-file")
+    .arg(&clock)
+    .env("GIT_CONFIG_GLOBAL", "/dev/null")
+    .stdin(std::process::Stdio::null())
+    .stdout(w.log("daemon.log"))
+    .stderr(w.log("daemon.log"));
+    let _reconciler = Proc(cmd.spawn().unwrap());
+    let _bot = w.bot();
+    let t = TaskRef::parse("demo/web-api/jwt").unwrap();
+    // The question is posted at once; its notice is held for the morning.
+    w.wait(60, "q-001 in the thread", |w| w.message("gaffer:q:q-001"));
+    let snap = w.wait(30, "the held notice", |w| {
+        let s = w.snapshot();
+        let held = s
+            .task(&t)?
+            .status
+            .as_ref()?
+            .notices
+            .iter()
+            .any(|n| n.key == "question:q-001" && !n.released);
+        held.then_some(s)
+    });
+    let n = &snap.task(&t).unwrap().status.as_ref().unwrap().notices[0];
+    assert_eq!(n.due.to_string(), "2026-11-26T09:00:00Z");
+    let mentions = |w: &World| {
+        w.fake
+            .messages()
+            .into_iter()
+            .filter(|m| m.text.starts_with("<@U0ALLOWED> ❓ question"))
+            .count()
+    };
+    // The bot has posted everything the state holds (the question and its milestones); no
+    // mention among them.
+    w.wait(30, "the thread caught up", |w| {
+        let s = w.snapshot();
+        let n = s.task(&t)?.progress.as_ref()?.milestones.len();
+        let posted = w
+            .fake
+            .messages()
+            .iter()
+            .filter(|m| m.key().starts_with("gaffer:m:"))
+            .count();
+        (posted == n).then_some(())
+    });
+    assert_eq!(mentions(&w), 0, "nobody woken at night");
+    // 09:00 on the injected clock: pushed, once.
+    std::fs::write(&clock, "2026-11-26T09:00:00Z").unwrap();
+    w.wait(60, "the mention at nine", |w| {
+        (mentions(w) == 1).then_some(())
+    });
+    w.wait(30, "the notice recorded as posted", |w| {
+        let s = w.snapshot();
+        let rec = s.task(&t)?.slack.as_ref()?.clone();
+        rec.posted
+            .contains_key("notice-question:q-001")
+            .then_some(())
+    });
+    assert_eq!(mentions(&w), 1, "once");
 }
