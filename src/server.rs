@@ -55,6 +55,75 @@ pub struct ServerState {
     pub runtime: Option<Arc<crate::reconcile::metrics::ReconcileMetrics>>,
     /// Pull request and review events wake their tasks through this.
     pub on_pull_request: Option<PullRequestHook>,
+    /// What the builders used so far, by project (read from the state at each scrape).
+    pub usage: Option<UsageSource>,
+}
+
+/// Sums the usage recorded in the state by project (`category/project`).
+pub type UsageSource =
+    Arc<dyn Fn() -> std::collections::BTreeMap<String, crate::state::status::Usage> + Send + Sync>;
+
+/// The usage counters by project, in Prometheus text format.
+pub fn render_usage(
+    out: &mut String,
+    by_project: &std::collections::BTreeMap<String, crate::state::status::Usage>,
+) {
+    use crate::reconcile::metrics::header;
+    header(
+        out,
+        "gaffer_model_requests_total",
+        "counter",
+        "Builders' model requests, by project.",
+    );
+    for (p, u) in by_project {
+        out.push_str(&format!(
+            "gaffer_model_requests_total{{project=\"{p}\"}} {}\n",
+            u.requests
+        ));
+    }
+    header(
+        out,
+        "gaffer_model_tokens_total",
+        "counter",
+        "Tokens the builders' model requests used, by project and kind.",
+    );
+    for (p, u) in by_project {
+        for (kind, n) in [
+            ("input", u.input),
+            ("output", u.output),
+            ("reasoning", u.reasoning),
+            ("cache_read", u.cache_read),
+            ("cache_write", u.cache_write),
+        ] {
+            out.push_str(&format!(
+                "gaffer_model_tokens_total{{project=\"{p}\",kind=\"{kind}\"}} {n}\n"
+            ));
+        }
+    }
+    header(
+        out,
+        "gaffer_model_cost_total",
+        "counter",
+        "The cost of the priced model requests (the provider's currency), by project.",
+    );
+    for (p, u) in by_project {
+        out.push_str(&format!(
+            "gaffer_model_cost_total{{project=\"{p}\"}} {}\n",
+            u.cost
+        ));
+    }
+    header(
+        out,
+        "gaffer_model_unpriced_requests_total",
+        "counter",
+        "Model requests whose model has no price (their cost is unknown), by project.",
+    );
+    for (p, u) in by_project {
+        out.push_str(&format!(
+            "gaffer_model_unpriced_requests_total{{project=\"{p}\"}} {}\n",
+            u.unpriced
+        ));
+    }
 }
 
 impl std::fmt::Debug for ServerState {
@@ -110,6 +179,9 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> String {
                 "gaffer_webhooks_malformed_total{{reason=\"{reason}\"}} {n}\n"
             ));
         }
+    }
+    if let Some(usage) = &state.usage {
+        render_usage(&mut out, &usage());
     }
     out
 }
@@ -297,4 +369,36 @@ pub fn waiting_app() -> Router {
                 )
             }),
         )
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_exported_by_project() {
+        let by = std::collections::BTreeMap::from([(
+            "ai-dev/api".to_string(),
+            crate::state::status::Usage {
+                requests: 4,
+                input: 100,
+                output: 20,
+                cost: 0.25,
+                unpriced: 1,
+                ..Default::default()
+            },
+        )]);
+        let mut out = String::new();
+        render_usage(&mut out, &by);
+        for line in [
+            "gaffer_model_requests_total{project=\"ai-dev/api\"} 4",
+            "gaffer_model_tokens_total{project=\"ai-dev/api\",kind=\"input\"} 100",
+            "gaffer_model_tokens_total{project=\"ai-dev/api\",kind=\"output\"} 20",
+            "gaffer_model_cost_total{project=\"ai-dev/api\"} 0.25",
+            "gaffer_model_unpriced_requests_total{project=\"ai-dev/api\"} 1",
+            "# TYPE gaffer_model_tokens_total counter",
+        ] {
+            assert!(out.contains(line), "{line}\n{out}");
+        }
+    }
 }

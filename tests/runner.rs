@@ -24,4 +24,5 @@ mod test_server;
 mod test_slack;
 pub(crate) mod test_slack_bot;
 mod test_store;
+mod test_usage;
 mod test_validate;

@@ -708,3 +708,52 @@ fn say_commits_a_message_for_a_running_task_and_refuses_a_finished_one() {
         "{body}"
     );
 }
+
+#[test]
+fn usage_sums_the_state_by_project_task_and_day() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = example_remote(tmp.path());
+    let s = state.to_str().unwrap();
+    let usage = |args: &[&str]| {
+        let mut c = gaffer(tmp.path());
+        c.args(["usage", "--state", s, "--since", "3650d"])
+            .args(args);
+        run(&mut c)
+    };
+    let r = usage(&[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let text = r.stdout;
+    assert!(text.contains("ai-dev/proj-api-service"), "{text}");
+    assert!(text.contains("$0.7421"), "{text}");
+    // A model without a price: unknown, never zero.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ai-dev/proj-frontend"))
+        .unwrap();
+    assert!(line.ends_with("unknown"), "{line}");
+    assert!(
+        text.contains("TOTAL") && text.contains("$0.7421 + unknown"),
+        "{text}"
+    );
+    assert!(text.contains("2026-11-24  ████"), "{text}");
+    let r = usage(&["--by", "day", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["rows"]["2026-11-24"]["requests"], 15);
+    assert_eq!(v["rows"]["2026-11-25"]["requests"], 5);
+    assert_eq!(v["total"]["requests"], 20);
+    let r = usage(&["--by", "task"]);
+    assert!(
+        r.stdout.contains("ai-dev/proj-api-service/jwt-auth"),
+        "{}",
+        r.stdout
+    );
+    // Bad input: a located, clear error.
+    let mut c = gaffer(tmp.path());
+    let r = run(c.args(["usage", "--state", s, "--since", "a week"]));
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains("is not a number of days like 7d"),
+        "{}",
+        r.stderr
+    );
+}

@@ -38,6 +38,7 @@ fn state_seeing() -> (
             s2.lock().unwrap().push((repo.to_string(), n));
             usize::from(repo == "example/web-api")
         })),
+        usage: None,
     };
     (Arc::new(s), rx, seen)
 }

@@ -41,6 +41,7 @@ async fn the_client_posts_each_message_kind_as_built_and_a_bad_token_fails_loudl
         Phase::Running,
         None,
         &[],
+        None,
     );
     let ts = api.post("C0PROJ", None, &parent).await.unwrap();
     let approve = blocks::approve(
@@ -59,6 +60,7 @@ async fn the_client_posts_each_message_kind_as_built_and_a_bad_token_fails_loudl
         Phase::InReview,
         None,
         &[],
+        None,
     );
     api.update("C0PROJ", &ts, &updated).await.unwrap();
     let batch = blocks::question_batch(

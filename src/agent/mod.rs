@@ -186,6 +186,9 @@ pub struct Polled {
     /// The runtime restarted under a turn that was in progress (the id of the interrupted
     /// message): the agent needs a prompt saying so to carry on.
     pub interrupted: Option<String>,
+    /// What the model requests finished after the cursor used, each with when it finished
+    /// (counted once: the cursor moves past them).
+    pub usage: Vec<(jiff::Timestamp, crate::state::status::Usage)>,
 }
 
 /// A decision to hand to the agent.

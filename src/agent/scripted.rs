@@ -314,6 +314,7 @@ impl AgentRuntime for ScriptedAgent {
             cursor,
             waiting: false,
             interrupted: None,
+            usage: Vec::new(),
         };
         if state.stopped || state.prompts.is_empty() {
             return Ok(idle);
@@ -399,6 +400,7 @@ impl AgentRuntime for ScriptedAgent {
             cursor: cursor + 1,
             waiting: false,
             interrupted: None,
+            usage: Vec::new(),
         })
     }
 

@@ -17,6 +17,7 @@ mod reconcile;
 mod schema;
 mod slack;
 pub mod status;
+mod usage;
 mod validate;
 
 /// gaffer runs AI coding builders from a git state repository.
@@ -61,6 +62,9 @@ pub enum Command {
     /// List the questions waiting for a person, soonest deadline first (in the business time
     /// zone), with the options, the recommended one and how to answer.
     Questions(status::StatusArgs),
+    /// What the builders' model requests used — tokens and cost — by project, task or day,
+    /// from the state repository alone, with totals and a per-day bar chart.
+    Usage(usage::UsageArgs),
     /// List the OpenCode builders (one per project): tmux target, port, sessions, state and
     /// the last event seen.
     Builders(builders::BuildersArgs),
@@ -182,6 +186,7 @@ pub fn run() -> ExitCode {
         Command::Answer(args) => answer::cmd_answer(args),
         Command::Approve(args) => answer::cmd_approve(args),
         Command::Say(args) => answer::cmd_say(args),
+        Command::Usage(args) => usage::cmd_usage(args),
         Command::Plan(cmd) => plan::cmd_plan(cmd),
         Command::Builders(args) => builders::cmd_builders(args),
         Command::Slack(args) => slack::cmd_slack(args),

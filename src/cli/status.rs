@@ -38,6 +38,9 @@ struct TaskRow {
     /// Where to watch and edit it (name, URL or command), for tasks still going on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     links: Vec<crate::state::status::Link>,
+    /// What its model requests used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<crate::state::status::Usage>,
 }
 
 /// A task's plan, as `gaffer status` shows it.
@@ -132,6 +135,7 @@ fn rows(snapshot: &Snapshot) -> Vec<TaskRow> {
                         problems: q.problems.clone(),
                     })
                     .collect(),
+                usage: status.and_then(|s| s.usage.clone()),
                 links: status
                     .filter(|s| {
                         !matches!(
@@ -315,6 +319,20 @@ fn render(rows: &[TaskRow]) -> String {
             r.since.as_deref().unwrap_or("-"),
             r.title
         );
+    }
+    if rows.iter().any(|r| r.usage.is_some()) {
+        let _ = writeln!(out, "\nUSAGE (gaffer usage for totals by project and day)");
+        for r in rows {
+            if let Some(u) = &r.usage {
+                let _ = writeln!(
+                    out,
+                    "{:<w_task$}  {} in {} requests",
+                    r.task,
+                    u.summary(),
+                    u.requests
+                );
+            }
+        }
     }
     if rows.iter().any(|r| !r.links.is_empty()) {
         let _ = writeln!(out, "\nLINKS");

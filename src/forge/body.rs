@@ -105,8 +105,19 @@ pub fn render(input: &BodyInput<'_>) -> Result<String, String> {
         tests: Option<String>,
         related: Vec<String>,
         attach: Option<String>,
+        usage: Option<String>,
     }
     let ctx = Ctx {
+        usage: input.status.usage.as_ref().map(|u| {
+            format!(
+                "{} model requests, {} ({} in, {} out, {} from the cache)",
+                u.requests,
+                u.summary(),
+                u.input,
+                u.output,
+                u.cache_read
+            )
+        }),
         title: &input.spec.title,
         task: input.task.to_string(),
         priority: format!("{:?}", input.spec.priority).to_lowercase(),

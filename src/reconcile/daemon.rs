@@ -446,6 +446,22 @@ pub async fn run(
             metrics: Arc::new(Metrics::default()),
             runtime: Some(stats.clone()),
             on_pull_request: Some(pull_request_hook(ctx.clone())),
+            usage: Some({
+                let tracker = handles.tracker.clone();
+                Arc::new(move || {
+                    let t = tracker
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut by: std::collections::BTreeMap<String, crate::state::status::Usage> =
+                        Default::default();
+                    for (task, e) in t.snapshot().tasks() {
+                        if let Some(u) = e.status.as_ref().and_then(|s| s.usage.as_ref()) {
+                            by.entry(task.project.to_string()).or_default().add(u);
+                        }
+                    }
+                    by
+                })
+            }),
         });
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -199,6 +199,12 @@ pub struct TaskStatus {
     /// Links for people (lab URL, PRs, attach command).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<Link>,
+    /// What the task's model requests used, in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The same by day (`YYYY-MM-DD` in the business time zone).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usage_by_day: BTreeMap<String, Usage>,
     /// Why a person is needed, once per reason (a question, a plan or a change waiting, a
     /// failure, a stall): the Slack bot mentions people with each once it is released.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -376,6 +382,83 @@ pub enum MilestoneKind {
     Message,
     /// The builder showed no progress for a while, or moves again.
     Stall,
+}
+
+/// What a builder's model requests used: tokens by kind and their cost, as OpenCode records
+/// them on each assistant message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Usage {
+    /// Model requests counted.
+    #[serde(default)]
+    pub requests: u64,
+    /// Input tokens (not read from the cache).
+    #[serde(default)]
+    pub input: u64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output: u64,
+    /// Reasoning tokens.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub reasoning: u64,
+    /// Input tokens read from the provider's cache.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub cache_read: u64,
+    /// Input tokens written to the provider's cache.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub cache_write: u64,
+    /// The cost of the priced requests (the provider's currency, USD for OpenCode's prices).
+    #[serde(default)]
+    pub cost: f64,
+    /// Requests whose model has no price: their cost is unknown, never taken as zero.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub unpriced: u64,
+}
+
+fn is_zero64(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Usage {
+    /// Adds `other`.
+    pub fn add(&mut self, other: &Usage) {
+        self.requests += other.requests;
+        self.input += other.input;
+        self.output += other.output;
+        self.reasoning += other.reasoning;
+        self.cache_read += other.cache_read;
+        self.cache_write += other.cache_write;
+        self.cost += other.cost;
+        self.unpriced += other.unpriced;
+    }
+
+    /// Every token counted.
+    pub fn tokens(&self) -> u64 {
+        self.input + self.output + self.reasoning + self.cache_read + self.cache_write
+    }
+
+    /// The cost as people read it: `$0.0420`, `$0.0420 + unknown` when some requests had no
+    /// price, `unknown` when none had one.
+    pub fn cost_text(&self) -> String {
+        match (self.unpriced, self.requests) {
+            (0, _) => format!("${:.4}", self.cost),
+            (u, r) if u >= r => "unknown".into(),
+            _ => format!("${:.4} + unknown", self.cost),
+        }
+    }
+
+    /// `12.3k tokens · $0.0420` for a status line.
+    pub fn summary(&self) -> String {
+        let t = self.tokens();
+        let tokens = if t >= 1_000_000 {
+            format!("{:.1}M", t as f64 / 1e6)
+        } else if t >= 1_000 {
+            format!("{:.1}k", t as f64 / 1e3)
+        } else {
+            t.to_string()
+        };
+        format!("{tokens} tokens · {}", self.cost_text())
+    }
 }
 
 /// A push to people: why the task needs them, in a form that reads well as a phone

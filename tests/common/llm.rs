@@ -146,7 +146,8 @@ impl Llm {
                 "npm": "@ai-sdk/openai-compatible",
                 "name": "Scripted",
                 "options": {"baseURL": format!("http://{}/v1", self.addr), "apiKey": "test"},
-                "models": {"m": {"name": "m"}},
+                // A price (per million tokens), so OpenCode records a cost on each message.
+                "models": {"m": {"name": "m", "cost": {"input": 1.0, "output": 2.0}}},
             }},
             "model": "scripted/m",
             "autoupdate": false,

@@ -47,6 +47,60 @@ pub struct Info {
     /// Why an assistant message ended (`stop`, `tool-calls`, `length`, …).
     #[serde(default)]
     pub finish: Option<String>,
+    /// An assistant message's cost, from the model's price (0 when it has none).
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// An assistant message's tokens.
+    #[serde(default)]
+    pub tokens: Option<Tokens>,
+}
+
+/// An assistant message's tokens, as OpenCode records them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Tokens {
+    /// Input (not from the cache).
+    #[serde(default)]
+    pub input: u64,
+    /// Output.
+    #[serde(default)]
+    pub output: u64,
+    /// Reasoning.
+    #[serde(default)]
+    pub reasoning: u64,
+    /// The provider's cache.
+    #[serde(default)]
+    pub cache: CacheTokens,
+}
+
+/// Cache tokens.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CacheTokens {
+    /// Read from the cache.
+    #[serde(default)]
+    pub read: u64,
+    /// Written to the cache.
+    #[serde(default)]
+    pub write: u64,
+}
+
+impl Info {
+    /// What this (finished) assistant message's model request used. OpenCode records a
+    /// cost of 0 for a model without a price: with tokens used, that is an unknown cost.
+    pub fn usage(&self) -> crate::state::status::Usage {
+        let t = self.tokens.clone().unwrap_or_default();
+        let cost = self.cost.unwrap_or(0.0).max(0.0);
+        let used = t.input + t.output + t.reasoning + t.cache.read + t.cache.write;
+        crate::state::status::Usage {
+            requests: 1,
+            input: t.input,
+            output: t.output,
+            reasoning: t.reasoning,
+            cache_read: t.cache.read,
+            cache_write: t.cache.write,
+            cost,
+            unpriced: u64::from(cost == 0.0 && used > 0),
+        }
+    }
 }
 
 /// Message times.
@@ -203,6 +257,8 @@ pub struct Derived {
     pub interrupted: Option<String>,
     /// The agent's latest text.
     pub latest_text: String,
+    /// What each finished model request used, with its position and when it finished.
+    pub usage: Vec<(u64, jiff::Timestamp, crate::state::status::Usage)>,
 }
 
 /// Request ids for questions OpenCode no longer holds start with this (the answer goes as a
@@ -298,6 +354,17 @@ pub fn derive(history: &[Message], live: &Live) -> Derived {
             return out;
         }
         let end = position(mi, END_PART, 0);
+        // Counted once per message, after its parts and before its end: an end event can
+        // still appear later (a turn found stalled once the session is idle), so the cursor
+        // must not pass it for the usage's sake.
+        if m.info.tokens.is_some() || m.info.cost.is_some() {
+            let at = m.info.time.completed.unwrap_or(m.info.time.created);
+            out.usage.push((
+                position(mi, END_PART - 1, 0),
+                jiff::Timestamp::from_millisecond(at).unwrap_or_default(),
+                m.info.usage(),
+            ));
+        }
         if let Some(err) = &m.info.error {
             let name = err.get("name").and_then(Value::as_str).unwrap_or("Error");
             if name == "MessageAbortedError" {

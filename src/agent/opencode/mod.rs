@@ -470,11 +470,21 @@ impl AgentRuntime for OpenCode {
                 e
             })
             .collect();
+        let usage = derived
+            .usage
+            .into_iter()
+            .filter(|(pos, _, _)| *pos > cursor)
+            .map(|(pos, at, u)| {
+                next = next.max(pos);
+                (at, u)
+            })
+            .collect();
         Ok(Polled {
             events,
             cursor: next,
             waiting: derived.waiting,
             interrupted: derived.interrupted,
+            usage,
         })
     }
 

@@ -159,15 +159,20 @@ pub fn thread_parent(
     phase: Phase,
     reason: Option<&str>,
     links: &[Link],
+    usage: Option<&crate::state::status::Usage>,
 ) -> Value {
     let why = reason.map(|r| format!(" · {r}")).unwrap_or_default();
+    // What the builder used so far, as of this update of the message.
+    let used = usage
+        .map(|u| format!(" · {}", escape(&u.summary(), 100)))
+        .unwrap_or_default();
     let mut blocks = vec![
         section(&format!(
             "*{}*\n{}",
             escape(title, SECTION_TEXT - 200),
             task
         )),
-        context(&format!("Phase: *{phase}*{why}")),
+        context(&format!("Phase: *{phase}*{why}{used}")),
     ];
     let shown: Vec<String> = links
         .iter()
@@ -541,7 +546,14 @@ mod tests {
                         name: "attach".into(),
                         url: "tmux attach -t gaffer-ai-dev-api".into()
                     },
-                ]
+                ],
+                Some(&crate::state::status::Usage {
+                    requests: 3,
+                    input: 12_000,
+                    output: 300,
+                    cost: 0.042,
+                    ..Default::default()
+                })
             )
         );
         insta::assert_json_snapshot!(

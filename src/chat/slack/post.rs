@@ -162,7 +162,14 @@ pub fn plan(
         .flat_map(|l| [l.name.as_str(), l.url.as_str()])
         .collect();
     let parent_tag = short_hash(&link_parts);
-    let mut parent = blocks::thread_parent(task, &title, phase, reason, &all_links);
+    let mut parent = blocks::thread_parent(
+        task,
+        &title,
+        phase,
+        reason,
+        &all_links,
+        status.and_then(|s| s.usage.as_ref()),
+    );
     if let (Some(p), Some(link)) = (&spec.parent, &cx.parent_thread)
         && let Some(b) = parent["blocks"].as_array_mut()
     {

@@ -21,6 +21,7 @@ mod queue;
 mod review;
 mod run;
 mod stories;
+mod usage;
 mod view;
 mod work;
 

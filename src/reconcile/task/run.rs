@@ -140,6 +140,7 @@ pub async fn running(
         return Ok(Action::requeue(Duration::ZERO));
     };
     plan.status.effects.agent_cursor = polled.cursor;
+    super::usage::record(view, plan, &polled.usage);
     if let Some(cut) = &polled.interrupted {
         // The runtime restarted under a turn: the agent needs to be told to carry on.
         let id = format!("resume-{cut}");

@@ -1,4 +1,5 @@
 use super::*;
+use crate::state::status::Usage;
 use serde_json::json;
 
 fn msg(v: Value) -> Message {
@@ -369,4 +370,58 @@ fn done_marker_is_found_in_markdown() {
     );
     assert_eq!(done_summary("DONE:").as_deref(), Some(""));
     assert_eq!(done_summary("not done yet"), None);
+}
+
+#[test]
+fn each_finished_request_counts_its_usage_once_before_a_later_end() {
+    let priced = |id: &str, created: i64, completed: Option<i64>, finish: &str, cost: f64| {
+        let mut m = assistant(
+            id,
+            created,
+            completed,
+            finish,
+            vec![tool("bash", "c", "completed", json!({}))],
+        );
+        m.info.cost = Some(cost);
+        m.info.tokens = Some(Tokens {
+            input: 100,
+            output: 20,
+            reasoning: 5,
+            cache: CacheTokens { read: 40, write: 0 },
+        });
+        m
+    };
+    let h = vec![
+        user("msg_1", 10),
+        priced("msg_2", 11, Some(12), "tool-calls", 0.003),
+        priced("msg_3", 13, Some(14), "tool-calls", 0.0),
+        priced("msg_4", 15, None, "", 0.0),
+    ];
+    let d = derive(&h, &live_busy());
+    // The unfinished message counts nothing yet.
+    assert_eq!(d.usage.len(), 2);
+    let (pos, at, u) = &d.usage[0];
+    assert_eq!(*pos, position(1, END_PART - 1, 0));
+    assert_eq!(at.as_millisecond(), 12);
+    assert_eq!(
+        (u.requests, u.input, u.output, u.reasoning, u.cache_read),
+        (1, 100, 20, 5, 40)
+    );
+    assert_eq!((u.cost, u.unpriced), (0.003, 0));
+    // A cost of 0 with tokens used: the model has no price; unknown, not free.
+    assert_eq!((d.usage[1].2.cost, d.usage[1].2.unpriced), (0.0, 1));
+    let mut total = Usage::default();
+    total.add(&d.usage[0].2);
+    total.add(&d.usage[1].2);
+    assert_eq!(total.cost_text(), "$0.0030 + unknown");
+    assert_eq!(total.summary(), "330 tokens · $0.0030 + unknown");
+
+    // The session goes idle on the last finished message: its end comes after its usage,
+    // so a cursor that passed the usage still sees the end.
+    let h = &h[..3];
+    let idle = derive(h, &Live::default());
+    let usage_pos = idle.usage.last().unwrap().0;
+    let end = idle.events.last().unwrap();
+    assert_eq!(end.1, AgentEvent::TurnEnded(String::new()));
+    assert!(end.0 > usage_pos);
 }

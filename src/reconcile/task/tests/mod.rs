@@ -179,6 +179,7 @@ impl AgentRuntime for FakeAgent {
             cursor,
             waiting: false,
             interrupted: None,
+            usage: Vec::new(),
         }))
     }
     async fn answer(&self, _t: &TaskRef, _s: &str, r: &Reply<'_>) -> Result<(), AgentError> {
@@ -635,6 +636,7 @@ impl World {
             cursor,
             waiting: false,
             interrupted: None,
+            usage: Vec::new(),
         });
         self
     }

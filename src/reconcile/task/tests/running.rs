@@ -223,6 +223,7 @@ fn table() -> Vec<Case> {
                     cursor: 4,
                     waiting: false,
                     interrupted: Some("msg_9".into()),
+                    usage: Vec::new(),
                 });
                 w.edit_status(|s| {
                     s.agent
