@@ -757,3 +757,62 @@ fn usage_sums_the_state_by_project_task_and_day() {
         r.stderr
     );
 }
+
+#[test]
+fn budget_sets_the_tasks_budget_keeping_its_file_and_refuses_bad_amounts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = example_remote(tmp.path());
+    let s = state.to_str().unwrap();
+    let before = git(&state, &["rev-parse", "main"]);
+    let budget = |amount: &str, by: &str| {
+        run(gaffer(tmp.path()).args([
+            "budget",
+            "ai-dev/proj-api-service/jwt-auth",
+            "--set",
+            amount,
+            "--by",
+            by,
+            "--state",
+            s,
+        ]))
+    };
+    for bad in ["$-5", "lots", "0"] {
+        let r = budget(bad, "you@example.com");
+        assert_eq!(r.code, Some(1), "{bad}: {}", r.stdout);
+        assert!(r.stderr.contains("budget"), "{bad}: {}", r.stderr);
+    }
+    let r = budget("$10", "stranger@example.com");
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr
+            .contains("not listed in gaffer.yaml authors.answers"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        git(&state, &["rev-parse", "main"]),
+        before,
+        "nothing committed"
+    );
+
+    let path = "projects/ai-dev/proj-api-service/tasks/jwt-auth/task.yaml";
+    let old = git(&state, &["show", &format!("main:{path}")]);
+    let r = budget("$10", "you@example.com");
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stdout.contains("spent so far: $0.7421"), "{}", r.stdout);
+    let new = git(&state, &["show", &format!("main:{path}")]);
+    assert!(new.contains("budget: {task: \"$10.00\"}"), "{new}");
+    // Everything else in the person's file is as it was.
+    assert_eq!(
+        new.lines()
+            .filter(|l| !l.starts_with("budget:"))
+            .collect::<Vec<_>>(),
+        old.lines()
+            .filter(|l| !l.starts_with("budget:"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        git(&state, &["log", "-1", "--format=%ae", "main"]),
+        "you@example.com"
+    );
+}

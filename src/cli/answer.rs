@@ -240,3 +240,94 @@ pub fn cmd_say(args: SayArgs) -> CmdResult {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Arguments of `gaffer budget`.
+#[derive(Debug, clap::Args)]
+pub struct BudgetArgs {
+    /// The task, CATEGORY/PROJECT/TASK.
+    pub task: String,
+    /// Its new budget: money (`$10`, `$2.50`) or tokens (`500k`, `2M tokens`). A task stopped
+    /// at its budget carries on in the same session once this is above what it spent.
+    #[arg(long, value_name = "AMOUNT")]
+    pub set: String,
+    /// Who, where.
+    #[command(flatten)]
+    pub person: PersonArgs,
+}
+
+/// Runs `gaffer budget`: commits the task's `budget:` in `task.yaml`, the rest of the file as
+/// it was.
+pub fn cmd_budget(args: BudgetArgs) -> CmdResult {
+    let task = TaskRef::parse(&args.task)?;
+    let amount = crate::state::spec::Amount::parse(&args.set).map_err(CliError::user)?;
+    let (snapshot, _tmp) = super::status::open_snapshot(&args.person.state, &args.person.branch)?;
+    let entry = snapshot.task(&task).ok_or_else(|| {
+        CliError::user(format!(
+            "task {task} does not exist in {}",
+            args.person.state
+        ))
+    })?;
+    let spec = entry
+        .spec
+        .as_deref()
+        .ok_or_else(|| CliError::user(format!("{task}'s task.yaml is not valid; fix it first")))?;
+    let (identity, by) = args.person.who();
+    if let Some(settings) = &snapshot.settings
+        && !settings.authors.answers.contains(&identity.email)
+    {
+        return Err(CliError::user(format!(
+            "{} is not listed in gaffer.yaml authors.answers, so the reconciler would not \
+             take this budget",
+            identity.email
+        ))
+        .hint("set it as a listed author: --by EMAIL, or git config user.email EMAIL"));
+    }
+    let mut next = spec.clone();
+    next.budget = Some(crate::state::spec::BudgetSpec {
+        task: Some(amount),
+        by: None,
+    });
+    let path = StatePath::TaskSpec(task.clone());
+    let raw = read_raw(&args.person.state, &args.person.branch, &path.to_path())?;
+    let value = format!("{{task: \"{amount}\"}}");
+    let body = raw
+        .map(|r| crate::state::yaml::set_top_level(&r, "budget", &value))
+        .filter(|t| {
+            crate::state::yaml::parse::<crate::state::spec::TaskSpec>(t.as_bytes()).ok()
+                == Some(next.clone())
+        })
+        .map_or_else(|| crate::state::spec::task_file(&next), Ok)
+        .map_err(CliError::internal)?;
+    let spent = entry
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.clone())
+        .unwrap_or_default();
+    let commit = args.person.commit(
+        identity,
+        vec![Update::put(
+            path.clone(),
+            body,
+            format!("{task}: budget {amount} (set by {by})"),
+        )],
+    )?;
+    println!("committed {} ({})", path.to_path(), &commit[..12]);
+    println!("spent so far: {}", amount.show_spent(&spent));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `path` at the head of `state`'s `branch`.
+fn read_raw(state: &str, branch: &str, path: &str) -> Result<Option<String>, CliError> {
+    let tmp = tempfile::tempdir().map_err(|e| CliError::internal(e.to_string()))?;
+    let transport = crate::store::Transport::open(state, branch, tmp.path(), false)
+        .map_err(|e| CliError::user(format!("cannot read {state}: {e}")))?;
+    let Some(head) = transport
+        .head()
+        .map_err(|e| CliError::user(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let bytes = crate::store::read::read_file(&transport.repo(), head, path)
+        .map_err(|e| CliError::internal(e.to_string()))?;
+    Ok(bytes.and_then(|b| String::from_utf8(b).ok()))
+}

@@ -62,6 +62,9 @@ pub enum Command {
     /// List the questions waiting for a person, soonest deadline first (in the business time
     /// zone), with the options, the recommended one and how to answer.
     Questions(status::StatusArgs),
+    /// Set a task's budget (commits `budget:` in its task.yaml): a task stopped at its budget
+    /// carries on in the same session once this is above what it spent.
+    Budget(answer::BudgetArgs),
     /// What the builders' model requests used — tokens and cost — by project, task or day,
     /// from the state repository alone, with totals and a per-day bar chart.
     Usage(usage::UsageArgs),
@@ -187,6 +190,7 @@ pub fn run() -> ExitCode {
         Command::Approve(args) => answer::cmd_approve(args),
         Command::Say(args) => answer::cmd_say(args),
         Command::Usage(args) => usage::cmd_usage(args),
+        Command::Budget(args) => answer::cmd_budget(args),
         Command::Plan(cmd) => plan::cmd_plan(cmd),
         Command::Builders(args) => builders::cmd_builders(args),
         Command::Slack(args) => slack::cmd_slack(args),

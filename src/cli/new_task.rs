@@ -46,6 +46,7 @@ pub fn cmd_new_task(args: NewTaskArgs) -> CmdResult {
         cancel: false,
         retry: 0,
         questions: None,
+        budget: None,
         plan: args.plan.map(|mode| crate::state::planning::PlanOverrides {
             mode: Some(mode),
             document_over: None,

@@ -88,6 +88,13 @@ pub struct TaskEffects {
     /// `message.<id>`: a person's message was handled: `delivered` to the builder, or why
     /// it was ignored.
     pub messages: BTreeMap<Id, String>,
+    /// `budgetWarned`: people were told 80 % of this task budget is spent (the budget).
+    pub budget_warned: Option<String>,
+    /// `budgetRaiseIgnored`: a raise of the task budget by someone who may not decide was
+    /// reported (the budget it named).
+    pub budget_raise_ignored: Option<String>,
+    /// `budgetDeadline`: the task budget is spent; a person raises it by then, or it stops.
+    pub budget_deadline: Option<Timestamp>,
     /// `stalledSince`: the builder showed no progress since this time and people were told
     /// (cleared when it moves again).
     pub stalled_since: Option<Timestamp>,
@@ -176,6 +183,17 @@ impl TaskEffects {
             "agentCursor" => return set(&mut self.agent_cursor, value.parse().ok()),
             "nudges" => return set(&mut self.nudges, value.parse().ok()),
             "stalledSince" => return set(&mut self.stalled_since, value.parse().ok().map(Some)),
+            "budgetDeadline" => {
+                return set(&mut self.budget_deadline, value.parse().ok().map(Some));
+            }
+            "budgetRaiseIgnored" => {
+                self.budget_raise_ignored = Some(value.to_string());
+                return true;
+            }
+            "budgetWarned" => {
+                self.budget_warned = Some(value.to_string());
+                return true;
+            }
             "agentDone" => {
                 self.agent_done = Some(value.to_string());
                 return true;
@@ -320,6 +338,15 @@ impl From<TaskEffects> for BTreeMap<String, String> {
         }
         if let Some(at) = e.stalled_since {
             put("stalledSince".into(), at.to_string());
+        }
+        if let Some(at) = e.budget_deadline {
+            put("budgetDeadline".into(), at.to_string());
+        }
+        if let Some(b) = e.budget_raise_ignored {
+            put("budgetRaiseIgnored".into(), b);
+        }
+        if let Some(b) = e.budget_warned {
+            put("budgetWarned".into(), b);
         }
         m
     }

@@ -12,9 +12,11 @@ use crate::hours::{BusinessHours, HumanDuration};
 use crate::names::RepoName;
 use crate::state::yaml::Located;
 
+mod budget;
 mod builders;
 mod lab;
 mod links;
+pub use budget::{Amount, BudgetSpec};
 pub use builders::{
     BuilderDefaults, BuilderHostKind, EnvFrom, PodSpec, Quantity, ResourceName, SandboxKind,
     render_terminal_link,
@@ -64,6 +66,9 @@ pub struct Settings {
     /// Who is mentioned when a task needs a person, and when.
     #[serde(default)]
     pub notify: NotifyPolicy,
+    /// What builders may spend (overridable per project and task).
+    #[serde(default, skip_serializing_if = "is_default_budget")]
+    pub budget: BudgetSpec,
 }
 
 fn is_default_builders(b: &BuilderDefaults) -> bool {
@@ -192,6 +197,10 @@ pub struct ProgressPolicy {
 
 fn default_stall_after() -> HumanDuration {
     HumanDuration(jiff::SignedDuration::from_mins(15))
+}
+
+fn is_default_budget(b: &BudgetSpec) -> bool {
+    *b == BudgetSpec::default()
 }
 
 /// `notify:` in `gaffer.yaml`: pushes to people when a task needs them.
@@ -381,6 +390,9 @@ pub struct ProjectSpec {
     /// Question policy overrides for this project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub questions: Option<QuestionOverrides>,
+    /// Budget overrides for this project's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
     /// How changes are reviewed and merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forge: Option<ForgeSpec>,
@@ -647,6 +659,9 @@ pub struct TaskSpec {
     /// Question policy overrides for this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub questions: Option<QuestionOverrides>,
+    /// This task's budget (`gaffer budget` raises it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
     /// Plan policy overrides for this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<crate::state::planning::PlanOverrides>,

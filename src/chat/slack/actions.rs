@@ -648,6 +648,7 @@ impl StartForm {
             cancel: false,
             retry: 0,
             questions: None,
+            budget: None,
             plan: None,
             parent: None,
             story: None,

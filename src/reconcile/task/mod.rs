@@ -262,6 +262,22 @@ async fn gates(
             resume_through_queue(plan, back, "Retry", &format!("retry: {}", spec.retry));
             return Ok(Some(Action::requeue(Duration::ZERO)));
         }
+        // Stopped by its budget, and the budget was raised since: carry on.
+        if plan.status.reason.as_deref() == Some("BudgetExceeded")
+            && plan.status.agent.is_some()
+            && let usage = plan.status.usage.clone().unwrap_or_default()
+            && usage::task_limit(view).is_none_or(|l| l.spent(&usage).is_some_and(|s| s < 1.0))
+            && usage::raise_allowed(ctx, view, plan).await?
+        {
+            let shown = usage::task_limit(view).map_or("no limit".into(), |l| l.to_string());
+            resume_through_queue(
+                plan,
+                Some(Phase::Running),
+                "BudgetRaised",
+                &format!("the budget is now {shown}"),
+            );
+            return Ok(Some(Action::requeue(Duration::ZERO)));
+        }
         return Ok(Some(Action::await_change()));
     }
     // An answer that came after its default was applied, once the work moved on.

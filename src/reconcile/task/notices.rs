@@ -101,6 +101,25 @@ fn reasons(view: &View, plan: &Plan) -> Vec<Reason> {
         }),
         _ => {}
     }
+    if let Some(l) = &plan.status.effects.budget_warned {
+        out.push(Reason {
+            key: format!("budget80:{l}"),
+            text: format!("💸 {head} has spent 80 % of its budget {l}"),
+            deadline: None,
+        });
+    }
+    if plan.phase() == Phase::AwaitingAnswer
+        && plan.status.reason.as_deref() == Some(super::usage::REACHED)
+    {
+        out.push(Reason {
+            key: format!(
+                "budget:{}",
+                super::usage::task_limit(view).map_or(String::new(), |l| l.to_string())
+            ),
+            text: format!("💸 {head} stopped at its budget: {}", short(message, 240)),
+            deadline: plan.status.effects.budget_deadline,
+        });
+    }
     if let Some(since) = plan.status.effects.stalled_since {
         let last = plan
             .progress

@@ -106,6 +106,10 @@ const INTERRUPTED: &str = "The OpenCode server was restarted and your last turn 
 Check the state of the files you were working on and carry on with the task.";
 
 /// The builder ended its turn without saying it is done.
+/// The task budget was raised after it stopped the builder's turn.
+const BUDGET_RAISED: &str =
+    "Your budget for this task was raised to {{ limit }}. Carry on where you stopped.";
+
 /// A person's message to the builder, from the task's Slack thread or `gaffer say`.
 const MESSAGE: &str = r#"A message from {{ who }} about this task:
 
@@ -190,10 +194,12 @@ pub enum Prompt {
     PlanStep,
     /// [`MESSAGE`].
     Message,
+    /// [`BUDGET_RAISED`].
+    BudgetRaised,
 }
 
 impl Prompt {
-    const ALL: [(Prompt, &'static str, &'static str); 14] = [
+    const ALL: [(Prompt, &'static str, &'static str); 15] = [
         (Prompt::Task, "task.txt", TASK),
         (Prompt::Resumed, "resumed.txt", RESUMED),
         (Prompt::Retry, "retry.txt", RETRY),
@@ -212,6 +218,7 @@ impl Prompt {
         (Prompt::PlanChanges, "plan-changes.txt", PLAN_CHANGES),
         (Prompt::PlanStep, "plan-step.txt", PLAN_STEP),
         (Prompt::Message, "message.txt", MESSAGE),
+        (Prompt::BudgetRaised, "budget-raised.txt", BUDGET_RAISED),
     ];
 
     fn name(self) -> &'static str {

@@ -107,6 +107,10 @@ pub async fn running(
         return Ok(Action::requeue(Duration::ZERO));
     };
     let agent = plan.agent(ctx)?;
+    // A spent budget: the builder does nothing more until a person raises it.
+    if let Some(action) = super::usage::budget(ctx, view, plan, agent.as_ref(), &session).await? {
+        return Ok(action);
+    }
 
     let decided = decisions(plan);
     questions::people_answers(ctx, view, plan).await?;
@@ -159,6 +163,11 @@ pub async fn running(
         Ok(seen) => seen,
         Err(action) => return Ok(action),
     };
+    // What this look's requests cost: at the budget, the turn stops here.
+    if let Some(action) = super::usage::budget(ctx, view, plan, agent.as_ref(), &session).await? {
+        questions::question_document(view, plan, seen.asked_now)?;
+        return Ok(action);
+    }
     if let Some(d) = seen.deadline {
         next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
     }

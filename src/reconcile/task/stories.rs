@@ -148,6 +148,7 @@ fn child(view: &View, story: &Story, version: u32) -> Result<Child, String> {
         cancel: false,
         retry: 0,
         questions: None,
+        budget: None,
         plan: Some(PlanOverrides {
             mode: Some(PlanMode::None),
             document_over: None,

@@ -4,6 +4,7 @@
 //! this transition, these effects, this action". No git, no processes: the whole set runs in
 //! well under a second.
 
+mod budget;
 mod gates;
 mod phone;
 mod planning;
