@@ -137,7 +137,9 @@ pub async fn budget(
     let (Some(l), Some(s)) = (limit, spent) else {
         return Ok(None);
     };
-    if s >= 0.8 && s < 1.0 && plan.status.effects.budget_warned.as_deref() != Some(&l.to_string()) {
+    if (0.8..1.0).contains(&s)
+        && plan.status.effects.budget_warned.as_deref() != Some(&l.to_string())
+    {
         plan.status.effects.budget_warned = Some(l.to_string());
         plan.milestone(
             MilestoneKind::Error,
