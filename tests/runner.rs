@@ -13,7 +13,7 @@ mod test_lab_kubelet;
 mod test_lease;
 pub(crate) mod test_manifests;
 pub(crate) mod test_opencode;
-mod test_phone;
+pub(crate) mod test_phone;
 mod test_planning;
 mod test_pods;
 mod test_questions;

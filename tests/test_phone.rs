@@ -232,7 +232,10 @@ fn words_in_the_thread_commit_the_spec_change_and_the_lifecycle_follows() {
 }
 
 /// `gaffer slack` (Socket Mode) on `lab`'s state repository, talking to `fake`.
-fn lab_bot(lab: &crate::test_opencode::Lab, fake: &crate::common::slack::FakeSlack) -> Proc {
+pub(crate) fn lab_bot(
+    lab: &crate::test_opencode::Lab,
+    fake: &crate::common::slack::FakeSlack,
+) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -257,7 +260,7 @@ fn lab_bot(lab: &crate::test_opencode::Lab, fake: &crate::common::slack::FakeSla
     )
 }
 
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {

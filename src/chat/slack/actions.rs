@@ -259,6 +259,15 @@ impl Bot {
                 }
             }
             Ok(Click::Approve { task, key }) => self.approve(&user, &task, key, &message).await,
+            Ok(Click::Raise { task, amount }) => {
+                self.raise_budget(&user, &task, amount).await.map(|done| {
+                    let bot = self.clone();
+                    let (c, u) = (channel.clone(), user.clone());
+                    tokio::spawn(async move {
+                        let _ = bot.api.post_ephemeral(&c, &u, &done).await;
+                    });
+                })
+            }
             Ok(Click::Plan {
                 task,
                 version,

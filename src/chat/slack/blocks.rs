@@ -19,7 +19,7 @@ const BUTTON_TEXT: usize = 75;
 const BUTTON_VALUE: usize = 2000;
 
 /// A button's `action_id` (`<kind>:<task>:…`), decoded before anything is read or done.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Click {
     /// `answer:<task>:<qid>:<option index>`
     Answer {
@@ -46,6 +46,14 @@ pub enum Click {
         /// The round and heads the button was made for.
         key: Option<String>,
     },
+    /// `raise:<task>:<amount>`: the task's budget set to `amount` (it stopped at its budget);
+    /// `raise:<task>:stop`: stop the task instead.
+    Raise {
+        /// The task.
+        task: TaskRef,
+        /// The new budget, or `None` to stop.
+        amount: Option<crate::state::spec::Amount>,
+    },
     /// `plan:<task>:<version>` (approve the plan) or `planchg:<task>:<version>` (ask for
     /// changes: a form).
     Plan {
@@ -68,7 +76,7 @@ impl Click {
         };
         if !matches!(
             *kind,
-            "answer" | "other" | "change" | "approve" | "plan" | "planchg"
+            "answer" | "other" | "change" | "approve" | "plan" | "planchg" | "raise"
         ) {
             return None;
         }
@@ -92,6 +100,13 @@ impl Click {
                     task,
                     version,
                     changes: *kind == "planchg",
+                })
+                .map_err(|_| malformed()),
+            ("raise", ["stop"]) => Ok(Click::Raise { task, amount: None }),
+            ("raise", [amount]) => crate::state::spec::Amount::parse(amount)
+                .map(|a| Click::Raise {
+                    task,
+                    amount: Some(a),
                 })
                 .map_err(|_| malformed()),
             ("approve", rest) => Ok(Click::Approve {
@@ -417,6 +432,36 @@ pub fn notice(text: &str, mentions: &[String]) -> Value {
         format!("{} {line}", who.join(" "))
     };
     json!({"text": full, "blocks": [section(&full)]})
+}
+
+/// A task stopped at its budget: the notice, and buttons to raise the budget (by half, or
+/// double it) or stop the task.
+pub fn budget_notice(
+    task: &TaskRef,
+    text: &str,
+    mentions: &[String],
+    limit: crate::state::spec::Amount,
+) -> Value {
+    let mut m = notice(text, mentions);
+    let raise = |factor: f64| {
+        let to = limit.times(factor);
+        button(
+            &format!("Raise to {to}"),
+            format!("raise:{task}:{to}"),
+            &to.to_string(),
+            factor < 2.0,
+        )
+    };
+    if let Some(b) = m["blocks"].as_array_mut() {
+        b.push(
+            json!({"type": "actions", "block_id": format!("budget:{task}"), "elements": [
+                raise(1.5),
+                raise(2.0),
+                button("Stop the task", format!("raise:{task}:stop"), "stop", false),
+            ]}),
+        );
+    }
+    m
 }
 
 /// A Slack user id as a mention, anything else (an email) as escaped text.

@@ -359,8 +359,16 @@ pub fn plan(
     {
         let key = format!("notice-{}", n.key);
         if !th.posted.contains_key(&key) {
+            // A spent budget comes with its buttons: raise it, or stop.
+            let limit = n
+                .key
+                .strip_prefix("budget:")
+                .and_then(|l| crate::state::spec::Amount::parse(l).ok());
             ops.push(Op::Post {
-                message: blocks::notice(&n.text, cx.mentions),
+                message: match limit {
+                    Some(l) => blocks::budget_notice(task, &n.text, cx.mentions, l),
+                    None => blocks::notice(&n.text, cx.mentions),
+                },
                 key: Key::Other(key),
                 broadcast: false,
                 tag: None,

@@ -237,31 +237,15 @@ impl Bot {
         let (key, value, next, what) = word
             .change(&spec, phase)
             .map_err(|why| format!("Nothing done for `{task}`: {why}."))?;
-        let path = StatePath::TaskSpec(task.clone());
-        let head = self
-            .tracker
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .head();
-        let raw = head
-            .and_then(|h| self.file_at(h, &path.to_path()))
-            .and_then(|b| String::from_utf8(b).ok());
-        // The edit a person would make: that one key, the rest of their file as it was.
-        let edited = raw
-            .map(|r| crate::state::yaml::set_top_level(&r, key, &value))
-            .filter(|t| {
-                crate::state::yaml::parse::<TaskSpec>(t.as_bytes()).ok() == Some(next.clone())
-            });
-        let body = match edited {
-            Some(b) => b,
-            None => crate::state::spec::task_file(&next)?,
-        };
-        let update = Update::put(
-            path,
-            body,
-            format!("{task}: {key}: {value} ({what} by Slack user {user} in its thread)"),
-        );
-        self.commit_before_ack(user, update, "the change").await?;
+        self.edit_task(
+            user,
+            task,
+            key,
+            &value,
+            &next,
+            &format!("{what} by Slack user {user} in its thread"),
+        )
+        .await?;
         let confirm = format!("{what} asked by <@{user}>: committed `{key}: {value}` to `{task}`");
         let message = json!({"text": confirm, "blocks": [
             {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(&confirm, 500)}]}]});
@@ -272,6 +256,95 @@ impl Bot {
                 Ok(confirm)
             }
         }
+    }
+
+    /// Commits `task.yaml` of `task` with `key: value` — that line changed, the rest of the
+    /// person's file as it was — for `user`, checking it then reads as `next`.
+    pub(super) async fn edit_task(
+        self: &Arc<Self>,
+        user: &str,
+        task: &TaskRef,
+        key: &str,
+        value: &str,
+        next: &TaskSpec,
+        why: &str,
+    ) -> Result<(), String> {
+        let path = StatePath::TaskSpec(task.clone());
+        let head = self
+            .tracker
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .head();
+        let raw = head
+            .and_then(|h| self.file_at(h, &path.to_path()))
+            .and_then(|b| String::from_utf8(b).ok());
+        let edited = raw
+            .map(|r| crate::state::yaml::set_top_level(&r, key, value))
+            .filter(|t| {
+                crate::state::yaml::parse::<TaskSpec>(t.as_bytes())
+                    .ok()
+                    .as_ref()
+                    == Some(next)
+            });
+        let body = match edited {
+            Some(b) => b,
+            None => crate::state::spec::task_file(next)?,
+        };
+        let update = Update::put(path, body, format!("{task}: {key}: {value} ({why})"));
+        self.commit_before_ack(user, update, "the change").await
+    }
+
+    /// A click on a spent budget's buttons: the task's budget set to `amount` for `user`
+    /// (`budget: {task: …, by: <user>}`, which the reconciler takes as that person's
+    /// decision), or the task stopped (`cancel: true`). Says what was done.
+    pub(super) async fn raise_budget(
+        self: &Arc<Self>,
+        user: &str,
+        task: &TaskRef,
+        amount: Option<crate::state::spec::Amount>,
+    ) -> Result<String, String> {
+        let (spec, phase) = self.read(|s| {
+            let e = s.task(task);
+            (
+                e.and_then(|e| e.spec.as_deref().cloned()),
+                e.and_then(|e| e.status.as_ref().map(|st| st.phase))
+                    .unwrap_or_default(),
+            )
+        });
+        let spec = spec.ok_or_else(|| format!("{task} has no valid task.yaml to change"))?;
+        let Some(amount) = amount else {
+            let (key, value, next, what) = Word::Stop
+                .change(&spec, phase)
+                .map_err(|why| format!("Nothing done for `{task}`: {why}."))?;
+            self.edit_task(
+                user,
+                task,
+                key,
+                &value,
+                &next,
+                &format!("{what} by Slack user {user}"),
+            )
+            .await?;
+            return Ok(format!("🛑 `{task}` stops: committed `cancel: true`."));
+        };
+        let mut next = spec.clone();
+        next.budget = Some(crate::state::spec::BudgetSpec {
+            task: Some(amount),
+            by: Some(user.to_string()),
+        });
+        let value = format!("{{task: \"{amount}\", by: {user}}}");
+        self.edit_task(
+            user,
+            task,
+            "budget",
+            &value,
+            &next,
+            &format!("budget raised to {amount} by Slack user {user}"),
+        )
+        .await?;
+        Ok(format!(
+            "💸 `{task}`'s budget is now {amount}; it carries on."
+        ))
     }
 
     /// Commits `messages/<id>.yaml` for the builder, or says why not.

@@ -137,9 +137,7 @@ pub async fn budget(
     let (Some(l), Some(s)) = (limit, spent) else {
         return Ok(None);
     };
-    if (0.8..1.0).contains(&s)
-        && plan.status.effects.budget_warned.as_deref() != Some(&l.to_string())
-    {
+    if s >= 0.8 && plan.status.effects.budget_warned.as_deref() != Some(&l.to_string()) {
         plan.status.effects.budget_warned = Some(l.to_string());
         plan.milestone(
             MilestoneKind::Error,
