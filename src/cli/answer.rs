@@ -286,6 +286,7 @@ pub fn cmd_budget(args: BudgetArgs) -> CmdResult {
     next.budget = Some(crate::state::spec::BudgetSpec {
         task: Some(amount),
         by: None,
+        ..spec.budget.clone().unwrap_or_default()
     });
     let path = StatePath::TaskSpec(task.clone());
     let raw = read_raw(&args.person.state, &args.person.branch, &path.to_path())?;

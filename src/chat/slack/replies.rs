@@ -331,6 +331,7 @@ impl Bot {
         next.budget = Some(crate::state::spec::BudgetSpec {
             task: Some(amount),
             by: Some(user.to_string()),
+            ..spec.budget.clone().unwrap_or_default()
         });
         let value = format!("{{task: \"{amount}\", by: {user}}}");
         self.edit_task(

@@ -263,8 +263,10 @@ async fn gates(
             return Ok(Some(Action::requeue(Duration::ZERO)));
         }
         // Stopped by its budget, and the budget was raised since: carry on.
-        if plan.status.reason.as_deref() == Some("BudgetExceeded")
-            && plan.status.agent.is_some()
+        if matches!(
+            plan.status.reason.as_deref(),
+            Some("BudgetExceeded" | "BudgetUnenforceable")
+        ) && plan.status.agent.is_some()
             && let usage = plan.status.usage.clone().unwrap_or_default()
             && usage::task_limit(view).is_none_or(|l| l.spent(&usage).is_some_and(|s| s < 1.0))
             && usage::raise_allowed(ctx, view, plan).await?

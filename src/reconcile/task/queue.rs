@@ -52,6 +52,13 @@ pub async fn queued(
         );
         return Ok(Action::await_change());
     }
+    // A day budget spent: wait for the next day (or a raise, which wakes the task).
+    if let Some((why, midnight)) = super::usage::day_budget_spent(view, plan.now) {
+        if plan.status.message.as_deref() != Some(why.as_str()) {
+            plan.waiting("DayBudgetReached", why);
+        }
+        return Ok(Action::requeue(plan.until(midnight)));
+    }
     plan.transition(Phase::Preparing, "Starting", "");
     Ok(Action::requeue(Duration::ZERO))
 }

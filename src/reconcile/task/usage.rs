@@ -74,6 +74,59 @@ pub async fn raise_allowed(
     }
 }
 
+/// The day budget that holds the task's start, if one is spent today: why, and when the
+/// day ends (midnight in the business time zone).
+pub fn day_budget_spent(view: &View, now: Timestamp) -> Option<(String, Timestamp)> {
+    let tz = view
+        .settings
+        .business_hours
+        .time_zone()
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let today = now.to_zoned(tz.clone());
+    let day = today.date().to_string();
+    let midnight = today
+        .date()
+        .tomorrow()
+        .ok()
+        .and_then(|d| d.to_zoned(tz.clone()).ok())
+        .map_or(now, |z| z.timestamp());
+    let project_limit = view
+        .project
+        .budget
+        .as_ref()
+        .and_then(|b| b.project_per_day)
+        .or(view.settings.budget.project_per_day);
+    let empty = Usage::default();
+    let checks = [
+        (
+            project_limit,
+            view.project_by_day.get(&day).unwrap_or(&empty),
+            format!("{}'s budget for the day", view.t.project),
+        ),
+        (
+            view.settings.budget.per_day,
+            view.all_by_day.get(&day).unwrap_or(&empty),
+            "the budget for the day (every project)".to_string(),
+        ),
+    ];
+    checks.into_iter().find_map(|(limit, used, what)| {
+        let l = limit?;
+        // Unknown spend (a money budget and a model without a price) holds too: money is
+        // never spent by default.
+        let spent = l.spent(used).is_none_or(|s| s >= 1.0);
+        spent.then(|| {
+            (
+                format!(
+                    "{what} is spent ({} of {l}); waiting for {} or a raise",
+                    l.show_spent(used),
+                    midnight.to_zoned(tz.clone()).strftime("%a %d %b %H:%M %Z")
+                ),
+                midnight,
+            )
+        })
+    })
+}
+
 /// The reason a task waits while its budget is spent.
 pub const REACHED: &str = "BudgetReached";
 
@@ -133,6 +186,24 @@ pub async fn budget(
                 return Ok(Some(Action::requeue(std::time::Duration::ZERO)));
             }
         }
+    }
+    if let Some(l @ Amount::Money(_)) = limit
+        && spent.is_none()
+    {
+        // The model has no price: a money budget cannot be kept, and money is never spent
+        // by default. A token budget lets it carry on.
+        agent.interrupt(&view.t, session).await?;
+        plan.status.effects.failed_in = Some(Phase::Running);
+        plan.transition(
+            Phase::Failed,
+            "BudgetUnenforceable",
+            format!(
+                "the model has no price, so the task budget {l} cannot be kept: set a token \
+                 budget (gaffer budget {} --set 2M) to carry on",
+                view.t
+            ),
+        );
+        return Ok(Some(Action::await_change()));
     }
     let (Some(l), Some(s)) = (limit, spent) else {
         return Ok(None);

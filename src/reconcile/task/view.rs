@@ -84,6 +84,10 @@ pub struct TaskFiles {
     pub parent_plan: Option<(crate::state::planning::PlanStatus, BTreeMap<String, String>)>,
     /// The project's other tasks.
     pub siblings: Vec<Sibling>,
+    /// What every task of the project used, by day (`YYYY-MM-DD`, business time zone).
+    pub project_by_day: BTreeMap<String, crate::state::status::Usage>,
+    /// What every task of every project used, by day.
+    pub all_by_day: BTreeMap<String, crate::state::status::Usage>,
 }
 
 /// A task whose spec and project are valid: what every phase reads.
@@ -118,6 +122,24 @@ impl Loaded {
             settings: snap.settings.clone(),
             ..Loaded::default()
         };
+        // Day budgets are sums over the whole state.
+        for (p, pe) in &snap.projects {
+            for te in pe.tasks.values() {
+                let Some(st) = te.status.as_deref() else {
+                    continue;
+                };
+                for (day, u) in &st.usage_by_day {
+                    v.files.all_by_day.entry(day.clone()).or_default().add(u);
+                    if *p == t.project {
+                        v.files
+                            .project_by_day
+                            .entry(day.clone())
+                            .or_default()
+                            .add(u);
+                    }
+                }
+            }
+        }
         let Some(pe) = snap.projects.get(&t.project) else {
             return v;
         };

@@ -140,6 +140,14 @@ pub struct BudgetSpec {
     /// question deadline. Money is never spent by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Amount>,
+    /// A project's tasks, per day (in the business time zone; `gaffer.yaml` or
+    /// `project.yaml`). Once spent, its queued tasks wait for the next day or a raise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_per_day: Option<Amount>,
+    /// Every task, per day (`gaffer.yaml`). Once spent, queued tasks wait for the next day or
+    /// a raise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<Amount>,
     /// In `task.yaml`: who set this budget, when a bot commits it for them (a Slack user
     /// id). A raise counts only from someone allowed to decide, like an answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -190,3 +190,104 @@ async fn a_raise_before_the_deadline_carries_on_in_the_same_session() {
     assert!(w.agent.sent_text(&id).contains("raised to 1M tokens"));
     assert_eq!(plan.status.effects.budget_deadline, None);
 }
+
+#[tokio::test]
+async fn a_spent_day_budget_holds_another_projects_queued_task_until_midnight() {
+    let mut w = World::new(Phase::Queued);
+    w.file(
+        "gaffer.yaml",
+        &format!("{GAFFER}budget: {{per_day: \"$1\"}}\n"),
+    );
+    // Another project spent $1.20 today (London; 25 November).
+    w.file(
+        "projects/demo/web/tasks/other/status.yaml",
+        "phase: Running\nusageByDay:\n  \"2026-11-25\": {requests: 4, input: 9000, output: 900, cost: 1.2}\n  \"2026-11-24\": {requests: 9, input: 9000, output: 900, cost: 7.0}\n",
+    );
+    let (action, mut plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::Queued);
+    assert_eq!(plan.status.reason.as_deref(), Some("DayBudgetReached"));
+    let msg = plan.status.message.clone().unwrap();
+    assert!(
+        msg.contains("the budget for the day (every project) is spent ($1.2000 of $1.00)")
+            && msg.contains("Thu 26 Nov 00:00 GMT"),
+        "{msg}"
+    );
+    assert_eq!(action, requeue(14 * 3600));
+    w.apply(&mut plan);
+    // Midnight in the business time zone: a new day, a new budget.
+    w.now = "2026-11-26T00:00:01Z".parse().unwrap();
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::Preparing);
+}
+
+#[tokio::test]
+async fn a_projects_day_budget_counts_only_its_own_tasks() {
+    let mut w = World::new(Phase::Queued);
+    w.file(
+        "projects/demo/api/project.yaml",
+        &format!("{PROJECT}budget: {{project_per_day: 100k tokens}}\n"),
+    );
+    w.file(
+        "projects/demo/web/tasks/other/status.yaml",
+        "phase: Running\nusageByDay: {\"2026-11-25\": {requests: 4, input: 500000}}\n",
+    );
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::Preparing, "another project's spend");
+    let mut w = World::new(Phase::Queued);
+    w.file(
+        "projects/demo/api/project.yaml",
+        &format!("{PROJECT}budget: {{project_per_day: 100k tokens}}\n"),
+    );
+    w.file(
+        "projects/demo/api/tasks/before/status.yaml",
+        "phase: Promoted\nusageByDay: {\"2026-11-25\": {requests: 4, input: 150000}}\n",
+    );
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(plan.status.reason.as_deref(), Some("DayBudgetReached"));
+    assert!(
+        plan.status
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("demo/api's budget for the day is spent (150000 tokens of 100k tokens)"),
+        "{:?}",
+        plan.status.message
+    );
+}
+
+#[tokio::test]
+async fn a_money_budget_with_a_model_without_a_price_stops_until_a_token_budget_is_set() {
+    let mut w = budget_world("$5");
+    w.agent.polls.lock().unwrap().push_back(Polled {
+        events: vec![],
+        cursor: 10,
+        waiting: false,
+        interrupted: None,
+        usage: vec![(
+            w.now,
+            Usage {
+                requests: 1,
+                input: 500,
+                unpriced: 1,
+                ..Usage::default()
+            },
+        )],
+    });
+    let (_, mut plan) = w.step().await.unwrap();
+    assert!(interrupted(&w));
+    assert_eq!(plan.phase(), Phase::Failed);
+    assert_eq!(plan.status.reason.as_deref(), Some("BudgetUnenforceable"));
+    assert!(
+        plan.status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("the model has no price, so the task budget $5.00 cannot be kept"),
+    );
+    w.apply(&mut plan);
+    w.task_file("task.yaml", "title: Add JWT\nbudget: {task: 2M tokens}\n");
+    w.by("task.yaml", "alice@example.com", "alice@example.com");
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::Queued);
+    assert_eq!(plan.status.reason.as_deref(), Some("BudgetRaised"));
+}
