@@ -128,6 +128,45 @@ pub fn view(snap: &Snapshot, may_act: bool, now: Timestamp, tz: &jiff::tz::TimeZ
             ));
         }
         if let Some(st) = e.status.as_deref()
+            && st.phase == Phase::AwaitingAnswer
+            && st.reason.as_deref() == Some("BudgetReached")
+        {
+            // The raise buttons of its notice, from the budget in force when it stopped.
+            let limit = st.notices.iter().rev().find_map(|n| {
+                n.key
+                    .strip_prefix("budget:")
+                    .and_then(|l| crate::state::spec::Amount::parse(l).ok())
+            });
+            let mut buttons: Vec<Value> = limit
+                .into_iter()
+                .flat_map(|l| [l.times(1.5), l.times(2.0)])
+                .map(|to| {
+                    button(
+                        &format!("Raise to {to}"),
+                        format!("raise:{t}:{to}"),
+                        &to.to_string(),
+                        false,
+                    )
+                })
+                .collect();
+            buttons.push(button(
+                "Stop the task",
+                format!("raise:{t}:stop"),
+                "stop",
+                false,
+            ));
+            waiting.push((
+                st.effects.budget_deadline,
+                vec![
+                    section(&format!(
+                        "💸 *{t}* stopped at its budget: {}",
+                        escape(st.message.as_deref().unwrap_or(""), 400)
+                    )),
+                    json!({"type": "actions", "block_id": format!("home-budget:{t}"), "elements": buttons}),
+                ],
+            ));
+        }
+        if let Some(st) = e.status.as_deref()
             && st.phase == Phase::InReview
             && st.reason.as_deref() == Some("AwaitingApproval")
         {

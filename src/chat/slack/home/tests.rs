@@ -69,6 +69,9 @@ fn busy(projects: u32, per: u32) -> Snapshot {
                     "reason: AwaitingApproval\nlinks: [{name: 'pr:api', url: 'https://github.com/me/api/pull/7'}]\n",
                 ),
                 "Failed" => status.push_str("reason: AgentFailed\nmessage: the model is overloaded\n"),
+                "AwaitingAnswer" if p == 1 => status.push_str(
+                    "reason: BudgetReached\nmessage: spent $5.20 of the task budget $5.00\nnotices: [{key: 'budget:$5.00', text: x, at: 2026-11-30T09:00:00Z, due: 2026-11-30T09:00:00Z, released: true}]\n",
+                ),
                 _ => {}
             }
             let mut e = task(&format!("Task number {i} of project {p}"), &status);
@@ -103,6 +106,11 @@ fn a_busy_home_shows_what_waits_projects_and_recent_work() {
     assert!(
         text.contains("approve:ai-dev/proj-0/task-2"),
         "the approve button"
+    );
+    assert!(
+        text.contains("raise:ai-dev/proj-1/task-1:$7.50")
+            && text.contains("raise:ai-dev/proj-1/task-1:stop"),
+        "the raise and stop buttons of a spent budget: {text}"
     );
     assert!(text.contains("🚀 `ai-dev/proj-0/task-3` promoted"));
     assert!(text.contains("the model is overloaded"));
