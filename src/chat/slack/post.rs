@@ -11,11 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::api::SlackError;
 use super::blocks::{self, Key, tagged};
@@ -25,7 +22,6 @@ use crate::state::StatePath;
 use crate::state::snapshot::TaskEntry;
 use crate::state::status::{DecidedBy, Link, Phase, Question, SlackThread};
 use crate::store::Update;
-use crate::store::tracker::Wake;
 
 /// One thing a thread lacks.
 #[derive(Debug, Clone, PartialEq)]
@@ -770,115 +766,12 @@ fn check_channel_name(name: &str) -> Result<(), SlackError> {
     }
 }
 
-fn key_name(key: &Key) -> String {
-    match key {
-        Key::Question(q) | Key::OwnQuestion(q) => q.to_string(),
-        Key::Other(n) => n.clone(),
-        Key::Parent => "parent".into(),
-        Key::Milestone(s) => format!("m-{s}"),
-    }
-}
+use self::keys::{key_name, merge_keys, posted, record};
 
-fn posted(rec: &SlackThread, key: &Key) -> bool {
-    match key {
-        Key::Parent => true,
-        Key::Milestone(seq) => *seq <= rec.posted_seq,
-        Key::Question(q) | Key::OwnQuestion(q) => rec.questions.contains_key(q),
-        Key::Other(n) => rec.posted.contains_key(n),
-    }
-}
+pub use self::looping::run;
 
-fn record(rec: &mut SlackThread, key: &Key, ts: String, tag: Option<String>) {
-    match key {
-        Key::Parent => {}
-        Key::Milestone(seq) => rec.posted_seq = rec.posted_seq.max(*seq),
-        Key::Question(q) => {
-            rec.questions.insert(q.clone(), ts);
-        }
-        Key::OwnQuestion(q) => {
-            rec.questions.insert(q.clone(), ts);
-            rec.own_threads.insert(q.clone());
-        }
-        Key::Other(n) => {
-            rec.posted.insert(n.clone(), ts);
-        }
-    }
-    if let Some(tag) = tag {
-        rec.shown.insert(key_name(key), tag);
-    }
-}
-
-/// Takes the keys found in the thread as posted (what a crash left unrecorded).
-fn merge_keys(rec: &mut SlackThread, keys: Vec<(String, String)>) {
-    for (block_id, ts) in keys {
-        if let Some(key) = Key::parse(&block_id)
-            && !posted(rec, &key)
-        {
-            tracing::info!(key = %block_id, "found a post not yet recorded; not posting it again");
-            // What it shows is unknown: leave `shown` empty so it is updated if needed.
-            record(rec, &key, ts, None);
-        }
-    }
-}
-
-/// How long records may lag behind posts while more posts keep coming.
-const RECORD_AFTER: Duration = Duration::from_secs(2);
-
-/// Runs the poster: after each state change, again shortly after a failure, and records
-/// the threads' `slack.yaml` once posting pauses.
-pub async fn run(bot: Arc<Bot>, mut wakes: mpsc::UnboundedReceiver<Wake>) {
-    let mut poster = Poster::new(bot);
-    let mut backoff = Duration::from_secs(1);
-    let mut retry_at: Option<Instant> = None;
-    let mut record_at: Option<Instant> = None;
-    // The Home tabs people opened follow the state, at most every REFRESH_EVERY.
-    let mut home_at: Option<Instant> = None;
-    let mut home_last = Instant::now();
-    loop {
-        let next = [retry_at, record_at, home_at].into_iter().flatten().min();
-        let woke = match next {
-            Some(at) => match tokio::time::timeout_at(at, wakes.recv()).await {
-                Ok(None) => return,
-                Ok(Some(_)) => true,
-                Err(_) => false,
-            },
-            None => match wakes.recv().await {
-                None => return,
-                Some(_) => true,
-            },
-        };
-        let now = Instant::now();
-        if woke || retry_at.is_some_and(|t| t <= now) {
-            while wakes.try_recv().is_ok() {}
-            match poster.sync_all().await {
-                Ok(()) => {
-                    retry_at = None;
-                    backoff = Duration::from_secs(1);
-                }
-                Err(_) => {
-                    retry_at = Some(Instant::now() + backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                }
-            }
-            if poster.behind() && record_at.is_none() {
-                record_at = Some(Instant::now() + RECORD_AFTER);
-            }
-            if home_at.is_none() {
-                home_at = Some((home_last + super::home::REFRESH_EVERY).max(Instant::now()));
-            }
-        }
-        if home_at.is_some_and(|t| t <= Instant::now()) {
-            poster.bot.refresh_homes().await;
-            home_last = Instant::now();
-            home_at = None;
-        }
-        if record_at.is_some_and(|t| t <= Instant::now()) {
-            poster.record();
-            record_at = None;
-        }
-    }
-}
-
+mod keys;
+mod looping;
 mod own;
 #[cfg(test)]
 mod tests;
