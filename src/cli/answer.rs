@@ -199,16 +199,7 @@ pub fn cmd_say(args: SayArgs) -> CmdResult {
         return Err(CliError::user(format!("{task} takes no messages: {why}")));
     }
     let (identity, by) = args.person.who();
-    if let Some(settings) = &snapshot.settings
-        && !settings.authors.answers.contains(&identity.email)
-    {
-        return Err(CliError::user(format!(
-            "{} is not listed in gaffer.yaml authors.answers, so the reconciler would not \
-             deliver this message",
-            identity.email
-        ))
-        .hint("say it as a listed author: --by EMAIL, or git config user.email EMAIL"));
-    }
+    listed(&snapshot, &identity.email, "deliver this message")?;
     let now = jiff::Timestamp::now();
     let message = crate::state::spec::MessageSpec {
         text: args.text.clone(),
@@ -272,16 +263,7 @@ pub fn cmd_budget(args: BudgetArgs) -> CmdResult {
         .as_deref()
         .ok_or_else(|| CliError::user(format!("{task}'s task.yaml is not valid; fix it first")))?;
     let (identity, by) = args.person.who();
-    if let Some(settings) = &snapshot.settings
-        && !settings.authors.answers.contains(&identity.email)
-    {
-        return Err(CliError::user(format!(
-            "{} is not listed in gaffer.yaml authors.answers, so the reconciler would not \
-             take this budget",
-            identity.email
-        ))
-        .hint("set it as a listed author: --by EMAIL, or git config user.email EMAIL"));
-    }
+    listed(&snapshot, &identity.email, "take this budget")?;
     let mut next = spec.clone();
     next.budget = Some(crate::state::spec::BudgetSpec {
         task: Some(amount),
@@ -331,4 +313,22 @@ fn read_raw(state: &str, branch: &str, path: &str) -> Result<Option<String>, Cli
     let bytes = crate::store::read::read_file(&transport.repo(), head, path)
         .map_err(|e| CliError::internal(e.to_string()))?;
     Ok(bytes.and_then(|b| String::from_utf8(b).ok()))
+}
+
+/// Refuses, before anything is committed, a person the reconciler would not listen to.
+fn listed(
+    snapshot: &crate::state::snapshot::Snapshot,
+    email: &str,
+    what: &str,
+) -> Result<(), CliError> {
+    match &snapshot.settings {
+        Some(settings) if !settings.authors.answers.iter().any(|a| a == email) => {
+            Err(CliError::user(format!(
+                "{email} is not listed in gaffer.yaml authors.answers, so the reconciler would \
+                 not {what}"
+            ))
+            .hint("act as a listed author: --by EMAIL, or git config user.email EMAIL"))
+        }
+        _ => Ok(()),
+    }
 }

@@ -225,15 +225,7 @@ impl Bot {
         channel: &str,
         thread: &str,
     ) -> Result<String, String> {
-        let (spec, phase) = self.read(|s| {
-            let e = s.task(task);
-            (
-                e.and_then(|e| e.spec.as_deref().cloned()),
-                e.and_then(|e| e.status.as_ref().map(|st| st.phase))
-                    .unwrap_or_default(),
-            )
-        });
-        let spec = spec.ok_or_else(|| format!("{task} has no valid task.yaml to change"))?;
+        let (spec, phase) = self.spec_and_phase(task)?;
         let (key, value, next, what) = word
             .change(&spec, phase)
             .map_err(|why| format!("Nothing done for `{task}`: {why}."))?;
@@ -256,6 +248,20 @@ impl Bot {
                 Ok(confirm)
             }
         }
+    }
+
+    /// `task`'s spec and phase, or why it cannot be changed.
+    fn spec_and_phase(&self, task: &TaskRef) -> Result<(TaskSpec, Phase), String> {
+        let (spec, phase) = self.read(|s| {
+            let e = s.task(task);
+            (
+                e.and_then(|e| e.spec.as_deref().cloned()),
+                e.and_then(|e| e.status.as_ref().map(|st| st.phase))
+                    .unwrap_or_default(),
+            )
+        });
+        let spec = spec.ok_or_else(|| format!("{task} has no valid task.yaml to change"))?;
+        Ok((spec, phase))
     }
 
     /// Commits `task.yaml` of `task` with `key: value` — that line changed, the rest of the
@@ -303,15 +309,7 @@ impl Bot {
         task: &TaskRef,
         amount: Option<crate::state::spec::Amount>,
     ) -> Result<String, String> {
-        let (spec, phase) = self.read(|s| {
-            let e = s.task(task);
-            (
-                e.and_then(|e| e.spec.as_deref().cloned()),
-                e.and_then(|e| e.status.as_ref().map(|st| st.phase))
-                    .unwrap_or_default(),
-            )
-        });
-        let spec = spec.ok_or_else(|| format!("{task} has no valid task.yaml to change"))?;
+        let (spec, phase) = self.spec_and_phase(task)?;
         let Some(amount) = amount else {
             let (key, value, next, what) = Word::Stop
                 .change(&spec, phase)
