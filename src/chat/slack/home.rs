@@ -128,7 +128,7 @@ pub fn view(snap: &Snapshot, may_act: bool, now: Timestamp, tz: &jiff::tz::TimeZ
             ));
         }
         if let Some(st) = e.status.as_deref()
-            && st.phase == Phase::AwaitingAnswer
+            && matches!(st.phase, Phase::AwaitingAnswer | Phase::Planning)
             && st.reason.as_deref() == Some("BudgetReached")
         {
             // The raise buttons of its notice, from the budget in force when it stopped.

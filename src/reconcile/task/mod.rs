@@ -272,9 +272,14 @@ async fn gates(
             && usage::raise_allowed(ctx, view, plan).await?
         {
             let shown = usage::task_limit(view).map_or("no limit".into(), |l| l.to_string());
+            // A builder goes back to its session; a planner starts its step again.
+            let back = match plan.status.effects.failed_in {
+                Some(Phase::Running | Phase::AwaitingAnswer) => Some(Phase::Running),
+                _ => None,
+            };
             resume_through_queue(
                 plan,
-                Some(Phase::Running),
+                back,
                 "BudgetRaised",
                 &format!("the budget is now {shown}"),
             );

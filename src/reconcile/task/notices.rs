@@ -108,7 +108,7 @@ fn reasons(view: &View, plan: &Plan) -> Vec<Reason> {
             deadline: None,
         });
     }
-    if plan.phase() == Phase::AwaitingAnswer
+    if matches!(plan.phase(), Phase::AwaitingAnswer | Phase::Planning)
         && plan.status.reason.as_deref() == Some(super::usage::REACHED)
     {
         out.push(Reason {

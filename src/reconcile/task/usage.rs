@@ -141,8 +141,13 @@ pub async fn budget(
     agent: &dyn AgentRuntime,
     session: &str,
 ) -> Result<Option<Action>, ReconcileError> {
-    let waiting =
-        plan.status.reason.as_deref() == Some(REACHED) && plan.phase() == Phase::AwaitingAnswer;
+    // A planner stopped at its budget waits in Planning; a builder in AwaitingAnswer.
+    let waiting = plan.status.reason.as_deref() == Some(REACHED)
+        && matches!(plan.phase(), Phase::AwaitingAnswer | Phase::Planning);
+    let back = match plan.phase() {
+        Phase::Planning => Phase::Planning,
+        _ => Phase::Running,
+    };
     let usage = plan.status.usage.clone().unwrap_or_default();
     let limit = task_limit(view);
     let spent = limit.and_then(|l| l.spent(&usage));
@@ -152,7 +157,7 @@ pub async fn budget(
                 let deadline = plan.status.effects.budget_deadline.unwrap_or(plan.now);
                 if deadline <= plan.now {
                     plan.status.effects.budget_deadline = None;
-                    plan.status.effects.failed_in = Some(Phase::Running);
+                    plan.status.effects.failed_in = Some(back);
                     plan.transition(
                         Phase::Failed,
                         "BudgetExceeded",
@@ -178,11 +183,7 @@ pub async fn budget(
                 let text = prompts::render(Prompt::BudgetRaised, context! { limit => &shown })?;
                 agent.send(&view.t, session, &id, &text).await?;
                 plan.record_prompt(&id);
-                plan.transition(
-                    Phase::Running,
-                    "BudgetRaised",
-                    format!("the budget is now {shown}"),
-                );
+                plan.transition(back, "BudgetRaised", format!("the budget is now {shown}"));
                 return Ok(Some(Action::requeue(std::time::Duration::ZERO)));
             }
         }
@@ -193,7 +194,7 @@ pub async fn budget(
         // The model has no price: a money budget cannot be kept, and money is never spent
         // by default. A token budget lets it carry on.
         agent.interrupt(&view.t, session).await?;
-        plan.status.effects.failed_in = Some(Phase::Running);
+        plan.status.effects.failed_in = Some(back);
         plan.transition(
             Phase::Failed,
             "BudgetUnenforceable",
@@ -234,8 +235,12 @@ pub async fn budget(
         .business_hours
         .time_zone()
         .unwrap_or(jiff::tz::TimeZone::UTC);
+    let waits_in = match back {
+        Phase::Planning => Phase::Planning,
+        _ => Phase::AwaitingAnswer,
+    };
     plan.transition(
-        Phase::AwaitingAnswer,
+        waits_in,
         REACHED,
         format!(
             "spent {} of the task budget {l}: raise it (gaffer budget {} --set …) or the task \

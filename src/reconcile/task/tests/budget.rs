@@ -291,3 +291,23 @@ async fn a_money_budget_with_a_model_without_a_price_stops_until_a_token_budget_
     assert_eq!(plan.phase(), Phase::Queued);
     assert_eq!(plan.status.reason.as_deref(), Some("BudgetRaised"));
 }
+
+#[tokio::test]
+async fn a_planner_stopped_at_its_budget_waits_in_planning_and_plans_on_after_a_raise() {
+    let mut w = World::new(Phase::Planning);
+    w.file(
+        "gaffer.yaml",
+        &format!("{GAFFER}budget: {{task: 1000 tokens}}\n"),
+    );
+    spend(&mut w, 0.01);
+    let (_, mut plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::Planning);
+    assert_eq!(plan.status.reason.as_deref(), Some("BudgetReached"));
+    assert!(interrupted(&w));
+    w.apply(&mut plan);
+    w.task_file("task.yaml", "title: Add JWT\nbudget: {task: 5000 tokens}\n");
+    w.by("task.yaml", "alice@example.com", "alice@example.com");
+    let (_, plan) = w.step().await.unwrap();
+    assert_eq!(plan.phase(), Phase::Planning);
+    assert_eq!(plan.status.reason.as_deref(), Some("BudgetRaised"));
+}
