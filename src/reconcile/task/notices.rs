@@ -90,15 +90,23 @@ fn reasons(view: &View, plan: &Plan) -> Vec<Reason> {
                 deadline: None,
             });
         }
-        Phase::Failed => out.push(Reason {
-            key: format!("failed:{}", plan.status.observed_retry),
-            text: format!(
-                "❌ {head} failed ({}): {} — say `retry` in its thread",
-                plan.status.reason.as_deref().unwrap_or("Failed"),
-                short(message, 200)
-            ),
-            deadline: None,
-        }),
+        Phase::Failed => {
+            let reason = plan.status.reason.as_deref().unwrap_or("Failed");
+            // A budget stop is undone by a raise, not a retry.
+            let then = if reason.starts_with("Budget") {
+                "raise its budget (gaffer budget) to carry on"
+            } else {
+                "say `retry` in its thread"
+            };
+            out.push(Reason {
+                key: format!("failed:{}", plan.status.observed_retry),
+                text: format!(
+                    "❌ {head} failed ({reason}): {} — {then}",
+                    short(message, 200)
+                ),
+                deadline: None,
+            })
+        }
         _ => {}
     }
     if let Some(l) = &plan.status.effects.budget_warned {
