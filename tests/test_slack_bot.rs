@@ -795,6 +795,64 @@ fn the_events_api_accepts_only_fresh_correctly_signed_requests() {
     // An unsigned one is not even looked at.
     let (code, _) = post(port, "/slack/interactive", &form, now, "v0=00");
     assert_eq!(code, 401);
+
+    // Events: a reply in the task's thread becomes a message for its builder; opening the
+    // Home tab publishes it.
+    let parent = w.wait(60, "the thread", |w| {
+        w.message(&format!("gaffer:parent:{task}"))
+    });
+    let event = |event: Value| {
+        serde_json::json!({"token": "x", "team_id": "T0GAFFER", "api_app_id": "A0",
+            "type": "event_callback", "event_id": "Ev1", "event_time": 1, "event": event})
+        .to_string()
+    };
+    let reply = event(
+        serde_json::json!({"type": "message", "channel": parent.channel,
+        "user": ALLOWED, "text": "Please use RS256", "ts": "1700000099.000100",
+        "thread_ts": parent.ts}),
+    );
+    let now = jiff::Timestamp::now().as_second();
+    let (code, body) = post_as(
+        port,
+        "/slack/events",
+        "application/json",
+        &reply,
+        now,
+        &v.sign(now, reply.as_bytes()),
+    );
+    assert_eq!(code, 200, "{body}");
+    let path =
+        "main:projects/demo/web-api/tasks/jwt/messages/slack-u0allowed-1700000099-000100.yaml";
+    let body = w.wait(30, "the message committed", |w| {
+        let out = std::process::Command::new("git")
+            .args(["show", path])
+            .current_dir(&w.state)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    });
+    assert!(
+        body.contains("text: Please use RS256") && body.contains("by: U0ALLOWED"),
+        "{body}"
+    );
+    let home = event(
+        serde_json::json!({"type": "app_home_opened", "user": ALLOWED,
+        "channel": "D0", "tab": "home"}),
+    );
+    let now = jiff::Timestamp::now().as_second();
+    let (code, _) = post_as(
+        port,
+        "/slack/events",
+        "application/json",
+        &home,
+        now,
+        &v.sign(now, home.as_bytes()),
+    );
+    assert_eq!(code, 200);
+    let (_, view) = w.wait(30, "the Home tab", |w| w.fake.home(ALLOWED));
+    assert!(view.to_string().contains("demo/web-api"), "{view}");
 }
 
 #[test]
