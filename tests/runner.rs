@@ -21,6 +21,7 @@ mod test_reconcile;
 mod test_sandbox;
 mod test_schema;
 mod test_server;
+mod test_sessions;
 mod test_slack;
 pub(crate) mod test_slack_bot;
 mod test_store;

@@ -248,6 +248,31 @@ impl Client {
         Ok(c.id)
     }
 
+    /// `GET /session`: every session of the server, as `(id, title, created ms)`.
+    pub async fn sessions(&self) -> Result<Vec<(String, String, i64)>, ClientError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            id: String,
+            #[serde(default)]
+            title: String,
+            #[serde(default)]
+            time: Option<Value>,
+        }
+        let listed: Vec<Listed> = self.json("GET", "/session", None).await?;
+        Ok(listed
+            .into_iter()
+            .map(|s| {
+                let created = s
+                    .time
+                    .as_ref()
+                    .and_then(|t| t.get("created"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                (s.id, s.title, created)
+            })
+            .collect())
+    }
+
     /// `GET /session/{id}`: whether the session exists.
     pub async fn session_exists(&self, id: &str) -> Result<bool, ClientError> {
         match self.call("GET", &format!("/session/{id}"), None).await {

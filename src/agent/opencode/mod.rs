@@ -373,15 +373,36 @@ impl AgentRuntime for OpenCode {
         // in its history, so nothing is sent twice either).
         let existing = existing.or(recorded.as_deref());
         let (client, _) = self.server(&req.task.project).await?;
-        let id = match existing {
-            Some(id) if client.session_exists(id).await? => id.to_string(),
+        let stage = match req.stage {
+            crate::agent::Stage::Plan => " (plan)",
+            crate::agent::Stage::Build => "",
+        };
+        // The title carries the task's key: a session made just before a crash, before any
+        // record of it was written, is found by it and not made twice.
+        let key = format!("gaffer {}{stage}: ", req.task);
+        let live = match existing {
+            Some(id) if client.session_exists(id).await? => Some(id.to_string()),
+            _ => None,
+        };
+        let orphan = match live {
+            Some(_) => None,
+            None => client
+                .sessions()
+                .await?
+                .into_iter()
+                .filter(|(_, title, _)| title.starts_with(&key))
+                .max_by_key(|(_, _, created)| *created)
+                .map(|(id, _, _)| id),
+        };
+        let id = match (live, orphan) {
+            (Some(id), _) => id,
+            (None, Some(id)) => {
+                tracing::info!(task = %req.task, session = %id, "found the task's session made before a crash; not making another");
+                id
+            }
             _ => {
-                let stage = match req.stage {
-                    crate::agent::Stage::Plan => " (plan)",
-                    crate::agent::Stage::Build => "",
-                };
                 let mut body = json!({
-                    "title": format!("gaffer {}{stage}: {}", req.task, req.title),
+                    "title": format!("{key}{}", req.title),
                 });
                 if let Some(agent) = &req.agent {
                     body["agent"] = json!(agent);
@@ -396,6 +417,7 @@ impl AgentRuntime for OpenCode {
                 }
                 let id = client.create_session(&body).await?;
                 tracing::info!(task = %req.task, session = %id, "OpenCode session created");
+                crate::crash::point("session:created");
                 id
             }
         };
