@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!repo.is_empty() && number > 0);
             1
         })),
+        usage: None,
     });
     let status =
         runtime().block_on(async { app(state).oneshot(req).await.expect("infallible").status() });

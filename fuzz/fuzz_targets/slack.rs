@@ -27,7 +27,8 @@ fn interaction(p: &Value) {
                 Click::Answer { task, .. }
                 | Click::Other { task, .. }
                 | Click::Approve { task, .. }
-                | Click::Plan { task, .. } => task,
+                | Click::Plan { task, .. }
+                | Click::Raise { task, .. } => task,
             };
             assert!(!task.to_string().contains(':'), "{click:?}");
         }
@@ -36,6 +37,18 @@ fn interaction(p: &Value) {
             str_at(a, "/selected_option/value"),
             str_at(p, "/view/private_metadata"),
         );
+    }
+}
+
+/// What the bot reads of a thread reply before it looks anything up: the word, and the
+/// message id a reply would be committed under (a valid name, or none).
+fn push(e: &Value) {
+    let text = str_at(e, "/text");
+    let _ = gaffer::chat::slack::replies::Word::parse(text);
+    if let Some(id) = gaffer::chat::slack::replies::message_id(str_at(e, "/user"), str_at(e, "/ts"))
+    {
+        assert!(gaffer::names::Id::new(id.as_str()).is_ok(), "{id}");
+        assert!(!id.as_str().contains(['/', '.', ' ']), "{id}");
     }
 }
 
@@ -75,7 +88,9 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Some("events_api") => {
-                    let _ = serde_json::from_value::<SlackPushEventCallback>(payload);
+                    if let Ok(ev) = serde_json::from_value::<SlackPushEventCallback>(payload) {
+                        push(&serde_json::to_value(&ev.event).expect("serializes"));
+                    }
                 }
                 _ => {}
             }
