@@ -168,6 +168,18 @@ impl Lab {
         Daemon(child)
     }
 
+    /// A client of project `demo/<project>`'s OpenCode server, as gaffer reaches it.
+    pub(crate) fn opencode_client(&self, project: &str) -> gaffer::agent::opencode::client::Client {
+        use gaffer::agent::opencode::OpenCode;
+        let dir = self.data.join("opencode");
+        let record = OpenCode::records(&dir)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.project == format!("demo/{project}"))
+            .expect("the builder's record");
+        OpenCode::client_for(&dir, &record).expect("a client")
+    }
+
     pub(crate) fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.tmp.path().join("daemon.log")).unwrap_or_default()
     }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use gaffer::agent::opencode::OpenCode;
 use gaffer::state::status::Phase;
 
 use crate::test_opencode::{Lab, fix_steps, phase_of, status_of, step_counts, user_messages_with};
@@ -17,14 +16,8 @@ fn a_session_made_just_before_a_crash_is_found_by_its_title_not_made_twice() {
     // The reconciler dies the moment OpenCode has made the session.
     let mut crashing = lab.daemon_env(&[("GAFFER_CRASH_AT", "session:created")]);
     crashing.wait_exit(120);
-    let dir = lab.data.join("opencode");
     let sessions = || {
-        let record = OpenCode::records(&dir)
-            .unwrap()
-            .into_iter()
-            .find(|r| r.project == "demo/web-api")
-            .expect("the builder's record");
-        let client = OpenCode::client_for(&dir, &record).expect("a client");
+        let client = lab.opencode_client("web-api");
         tokio::runtime::Runtime::new()
             .unwrap()
             .block_on(client.sessions())

@@ -1,7 +1,6 @@
 //! Usage with the real OpenCode: gaffer's totals are exactly what OpenCode recorded on each
 //! assistant message (read back from its API here), across a kill -9 of gaffer mid-task.
 
-use gaffer::agent::opencode::OpenCode;
 use gaffer::state::status::{Phase, Usage};
 use serde_json::json;
 
@@ -45,13 +44,7 @@ fn totals_equal_opencodes_own_figures_after_a_kill_9_of_gaffer_mid_task() {
 
     // OpenCode's own figures, message by message, from its API.
     let session = st.agent.as_ref().unwrap().session_id.clone().unwrap();
-    let dir = lab.data.join("opencode");
-    let record = OpenCode::records(&dir)
-        .unwrap()
-        .into_iter()
-        .find(|r| r.project == "demo/web-api")
-        .expect("the builder's record");
-    let client = OpenCode::client_for(&dir, &record).expect("a client");
+    let client = lab.opencode_client("web-api");
     let messages = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(client.messages(&session))

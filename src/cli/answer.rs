@@ -52,12 +52,7 @@ pub fn cmd_answer(args: AnswerArgs) -> CmdResult {
     let task = TaskRef::parse(&args.task)?;
     let qid = Qid::new(&args.qid)?;
     let (snapshot, _tmp) = super::status::open_snapshot(&args.person.state, &args.person.branch)?;
-    let entry = snapshot.task(&task).ok_or_else(|| {
-        CliError::user(format!(
-            "task {task} does not exist in {}",
-            args.person.state
-        ))
-    })?;
+    let entry = find_task(&snapshot, &task, &args.person.state)?;
     let question = entry
         .questions
         .get(&qid)
@@ -252,12 +247,7 @@ pub fn cmd_budget(args: BudgetArgs) -> CmdResult {
     let task = TaskRef::parse(&args.task)?;
     let amount = crate::state::spec::Amount::parse(&args.set).map_err(CliError::user)?;
     let (snapshot, _tmp) = super::status::open_snapshot(&args.person.state, &args.person.branch)?;
-    let entry = snapshot.task(&task).ok_or_else(|| {
-        CliError::user(format!(
-            "task {task} does not exist in {}",
-            args.person.state
-        ))
-    })?;
+    let entry = find_task(&snapshot, &task, &args.person.state)?;
     let spec = entry
         .spec
         .as_deref()
@@ -331,4 +321,15 @@ fn listed(
         }
         _ => Ok(()),
     }
+}
+
+/// The task's files, or an error naming the state repository.
+fn find_task<'a>(
+    snapshot: &'a crate::state::snapshot::Snapshot,
+    task: &TaskRef,
+    state: &str,
+) -> Result<&'a crate::state::snapshot::TaskEntry, CliError> {
+    snapshot
+        .task(task)
+        .ok_or_else(|| CliError::user(format!("task {task} does not exist in {state}")))
 }

@@ -225,19 +225,7 @@ impl Bot {
         channel: &str,
         thread: &str,
     ) -> Result<String, String> {
-        let (spec, phase) = self.spec_and_phase(task)?;
-        let (key, value, next, what) = word
-            .change(&spec, phase)
-            .map_err(|why| format!("Nothing done for `{task}`: {why}."))?;
-        self.edit_task(
-            user,
-            task,
-            key,
-            &value,
-            &next,
-            &format!("{what} by Slack user {user} in its thread"),
-        )
-        .await?;
+        let (key, value, what) = self.commit_word(user, task, word, " in its thread").await?;
         let confirm = format!("{what} asked by <@{user}>: committed `{key}: {value}` to `{task}`");
         let message = json!({"text": confirm, "blocks": [
             {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(&confirm, 500)}]}]});
@@ -248,6 +236,31 @@ impl Bot {
                 Ok(confirm)
             }
         }
+    }
+
+    /// Commits the spec change `word` makes to `task` for `user` (`where_` says where it was
+    /// asked); returns the key, its value and what it was, or why nothing was done.
+    async fn commit_word(
+        self: &Arc<Self>,
+        user: &str,
+        task: &TaskRef,
+        word: Word,
+        where_: &str,
+    ) -> Result<(&'static str, String, &'static str), String> {
+        let (spec, phase) = self.spec_and_phase(task)?;
+        let (key, value, next, what) = word
+            .change(&spec, phase)
+            .map_err(|why| format!("Nothing done for `{task}`: {why}."))?;
+        self.edit_task(
+            user,
+            task,
+            key,
+            &value,
+            &next,
+            &format!("{what} by Slack user {user}{where_}"),
+        )
+        .await?;
+        Ok((key, value, what))
     }
 
     /// `task`'s spec and phase, or why it cannot be changed.
@@ -309,22 +322,11 @@ impl Bot {
         task: &TaskRef,
         amount: Option<crate::state::spec::Amount>,
     ) -> Result<String, String> {
-        let (spec, phase) = self.spec_and_phase(task)?;
         let Some(amount) = amount else {
-            let (key, value, next, what) = Word::Stop
-                .change(&spec, phase)
-                .map_err(|why| format!("Nothing done for `{task}`: {why}."))?;
-            self.edit_task(
-                user,
-                task,
-                key,
-                &value,
-                &next,
-                &format!("{what} by Slack user {user}"),
-            )
-            .await?;
+            self.commit_word(user, task, Word::Stop, "").await?;
             return Ok(format!("🛑 `{task}` stops: committed `cancel: true`."));
         };
+        let (spec, _) = self.spec_and_phase(task)?;
         let mut next = spec.clone();
         next.budget = Some(crate::state::spec::BudgetSpec {
             task: Some(amount),

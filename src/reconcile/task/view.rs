@@ -122,8 +122,16 @@ impl Loaded {
             settings: snap.settings.clone(),
             ..Loaded::default()
         };
-        // Day budgets are sums over the whole state.
-        for (p, pe) in &snap.projects {
+        // Day budgets are sums over the whole state: read only when one is set.
+        let day_budgets =
+            snap.settings.as_ref().is_some_and(|st| {
+                st.budget.per_day.is_some() || st.budget.project_per_day.is_some()
+            }) || snap
+                .projects
+                .get(&t.project)
+                .and_then(|pe| pe.spec.as_ref()?.budget.as_ref())
+                .is_some_and(|b| b.project_per_day.is_some());
+        for (p, pe) in snap.projects.iter().filter(|_| day_budgets) {
             for te in pe.tasks.values() {
                 let Some(st) = te.status.as_deref() else {
                     continue;
