@@ -21,6 +21,9 @@ use crate::agent::AgentError;
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The largest page of messages asked for at once.
+const MAX_PAGE: usize = 256;
+
 /// A client for one OpenCode server.
 #[derive(Clone)]
 pub struct Client {
@@ -168,6 +171,16 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Bytes, ClientError> {
+        Ok(self.exchange(method, path, body).await?.1)
+    }
+
+    /// One request: the response's headers and body (an error for a status outside 2xx).
+    async fn exchange(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(hyper::HeaderMap, Bytes), ClientError> {
         let req = self.request(method, path, body)?;
         let fut = async {
             let resp = self
@@ -176,8 +189,8 @@ impl Client {
                 .await
                 .map_err(|_| ClientError::Unreachable(self.base.clone()))?;
             let status = resp.status().as_u16();
-            let bytes = resp
-                .into_body()
+            let (head, body) = resp.into_parts();
+            let bytes = body
                 .collect()
                 .await
                 .map_err(|_| ClientError::Unreachable(self.base.clone()))?
@@ -191,7 +204,7 @@ impl Client {
                     body: text.chars().take(300).collect(),
                 });
             }
-            Ok(bytes)
+            Ok((head.headers, bytes))
         };
         tokio::time::timeout(REQUEST_TIMEOUT, fut)
             .await
@@ -286,6 +299,65 @@ impl Client {
     pub async fn messages(&self, id: &str) -> Result<Vec<Message>, ClientError> {
         self.json("GET", &format!("/session/{id}/message"), None)
             .await
+    }
+
+    /// `GET /session/{id}/message?limit=N[&before=C]`: the newest `limit` messages older
+    /// than the cursor `before` (all when none), oldest first, and the cursor of the page
+    /// before them (`X-Next-Cursor`; none at the start of the session).
+    pub async fn messages_page(
+        &self,
+        id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<(Vec<Message>, Option<String>), ClientError> {
+        let mut path = format!("/session/{id}/message?limit={limit}");
+        if let Some(c) = before {
+            path.push_str("&before=");
+            path.extend(form_urlencoded::byte_serialize(c.as_bytes()));
+        }
+        let (headers, bytes) = self.exchange("GET", &path, None).await?;
+        let page = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let next = headers
+            .get("x-next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+        Ok((page, next))
+    }
+
+    /// The messages after the one with id `last` (which the caller has read before): pages
+    /// backwards from the newest, `first` messages and then twice as many each time, until
+    /// the page holds `last`. So the cost follows what is new, not the session's length.
+    /// `None` when `last` is no longer in the history (a revert removed it): read it all.
+    pub async fn messages_after(
+        &self,
+        id: &str,
+        last: &str,
+        first: usize,
+    ) -> Result<Option<Vec<Message>>, ClientError> {
+        let mut limit = first.max(1);
+        let mut before: Option<String> = None;
+        let mut got: Vec<Message> = Vec::new();
+        loop {
+            let (mut page, next) = self.messages_page(id, limit, before.as_deref()).await?;
+            let found = page.iter().position(|m| m.info.id == last);
+            page.append(&mut got);
+            got = page;
+            if let Some(i) = found {
+                got.drain(..=i);
+                return Ok(Some(got));
+            }
+            // Ids ascend in time: once the pages reach older ones, `last` is gone.
+            let passed = got.first().is_some_and(|m| m.info.id.as_str() < last);
+            match next {
+                Some(c) if !passed => before = Some(c),
+                _ => return Ok(None),
+            }
+            limit = (limit * 2).min(MAX_PAGE);
+        }
     }
 
     /// `GET /session/status`: the sessions that are not idle, by id (`busy`, `retry`).

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent::{AgentEvent, AskKind, AskedQuestion};
@@ -259,6 +259,56 @@ pub struct Derived {
     pub latest_text: String,
     /// What each finished model request used, with its position and when it finished.
     pub usage: Vec<(u64, jiff::Timestamp, crate::state::status::Usage)>,
+    /// The settled prefix of the history after this derivation: the next read starts after it.
+    pub tail: Tail,
+}
+
+/// The settled start of a session's history: messages that can no longer change and that
+/// derivation has passed, so they need never be read again. A poll reads only the messages
+/// after it (OpenCode pages backwards from the newest; see [`super::client::Client::messages_after`])
+/// and derives from there with what the settled messages left behind ([`Seed`]); positions
+/// stay those of the whole history, so the events are the same as from a full read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tail {
+    /// How many messages are settled: the index of the first one still read.
+    pub settled: usize,
+    /// The last settled message's id (none when nothing is settled yet).
+    #[serde(default)]
+    pub last_id: Option<String>,
+    /// What derivation carries past them.
+    #[serde(default)]
+    pub seed: Seed,
+}
+
+/// What derivation carries from the settled messages into the rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Seed {
+    /// Todos already reported done (a todo is reported once, however often it is rewritten).
+    #[serde(default)]
+    pub todos_done: BTreeSet<String>,
+    /// The agent's latest text.
+    #[serde(default)]
+    pub latest_text: String,
+}
+
+/// How many leading messages of `window` are settled: finished (a user message, an
+/// assistant message completed or failed, with no tool call still open), never the last
+/// message (its end can still turn into an event once the session goes idle).
+fn settled_len(window: &[Message]) -> usize {
+    let open = |m: &Message| {
+        m.info.role == "assistant"
+            && ((m.info.time.completed.is_none() && m.info.error.is_none())
+                || m.parts.iter().any(|p| {
+                    p.state
+                        .as_ref()
+                        .is_some_and(|s| !matches!(s.status.as_str(), "completed" | "error"))
+                }))
+    };
+    window
+        .iter()
+        .take(window.len().saturating_sub(1))
+        .take_while(|m| !open(m))
+        .count()
 }
 
 /// Request ids for questions OpenCode no longer holds start with this (the answer goes as a
@@ -288,9 +338,60 @@ pub fn done_summary(text: &str) -> Option<String> {
 
 /// Derives every event of `history` (see the module docs).
 pub fn derive(history: &[Message], live: &Live) -> Derived {
-    let mut out = Derived::default();
-    let mut todos_done: BTreeSet<String> = BTreeSet::new();
+    derive_after(&Tail::default(), history, live, 0)
+}
+
+/// The messages a cursor has consumed whole: those before the one its position is in.
+pub fn consumed(cursor: u64) -> usize {
+    usize::try_from((cursor >> 24).saturating_sub(1)).unwrap_or(usize::MAX)
+}
+
+/// Derives the events of `history`, the messages after the settled `tail`, at the
+/// positions they have in the whole history. The new tail settles no message beyond the
+/// first `consumed` of the whole history (see [`consumed`]): what the reconciler has not
+/// recorded yet must be derived again after a crash.
+pub fn derive_after(tail: &Tail, history: &[Message], live: &Live, consumed: usize) -> Derived {
+    let mut out = Derived {
+        latest_text: tail.seed.latest_text.clone(),
+        tail: tail.clone(),
+        ..Derived::default()
+    };
+    let mut todos_done = tail.seed.todos_done.clone();
+    let settled = settled_len(history).min(consumed.saturating_sub(tail.settled));
+    if derive_into(
+        &mut out,
+        &mut todos_done,
+        tail.settled,
+        settled,
+        history,
+        live,
+    ) {
+        out.interrupted = interrupted(history, live);
+    }
+    out
+}
+
+/// Derives into `out`; false when it stopped at something still in progress.
+fn derive_into(
+    out: &mut Derived,
+    todos_done: &mut BTreeSet<String>,
+    base: usize,
+    settled: usize,
+    history: &[Message],
+    live: &Live,
+) -> bool {
+    let position = |mi: usize, part: u64, sub: u64| position(base + mi, part, sub);
     for (mi, m) in history.iter().enumerate() {
+        if mi == settled && settled > 0 {
+            out.tail = Tail {
+                settled: base + settled,
+                last_id: Some(history[settled - 1].info.id.clone()),
+                seed: Seed {
+                    todos_done: todos_done.clone(),
+                    latest_text: out.latest_text.clone(),
+                },
+            };
+        }
         if m.info.role != "assistant" {
             continue;
         }
@@ -320,7 +421,7 @@ pub fn derive(history: &[Message], live: &Live) -> Derived {
                     let call = part.call_id.as_deref().unwrap_or("");
                     match state.status.as_str() {
                         "completed" => {
-                            let done = finished_tool(tool, &state.input, &mut todos_done);
+                            let done = finished_tool(tool, &state.input, todos_done);
                             for (sub, e) in (SUB_DONE..).zip(done) {
                                 out.events.push((position(mi, pi, sub), e));
                             }
@@ -339,7 +440,7 @@ pub fn derive(history: &[Message], live: &Live) -> Derived {
                                 }
                             }
                             if !dead {
-                                return out;
+                                return false;
                             }
                         }
                     }
@@ -351,7 +452,7 @@ pub fn derive(history: &[Message], live: &Live) -> Derived {
             if dead {
                 continue;
             }
-            return out;
+            return false;
         }
         let end = position(mi, END_PART, 0);
         // Counted once per message, after its parts and before its end: an end event can
@@ -409,8 +510,7 @@ pub fn derive(history: &[Message], live: &Live) -> Derived {
         };
         out.events.push((end, event));
     }
-    out.interrupted = interrupted(history, live);
-    out
+    true
 }
 
 /// The last message, when a server restart cut it off and the session sits idle.

@@ -20,6 +20,7 @@ pub mod follow;
 pub mod history;
 mod ids;
 mod server;
+mod tails;
 pub mod tmux;
 
 #[cfg(test)]
@@ -158,6 +159,8 @@ pub struct Inner {
     /// Session id → task, for routing events.
     tasks: Arc<Mutex<HashMap<String, TaskRef>>>,
     wake: Option<WakeTask>,
+    /// Session id → its settled start ([`history::Tail`]).
+    tails: Mutex<HashMap<String, history::Tail>>,
 }
 
 impl std::ops::Deref for OpenCode {
@@ -191,6 +194,7 @@ impl OpenCode {
             builders: Mutex::new(HashMap::new()),
             tasks: Arc::new(Mutex::new(HashMap::new())),
             wake,
+            tails: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -336,13 +340,16 @@ impl AgentRuntime for OpenCode {
     async fn suspend(&self, project: &ProjectRef) -> Result<bool, AgentError> {
         let b = self.builder(project)?;
         let mut b = b.lock().await;
-        if b.record.host != HostKind::Pod {
-            return Ok(false);
-        }
         let host = self.host_of(&b.record)?;
-        if host.base_url(project, b.record.port).await?.is_none() {
+        let running = if b.record.host == HostKind::Pod {
+            host.base_url(project, b.record.port).await?.is_some()
+        } else {
+            b.record.port != 0 && host.is_alive(project).await.unwrap_or(false)
+        };
+        if !running {
             return Ok(false);
         }
+        tracing::info!(builder = %b.project.builder_name(), "stopping the idle OpenCode server");
         if let Some(f) = b.follower.take() {
             f.abort();
         }
@@ -474,14 +481,17 @@ impl AgentRuntime for OpenCode {
         let (client, started) = self.server(&task.project).await?;
         self.remember(session, task);
         let live = self.live(&client, session, started).await?;
-        let messages = match client.messages(session).await {
+        let (tail, messages) = match self.unsettled(&client, session).await {
             Ok(m) => m,
             Err(e) if matches!(e.status(), Some(404) | Some(400)) => {
                 return Err(AgentError::NoSession(session.to_string()));
             }
             Err(e) => return Err(e.into()),
         };
-        let derived = history::derive(&messages, &live);
+        // The cursor is what the reconciler recorded: nothing past it is settled, so a crash
+        // before the events below are recorded derives them again.
+        let derived = history::derive_after(&tail, &messages, &live, history::consumed(cursor));
+        self.keep_tail(session, &derived.tail);
         let mut next = cursor;
         let events = derived
             .events
@@ -608,7 +618,8 @@ impl AgentRuntime for OpenCode {
             server_started_ms: started,
             ..Live::default()
         };
-        let latest = history::derive(&client.messages(session).await?, &live).latest_text;
+        let (tail, messages) = self.unsettled(&client, session).await?;
+        let latest = history::derive_after(&tail, &messages, &live, 0).latest_text;
         let mut s = format!("todos {done} done, {left} left");
         let latest = last_lines(&latest, 3);
         if !latest.is_empty() {
@@ -641,6 +652,7 @@ impl AgentRuntime for OpenCode {
     }
 
     async fn stop(&self, task: &TaskRef, session: &str) -> Result<(), AgentError> {
+        self.forget_tail(session);
         let b = self.builder(&task.project)?;
         let mut b = b.lock().await;
         let host = self.host_of(&b.record)?;

@@ -425,3 +425,154 @@ fn each_finished_request_counts_its_usage_once_before_a_later_end() {
     assert_eq!(end.1, AgentEvent::TurnEnded(String::new()));
     assert!(end.0 > usage_pos);
 }
+
+/// A week-long session in miniature: turns with todos rewritten, edits, a question asked and
+/// answered, an error, and a tool-calls turn that goes idle at the end.
+fn long_history() -> Vec<Message> {
+    let mut h = Vec::new();
+    let mut t = 10;
+    let mut id = 0;
+    let mut next = || {
+        id += 1;
+        t += 10;
+        (format!("msg_{id:04}"), t)
+    };
+    for round in 0..6 {
+        let (u, ut) = next();
+        h.push(user(&u, ut));
+        let (a, at) = next();
+        h.push(assistant(
+            &a,
+            at,
+            Some(at + 1),
+            "tool-calls",
+            vec![
+                tool(
+                    "todowrite",
+                    &format!("t{round}"),
+                    "completed",
+                    todos(&[
+                        ("plan", "completed"),
+                        (
+                            "build",
+                            if round > 2 {
+                                "completed"
+                            } else {
+                                "in_progress"
+                            },
+                        ),
+                    ]),
+                ),
+                tool(
+                    "edit",
+                    &format!("e{round}"),
+                    "completed",
+                    json!({"filePath": format!("f{round}.rs")}),
+                ),
+            ],
+        ));
+        let (a, at) = next();
+        h.push(msg(json!({"info": {"id": a, "role": "assistant", "time": {"created": at, "completed": at + 1},
+            "finish": "stop", "tokens": {"input": 10, "output": 5}, "cost": 0.01},
+            "parts": [{"type": "text", "text": format!("round {round} done")}]})));
+    }
+    let (a, at) = next();
+    h.push(assistant(
+        &a,
+        at,
+        Some(at + 1),
+        "tool-calls",
+        vec![tool("bash", "last", "error", json!({}))],
+    ));
+    h
+}
+
+/// What a run of polls reports, each reading what `read` gives it, the cursor filtering.
+type Reported = (Vec<(u64, AgentEvent)>, Vec<(u64, jiff::Timestamp, Usage)>);
+
+fn take_new(d: Derived, cursor: &mut u64, into: &mut Reported) {
+    let mut next = *cursor;
+    for (pos, e) in d.events {
+        if pos > *cursor {
+            next = next.max(pos);
+            into.0.push((pos, e));
+        }
+    }
+    for (pos, at, u) in d.usage {
+        if pos > *cursor {
+            next = next.max(pos);
+            into.1.push((pos, at, u));
+        }
+    }
+    *cursor = next;
+}
+
+#[test]
+fn deriving_after_the_settled_start_gives_what_a_full_read_gives() {
+    let h = long_history();
+    for live in [Live::default(), live_busy()] {
+        // The history grows a message at a time; one run of polls reads all of it each
+        // time, the other only what follows the settled start the previous poll left, as
+        // the OpenCode runtime does.
+        let (mut full, mut full_cursor) = (Reported::default(), 0);
+        let (mut paged, mut cursor) = (Reported::default(), 0);
+        let mut tail = Tail::default();
+        for n in 1..=h.len() {
+            let whole = derive(&h[..n], &live);
+            let window = &h[tail.settled..n];
+            if let Some(last) = &tail.last_id {
+                assert_eq!(&h[tail.settled - 1].info.id, last);
+            }
+            let d = derive_after(&tail, window, &live, consumed(cursor));
+            assert_eq!(d.latest_text, whole.latest_text, "at {n}");
+            assert_eq!(d.interrupted, whole.interrupted, "at {n}");
+            assert_eq!(d.waiting, whole.waiting, "at {n}");
+            assert!(d.tail.settled < n, "the newest message is never settled");
+            assert!(
+                d.tail.settled <= consumed(cursor),
+                "nothing unrecorded is settled"
+            );
+            assert!(d.tail.settled >= tail.settled);
+            tail = d.tail.clone();
+            if n % 4 == 0 {
+                // gaffer is killed after keeping the tail, before recording what it derived:
+                // the next poll, from the recorded cursor, must derive it all again.
+                continue;
+            }
+            take_new(whole, &mut full_cursor, &mut full);
+            take_new(d, &mut cursor, &mut paged);
+        }
+        assert_eq!(paged, full);
+        assert_eq!(cursor, full_cursor);
+        assert!(
+            tail.settled >= h.len() - 3,
+            "all but the newest few settled: {}",
+            tail.settled
+        );
+        let todos = paged
+            .0
+            .iter()
+            .filter(|(_, e)| matches!(e, AgentEvent::Todo(_)))
+            .count();
+        assert_eq!(todos, 2, "each todo reported once: {paged:?}");
+        assert_eq!(paged.1.len(), 6, "each model request counted once");
+    }
+}
+
+#[test]
+fn an_open_tool_call_or_unfinished_message_is_never_settled() {
+    let h = vec![
+        user("msg_1", 10),
+        assistant(
+            "msg_2",
+            11,
+            None,
+            "",
+            vec![tool("question", "q1", "running", json!({}))],
+        ),
+        user("msg_3", 12),
+    ];
+    let d = derive_after(&Tail::default(), &h, &live_busy(), usize::MAX);
+    assert_eq!(d.tail.settled, 1);
+    assert_eq!(d.tail.last_id.as_deref(), Some("msg_1"));
+}
