@@ -80,9 +80,124 @@ async fn webhook_posts_signed_json_once_per_id() {
     assert!(gaffer::server::verify_signature(b"s3cret", body, Some(sig)));
     let v: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(v["text"], "milestone x#1");
-    assert!(
-        WebhookNotifier::new("https://n8n.example.com/x", vec![], tmp.path().join("e")).is_err()
-    );
+    for bad in ["ftp://n8n.example.com/x", "n8n.example.com/x", "https:///x"] {
+        assert!(
+            WebhookNotifier::new(bad, vec![], tmp.path().join("e")).is_err(),
+            "{bad}"
+        );
+    }
+    server.abort();
+}
+
+/// A test CA and a certificate for `localhost` it signed: (CA, server chain, server key).
+fn test_ca() -> (
+    rustls::pki_types::CertificateDer<'static>,
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "gaffer test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (
+        ca.der().clone(),
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+}
+
+/// An https server on 127.0.0.1 (as `localhost`) that records each request's headers and body.
+async fn tls_receiver(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> (
+    u16,
+    Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use http_body_util::BodyExt;
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
+    let s = seen.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, s) = (acceptor.clone(), s.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends the handshake here.
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let s = s.clone();
+                        async move {
+                            let (head, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            s.lock().unwrap().push((head.headers, body));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, seen, server)
+}
+
+#[tokio::test]
+async fn webhook_over_https_checks_the_server_certificate() {
+    let (ca, chain, key) = test_ca();
+    let (port, seen, server) = tls_receiver(chain, key).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("https://localhost:{port}/hook");
+    let delivered = tmp.path().join("d.log");
+
+    // The system's roots do not know the test CA: refused, and nothing recorded as delivered.
+    let untrusting = WebhookNotifier::new(&url, b"s3cret".to_vec(), delivered.clone()).unwrap();
+    let err = untrusting.notify(&note("x#1")).await.unwrap_err();
+    assert!(err.to_string().contains(&url[..20]), "{err}");
+    assert!(seen.lock().unwrap().is_empty());
+    assert!(!delivered.exists());
+
+    // Trusting the CA, the same notification goes through once, signed.
+    let hook =
+        WebhookNotifier::trusting(&url, b"s3cret".to_vec(), delivered.clone(), &[ca]).unwrap();
+    assert!(hook.notify(&note("x#1")).await.unwrap());
+    assert!(!hook.notify(&note("x#1")).await.unwrap(), "once per id");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let (headers, body) = &seen[0];
+    assert_eq!(headers["x-gaffer-event-id"], "x#1");
+    let sig = headers["x-gaffer-signature-256"].to_str().unwrap();
+    assert!(gaffer::server::verify_signature(b"s3cret", body, Some(sig)));
     server.abort();
 }
 

@@ -4,16 +4,20 @@
 //! `X-Gaffer-Signature-256: sha256=<hex>` an HMAC-SHA256 of the body with the shared secret.
 //! Delivered ids are recorded in a local file so a restart does not resend; a crash between
 //! sending and recording can resend once with the same id, which receivers deduplicate.
-//! Plain `http://` only for now (a local n8n); TLS arrives with the Slack and GitHub clients.
+//! `https://` checks the server against the system's roots (rustls with
+//! `rustls-native-certs`, so `SSL_CERT_FILE` names a private CA's bundle); `http://` is for a
+//! receiver on the same machine or network (a local n8n).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
 
 use super::{Notification, Notifier, NotifyError};
 
@@ -23,27 +27,39 @@ pub struct WebhookNotifier {
     url: hyper::Uri,
     secret: Vec<u8>,
     delivered: PathBuf,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// Delivered ids, read once from `delivered` and kept up to date.
     seen: Mutex<Option<std::collections::HashSet<String>>>,
 }
 
 impl WebhookNotifier {
-    /// Posts to `url` (http://), signing with `secret`, recording deliveries in `delivered`.
+    /// Posts to `url` (`https://` or `http://`), signing with `secret`, recording deliveries
+    /// in `delivered`; an https server must have a certificate the system's roots trust.
     pub fn new(url: &str, secret: Vec<u8>, delivered: PathBuf) -> Result<Self, NotifyError> {
+        Self::trusting(url, secret, delivered, &[])
+    }
+
+    /// [`WebhookNotifier::new`], also trusting the CA certificates `extra` (DER).
+    pub fn trusting(
+        url: &str,
+        secret: Vec<u8>,
+        delivered: PathBuf,
+        extra: &[CertificateDer<'static>],
+    ) -> Result<Self, NotifyError> {
         let uri: hyper::Uri = url
             .parse()
             .map_err(|e| NotifyError(format!("webhook URL {url:?}: {e}")))?;
-        if uri.scheme_str() != Some("http") {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(NotifyError(format!(
-                "webhook URL {url:?}: only http:// is supported so far (e.g. a local n8n)"
+                "webhook URL {url:?}: expected https://host/path (or http:// for a receiver \
+                 on this network)"
             )));
         }
         Ok(Self {
             url: uri,
             secret,
             delivered,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build(connector(extra)?),
             seen: Mutex::new(None),
         })
     }
@@ -85,6 +101,46 @@ impl WebhookNotifier {
             s.insert(id.to_string());
         })
     }
+}
+
+/// An http and https connector checking servers against the system's roots and `extra`.
+fn connector(
+    extra: &[CertificateDer<'static>],
+) -> Result<HttpsConnector<HttpConnector>, NotifyError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::debug!(error = %e, "a system root certificate could not be read");
+    }
+    let (_, unusable) = roots.add_parsable_certificates(native.certs);
+    if unusable > 0 {
+        tracing::debug!(unusable, "system root certificates rustls cannot use");
+    }
+    for cert in extra {
+        roots
+            .add(cert.clone())
+            .map_err(|e| NotifyError(format!("a trusted CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        tracing::warn!(
+            "no root certificates found: https webhooks will fail (install ca-certificates or set SSL_CERT_FILE)"
+        );
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| NotifyError(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
 }
 
 #[async_trait::async_trait]

@@ -37,7 +37,9 @@ pub struct ReconcileArgs {
     /// How often everything is reloaded, in seconds.
     #[arg(long, default_value_t = 600)]
     pub resync_secs: u64,
-    /// Also POST every notification as signed JSON to this http:// URL (n8n and friends).
+    /// Also POST every notification as signed JSON to this URL (n8n and friends): https://
+    /// checked against the system's roots (SSL_CERT_FILE names a private CA's bundle), or
+    /// http:// for a receiver on this network.
     #[arg(long, requires = "notify_webhook_secret_file")]
     pub notify_webhook: Option<String>,
     /// A file holding the secret that signs outbound webhooks (X-Gaffer-Signature-256).
