@@ -254,9 +254,9 @@ pub trait AgentRuntime: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
-    /// Suspends the project's builder while it has nothing to do (a pod scaled to zero, its
-    /// volume kept); the next request starts it again on the same sessions. `Ok(false)`
-    /// when nothing was running or the host cannot suspend.
+    /// Stops the project's builder while it has nothing to do (its tmux server stopped, or
+    /// its pod scaled to zero; its data and volume kept); the next request starts it again
+    /// on the same sessions. `Ok(false)` when nothing was running or the host cannot.
     async fn suspend(&self, _project: &ProjectRef) -> Result<bool, AgentError> {
         Ok(false)
     }

@@ -184,9 +184,10 @@ pub async fn reconcile(p: ProjectRef, ctx: Arc<Context>) -> Result<Action, Recon
     Ok(Action::await_change())
 }
 
-/// Suspends a builder pod with no active task for `agent.pod.idle_suspend` (since its last
-/// task left its phase): the pod goes, its volume and sessions stay, and the next task
-/// starts it again. Checked again when that time comes.
+/// Stops a builder with no active task for `agent.idle_stop` (tmux) or suspends one for
+/// `agent.pod.idle_suspend` (pod), counted from when its last task left its phase: the
+/// server goes, its data and sessions stay, and the next task (or a queued one, warming it)
+/// starts it again on them. Checked again when that time comes.
 async fn idle(
     ctx: &Context,
     p: &ProjectRef,
@@ -197,19 +198,19 @@ async fn idle(
     let Some(since) = idle_since else {
         return Ok(Action::await_change());
     };
-    if !spec.on_pod() || phases.iter().flatten().any(|ph| ph.is_active()) {
+    if phases.iter().flatten().any(|ph| ph.is_active()) {
         return Ok(Action::await_change());
     }
-    let after = spec.agent.pod.idle_suspend();
+    let after = spec.agent.idle_after(spec.on_pod());
     let idle_for = ctx.clock.now().duration_since(since);
     if idle_for < after {
         let left = (after - idle_for).unsigned_abs();
         return Ok(Action::requeue(left + std::time::Duration::from_millis(50)));
     }
     match ctx.agents.get(spec.agent.runtime)?.suspend(p).await {
-        Ok(true) => tracing::info!(project = %p, idle = %idle_for, "builder pod suspended"),
+        Ok(true) => tracing::info!(project = %p, idle = %idle_for, "idle builder stopped"),
         Ok(false) => {}
-        Err(e) => tracing::warn!(project = %p, error = %e, "could not suspend the builder pod"),
+        Err(e) => tracing::warn!(project = %p, error = %e, "could not stop the idle builder"),
     }
     Ok(Action::await_change())
 }

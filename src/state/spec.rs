@@ -18,6 +18,7 @@ mod lab;
 mod links;
 mod phone;
 mod questions;
+mod retention;
 pub use budget::{Amount, BudgetSpec};
 pub use builders::{
     BuilderDefaults, BuilderHostKind, EnvFrom, PodSpec, Quantity, ResourceName, SandboxKind,
@@ -27,6 +28,7 @@ pub use lab::{ImageSpec, LabMode, LabSpec, LabTool, render_lab_url};
 pub use links::{link_name_problem, render_link};
 pub use phone::{MESSAGE_MAX_CHARS, MessageSpec, NotifyPolicy, QuestionThread, refuses_messages};
 pub use questions::{ContinuePolicy, OnTimeout, QuestionOverrides, QuestionPolicy};
+pub use retention::Retention;
 
 /// `gaffer.yaml`: settings for every project.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -73,6 +75,13 @@ pub struct Settings {
     /// What builders may spend (overridable per project and task).
     #[serde(default, skip_serializing_if = "is_default_budget")]
     pub budget: BudgetSpec,
+    /// How long finished tasks' worktrees and branches are kept.
+    #[serde(default, skip_serializing_if = "is_default_retention")]
+    pub retention: Retention,
+}
+
+fn is_default_retention(r: &Retention) -> bool {
+    *r == Retention::default()
 }
 
 fn is_default_builders(b: &BuilderDefaults) -> bool {
@@ -377,6 +386,11 @@ pub struct AgentSpec {
     /// for the builder's server to start. On by default.
     #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub warm: bool,
+    /// A builder on this machine (`host: tmux`) with no active task for this long is stopped
+    /// (its sessions stay in OpenCode's data) and started again, on the same sessions, when
+    /// a task needs it (default `2h`; a pod builder follows `pod.idle_suspend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop: Option<HumanDuration>,
     /// Where the builder runs: `tmux` on gaffer's machine or `pod` in the project's lab
     /// namespace (default: `builders.host` in gaffer.yaml, else `tmux`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -384,6 +398,17 @@ pub struct AgentSpec {
     /// With `host: pod`: the pod's volume, resources and idle suspension.
     #[serde(default, skip_serializing_if = "is_default_pod")]
     pub pod: PodSpec,
+}
+
+impl AgentSpec {
+    /// How long a builder with no active task runs before it is stopped or suspended.
+    pub fn idle_after(&self, on_pod: bool) -> jiff::SignedDuration {
+        if on_pod {
+            return self.pod.idle_suspend();
+        }
+        self.idle_stop
+            .map_or(jiff::SignedDuration::from_hours(2), HumanDuration::get)
+    }
 }
 
 fn is_default_pod(p: &PodSpec) -> bool {
@@ -402,6 +427,7 @@ impl Default for AgentSpec {
             sandbox: SandboxKind::default(),
             env_from: Vec::new(),
             warm: true,
+            idle_stop: None,
             host: None,
             pod: PodSpec::default(),
         }

@@ -43,6 +43,7 @@ use self::follow::*;
 use self::history::{LOST_PREFIX, Live};
 use self::ids::has_prompt;
 pub use self::ids::{message_id, prompt_suffix};
+pub use self::tails::remove_tail_file;
 use super::{AgentError, AgentRuntime, BuilderSetup, Polled, Reply, Session, SessionRequest};
 use crate::agent::host::BuilderHost;
 use crate::names::{ProjectRef, TaskRef};

@@ -18,6 +18,12 @@ fn tail_path(dir: &Path, session: &str) -> Option<PathBuf> {
     ok.then(|| dir.join("tails").join(format!("{session}.json")))
 }
 
+/// Removes a finished session's settled start from `<data>/opencode` (`gaffer gc`); true
+/// when there was one.
+pub fn remove_tail_file(state_dir: &Path, session: &str) -> bool {
+    tail_path(state_dir, session).is_some_and(|p| std::fs::remove_file(p).is_ok())
+}
+
 impl Inner {
     /// The session's settled start, from memory or its file (nothing settled when neither).
     fn tail(&self, session: &str) -> Tail {
