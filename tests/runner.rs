@@ -6,6 +6,7 @@ mod common;
 mod test_cli;
 mod test_connectors;
 mod test_e2e;
+mod test_gc;
 mod test_github;
 mod test_host;
 pub(crate) mod test_lab;

@@ -91,7 +91,7 @@ pub struct CleanupArgs {
 }
 
 /// `14d`, `36h`, `90m`, `30s`.
-fn parse_age(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_age(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = n
         .parse()

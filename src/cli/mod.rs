@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod answer;
 mod builders;
 pub mod demo;
+mod gc;
 mod init;
 mod lab;
 mod new_task;
@@ -86,6 +87,12 @@ pub enum Command {
     /// The lab namespaces: list them, clean up old ones.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Remove what finished tasks left on this machine: after retention.worktrees (gaffer.yaml,
+    /// default 7d) in Promoted or Cancelled, a task's local branches whose work is on a
+    /// remote, merged or set aside (never others: those are listed as kept), and the
+    /// worktrees of a project with no other task; then garbage-collect the mirrors. The
+    /// reconciler does this every hour; --dry-run says what would go.
+    Gc(gc::GcArgs),
     /// A builder pod's workspace sidecar (`gaffer workspace serve`).
     #[command(subcommand)]
     Workspace(builders::WorkspaceCommand),
@@ -195,6 +202,7 @@ pub fn run() -> ExitCode {
         Command::Builders(args) => builders::cmd_builders(args),
         Command::Slack(args) => slack::cmd_slack(args),
         Command::Lab(cmd) => lab::cmd_lab(cmd),
+        Command::Gc(args) => gc::cmd_gc(args),
         Command::ExecEnv(args) => builders::cmd_exec_env(args),
         Command::Workspace(cmd) => builders::cmd_workspace(cmd),
     };

@@ -378,6 +378,60 @@ async fn lab_deployer(opts: &Options) -> Result<Arc<dyn crate::lab::LabDeployer>
     }
 }
 
+/// How often what finished tasks left behind is looked at (`retention.worktrees`).
+const GC_EVERY: Duration = Duration::from_secs(3600);
+
+/// Every `every` (the first time a tenth of it after the start), removes what tasks that
+/// finished `retention.worktrees` ago left on this machine, as `gaffer gc` does.
+async fn clean_up_every(
+    every: Duration,
+    tracker: Arc<RwLock<Tracker>>,
+    ctx: Arc<Context>,
+    builders: PathBuf,
+    opencode: PathBuf,
+) {
+    tokio::time::sleep(every / 10).await;
+    loop {
+        let (projects, keep) = {
+            let t = tracker
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let snap = t.snapshot();
+            (
+                crate::workspace::gc::projects_of(snap),
+                snap.settings.as_ref().map(|s| s.retention.worktrees()),
+            )
+        };
+        if let Some(keep) = keep {
+            let now = ctx.clock.now();
+            let (b, o) = (builders.clone(), opencode.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                crate::workspace::gc::collect(
+                    &Workspaces::new(&b),
+                    Some(&o),
+                    &projects,
+                    now,
+                    keep,
+                    false,
+                )
+            })
+            .await;
+            match done {
+                Ok(Ok(r)) if !r.is_empty() => tracing::info!(
+                    worktrees = ?r.worktrees,
+                    branches = ?r.branches,
+                    kept = ?r.kept,
+                    "cleaned up after finished tasks"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cleanup after finished tasks failed"),
+                Err(e) => tracing::warn!(error = %e, "cleanup after finished tasks panicked"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Runs the reconciler until `shutdown` resolves; in-flight reconciles finish first.
 pub async fn run(
     opts: Options,
@@ -436,6 +490,14 @@ pub async fn run(
         }
     }));
     waker.wake(Reason::Start);
+
+    background.push(tokio::spawn(clean_up_every(
+        GC_EVERY,
+        handles.tracker.clone(),
+        ctx.clone(),
+        opts.builders.clone(),
+        opts.data_dir.join("opencode"),
+    )));
 
     let stats = ctx.metrics.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -14,6 +14,7 @@ use sha2::Digest;
 
 pub mod bmad;
 mod command;
+pub mod gc;
 mod hosted;
 pub mod remote;
 pub use command::render_command;
