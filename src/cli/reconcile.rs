@@ -104,6 +104,10 @@ pub struct ReconcileArgs {
     /// (tests moving through business hours).
     #[arg(long, hide = true)]
     pub clock_file: Option<PathBuf>,
+    /// How often, in seconds, what tasks finished retention.worktrees ago left on this
+    /// machine is removed (as `gaffer gc` does).
+    #[arg(long, default_value_t = 3600)]
+    pub gc_secs: u64,
 }
 
 /// The GitHub token from GITHUB_TOKEN or GITHUB_TOKEN_FILE.
@@ -234,6 +238,7 @@ pub fn cmd_reconcile(args: ReconcileArgs) -> CmdResult {
     opts.github_api = args.github_api_url.clone();
     opts.forge_poll = Duration::from_secs(args.forge_poll_secs.max(1));
     opts.clock_file = args.clock_file.clone();
+    opts.gc_every = Duration::from_secs(args.gc_secs.max(1));
     opts.bmad = args.bmad.clone();
     opts.lab_rollout = Duration::from_secs(args.lab_rollout_secs.max(1));
     if let Some(f) = &args.webhook_secret_file {

@@ -73,6 +73,8 @@ pub struct Options {
     pub clock_file: Option<PathBuf>,
     /// The installed `bmad-method` package planning runs from (`None`: `GAFFER_BMAD`).
     pub bmad: Option<PathBuf>,
+    /// How often what finished tasks left behind is cleaned up (`retention.worktrees`).
+    pub gc_every: Duration,
 }
 
 /// Where lab deploys go.
@@ -132,6 +134,7 @@ impl Options {
             forge_poll: Duration::from_secs(60),
             clock_file: None,
             bmad: None,
+            gc_every: Duration::from_secs(3600),
         }
     }
 }
@@ -378,9 +381,6 @@ async fn lab_deployer(opts: &Options) -> Result<Arc<dyn crate::lab::LabDeployer>
     }
 }
 
-/// How often what finished tasks left behind is looked at (`retention.worktrees`).
-const GC_EVERY: Duration = Duration::from_secs(3600);
-
 /// Every `every` (the first time a tenth of it after the start), removes what tasks that
 /// finished `retention.worktrees` ago left on this machine, as `gaffer gc` does.
 async fn clean_up_every(
@@ -492,7 +492,7 @@ pub async fn run(
     waker.wake(Reason::Start);
 
     background.push(tokio::spawn(clean_up_every(
-        GC_EVERY,
+        opts.gc_every,
         handles.tracker.clone(),
         ctx.clone(),
         opts.builders.clone(),
