@@ -12,9 +12,15 @@
 //! - P7 task commit → the builder's first model request, cold and warm (real OpenCode)
 //! - P8 builders as pods: gaffer's RSS and CPU per idle pod builder (`--pods N`, default 50),
 //!   and task commit → first model request with a suspended pod builder and a running one
+//! - P9 one builder poll in a session of 10,000 messages against one of 10 (a fake speaking
+//!   OpenCode's paging API)
+//! - P10 gaffer's RSS and CPU per idle tmux builder (`--builders N`, default 20)
+//! - WEEK the simulated week (`tests/test_week.rs`, built and run in release): its wall time
+//!   and end-of-week resource table
 
 mod common;
 mod decisions;
+mod long;
 mod pods;
 
 use std::path::{Path, PathBuf};
@@ -54,7 +60,7 @@ pub(crate) fn clone_repo(from: &Path, to: &Path) -> Res<()> {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
-struct Row {
+pub(crate) struct Row {
     id: &'static str,
     what: String,
     value: String,
@@ -520,6 +526,8 @@ async fn main() -> Res<()> {
     let mut rows = Vec::new();
     // Each path's hops, printed after the table.
     let mut paths = Vec::new();
+    // Tables printed as they are after the main one.
+    let mut paths_tables: Vec<String> = Vec::new();
     if want("P1") {
         eprintln!("P1: push → wake → status commit ({runs} runs each)...");
     }
@@ -752,34 +760,10 @@ async fn main() -> Res<()> {
             .unwrap_or(50);
         eprintln!("P8: {pods} idle pod builders...");
         let idle = tokio::task::spawn_blocking(move || {
-            pods::idle(pods, Duration::from_secs(20)).map_err(|e| e.to_string())
+            pods::idle(pods, "pod", Duration::from_secs(20)).map_err(|e| e.to_string())
         })
         .await??;
-        let n = idle.n.max(1) as f64;
-        let per_kib = idle.loaded.0.saturating_sub(idle.base.0) as f64 / n;
-        rows.push(Row {
-            id: "P8",
-            what: format!(
-                "gaffer's RSS per idle pod builder, {} builders (all up in {:.1} s)",
-                idle.n,
-                idle.up.as_secs_f64()
-            ),
-            value: format!("{:.0} KiB", per_kib),
-            floor: format!("no builder: {:.1} MiB", idle.base.0 as f64 / 1024.0),
-            ratio: format!("{:.1} MiB in all", idle.loaded.0 as f64 / 1024.0),
-            target: "≤ 1 MB",
-        });
-        rows.push(Row {
-            id: "P8",
-            what: format!("gaffer's CPU per idle pod builder, {} builders", idle.n),
-            value: format!(
-                "{:.3} % of a core",
-                (idle.loaded.1 - idle.base.1).max(0.0) / n
-            ),
-            floor: format!("no builder: {:.2} %", idle.base.1),
-            ratio: format!("{:.2} % in all", idle.loaded.1),
-            target: "≤ 0.1 %",
-        });
+        rows.extend(pods::idle_rows("P8", "pod", &idle));
         let mut first = Vec::new();
         for suspended in [true, false] {
             let kind = if suspended { "suspended" } else { "running" };
@@ -800,6 +784,54 @@ async fn main() -> Res<()> {
             target: "-",
         });
     }
+    if want("P9") {
+        eprintln!("P9: one builder poll in sessions of 10 and 10,000 messages...");
+        let (short, short_full) = long::poll_cost(10, 300, 300).await?;
+        let (long, long_full) = long::poll_cost(10_000, 300, 10).await?;
+        rows.push(Row {
+            id: "P9",
+            what: "one builder poll, session of 10,000 messages (fake OpenCode paging API)".into(),
+            value: ms(long),
+            floor: format!("10 messages: {}", ms(short)),
+            ratio: format!("{:.2}×", long.as_secs_f64() / short.as_secs_f64()),
+            target: "≤ 1.2×",
+        });
+        rows.push(Row {
+            id: "P9",
+            what: "the same poll reading the whole history (before paging)".into(),
+            value: ms(long_full),
+            floor: format!("10 messages: {}", ms(short_full)),
+            ratio: format!("{:.0}×", long_full.as_secs_f64() / short_full.as_secs_f64()),
+            target: "-",
+        });
+    }
+    if want("P10") {
+        let n: usize = args
+            .iter()
+            .position(|a| a == "--builders")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
+        eprintln!("P10: {n} idle tmux builders...");
+        let idle = tokio::task::spawn_blocking(move || {
+            pods::idle(n, "tmux", Duration::from_secs(20)).map_err(|e| e.to_string())
+        })
+        .await??;
+        rows.extend(pods::idle_rows("P10", "tmux", &idle));
+    }
+    if want("WEEK") {
+        eprintln!("WEEK: the simulated week (the long test, in release)...");
+        let (wall, table) = long::week()?;
+        rows.push(Row {
+            id: "WEEK",
+            what: "a simulated week: 10 projects, 50 tasks, SIGKILLs every few hours".into(),
+            value: format!("{:.0} s", wall.as_secs_f64()),
+            floor: "-".into(),
+            ratio: "-".into(),
+            target: "all promoted, each effect once",
+        });
+        paths_tables.push(table);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -810,6 +842,9 @@ async fn main() -> Res<()> {
                 "| {} | {} | {} | {} | {} | {} |",
                 r.id, r.what, r.value, r.floor, r.ratio, r.target
             );
+        }
+        for t in &paths_tables {
+            println!("\nThe simulated week, at its end:\n\n{t}");
         }
         for (name, timings) in &paths {
             println!("\n{name}: each hop, from the decision or commit (p50 / p99)\n");

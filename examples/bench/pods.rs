@@ -75,9 +75,9 @@ fn commit(repo: &Path, work: &Path, files: &[(String, String)]) -> Res<()> {
     Ok(())
 }
 
-/// A state repository whose builders are pods, `projects` of them (`bench/p00`, …), each
-/// with `agent` under `agent:`.
-fn state(dir: &Path, projects: usize, agent: &str, settings: &str) -> Res<PathBuf> {
+/// A state repository whose builders run on `host` (`pod` or `tmux`), `projects` of them
+/// (`bench/p00`, …), each with `agent` under `agent:`.
+fn state(dir: &Path, projects: usize, host: &str, agent: &str, settings: &str) -> Res<PathBuf> {
     let origin = dir.join("origins/web-api.git");
     gaffer::cli::demo::bare_repo_with(&origin, &gaffer::cli::demo::sample_app(), "web-api")
         .map_err(|e| e.message)?;
@@ -91,7 +91,7 @@ fn state(dir: &Path, projects: usize, agent: &str, settings: &str) -> Res<PathBu
     for i in 0..projects {
         let project = format!(
             "repos:\n  - {{name: web-api, url: {}, base: main}}\n\
-             agent:\n  runtime: opencode\n  host: pod\n  model: scripted/m\n{agent}\
+             agent:\n  runtime: opencode\n  host: {host}\n  model: scripted/m\n{agent}\
              lab: {{overlay: web-api/deploy, test: sh tests/run-tests.sh, test_without_deploy: true, mode: render-only}}\n\
              forge: {{kind: local, merge_method: merge}}\n",
             serde_json::Value::String(origin.display().to_string())
@@ -196,8 +196,9 @@ fn builders_up(dir: &Path) -> usize {
         .count()
 }
 
-/// gaffer with `n` idle pod builders, against the same with none.
-pub fn idle(n: usize, window: Duration) -> Res<Idle> {
+/// gaffer with `n` idle builders on `host` (`pod` or `tmux`; the tmux ones unsandboxed, as
+/// the stand-in is no real OpenCode), against the same with none.
+pub fn idle(n: usize, host: &str, window: Duration) -> Res<Idle> {
     let mut out = Vec::new();
     let mut up = Duration::ZERO;
     for count in [0, n] {
@@ -213,7 +214,12 @@ pub fn idle(n: usize, window: Duration) -> Res<Idle> {
             FakeKube::with_kubelet(path_with(&[&bin, gaffer.parent().ok_or("gaffer dir")?])?);
         let kubeconfig = tmp.path().join("admin.kubeconfig");
         fake.write_kubeconfig(&kubeconfig);
-        let state = state(tmp.path(), count, "", "")?;
+        let agent = if host == "tmux" {
+            "  sandbox: none\n"
+        } else {
+            ""
+        };
+        let state = state(tmp.path(), count, host, agent, "")?;
         let started = Instant::now();
         let d = reconciler(tmp.path(), &state, &kubeconfig, &stand_in, &[])?;
         let deadline = started + Duration::from_secs(600);
@@ -261,6 +267,7 @@ pub fn first_request(suspended: bool) -> Res<Duration> {
     let state = state(
         tmp.path(),
         1,
+        "pod",
         &format!("  pod: {{idle_suspend: {idle}}}\n"),
         "",
     )?;
@@ -309,4 +316,35 @@ pub fn first_request(suspended: bool) -> Res<Duration> {
         !llm.log_of("Bench second").is_empty()
     })?;
     Ok(committed.elapsed())
+}
+
+/// The table rows of an idle measurement: RSS and CPU per builder.
+pub fn idle_rows(id: &'static str, host: &str, idle: &Idle) -> Vec<super::Row> {
+    let n = idle.n.max(1) as f64;
+    let per_kib = idle.loaded.0.saturating_sub(idle.base.0) as f64 / n;
+    vec![
+        super::Row {
+            id,
+            what: format!(
+                "gaffer's RSS per idle {host} builder, {} builders (all up in {:.1} s)",
+                idle.n,
+                idle.up.as_secs_f64()
+            ),
+            value: format!("{per_kib:.0} KiB"),
+            floor: format!("no builder: {:.1} MiB", idle.base.0 as f64 / 1024.0),
+            ratio: format!("{:.1} MiB in all", idle.loaded.0 as f64 / 1024.0),
+            target: "≤ 1 MB",
+        },
+        super::Row {
+            id,
+            what: format!("gaffer's CPU per idle {host} builder, {} builders", idle.n),
+            value: format!(
+                "{:.3} % of a core",
+                (idle.loaded.1 - idle.base.1).max(0.0) / n
+            ),
+            floor: format!("no builder: {:.2} %", idle.base.1),
+            ratio: format!("{:.2} % in all", idle.loaded.1),
+            target: "≤ 0.1 %",
+        },
+    ]
 }
