@@ -28,3 +28,4 @@ pub(crate) mod test_slack_bot;
 mod test_store;
 mod test_usage;
 mod test_validate;
+mod test_week;

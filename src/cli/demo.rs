@@ -71,6 +71,10 @@ pub fn sample_app() -> Vec<(String, Option<Vec<u8>>)> {
             ".gaffer/agent-script.yaml",
             include_str!("templates/demo/agent-script.yaml"),
         ),
+        // The tests' report is an output, not part of any change: were it tracked, every
+        // checkpoint would commit it, and a finished task's branch would get a commit of it
+        // when the next task takes the worktree (so cleanup would keep that branch).
+        f(".gitignore", "report.xml\n__pycache__/\n"),
     ]
 }
 

@@ -94,6 +94,9 @@ pub fn cmd_gc(args: GcArgs) -> CmdResult {
     for k in &report.kept {
         println!("kept branch {k}");
     }
+    for s in &report.skipped {
+        println!("skipped {s}");
+    }
     for m in &report.mirrors {
         println!("garbage-collected {m}");
     }

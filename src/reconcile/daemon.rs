@@ -421,6 +421,7 @@ async fn clean_up_every(
                     worktrees = ?r.worktrees,
                     branches = ?r.branches,
                     kept = ?r.kept,
+                    skipped = ?r.skipped,
                     "cleaned up after finished tasks"
                 ),
                 Ok(Ok(_)) => {}

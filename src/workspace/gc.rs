@@ -42,12 +42,17 @@ pub struct GcReport {
     pub mirrors: Vec<String>,
     /// Finished sessions whose settled history start (`<data>/opencode/tails`) was removed.
     pub sessions: Vec<String>,
+    /// Repos left alone this time, with why (their remote could not be fetched).
+    pub skipped: Vec<String>,
 }
 
 impl GcReport {
     /// Nothing removed and nothing kept.
     pub fn is_empty(&self) -> bool {
-        self.worktrees.is_empty() && self.branches.is_empty() && self.kept.is_empty()
+        self.worktrees.is_empty()
+            && self.branches.is_empty()
+            && self.kept.is_empty()
+            && self.skipped.is_empty()
     }
 }
 
@@ -99,6 +104,15 @@ pub fn collect(
         for repo in &p.spec.repos {
             let mirror = ws.mirror_dir(&repo.url);
             if !mirror.join("HEAD").is_file() {
+                continue;
+            }
+            // What is on the remote is decided on a fresh fetch (with --prune): a branch
+            // deleted there since the last one no longer counts as a copy of the work.
+            if let Err(e) = ws.mirror(repo) {
+                report.skipped.push(format!(
+                    "{}/{}: the remote could not be fetched: {e}",
+                    p.project, repo.name.value
+                ));
                 continue;
             }
             let mut changed = false;
