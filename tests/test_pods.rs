@@ -425,7 +425,7 @@ fn an_idle_builder_pod_is_suspended_and_a_retry_starts_it_again_on_the_same_sess
         .get("apps/v1", "statefulsets", &ns("web-api"), "gaffer-builder")
         .unwrap();
     assert_eq!(sts["spec"]["replicas"], 0);
-    assert!(pl.lab.daemon_log().contains("builder pod suspended"));
+    assert!(pl.lab.daemon_log().contains("idle builder stopped"));
     assert!(
         pl.volume("web-api")
             .join("home/.local/share/opencode")

@@ -341,6 +341,7 @@ impl Client {
         let mut limit = first.max(1);
         let mut before: Option<String> = None;
         let mut got: Vec<Message> = Vec::new();
+        let mut cursors = std::collections::HashSet::new();
         loop {
             let (mut page, next) = self.messages_page(id, limit, before.as_deref()).await?;
             let found = page.iter().position(|m| m.info.id == last);
@@ -352,8 +353,12 @@ impl Client {
             }
             // Ids ascend in time: once the pages reach older ones, `last` is gone.
             let passed = got.first().is_some_and(|m| m.info.id.as_str() < last);
+            // A cursor seen before (a server that pages in circles) ends it too: a full read
+            // is slower, never wrong.
             match next {
-                Some(c) if !passed => before = Some(c),
+                Some(c) if !passed && cursors.len() < 1024 && cursors.insert(c.clone()) => {
+                    before = Some(c)
+                }
                 _ => return Ok(None),
             }
             limit = (limit * 2).min(MAX_PAGE);
