@@ -41,6 +41,16 @@ async fn log_notifier_delivers_each_id_once() {
     );
 }
 
+/// The only request a receiver got: it names `id` and is signed with the test secret; its body.
+fn the_one_delivery(seen: &[(HeaderMap, Bytes)], id: &str) -> serde_json::Value {
+    assert_eq!(seen.len(), 1);
+    let (headers, body) = &seen[0];
+    assert_eq!(headers["x-gaffer-event-id"], id);
+    let sig = headers["x-gaffer-signature-256"].to_str().unwrap();
+    assert!(gaffer::server::verify_signature(b"s3cret", body, Some(sig)));
+    serde_json::from_slice(body).unwrap()
+}
+
 #[tokio::test]
 async fn webhook_posts_signed_json_once_per_id() {
     type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
@@ -72,13 +82,7 @@ async fn webhook_posts_signed_json_once_per_id() {
         !again.notify(&note("x#1")).await.unwrap(),
         "after a restart"
     );
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1);
-    let (headers, body) = &seen[0];
-    assert_eq!(headers["x-gaffer-event-id"], "x#1");
-    let sig = headers["x-gaffer-signature-256"].to_str().unwrap();
-    assert!(gaffer::server::verify_signature(b"s3cret", body, Some(sig)));
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let v = the_one_delivery(&seen.lock().unwrap(), "x#1");
     assert_eq!(v["text"], "milestone x#1");
     for bad in ["ftp://n8n.example.com/x", "n8n.example.com/x", "https:///x"] {
         assert!(
@@ -192,12 +196,7 @@ async fn webhook_over_https_checks_the_server_certificate() {
         WebhookNotifier::trusting(&url, b"s3cret".to_vec(), delivered.clone(), &[ca]).unwrap();
     assert!(hook.notify(&note("x#1")).await.unwrap());
     assert!(!hook.notify(&note("x#1")).await.unwrap(), "once per id");
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1);
-    let (headers, body) = &seen[0];
-    assert_eq!(headers["x-gaffer-event-id"], "x#1");
-    let sig = headers["x-gaffer-signature-256"].to_str().unwrap();
-    assert!(gaffer::server::verify_signature(b"s3cret", body, Some(sig)));
+    the_one_delivery(&seen.lock().unwrap(), "x#1");
     server.abort();
 }
 
