@@ -417,14 +417,20 @@ async fn clean_up_every(
             })
             .await;
             match done {
-                Ok(Ok(r)) if !r.is_empty() => tracing::info!(
+                Ok(Ok(r))
+                    if r.worktrees.is_empty() && r.branches.is_empty() && r.skipped.is_empty() =>
+                {
+                    if !r.kept.is_empty() {
+                        tracing::debug!(kept = ?r.kept, "cleanup: branches kept");
+                    }
+                }
+                Ok(Ok(r)) => tracing::info!(
                     worktrees = ?r.worktrees,
                     branches = ?r.branches,
                     kept = ?r.kept,
                     skipped = ?r.skipped,
                     "cleaned up after finished tasks"
                 ),
-                Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "cleanup after finished tasks failed"),
                 Err(e) => tracing::warn!(error = %e, "cleanup after finished tasks panicked"),
             }

@@ -106,6 +106,16 @@ pub fn collect(
             if !mirror.join("HEAD").is_file() {
                 continue;
             }
+            let dir = ws.repo_dir(&p.project, &repo.name.value);
+            let worktree = idle && dir.join(".git").exists();
+            let mut branches = Vec::new();
+            for (task, _) in &old {
+                branches.extend(task_branches(&mirror, task)?);
+            }
+            if !worktree && branches.is_empty() {
+                // Cleaned up before: nothing to fetch for.
+                continue;
+            }
             // What is on the remote is decided on a fresh fetch (with --prune): a branch
             // deleted there since the last one no longer counts as a copy of the work.
             if let Err(e) = ws.mirror(repo) {
@@ -116,11 +126,10 @@ pub fn collect(
                 continue;
             }
             let mut changed = false;
-            let dir = ws.repo_dir(&p.project, &repo.name.value);
             let mut leaving: Option<PathBuf> = None;
             // Dry, the uncommitted work a real run would commit keeps its branch.
             let mut dirty: Option<String> = None;
-            if idle && dir.join(".git").exists() {
+            if worktree {
                 if dry_run && !Git::new(&dir).run(["status", "--porcelain"])?.is_empty() {
                     dirty = Some(super::current_branch(&dir)?);
                 }
