@@ -108,10 +108,17 @@ pub fn collect(
             }
             let dir = ws.repo_dir(&p.project, &repo.name.value);
             let worktree = idle && dir.join(".git").exists();
-            let mut branches = Vec::new();
-            for (task, _) in &old {
-                branches.extend(task_branches(&mirror, task)?);
-            }
+            // The old tasks' branches, as (index in `old`, branch, commit).
+            let read = || -> Result<Vec<(usize, String, String)>, WorkspaceError> {
+                let mut out = Vec::new();
+                for (i, (task, _)) in old.iter().enumerate() {
+                    for (b, c) in task_branches(&mirror, task)? {
+                        out.push((i, b, c));
+                    }
+                }
+                Ok(out)
+            };
+            let mut branches = read()?;
             if !worktree && branches.is_empty() {
                 // Cleaned up before: nothing to fetch for.
                 continue;
@@ -135,7 +142,10 @@ pub fn collect(
                 }
                 if !dry_run {
                     // Never lose work: what is uncommitted goes on the branch it is on.
-                    checkpoint_dir(&dir, "left in the worktree at cleanup")?;
+                    if checkpoint_dir(&dir, "left in the worktree at cleanup")?.is_some() {
+                        // The branch the worktree is on moved: judge its new commit.
+                        branches = read()?;
+                    }
                     let d = dir.to_string_lossy().into_owned();
                     Git::new(&mirror).run(["worktree", "remove", "--force", d.as_str()])?;
                     changed = true;
@@ -144,47 +154,41 @@ pub fn collect(
                 leaving = Some(dir.clone());
             }
             let checked_out = checked_out(&mirror, leaving.as_deref())?;
-            for (task, status) in &old {
-                for (branch, commit) in task_branches(&mirror, task)? {
-                    let label = format!("{}/{}: {branch}", p.project, repo.name.value);
-                    let short = &commit[..commit.len().min(12)];
-                    if checked_out.contains(&branch) {
-                        report
-                            .kept
-                            .push(format!("{label} ({short}): checked out in a worktree"));
-                        continue;
-                    }
-                    if dirty.as_ref() == Some(&branch) {
-                        report.kept.push(format!(
-                            "{label} ({short}): its worktree has uncommitted work, which goes on it"
-                        ));
-                        continue;
-                    }
-                    let Some(why) = safe(
-                        &mirror,
-                        task,
-                        status.as_ref(),
-                        &repo.name.value,
-                        &branch,
-                        &commit,
-                    )?
-                    else {
-                        report.kept.push(format!(
-                            "{label} ({short}): its work is on no remote, not merged and not set aside"
-                        ));
-                        continue;
-                    };
-                    if !dry_run {
-                        Git::new(&mirror).run([
-                            "branch",
-                            "--delete",
-                            "--force",
-                            branch.as_str(),
-                        ])?;
-                        changed = true;
-                    }
-                    report.branches.push(format!("{label} ({short}, {why})"));
+            for (i, branch, commit) in branches {
+                let (task, status) = old[i];
+                let label = format!("{}/{}: {branch}", p.project, repo.name.value);
+                let short = &commit[..commit.len().min(12)];
+                if checked_out.contains(&branch) {
+                    report
+                        .kept
+                        .push(format!("{label} ({short}): checked out in a worktree"));
+                    continue;
                 }
+                if dirty.as_ref() == Some(&branch) {
+                    report.kept.push(format!(
+                        "{label} ({short}): its worktree has uncommitted work, which goes on it"
+                    ));
+                    continue;
+                }
+                let Some(why) = safe(
+                    &mirror,
+                    task,
+                    status.as_ref(),
+                    &repo.name.value,
+                    &branch,
+                    &commit,
+                )?
+                else {
+                    report.kept.push(format!(
+                        "{label} ({short}): its work is on no remote, not merged and not set aside"
+                    ));
+                    continue;
+                };
+                if !dry_run {
+                    Git::new(&mirror).run(["branch", "--delete", "--force", branch.as_str()])?;
+                    changed = true;
+                }
+                report.branches.push(format!("{label} ({short}, {why})"));
             }
             if changed {
                 Git::new(&mirror).run(["worktree", "prune"])?;
