@@ -134,6 +134,26 @@ impl Week {
         )
     }
 
+    /// Across the mirrors: worktrees, task branches (`gaffer/…`), git objects.
+    fn holdings(&self) -> (usize, usize, u64) {
+        let (mut worktrees, mut branches, mut objects_n) = (0, 0, 0);
+        for m in std::fs::read_dir(self.path("builders/.mirrors")).unwrap() {
+            let m = m.unwrap().path();
+            worktrees += git(&m, &["worktree", "list", "--porcelain"])
+                .lines()
+                .filter(|l| l.starts_with("worktree ") && !l.ends_with(".git"))
+                .count();
+            branches += git(
+                &m,
+                &["for-each-ref", "--format=%(refname)", "refs/heads/gaffer"],
+            )
+            .lines()
+            .count();
+            objects_n += objects(&m);
+        }
+        (worktrees, branches, objects_n)
+    }
+
     fn snapshot(&self) -> Snapshot {
         snapshot_of(&self.state, &self.path("scratch"))
     }
@@ -334,9 +354,13 @@ fn a_simulated_week_ends_with_every_task_promoted_each_effect_once_and_bounded_r
         std::thread::sleep(Duration::from_millis(300));
     }
     let wall = started.elapsed();
-    // Two days later (simulated), the reconciler's cleanup has run over the finished tasks.
+    // Three days later (simulated) the reconciler's cleanup (every 2 s) finds every task
+    // finished two days ago: waited for until its work shows, at most a minute.
     w.set_clock(end + jiff::SignedDuration::from_hours(72));
-    std::thread::sleep(Duration::from_secs(5));
+    let cleaned = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < cleaned && w.holdings().1 > 0 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let pid = reconciler.as_ref().unwrap().0.id();
     let (rss, fds) = usage(pid);
     peak_rss = peak_rss.max(rss);
@@ -366,15 +390,26 @@ fn a_simulated_week_ends_with_every_task_promoted_each_effect_once_and_bounded_r
     }
     // The bot catches up with the last milestones, then each of its messages is there once
     // (a key is unique within its thread).
-    let mut seen = 0;
-    for _ in 0..40 {
-        std::thread::sleep(Duration::from_millis(500));
-        let n = w.slack.messages().len();
-        if n == seen {
-            break;
-        }
-        seen = n;
+    let milestones: usize = snap
+        .tasks()
+        .map(|(_, e)| e.progress.as_ref().map_or(0, |p| p.milestones.len()))
+        .sum();
+    let posted = |w: &Week| {
+        w.slack
+            .messages()
+            .iter()
+            .filter(|m| m.key().starts_with("gaffer:m:"))
+            .count()
+    };
+    let caught_up = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < caught_up && posted(&w) < milestones {
+        std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(
+        posted(&w),
+        milestones,
+        "every milestone posted in its thread"
+    );
     let msgs = w.slack.messages();
     let parents = msgs
         .iter()
@@ -399,23 +434,7 @@ fn a_simulated_week_ends_with_every_task_promoted_each_effect_once_and_bounded_r
     assert_eq!(keys.len(), n, "no Slack message posted twice");
 
     // What gaffer holds.
-    let mirrors = w.path("builders/.mirrors");
-    let mut worktrees = 0;
-    let (mut branches, mut mirror_objects) = (0, 0);
-    for m in std::fs::read_dir(&mirrors).unwrap() {
-        let m = m.unwrap().path();
-        worktrees += git(&m, &["worktree", "list", "--porcelain"])
-            .lines()
-            .filter(|l| l.starts_with("worktree ") && !l.ends_with(".git"))
-            .count();
-        branches += git(
-            &m,
-            &["for-each-ref", "--format=%(refname)", "refs/heads/gaffer"],
-        )
-        .lines()
-        .count();
-        mirror_objects += objects(&m);
-    }
+    let (worktrees, branches, mirror_objects) = w.holdings();
     let state_objects = objects(&w.state);
     let table = format!(
         "| what | end of week | bound |\n| --- | --- | --- |\n\
